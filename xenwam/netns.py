@@ -70,7 +70,9 @@ class NetnsSet:
         ns.ip("link", "set", "lo", "up")
         return ns
 
-    def link(self, a: Netns, b: Netns, *, a_ifname: str = "", b_ifname: str = "") -> tuple[str, str]:
+    def link(
+        self, a: Netns, b: Netns, *, a_ifname: str = "", b_ifname: str = ""
+    ) -> tuple[str, str]:
         """Join ``a`` and ``b`` with a veth pair; return the interface names (in a, in b)."""
         n = next(_counter)
         a_if = a_ifname or f"v{n}a"

@@ -69,7 +69,7 @@ def _text(data: str | bytes | None) -> str:
     return data
 
 
-@dataclass
+@dataclass(frozen=True)
 class SubprocessRunner:
     """Runs commands with :mod:`subprocess`; the real runner."""
 
@@ -100,13 +100,13 @@ class SubprocessRunner:
         full_env = None
         if env is not None or self.base_env:
             full_env = {**os.environ, **self.base_env, **(env or {})}
-        text_input = isinstance(input, str)
+        stdin = input.encode() if isinstance(input, str) else input
         log.debug("run: %s", shlex.join(args))
         start = time.monotonic()
         try:
             proc = subprocess.run(
                 args,
-                input=input.encode() if text_input and input is not None else input,
+                input=stdin,
                 capture_output=True,
                 timeout=timeout,
                 env=full_env,
