@@ -50,7 +50,7 @@ def test_parse_qemu_version_captured() -> None:
 
 
 def test_parse_xl_info_version() -> None:
-    text = "host                   : a\nxen_major              : 4\nxen_version            : 4.17.5\n"
+    text = "host        : a\nxen_major   : 4\nxen_version : 4.17.5\n"
     assert parse_xl_info_version(text) == "4.17.5"
     assert parse_xl_info_version("") is None
 

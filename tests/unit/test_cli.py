@@ -1,0 +1,58 @@
+"""The command line: every subcommand documents itself, errors become exit statuses."""
+
+from __future__ import annotations
+
+import argparse
+
+import pytest
+
+from xenwam import cli
+from xenwam.errors import ConfigError, XenwamError
+
+pytestmark = pytest.mark.unit
+
+
+def _subcommands() -> list[str]:
+    parser = cli.build_parser()
+    sub = next(a for a in parser._actions if isinstance(a, argparse._SubParsersAction))
+    return sorted(sub.choices)
+
+
+def test_core_subcommands_are_registered() -> None:
+    assert {"doctor", "bench"} <= set(_subcommands())
+
+
+@pytest.mark.parametrize("name", _subcommands())
+def test_every_subcommand_has_help_with_verbosity_flags(
+    name: str, capsys: pytest.CaptureFixture[str]
+) -> None:
+    with pytest.raises(SystemExit) as info:
+        cli.main([name, "--help"])
+    assert info.value.code == 0
+    out = capsys.readouterr().out
+    assert f"xenwam {name}" in out
+    assert "--verbose" in out and "--quiet" in out
+
+
+def test_no_command_prints_help_and_exits_2(capsys: pytest.CaptureFixture[str]) -> None:
+    assert cli.main([]) == 2
+    assert "COMMAND" in capsys.readouterr().out
+
+
+def test_xenwam_errors_become_one_line_and_their_exit_status(
+    monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    def bad_config(args: argparse.Namespace) -> int:
+        raise ConfigError("resource 'r0': minor 300 out of range 0-255; pick another minor")
+
+    def failure(args: argparse.Namespace) -> int:
+        raise XenwamError("it broke")
+
+    parser = cli.build_parser()
+    monkeypatch.setattr(cli, "build_parser", lambda: parser)
+    for handler, status in ((bad_config, 2), (failure, 1)):
+        sub = next(a for a in parser._actions if isinstance(a, argparse._SubParsersAction))
+        sub.choices["doctor"].set_defaults(handler=handler)
+        assert cli.main(["doctor"]) == status
+        err = capsys.readouterr().err
+        assert err.startswith("xenwam: error: ")
