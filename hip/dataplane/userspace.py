@@ -1,0 +1,445 @@
+"""The userspace ESP data plane: a TUN device carrying HITs, ESP done in Python.
+
+Applications address peers by HIT.  The TUN device holds our own HIT and the route to
+the ORCHID prefix ``2001:20::/28``, so every packet to a HIT arrives here as an inner IPv6
+packet; :class:`EspEngine` (sans-I/O) finds the peer's SA and turns it into ESP, which
+:class:`UserspaceDataPlane` sends over raw IP protocol 50 or UDP port 10500.  Inbound ESP
+goes the other way and is written to the TUN device.  This is the data plane that runs
+when the kernel lacks ESP or BEET (see :mod:`hip.dataplane.probe`).
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import errno
+import fcntl
+import hashlib
+import json
+import logging
+import os
+import signal
+import socket
+import struct
+from collections import Counter
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from ipaddress import IPv4Address, IPv6Address, IPv6Network, ip_address
+
+from hip.dataplane import (
+    HIT_PREFIX,
+    Encapsulation,
+    Locator,
+    SecurityAssociation,
+)
+from hip.errors import DataPlaneError
+from hip.esp import InboundSA, OutboundSA, suite_by_id
+from hip.runner import Runner, default_runner
+
+log = logging.getLogger(__name__)
+
+#: ioctl number of TUNSETIFF (``_IOW('T', 202, int)``) and its flags, from linux/if_tun.h.
+TUNSETIFF = 0x400454CA
+IFF_TUN = 0x0001
+IFF_NO_PI = 0x1000
+#: The ``struct ifreq`` TUNSETIFF takes: name[16], flags (short), padding.
+IFREQ = struct.Struct("16sH22x")
+#: MTU of the TUN device: 1500 minus the outer IPv6 header (40), UDP (8), ESP header (8),
+#: IV (16), worst-case padding and trailer (17) and ICV (16), rounded down.
+DEFAULT_MTU = 1380
+DEFAULT_TUN_NAME = "hip0"
+IPPROTO_ESP = 50
+
+
+@dataclass(frozen=True)
+class EspDatagram:
+    """One ESP packet ready to leave: its bytes and where they go."""
+
+    data: bytes
+    src: Locator
+    dst: Locator
+    encapsulation: Encapsulation
+
+
+@dataclass(frozen=True)
+class NoAssociation:
+    """An inner packet to a HIT we have no SA with: hipd queues it and starts a base exchange."""
+
+    peer_hit: IPv6Address
+    packet: bytes
+
+
+@dataclass
+class _Peer:
+    sa: SecurityAssociation
+    outbound: OutboundSA
+    own_locator: Locator
+    peer_locator: Locator
+
+
+@dataclass
+class EspEngine:
+    """Sans-I/O SA table: inner packets to ESP datagrams and back.
+
+    Inbound SAs are found by SPI alone, whatever the outer source address: a peer that
+    moved keeps sending on the same SA, and only the ICV decides (RFC 7402 section 3).
+    """
+
+    random: Callable[[int], bytes] = os.urandom
+    peers: dict[IPv6Address, _Peer] = field(default_factory=dict)
+    inbound: dict[int, InboundSA] = field(default_factory=dict)
+    #: Inbound SPIs per peer, newest last; one older generation is kept across a rekey
+    #: so packets already in flight on the old SA are not lost.
+    spis_by_peer: dict[IPv6Address, list[int]] = field(default_factory=dict)
+    dropped: Counter[str] = field(default_factory=Counter)
+
+    def install(self, sa: SecurityAssociation) -> None:
+        """Install or rekey both directions of ``sa``."""
+        suite = suite_by_id(sa.suite_id)
+        outbound = OutboundSA(
+            sa.spi_out, suite, sa.enc_key_out, sa.auth_key_out, sa.own_hit, sa.peer_hit,
+            random=self.random,
+        )
+        inbound = InboundSA(
+            sa.spi_in, suite, sa.enc_key_in, sa.auth_key_in, sa.peer_hit, sa.own_hit
+        )
+        self.peers[sa.peer_hit] = _Peer(sa, outbound, sa.own_locator, sa.peer_locator)
+        spis = [s for s in self.spis_by_peer.get(sa.peer_hit, []) if s != sa.spi_in]
+        spis.append(sa.spi_in)
+        while len(spis) > 2:
+            self.inbound.pop(spis.pop(0), None)
+        self.spis_by_peer[sa.peer_hit] = spis
+        self.inbound[sa.spi_in] = inbound
+
+    def update_locators(self, peer_hit: IPv6Address, own: Locator, peer: Locator) -> None:
+        """Send future packets for ``peer_hit`` between the new locators."""
+        entry = self.peers.get(peer_hit)
+        if entry is None:
+            raise DataPlaneError(f"no SA with {peer_hit} to move to {own} -> {peer}")
+        entry.own_locator, entry.peer_locator = own, peer
+
+    def remove(self, peer_hit: IPv6Address) -> None:
+        """Forget every SA with ``peer_hit``."""
+        self.peers.pop(peer_hit, None)
+        for spi in self.spis_by_peer.pop(peer_hit, []):
+            self.inbound.pop(spi, None)
+
+    def encapsulate(self, inner: bytes) -> EspDatagram | NoAssociation | None:
+        """Turn an inner packet read from the TUN device into ESP, or say why not."""
+        if len(inner) < 40 or inner[0] >> 4 != 6:
+            self.dropped["not-ipv6"] += 1
+            return None
+        dst = IPv6Address(inner[24:40])
+        entry = self.peers.get(dst)
+        if entry is None:
+            if not dst.is_multicast and dst in _HIT_NETWORK:
+                return NoAssociation(dst, inner)
+            self.dropped["not-a-hit"] += 1  # e.g. router solicitations the kernel sends
+            return None
+        try:
+            data = entry.outbound.encrypt(inner)
+        except DataPlaneError as exc:
+            log.debug("outbound packet dropped: %s", exc)
+            self.dropped["outbound-refused"] += 1
+            return None
+        return EspDatagram(data, entry.own_locator, entry.peer_locator, entry.sa.encapsulation)
+
+    def decapsulate(self, data: bytes) -> bytes | None:
+        """Return the inner packet carried by the ESP payload ``data``, or ``None``."""
+        if len(data) < 8:
+            self.dropped["truncated"] += 1
+            return None
+        spi = int.from_bytes(data[:4], "big")
+        sa = self.inbound.get(spi)
+        if sa is None:
+            self.dropped["unknown-spi"] += 1
+            return None
+        return sa.decrypt(data)
+
+    def counters(self) -> dict[str, object]:
+        """Per-SA packets, bytes and drops, plus drops before any SA was found."""
+        per_peer: dict[str, object] = {}
+        for hit, entry in self.peers.items():
+            inbound = [self.inbound[s].counters.as_dict() for s in self.spis_by_peer.get(hit, [])
+                       if s in self.inbound]
+            per_peer[str(hit)] = {
+                "sent": entry.outbound.counters.as_dict(),
+                "received": inbound,
+                "own_locator": str(entry.own_locator),
+                "peer_locator": str(entry.peer_locator),
+            }
+        return {"dropped": dict(self.dropped), "peers": per_peer}
+
+
+_HIT_NETWORK = IPv6Network(HIT_PREFIX)
+
+
+class TunDevice:
+    """A Linux TUN device (no packet information header) holding our HIT."""
+
+    def __init__(self, name: str = DEFAULT_TUN_NAME) -> None:
+        try:
+            self.fd = os.open("/dev/net/tun", os.O_RDWR | os.O_NONBLOCK)
+        except OSError as exc:
+            raise DataPlaneError(
+                f"cannot open /dev/net/tun: {exc.strerror}; load the tun module "
+                "(`modprobe tun`) and run hipd as root"
+            ) from exc
+        try:
+            ifr = fcntl.ioctl(self.fd, TUNSETIFF, IFREQ.pack(name.encode(), IFF_TUN | IFF_NO_PI))
+        except OSError as exc:
+            os.close(self.fd)
+            raise DataPlaneError(f"cannot create TUN device {name!r}: {exc.strerror}") from exc
+        self.name = IFREQ.unpack(ifr)[0].rstrip(b"\0").decode()
+
+    def configure(self, own_hit: IPv6Address, mtu: int, runner: Runner) -> None:
+        """Give the device our HIT, bring it up, and route the ORCHID prefix into it."""
+        runner.run(["ip", "link", "set", "dev", self.name, "mtu", str(mtu), "up"])
+        # nodad: the HIT is ours by cryptography, duplicate address detection only delays.
+        runner.run(["ip", "-6", "addr", "replace", f"{own_hit}/128", "dev", self.name, "nodad"])
+        runner.run(["ip", "-6", "route", "replace", HIT_PREFIX, "dev", self.name])
+
+    def read(self) -> bytes | None:
+        """One packet, or ``None`` when nothing is waiting."""
+        try:
+            return os.read(self.fd, 65535)
+        except BlockingIOError:
+            return None
+
+    def write(self, packet: bytes) -> None:
+        """Hand an inner packet to the kernel as if it had arrived on the device."""
+        os.write(self.fd, packet)
+
+    def close(self) -> None:
+        """Close the device; the kernel deletes it with its address and route."""
+        if self.fd >= 0:
+            os.close(self.fd)
+            self.fd = -1
+
+
+class UserspaceDataPlane:
+    """The userspace data plane's I/O: TUN device, raw ESP sockets, asyncio readers.
+
+    ``send_udp(data, src, dst)`` sends an ESP payload over the shared UDP port (owned by
+    the HIP transport); UDP-encapsulated ESP that the transport receives comes back in
+    through :meth:`receive_esp`.  ``on_no_association`` gets packets to HITs without SA.
+    """
+
+    kind = "userspace"
+
+    def __init__(
+        self,
+        own_hit: IPv6Address,
+        *,
+        tun_name: str = DEFAULT_TUN_NAME,
+        mtu: int = DEFAULT_MTU,
+        runner: Runner = default_runner,
+        send_udp: Callable[[bytes, Locator, Locator], None] | None = None,
+        on_no_association: Callable[[NoAssociation], None] | None = None,
+        random: Callable[[int], bytes] = os.urandom,
+    ) -> None:
+        self.own_hit = own_hit
+        self.engine = EspEngine(random=random)
+        self.send_udp = send_udp
+        self.on_no_association = on_no_association
+        self.tun = TunDevice(tun_name)
+        self.io_errors: Counter[str] = Counter()
+        self.raw4: socket.socket | None = None
+        self.raw6: socket.socket | None = None
+        try:
+            self.tun.configure(own_hit, mtu, runner)
+            self.raw4 = socket.socket(socket.AF_INET, socket.SOCK_RAW, IPPROTO_ESP)
+            self.raw6 = socket.socket(socket.AF_INET6, socket.SOCK_RAW, IPPROTO_ESP)
+            for sock in (self.raw4, self.raw6):
+                sock.setblocking(False)
+        except Exception:
+            self.close()
+            raise
+        self._loop: asyncio.AbstractEventLoop | None = None
+
+    # -- DataPlane interface -------------------------------------------------------------
+    def install(self, sa: SecurityAssociation) -> None:
+        """Install or rekey ``sa``."""
+        self.engine.install(sa)
+
+    def update_locators(self, peer_hit: IPv6Address, own: Locator, peer: Locator) -> None:
+        """Move ``peer_hit``'s SAs to new outer addresses."""
+        self.engine.update_locators(peer_hit, own, peer)
+
+    def remove(self, peer_hit: IPv6Address) -> None:
+        """Forget ``peer_hit``'s SAs."""
+        self.engine.remove(peer_hit)
+
+    def counters(self) -> dict[str, object]:
+        """Engine counters plus socket errors."""
+        return {**self.engine.counters(), "io_errors": dict(self.io_errors)}
+
+    def close(self) -> None:
+        """Stop reading, close the sockets and the TUN device."""
+        if self._loop is not None:
+            for fd in (self.tun.fd, *(s.fileno() for s in (self.raw4, self.raw6) if s)):
+                if fd >= 0:
+                    self._loop.remove_reader(fd)
+            self._loop = None
+        for sock in (self.raw4, self.raw6):
+            if sock is not None:
+                sock.close()
+        self.tun.close()
+
+    # -- I/O -----------------------------------------------------------------------------
+    def attach(self, loop: asyncio.AbstractEventLoop) -> None:
+        """Start reading the TUN device and the raw ESP sockets on ``loop``."""
+        self._loop = loop
+        loop.add_reader(self.tun.fd, self._on_tun)
+        assert self.raw4 is not None and self.raw6 is not None
+        loop.add_reader(self.raw4.fileno(), self._on_raw, self.raw4, True)
+        loop.add_reader(self.raw6.fileno(), self._on_raw, self.raw6, False)
+
+    def send_inner(self, inner: bytes) -> bool:
+        """Encrypt and send one inner packet; False if it has no SA (it is not kept)."""
+        result = self.engine.encapsulate(inner)
+        if isinstance(result, EspDatagram):
+            self._send(result)
+            return True
+        return False
+
+    def receive_esp(self, data: bytes) -> None:
+        """Decrypt an ESP payload (raw or from UDP) and write the inner packet to TUN."""
+        inner = self.engine.decapsulate(data)
+        if inner is not None:
+            try:
+                self.tun.write(inner)
+            except OSError as exc:
+                self.io_errors[f"tun-write-{errno.errorcode.get(exc.errno or 0, 'E?')}"] += 1
+
+    def _on_tun(self) -> None:
+        # Drain a bounded batch so one busy flow cannot starve the control plane.
+        for _ in range(64):
+            inner = self.tun.read()
+            if inner is None:
+                return
+            result = self.engine.encapsulate(inner)
+            if isinstance(result, EspDatagram):
+                self._send(result)
+            elif isinstance(result, NoAssociation) and self.on_no_association is not None:
+                self.on_no_association(result)
+
+    def _on_raw(self, sock: socket.socket, has_ip_header: bool) -> None:
+        for _ in range(64):
+            try:
+                data = sock.recv(65535)
+            except BlockingIOError:
+                return
+            except OSError as exc:
+                self.io_errors[f"recv-{errno.errorcode.get(exc.errno or 0, 'E?')}"] += 1
+                return
+            if has_ip_header:
+                # IPv4 raw sockets deliver the IP header too; its length is in the IHL.
+                if not data:
+                    continue
+                data = data[(data[0] & 0x0F) * 4 :]
+            self.receive_esp(data)
+
+    def _send(self, packet: EspDatagram) -> None:
+        try:
+            if packet.encapsulation is Encapsulation.UDP:
+                if self.send_udp is None:
+                    raise DataPlaneError("UDP-encapsulated SA but no UDP transport is attached")
+                self.send_udp(packet.data, packet.src, packet.dst)
+            elif isinstance(packet.dst, IPv4Address):
+                assert self.raw4 is not None
+                self.raw4.sendto(packet.data, (str(packet.dst), 0))
+            else:
+                assert self.raw6 is not None
+                self.raw6.sendto(packet.data, (str(packet.dst), 0))
+        except OSError as exc:
+            # A locator that just vanished (the host is moving) fails here until UPDATE
+            # completes; TCP retransmits, so count and carry on.
+            self.io_errors[f"send-{errno.errorcode.get(exc.errno or 0, 'E?')}"] += 1
+
+
+def static_sa(
+    own_hit: IPv6Address,
+    peer_hit: IPv6Address,
+    own_locator: Locator,
+    peer_locator: Locator,
+    secret: str,
+    *,
+    suite_id: int = 9,
+    encapsulation: Encapsulation = Encapsulation.RAW,
+) -> SecurityAssociation:
+    """A manually keyed SA pair for testing the data plane without HIP.
+
+    Both ends derive the same keys from ``secret``; SPIs and key order are chosen by the
+    HITs so the two sides agree on which direction is which.
+    """
+    suite = suite_by_id(suite_id)
+
+    def derive(label: str, n: int) -> bytes:
+        out = b""
+        while len(out) < n:
+            out += hashlib.sha256(f"{secret}|{label}|{len(out)}".encode()).digest()
+        return out[:n]
+
+    def keys(src: IPv6Address, dst: IPv6Address) -> tuple[bytes, bytes, int]:
+        label = f"{src}>{dst}"
+        spi = 0x100 + int.from_bytes(derive(label + "spi", 3), "big")
+        return derive(label + "enc", suite.enc_key_length), derive(
+            label + "auth", suite.auth_key_length
+        ), spi
+
+    enc_out, auth_out, spi_out = keys(own_hit, peer_hit)
+    enc_in, auth_in, spi_in = keys(peer_hit, own_hit)
+    return SecurityAssociation(
+        own_hit, peer_hit, spi_in, spi_out, suite_id, enc_in, auth_in, enc_out, auth_out,
+        own_locator, peer_locator, encapsulation,
+    )
+
+
+def _static_main(argv: list[str] | None = None) -> int:
+    """``python -m hip.dataplane.userspace``: a manually keyed tunnel, for debugging."""
+    parser = argparse.ArgumentParser(
+        prog="python -m hip.dataplane.userspace",
+        description="Run the userspace ESP data plane with static keys (no HIP), "
+        "e.g. to ping a peer's HIT across two namespaces.",
+    )
+    parser.add_argument("--own-hit", required=True, type=IPv6Address)
+    parser.add_argument("--peer-hit", required=True, type=IPv6Address)
+    parser.add_argument("--own-locator", required=True, type=ip_address)
+    parser.add_argument("--peer-locator", required=True, type=ip_address)
+    parser.add_argument("--secret", required=True, help="shared string both ends derive keys from")
+    parser.add_argument("--tun", default=DEFAULT_TUN_NAME)
+    parser.add_argument("--udp", action="store_true", help="ESP in UDP port 10500 (RFC 5770)")
+    args = parser.parse_args(argv)
+    logging.basicConfig(level=logging.INFO, format="%(message)s")
+    # Imported here: the transport is only needed by this debugging entry point.
+    from hip.transport import HipTransport
+
+    transport = HipTransport(on_hip=lambda *_: None, raw=False)
+    plane = UserspaceDataPlane(args.own_hit, tun_name=args.tun, send_udp=transport.send_esp)
+    transport.on_esp = lambda data, _src: plane.receive_esp(data)
+    encapsulation = Encapsulation.UDP if args.udp else Encapsulation.RAW
+    plane.install(
+        static_sa(args.own_hit, args.peer_hit, args.own_locator, args.peer_locator, args.secret,
+                  encapsulation=encapsulation)
+    )
+    loop = asyncio.new_event_loop()
+    for signum in (signal.SIGTERM, signal.SIGINT):
+        loop.add_signal_handler(signum, loop.stop)
+    try:
+        if args.udp:
+            transport.open()
+            transport.attach(loop)
+        plane.attach(loop)
+        log.info("ready: %s -> %s over %s", args.own_hit, args.peer_hit, encapsulation.value)
+        loop.run_forever()
+    finally:
+        log.info("counters: %s", json.dumps(plane.counters(), sort_keys=True))
+        plane.close()
+        transport.close()
+        loop.close()
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(_static_main())
