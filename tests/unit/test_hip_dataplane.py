@@ -1,0 +1,131 @@
+"""Data plane logic without root: XFRM argv building, the ESP engine's SA table, the probe."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from ipaddress import IPv4Address, IPv6Address
+
+import pytest
+
+from hip.dataplane import Encapsulation, SecurityAssociation
+from hip.dataplane.kernel import KernelDataPlane, policy_argv, state_add_argv
+from hip.dataplane.probe import DataPlaneKind, choose
+from hip.dataplane.userspace import EspDatagram, EspEngine, NoAssociation, static_sa
+from hip.errors import DataPlaneError
+from hip.esp import build_inner
+from hip.runner import DEFAULT_TIMEOUT, CommandResult
+from hip.transport import UdpKind, classify_udp, frame_udp
+
+pytestmark = pytest.mark.unit
+
+HIT_M = IPv6Address("2001:2a::111")
+HIT_C = IPv6Address("2001:2a::222")
+LOC_M, LOC_C = IPv4Address("10.1.0.2"), IPv4Address("10.3.0.2")
+
+
+def _sa(**kw: object) -> SecurityAssociation:
+    sa = static_sa(HIT_M, HIT_C, LOC_M, LOC_C, "unit")
+    return SecurityAssociation(**{**sa.__dict__, **kw})  # type: ignore[arg-type]
+
+
+@dataclass
+class RecordingRunner:
+    """Records argv lists; fails the ones whose first words match ``fail``."""
+
+    fail: tuple[str, ...] = ()
+    stderr: str = "Error: Requested type not found."
+    calls: list[list[str]] = field(default_factory=list)
+
+    def run(self, argv: Sequence[str], *, timeout: float = DEFAULT_TIMEOUT, check: bool = True,
+            input: str | None = None) -> CommandResult:
+        self.calls.append(list(argv))
+        bad = self.fail and list(argv[: len(self.fail)]) == list(self.fail)
+        return CommandResult(tuple(argv), 2 if bad else 0, "", self.stderr if bad else "", 0.0)
+
+
+def test_state_add_argv_is_beet_between_locators_with_hit_selectors() -> None:
+    sa = _sa()
+    out = state_add_argv(sa, outbound=True)
+    assert out[:4] == ["ip", "xfrm", "state", "add"]
+    assert out[out.index("src") + 1] == "10.1.0.2" and out[out.index("dst") + 1] == "10.3.0.2"
+    assert out[out.index("mode") + 1] == "beet"
+    assert out[out.index("spi") + 1] == f"{sa.spi_out:#010x}"
+    assert out[out.index("enc") + 2] == "0x" + sa.enc_key_out.hex()
+    sel = out[out.index("sel"):]
+    assert sel == ["sel", "src", f"{HIT_M}/128", "dst", f"{HIT_C}/128"]
+    inbound = state_add_argv(sa, outbound=False)
+    assert inbound[inbound.index("spi") + 1] == f"{sa.spi_in:#010x}"
+    assert inbound[inbound.index("src") + 1] == "10.3.0.2"
+    udp = state_add_argv(_sa(encapsulation=Encapsulation.UDP), outbound=True)
+    assert udp[-5:] == ["encap", "espinudp", "10500", "10500", "0.0.0.0"]
+
+
+def test_kernel_move_replaces_outer_addresses_only() -> None:
+    runner = RecordingRunner()
+    plane = KernelDataPlane(HIT_M, runner=runner)
+    sa = _sa()
+    plane.install(sa)
+    runner.calls.clear()
+    new_loc = IPv4Address("10.2.0.2")
+    plane.update_locators(HIT_C, new_loc, LOC_C)
+    adds = [c for c in runner.calls if c[:4] == ["ip", "xfrm", "state", "add"]]
+    assert len(adds) == 2
+    assert all(f"{sa.spi_out:#010x}" in c or f"{sa.spi_in:#010x}" in c for c in adds)
+    assert policy_argv(plane.installed[HIT_C], outbound=True) in runner.calls
+    assert "10.2.0.2" in policy_argv(plane.installed[HIT_C], outbound=True)
+    with pytest.raises(DataPlaneError, match="no XFRM SA"):
+        plane.update_locators(HIT_M, new_loc, LOC_C)
+
+
+def test_probe_falls_back_to_userspace_and_refuses_forced_kernel() -> None:
+    refusing = RecordingRunner(fail=("ip", "xfrm", "state", "add"))
+    choice = choose(DataPlaneKind.AUTO, refusing)
+    assert choice.kind is DataPlaneKind.USERSPACE
+    assert "Requested type not found" in choice.reason
+    with pytest.raises(DataPlaneError, match="--data-plane userspace"):
+        choose(DataPlaneKind.KERNEL, refusing)
+    accepting = RecordingRunner()
+    assert choose(DataPlaneKind.AUTO, accepting).kind is DataPlaneKind.KERNEL
+    assert accepting.calls[-1][:4] == ["ip", "xfrm", "state", "delete"]
+
+
+def test_engine_round_trip_move_and_miss() -> None:
+    m, c = EspEngine(), EspEngine()
+    sa_m = static_sa(HIT_M, HIT_C, LOC_M, LOC_C, "k")
+    m.install(sa_m)
+    c.install(static_sa(HIT_C, HIT_M, LOC_C, LOC_M, "k"))
+    inner = build_inner(HIT_M, HIT_C, 17, b"datagram")
+    out = m.encapsulate(inner)
+    assert isinstance(out, EspDatagram) and out.dst == LOC_C
+    assert c.decapsulate(out.data) == inner
+    m.update_locators(HIT_C, IPv4Address("10.2.0.2"), LOC_C)
+    moved = m.encapsulate(inner)
+    assert isinstance(moved, EspDatagram) and moved.src == IPv4Address("10.2.0.2")
+    assert c.decapsulate(moved.data) == inner  # same SA, whatever the outer source
+    other = IPv6Address("2001:2a::333")
+    miss = m.encapsulate(build_inner(HIT_M, other, 6, b"syn"))
+    assert isinstance(miss, NoAssociation) and miss.peer_hit == other
+    assert m.encapsulate(build_inner(HIT_M, IPv6Address("fe80::1"), 58, b"rs")) is None
+    assert c.decapsulate(b"\x00\x00\x99\x99" + bytes(40)) is None
+    assert c.dropped["unknown-spi"] == 1
+    assert m.dropped["not-a-hit"] == 1
+
+
+def test_engine_keeps_one_old_inbound_sa_across_rekey() -> None:
+    engine = EspEngine()
+    first = _sa(spi_in=0x1001)
+    engine.install(first)
+    engine.install(_sa(spi_in=0x1002))
+    assert set(engine.inbound) == {0x1001, 0x1002}
+    engine.install(_sa(spi_in=0x1003))
+    assert set(engine.inbound) == {0x1002, 0x1003}
+    engine.remove(HIT_C)
+    assert not engine.inbound and not engine.peers
+
+
+def test_udp_marker_framing() -> None:
+    assert classify_udp(frame_udp(b"HIPHEADER")).kind is UdpKind.HIP
+    assert classify_udp(frame_udp(b"HIPHEADER")).data == b"HIPHEADER"
+    assert classify_udp(b"\x00\x00\x01\x00" + bytes(20)).kind is UdpKind.ESP
+    assert classify_udp(b"\x00\x00").kind is UdpKind.MALFORMED
