@@ -1,0 +1,299 @@
+"""``xenwam disk ...``: define, drive, seed and inspect xenwam's DRBD resources."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+import socket
+import sys
+from collections.abc import Callable
+from dataclasses import replace
+from pathlib import Path
+from typing import Any
+
+from xenwam.drbd import cmdgen, seed
+from xenwam.drbd.device import DrbdDevice, Progress, read_proc_drbd
+from xenwam.drbd.info import DeviceState, parse_proc_drbd
+from xenwam.drbd.resource import (
+    DEFAULT_CONFIG_DIR,
+    Host,
+    Resource,
+    WanProfile,
+    install,
+    list_resources,
+    load,
+)
+from xenwam.errors import ConfigError, DrbdError
+from xenwam.runner import default_runner
+
+log = logging.getLogger(__name__)
+
+#: Subcommands that map straight onto one idempotent DrbdDevice operation.
+SIMPLE_OPERATIONS: dict[str, tuple[str, str]] = {
+    "create-md": ("create_md", "write DRBD metadata unless valid metadata exists"),
+    "up": ("up", "configure, attach and connect the resource"),
+    "down": ("down", "take the resource down"),
+    "attach": ("attach", "attach the backing disk"),
+    "detach": ("detach", "detach the backing disk"),
+    "connect": ("connect", "connect to the peer"),
+    "disconnect": ("disconnect", "drop the connection to the peer"),
+    "promote": ("promote", "make this host Primary"),
+    "demote": ("demote", "make this host Secondary"),
+    "handover": ("to_handover", "switch the live connection to protocol C, two primaries"),
+    "bulk": ("to_bulk", "switch back to protocol A with pull-ahead, one primary"),
+    "skip-initial-sync": ("skip_initial_sync",
+                          "after seeding: mark both new disks UpToDate without a sync"),
+    "teardown": ("teardown", "demote, disconnect and take down"),
+}
+
+
+def parse_host(text: str) -> Host:
+    """``HOSTNAME,ADDRESS:PORT,DISK,META_DISK`` (IPv6 as ``[addr]:port``)."""
+    parts = text.split(",")
+    if len(parts) != 4:
+        raise ConfigError(
+            f"invalid --host {text!r}: write HOSTNAME,ADDRESS:PORT,DISK,META_DISK, "
+            "e.g. hosta,10.99.0.1:7789,/dev/vg/guest,/dev/vg/guest-meta"
+        )
+    hostname, addr_port, disk, meta = parts
+    addr, sep, port = addr_port.rpartition(":")
+    if not sep or not port.isdigit():
+        raise ConfigError(f"invalid address {addr_port!r} in --host {text!r}: write ADDRESS:PORT")
+    return Host(hostname=hostname, address=addr.strip("[]"), port=int(port), disk=disk,
+                meta_disk=meta)
+
+
+def _config_dir(args: argparse.Namespace) -> Path:
+    return Path(args.config_dir)
+
+
+def _drbdadm_check(name: str) -> Callable[[Path], None]:
+    def check(path: Path) -> None:
+        result = default_runner.run(cmdgen.dump(name, config=path), check=False)
+        if not result.ok:
+            raise ConfigError(
+                f"drbdadm rejects the resource file for {name!r}: "
+                f"{(result.stderr or result.stdout).strip()[-600:]!r}; nothing was written"
+            )
+    return check
+
+
+def _define(args: argparse.Namespace) -> int:
+    if args.secret_file:
+        secret = Path(args.secret_file).read_text().strip()
+    else:
+        raise ConfigError("give --secret-file FILE holding the shared secret (8-64 characters)")
+    resource = Resource(
+        name=args.name, minor=args.minor,
+        hosts=(parse_host(args.host[0]), parse_host(args.host[1])),
+        shared_secret=secret,
+        wan=WanProfile(rtt_ms=args.rtt_ms, bandwidth_mbit=args.bandwidth_mbit,
+                       csums_alg=args.csums_alg),
+    )
+    check = _drbdadm_check(resource.name) if args.check else None
+    path = install(resource, _config_dir(args), check=check)
+    print(path)
+    return 0
+
+
+def _device(args: argparse.Namespace) -> DrbdDevice:
+    return DrbdDevice(load(args.name, _config_dir(args)))
+
+
+def _simple(operation: str) -> Callable[[argparse.Namespace], int]:
+    def handler(args: argparse.Namespace) -> int:
+        result = getattr(_device(args), operation)()
+        if args.json:
+            print(json.dumps({"resource": args.name, "operation": operation,
+                              "changed": result if isinstance(result, bool) else None}))
+        return 0
+    return handler
+
+
+def _progress_reporter(quiet: bool) -> tuple[Callable[[Progress], None], Callable[[], None]]:
+    """A rich progress bar on a terminal, log lines otherwise."""
+    if quiet:
+        return (lambda p: None), (lambda: None)
+    if sys.stderr.isatty():
+        from rich.progress import BarColumn, TextColumn
+        from rich.progress import Progress as Bar
+
+        bar = Bar(TextColumn("sync"), BarColumn(), TextColumn("{task.percentage:>5.1f}%"),
+                  TextColumn("{task.fields[rate]}"), TextColumn("ETA {task.fields[eta]}"),
+                  transient=False)
+        task = bar.add_task("sync", total=100.0, rate="", eta="?")
+        bar.start()
+
+        def show(p: Progress) -> None:
+            bar.update(task, completed=p.percent,
+                       rate=f"{p.rate_kib_s:,.0f} KiB/s" if p.rate_kib_s is not None else "",
+                       eta=f"{p.eta_seconds:.0f} s" if p.eta_seconds is not None else "?")
+        return show, bar.stop
+
+    def log_line(p: Progress) -> None:
+        rate = f"{p.rate_kib_s:,.0f} KiB/s" if p.rate_kib_s is not None else "rate ?"
+        eta = f"ETA {p.eta_seconds:.0f} s" if p.eta_seconds is not None else "ETA ?"
+        print(f"sync {p.percent:5.1f}% {p.out_of_sync_kib} KiB left {rate} {eta}",
+              file=sys.stderr, flush=True)
+    return log_line, (lambda: None)
+
+
+def _wait_sync(args: argparse.Namespace) -> int:
+    device = _device(args)
+    show, done = _progress_reporter(args.quiet or args.json)
+    try:
+        state = device.wait_for_sync(timeout=args.timeout, interval=args.interval,
+                                     on_progress=show)
+    finally:
+        done()
+    if args.json:
+        print(json.dumps(state.to_json()))
+    return 0
+
+
+def _wait_connected(args: argparse.Namespace) -> int:
+    _device(args).wait_connected(timeout=args.timeout)
+    return 0
+
+
+def status_rows(resources: list[Resource], proc_text: str) -> list[DeviceState]:
+    """The state of every xenwam resource, named, from one read of /proc/drbd."""
+    devices = parse_proc_drbd(proc_text).devices
+    rows = []
+    for r in resources:
+        found = devices.get(r.minor)
+        base = found if found is not None else DeviceState(minor=r.minor)
+        rows.append(replace(base, resource=r.name))
+    return rows
+
+
+def format_status(rows: list[DeviceState]) -> str:
+    """A plain table of :func:`status_rows` for people."""
+    header = ("RESOURCE", "MINOR", "ROLE", "PEER", "CONNECTION", "REPLICATION", "DISK",
+              "PEER-DISK", "PROTO", "SYNC", "RATE")
+    table = [header]
+    for s in rows:
+        sync = f"{s.sync.percent:.1f}%" if s.sync else ("-" if s.out_of_sync_kib == 0
+                                                        else f"{s.out_of_sync_kib}K oos")
+        rate = f"{s.sync.rate_kib_s}K/s" if s.sync and s.sync.rate_kib_s else "-"
+        table.append((s.resource or "?", str(s.minor), s.role, s.peer_role, s.connection,
+                      s.replication or "-", s.disk, s.peer_disk, s.protocol or "-", sync, rate))
+    widths = [max(len(row[i]) for row in table) for i in range(len(header))]
+    return "\n".join("  ".join(c.ljust(w) for c, w in zip(row, widths, strict=True)).rstrip()
+                     for row in table)
+
+
+def _status(args: argparse.Namespace) -> int:
+    resources = list_resources(_config_dir(args))
+    if args.name:
+        resources = [r for r in resources if r.name in args.name]
+        missing = set(args.name) - {r.name for r in resources}
+        if missing:
+            raise ConfigError(f"no xenwam resource {sorted(missing)!r} in {args.config_dir}; "
+                              "see `xenwam disk status` for the defined ones")
+    rows = status_rows(resources, read_proc_drbd())
+    if args.json:
+        print(json.dumps({"host": socket.gethostname(),
+                          "resources": [r.to_json() for r in rows]}, indent=2))
+    elif rows:
+        print(format_status(rows))
+    else:
+        print(f"no xenwam resources defined in {args.config_dir}")
+    return 0
+
+
+def _seed_send(args: argparse.Namespace) -> int:
+    with open(args.device, "rb") as source:
+        stats = seed.send(source, sys.stdout.buffer, block_size=args.block_size,
+                          level=args.level)
+    print(json.dumps(stats.to_json()), file=sys.stderr)
+    return 0
+
+
+def _seed_receive(args: argparse.Namespace) -> int:
+    with open(args.device, "r+b") as target:
+        stats = seed.receive(sys.stdin.buffer, target, target_is_zeroed=args.zeroed)
+    print(json.dumps(stats.to_json()))
+    return 0
+
+
+def _digest(args: argparse.Namespace) -> int:
+    with open(args.device, "rb") as f:
+        size = args.size
+        digest = seed.sparse_digest(f, args.block_size, size)
+    print(json.dumps({"device": args.device, "digest": digest}) if args.json else digest)
+    return 0
+
+
+def register(subparsers: Any, common: argparse.ArgumentParser) -> None:
+    """Add ``xenwam disk`` and its subcommands."""
+    disk = subparsers.add_parser(
+        "disk", parents=[common], help="DRBD resources that carry guest disks",
+        description="Define, drive and inspect the DRBD resources that replicate guest "
+                    "disks between hosts. Every operation is idempotent.")
+    sub = disk.add_subparsers(dest="disk_command", metavar="ACTION", required=True)
+    shared = argparse.ArgumentParser(add_help=False, parents=[common])
+    shared.add_argument("--config-dir", default=str(DEFAULT_CONFIG_DIR),
+                        help="directory of the xenwam-*.res files (default: %(default)s)")
+    shared.add_argument("--json", action="store_true", help="print JSON")
+
+    p = sub.add_parser("status", parents=[shared],
+                       help="every xenwam resource: role, connection, sync state and rate")
+    p.add_argument("name", nargs="*", help="only these resources")
+    p.set_defaults(handler=_status)
+
+    p = sub.add_parser("define", parents=[shared], help="write /etc/drbd.d/xenwam-NAME.res")
+    p.add_argument("name")
+    p.add_argument("--minor", type=int, required=True, help="DRBD minor (/dev/drbdMINOR)")
+    p.add_argument("--host", action="append", required=True,
+                   help="HOSTNAME,ADDRESS:PORT,DISK,META_DISK; give it twice")
+    p.add_argument("--secret-file", help="file holding the shared secret")
+    p.add_argument("--rtt-ms", type=float, default=50.0, help="measured round-trip time")
+    p.add_argument("--bandwidth-mbit", type=float, default=100.0, help="link rate")
+    p.add_argument("--csums-alg", help="checksum-based resync with this hash (e.g. crc32c)")
+    p.add_argument("--check", action="store_true",
+                   help="have drbdadm parse the file before it replaces the old one")
+    p.set_defaults(handler=_define)
+
+    for command, (operation, text) in SIMPLE_OPERATIONS.items():
+        p = sub.add_parser(command, parents=[shared], help=text)
+        p.add_argument("name")
+        p.set_defaults(handler=_simple(operation))
+
+    p = sub.add_parser("wait-sync", parents=[shared],
+                       help="wait until both disks are UpToDate, showing progress")
+    p.add_argument("name")
+    p.add_argument("--timeout", type=float, default=3600.0)
+    p.add_argument("--interval", type=float, default=1.0)
+    p.set_defaults(handler=_wait_sync)
+
+    p = sub.add_parser("wait-connected", parents=[shared], help="wait for the connection")
+    p.add_argument("name")
+    p.add_argument("--timeout", type=float, default=120.0)
+    p.set_defaults(handler=_wait_connected)
+
+    p = sub.add_parser("seed-send", parents=[common],
+                       help="write the seeding stream of DEVICE (non-zero blocks) to stdout")
+    p.add_argument("device")
+    p.add_argument("--block-size", type=int, default=seed.DEFAULT_BLOCK_SIZE)
+    p.add_argument("--level", type=int, default=3, help="zstd level")
+    p.set_defaults(handler=_seed_send)
+
+    p = sub.add_parser("seed-receive", parents=[common],
+                       help="apply a seeding stream from stdin to DEVICE and verify it")
+    p.add_argument("device")
+    p.add_argument("--zeroed", action="store_true",
+                   help="DEVICE is known to be all zeros (new sparse file or volume)")
+    p.set_defaults(handler=_seed_receive)
+
+    p = sub.add_parser("digest", parents=[common],
+                       help="the seeding digest of DEVICE (equal digests = equal contents)")
+    p.add_argument("device")
+    p.add_argument("--size", type=int, help="digest only the first SIZE bytes")
+    p.add_argument("--block-size", type=int, default=seed.DEFAULT_BLOCK_SIZE)
+    p.add_argument("--json", action="store_true")
+    p.set_defaults(handler=_digest)
+
+
+__all__ = ["DrbdError", "format_status", "parse_host", "register", "status_rows"]

@@ -1,0 +1,144 @@
+"""Argv builders for drbdadm and drbdsetup: pure functions, no I/O.
+
+``drbdadm`` (drbd-utils 9.22) reads the resource files and, when the running kernel module
+is 8.4, hands each step to its 8.4 tools (``drbdsetup-84``, ``drbdmeta ... v08``).  Options
+written after the subcommand are passed through to drbdsetup/drbdmeta and override the
+file's values for that call only, which is how the live protocol switch is done.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+
+DRBDADM = "drbdadm"
+DRBDSETUP = "drbdsetup"
+
+
+@dataclass(frozen=True)
+class NetOptions:
+    """The net options that differ between bulk replication and migration handover."""
+
+    protocol: str
+    allow_two_primaries: bool
+    on_congestion: str
+
+    def as_flags(self) -> list[str]:
+        """drbdsetup long options; on-congestion goes with the protocol in one call because
+        DRBD refuses pull-ahead under any protocol but A."""
+        return [
+            f"--protocol={self.protocol}",
+            f"--allow-two-primaries={'yes' if self.allow_two_primaries else 'no'}",
+            f"--on-congestion={self.on_congestion}",
+        ]
+
+
+#: Bulk copy over the WAN: asynchronous, and fall behind rather than stall the guest.
+BULK = NetOptions(protocol="A", allow_two_primaries=False, on_congestion="pull-ahead")
+#: Handover: synchronous, so both hosts may hold the disk open as primaries.
+HANDOVER = NetOptions(protocol="C", allow_two_primaries=True, on_congestion="block")
+
+
+def _drbdadm(sub: str, resource: str, *options: str, config: Path | None = None) -> list[str]:
+    argv = [DRBDADM]
+    if config is not None:
+        argv += ["-c", str(config)]
+    return [*argv, sub, *options, resource]
+
+
+def create_md(resource: str, *, force: bool = False, config: Path | None = None) -> list[str]:
+    """Write fresh DRBD metadata (``--force`` skips drbdmeta's question on old data)."""
+    return _drbdadm("create-md", resource, *(["--force"] if force else []), config=config)
+
+
+def dump_md(resource: str, *, config: Path | None = None) -> list[str]:
+    """Print the metadata; exits non-zero when there is none (used as an existence check)."""
+    return _drbdadm("dump-md", resource, config=config)
+
+
+def up(resource: str, *, config: Path | None = None) -> list[str]:
+    """Create the resource in the kernel, attach its disk and start connecting."""
+    return _drbdadm("up", resource, config=config)
+
+
+def adjust(resource: str, *, config: Path | None = None) -> list[str]:
+    """Bring the running resource into line with its file (idempotent ``up``)."""
+    return _drbdadm("adjust", resource, config=config)
+
+
+def down(resource: str, *, config: Path | None = None) -> list[str]:
+    """Disconnect, detach and remove the resource from the kernel."""
+    return _drbdadm("down", resource, config=config)
+
+
+def attach(resource: str, *, config: Path | None = None) -> list[str]:
+    """Attach the backing disk."""
+    return _drbdadm("attach", resource, config=config)
+
+
+def detach(resource: str, *, config: Path | None = None) -> list[str]:
+    """Detach the backing disk (the device goes Diskless)."""
+    return _drbdadm("detach", resource, config=config)
+
+
+def connect(resource: str, *, config: Path | None = None) -> list[str]:
+    """Start connecting to the peer."""
+    return _drbdadm("connect", resource, config=config)
+
+
+def disconnect(resource: str, *, config: Path | None = None) -> list[str]:
+    """Drop the connection (StandAlone)."""
+    return _drbdadm("disconnect", resource, config=config)
+
+
+def primary(resource: str, *, force: bool = False, config: Path | None = None) -> list[str]:
+    """Promote; ``force`` makes an Inconsistent disk the data source (first start only)."""
+    return _drbdadm("primary", resource, *(["--force"] if force else []), config=config)
+
+
+def secondary(resource: str, *, config: Path | None = None) -> list[str]:
+    """Demote."""
+    return _drbdadm("secondary", resource, config=config)
+
+
+def net_options(resource: str, options: NetOptions, *, config: Path | None = None) -> list[str]:
+    """Change net options of the live connection (needs protocol version 100 or later)."""
+    return _drbdadm("net-options", resource, *options.as_flags(), config=config)
+
+
+def new_current_uuid(resource: str, *, clear_bitmap: bool,
+                     config: Path | None = None) -> list[str]:
+    """Start a new data generation; with ``clear_bitmap`` on a freshly created, connected
+    pair this marks both disks UpToDate without a sync (the seeding shortcut)."""
+    return _drbdadm("new-current-uuid", resource,
+                    *(["--clear-bitmap"] if clear_bitmap else []), config=config)
+
+
+def dump(resource: str, *, config: Path | None = None) -> list[str]:
+    """Parse and print the configuration: a syntax and sanity check of a resource file."""
+    return _drbdadm("dump", resource, config=config)
+
+
+def status(resource: str | None = None) -> list[str]:
+    """``drbdsetup status`` with every field, for one resource or all."""
+    return [DRBDSETUP, "status", resource or "all", "--verbose", "--statistics"]
+
+
+def events2_now(resource: str | None = None) -> list[str]:
+    """One snapshot of the state as ``events2`` lines, then exit."""
+    return [DRBDSETUP, "events2", resource or "all", "--now", "--statistics"]
+
+
+def role(resource: str, *, config: Path | None = None) -> list[str]:
+    """Print ``Local/Peer`` roles."""
+    return _drbdadm("role", resource, config=config)
+
+
+def cstate(resource: str, *, config: Path | None = None) -> list[str]:
+    """Print the connection state."""
+    return _drbdadm("cstate", resource, config=config)
+
+
+def dstate(resource: str, *, config: Path | None = None) -> list[str]:
+    """Print ``Local/Peer`` disk states."""
+    return _drbdadm("dstate", resource, config=config)

@@ -1,0 +1,290 @@
+"""The logic of ``hooks/block-xenwam``: Xen's block hotplug contract for DRBD resources.
+
+An xl disk written as ``script=block-xenwam, target=RESOURCE`` makes libxl run the hook
+with ``add`` or ``remove`` and ``XENBUS_PATH`` (``backend/vbd/DOMID/DEVID``); the backend's
+``params`` key holds RESOURCE.  The contract:
+
+* ``add``: make the resource Primary here, then write ``physical-device`` (the device's
+  major:minor in hex) and ``hotplug-status connected``.  On a migration's destination this
+  runs inside the downtime window, so an already-Primary resource is a fast no-op: one
+  read of ``/proc/drbd``, no command run.
+* ``remove``: demote, unless another backend on this host still uses the resource (a
+  local migration has both copies of the domain on one host).
+* Any failure: ``hotplug-error`` with a message that says what to do, and
+  ``hotplug-status error``.
+
+Nothing here looks at the domain's name: xl renames a migrating domain
+``NAME--incoming`` / ``NAME--migratedaway``.  The xenstore client is injected; dom0 uses
+pyxs when it is installed and the ``xenstore-*`` tools otherwise.
+"""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import os
+import sys
+import time
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Protocol
+
+from xenwam.drbd.device import DrbdDevice
+from xenwam.drbd.resource import DEFAULT_CONFIG_DIR, Resource, load
+from xenwam.errors import CommandError, XenError, XenwamError
+from xenwam.runner import Runner, default_runner
+
+log = logging.getLogger(__name__)
+
+#: Relative xenstore paths (as libxl passes XENBUS_PATH) are relative to dom0's home.
+DOM0_HOME = "/local/domain/0"
+
+
+class Xenstore(Protocol):
+    """The three xenstore operations the hook needs."""
+
+    def read(self, path: str) -> str | None:
+        """The value at ``path``, or None if there is none."""
+
+    def write(self, path: str, value: str) -> None:
+        """Set ``path`` to ``value``."""
+
+    def list(self, path: str) -> list[str]:
+        """Children of ``path`` (empty if it does not exist)."""
+
+
+def absolute(path: str) -> str:
+    """``path`` made absolute the way xenstored resolves a dom0 client's relative paths."""
+    return path if path.startswith("/") else f"{DOM0_HOME}/{path}"
+
+
+class PyxsXenstore:
+    """Xenstore through pyxs (a Python client of xenstored's socket)."""
+
+    def __init__(self) -> None:
+        from pyxs import Client  # imported here: dom0 may not have pyxs
+
+        self._client: Any = Client()
+        self._client.connect()
+
+    def read(self, path: str) -> str | None:
+        """The value at ``path``, or None."""
+        value = self._client.read(absolute(path).encode(), None)
+        return None if value is None else bytes(value).decode()
+
+    def write(self, path: str, value: str) -> None:
+        """Set ``path``."""
+        self._client.write(absolute(path).encode(), value.encode())
+
+    def list(self, path: str) -> list[str]:
+        """Children of ``path``."""
+        try:
+            return [bytes(c).decode() for c in self._client.list(absolute(path).encode())]
+        except Exception:  # pyxs raises its own errors for a missing path
+            return []
+
+    def close(self) -> None:
+        """Close the connection to xenstored."""
+        self._client.close()
+
+
+@dataclass
+class CliXenstore:
+    """Xenstore through ``xenstore-read``/``-write``/``-list`` (xenstore-utils)."""
+
+    runner: Runner = default_runner
+
+    def read(self, path: str) -> str | None:
+        """The value at ``path``, or None."""
+        result = self.runner.run(["xenstore-read", absolute(path)], check=False, timeout=10)
+        return result.stdout.rstrip("\n") if result.ok else None
+
+    def write(self, path: str, value: str) -> None:
+        """Set ``path``."""
+        try:
+            self.runner.run(["xenstore-write", absolute(path), value], timeout=10)
+        except CommandError as exc:
+            raise XenError(f"cannot write xenstore {path!r}: {exc}") from exc
+
+    def list(self, path: str) -> list[str]:
+        """Children of ``path``."""
+        result = self.runner.run(["xenstore-list", absolute(path)], check=False, timeout=10)
+        return result.stdout.split() if result.ok else []
+
+
+def default_xenstore() -> Xenstore:
+    """pyxs if it is installed, else the xenstore command-line tools."""
+    try:
+        return PyxsXenstore()
+    except ImportError:
+        return CliXenstore()
+
+
+def physical_device_value(rdev: int) -> str:
+    """``physical-device`` as blkback reads it: major and minor in hex, ``fe:0``."""
+    return f"{os.major(rdev):x}:{os.minor(rdev):x}"
+
+
+@dataclass
+class BlockHotplug:
+    """``add`` and ``remove`` for one backend device, with every side effect injected."""
+
+    xenstore: Xenstore
+    load_resource: Callable[[str], Resource]
+    make_device: Callable[[Resource], DrbdDevice]
+    stat_rdev: Callable[[str], int] = lambda path: os.stat(path).st_rdev
+    clock: Callable[[], float] = time.monotonic
+
+    def _resource_name(self, xenbus_path: str) -> str:
+        name = self.xenstore.read(f"{xenbus_path}/params")
+        if not name:
+            raise XenError(
+                f"{xenbus_path}/params is empty: write the disk as "
+                "'script=block-xenwam, target=RESOURCE' in the xl config"
+            )
+        return name.strip()
+
+    def add(self, xenbus_path: str) -> str:
+        """Make the resource Primary and hand its device to blkback; return what it did."""
+        start = self.clock()
+        name = self._resource_name(xenbus_path)
+        resource = self.load_resource(name)
+        device = self.make_device(resource)
+        state = device.state()
+        if state.is_primary:
+            did = "already primary"
+        else:
+            if state.connection == "Unconfigured":
+                raise XenError(
+                    f"DRBD resource {name!r} is not up on this host: run "
+                    f"`xenwam disk up {name}` before starting or migrating the guest"
+                )
+            if state.disk not in ("UpToDate", "Consistent") and not (
+                    state.disk == "Diskless" and state.peer_disk == "UpToDate"):
+                raise XenError(
+                    f"DRBD resource {name!r} has no good data here (disk {state.disk}, "
+                    f"peer {state.peer_disk}): wait for the sync (`xenwam disk wait-sync "
+                    f"{name}`) before using it on this host"
+                )
+            try:
+                device.promote()
+            except XenwamError as exc:
+                hint = ""
+                if state.peer_role == "Primary":
+                    hint = (f"; the peer is Primary: switch to handover mode first "
+                            f"(`xenwam disk handover {name}` on either host)")
+                raise XenError(f"cannot make DRBD resource {name!r} primary: {exc}{hint}") from exc
+            did = "promoted"
+        self.xenstore.write(f"{xenbus_path}/physical-device",
+                            physical_device_value(self.stat_rdev(resource.device)))
+        self.xenstore.write(f"{xenbus_path}/physical-device-path", resource.device)
+        self.xenstore.write(f"{xenbus_path}/hotplug-status", "connected")
+        log.info("block-xenwam add %s: %s %s in %.3f s", xenbus_path, name, did,
+                 self.clock() - start)
+        return did
+
+    def _used_elsewhere(self, xenbus_path: str, name: str) -> list[str]:
+        """Other backends on this host that hold resource ``name``."""
+        mine = absolute(xenbus_path).rstrip("/")
+        users = []
+        for domid in self.xenstore.list("backend/vbd"):
+            for devid in self.xenstore.list(f"backend/vbd/{domid}"):
+                path = f"backend/vbd/{domid}/{devid}"
+                if absolute(path) == mine:
+                    continue
+                if (self.xenstore.read(f"{path}/params") or "").strip() != name:
+                    continue
+                if self.xenstore.read(f"{path}/physical-device"):
+                    users.append(path)
+        return users
+
+    def remove(self, xenbus_path: str) -> str:
+        """Demote the resource unless another local backend still uses it."""
+        name = self._resource_name(xenbus_path)
+        resource = self.load_resource(name)
+        device = self.make_device(resource)
+        if not device.state().is_primary:
+            return "already secondary"
+        users = self._used_elsewhere(xenbus_path, name)
+        if users:
+            log.info("block-xenwam remove %s: %s still used by %s, stays primary",
+                     xenbus_path, name, ", ".join(users))
+            return "still in use"
+        device.demote()
+        return "demoted"
+
+    def run(self, action: str, xenbus_path: str) -> int:
+        """Run ``action`` and report failure through xenstore; return the exit status."""
+        try:
+            if action == "add":
+                self.add(xenbus_path)
+            elif action == "remove":
+                self.remove(xenbus_path)
+            else:
+                raise XenError(f"unknown hotplug action {action!r}: use add or remove")
+        except Exception as exc:  # every failure must reach libxl, not only ours
+            message = str(exc) if isinstance(exc, XenwamError) else (
+                f"internal error {type(exc).__name__}: {exc}; report it with the xl log")
+            log.error("block-xenwam %s %s: %s", action, xenbus_path, message)
+            try:
+                self.xenstore.write(f"{xenbus_path}/hotplug-error", message)
+                self.xenstore.write(f"{xenbus_path}/hotplug-status", "error")
+            except Exception as report_exc:
+                log.error("could not report the failure in xenstore: %s", report_exc)
+            return 1
+        return 0
+
+
+def real_hotplug(config_dir: Path = DEFAULT_CONFIG_DIR) -> BlockHotplug:
+    """A :class:`BlockHotplug` wired to this host's xenstore, DRBD and resource files."""
+    return BlockHotplug(
+        xenstore=default_xenstore(),
+        load_resource=lambda name: load(name, config_dir),
+        make_device=lambda resource: DrbdDevice(resource),
+    )
+
+
+def _handle(args: argparse.Namespace) -> int:
+    xenbus_path = args.xenbus_path or os.environ.get("XENBUS_PATH")
+    if not xenbus_path:
+        print("xenwam hotplug: XENBUS_PATH is not set; libxl sets it when it runs "
+              "the hook, or pass --xenbus-path", file=sys.stderr)
+        return 2
+    return real_hotplug(Path(args.config_dir)).run(args.action, xenbus_path)
+
+
+def _add_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("action", choices=("add", "remove"), help="what libxl asks for")
+    parser.add_argument("--xenbus-path", help="backend path (default: $XENBUS_PATH)")
+    parser.add_argument("--config-dir", default=str(DEFAULT_CONFIG_DIR),
+                        help="where the xenwam-*.res files are (default: %(default)s)")
+    parser.set_defaults(handler=_handle)
+
+
+def register(subparsers: Any, common: argparse.ArgumentParser) -> None:
+    """Add ``xenwam hotplug block add|remove``."""
+    hotplug = subparsers.add_parser(
+        "hotplug", parents=[common], help="Xen hotplug scripts' logic (run by hooks/)",
+        description="Run by the hooks in hooks/; not usually typed by hand.")
+    kinds = hotplug.add_subparsers(dest="hotplug_kind", metavar="KIND", required=True)
+    block = kinds.add_parser("block", parents=[common],
+                             help="block-xenwam: a DRBD resource as a guest disk")
+    _add_arguments(block)
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """``python3 -m xenwam.hotplug block add``: the hook's fast path, which skips importing
+    every other subcommand (it runs inside the migration downtime)."""
+    from xenwam.log import configure
+
+    parser = argparse.ArgumentParser(prog="xenwam-hotplug")
+    kinds = parser.add_subparsers(dest="kind", required=True)
+    _add_arguments(kinds.add_parser("block"))
+    args = parser.parse_args(argv)
+    configure(1)
+    return int(args.handler(args))
+
+
+if __name__ == "__main__":
+    sys.exit(main())
