@@ -33,7 +33,7 @@ def _middle_96(digest: bytes) -> bytes:
 
 def test_constants_are_the_rfc_values() -> None:
     assert HIP_CONTEXT_ID.hex().upper() == "F0EFF02FBFF43D0FE7930C3C6E6174EA"
-    assert ORCHID_PREFIX == ipaddress.IPv6Network("2001:20::/28")
+    assert ipaddress.IPv6Network("2001:20::/28") == ORCHID_PREFIX
 
 
 @pytest.mark.parametrize(
