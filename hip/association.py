@@ -1,0 +1,1006 @@
+"""One HIP association with one peer: the RFC 7401 base exchange, UPDATE, NOTIFY, CLOSE,
+and RFC 8046 mobility, with no I/O.
+
+Inputs: packets already parsed by :class:`hip.host.HIPHost` (``receive(...)``), timer
+expiries (``handle_timer(now)``) and user calls (``connect``, ``update_locators``,
+``rekey``, ``close``), each with the time passed in.  Outputs go to an :class:`Outbox`
+shared with the host: packets to send with their locators, events, and counters of
+every dropped packet by reason.  State changes go through :mod:`hip.states` only.
+
+A peer's packet that fails a check is dropped and counted, and changes nothing: every
+check (MAC, signature, puzzle, negotiation) runs before any state is touched.  Misuse of
+the API by the caller (e.g. ``close`` on an association that never started) raises.
+"""
+
+from __future__ import annotations
+
+import hmac as _hmac
+from collections import Counter, deque
+from dataclasses import dataclass, field
+from ipaddress import IPv6Address
+
+from hip import crypto
+from hip.config import HIPConfig
+from hip.errors import CryptoError, HIPError, ProtocolError
+from hip.events import (
+    Address,
+    AnyEvent,
+    AssociationClosed,
+    AssociationEstablished,
+    AssociationFailed,
+    CloseReason,
+    LocatorVerificationFailed,
+    LocatorVerified,
+    NotifyReceived,
+    PacketDropped,
+    PeerLocatorsChanged,
+    SAChangeReason,
+    SecurityAssociationsChanged,
+    UpdateFailed,
+)
+from hip.identity import HostIdentity, PublicHostIdentity
+from hip.mobility import (
+    AnnouncedLocator,
+    CreditAccount,
+    LocatorState,
+    PeerLocatorSet,
+    PendingUpdate,
+    UpdatePurpose,
+    UpdateSequencer,
+)
+from hip.packet import HIPPacket, PacketType, integrity_bytes, serialize
+from hip.params import (
+    Ack,
+    DHGroupList,
+    DiffieHellman,
+    EchoRequestSigned,
+    EchoResponseSigned,
+    Encrypted,
+    EspInfo,
+    EspTransform,
+    HipCipher,
+    HipMac,
+    HipMac2,
+    HipSignature,
+    HipSignature2,
+    HostId,
+    Locator,
+    LocatorSet,
+    LocatorType,
+    Notification,
+    NotifyType,
+    Param,
+    ParamType,
+    Puzzle,
+    R1Counter,
+    Seq,
+    Solution,
+    TrafficType,
+    TransportFormat,
+    TransportFormatList,
+    decode_params,
+    encode_param,
+)
+from hip.puzzle import solve_puzzle
+from hip.random import RandomSource
+from hip.states import State, StateMachine, Trigger, allows
+
+#: Lowest SPI we hand out: 1-255 are reserved by IANA (RFC 4303 section 2.1).
+MIN_SPI = 256
+
+
+@dataclass(frozen=True)
+class OutgoingPacket:
+    """A datagram to send: HIP packet bytes from locator ``src`` to locator ``dst``."""
+
+    data: bytes
+    src: Address
+    dst: Address
+
+
+@dataclass
+class Outbox:
+    """Where associations and their host put packets, events and drop counts."""
+
+    packets: list[OutgoingPacket] = field(default_factory=list)
+    events: deque[AnyEvent] = field(default_factory=deque)
+    drops: Counter[str] = field(default_factory=Counter)
+
+    def drop(self, reason: str, packet_type: str | None = None,
+             peer_hit: bytes | None = None) -> None:
+        """Count a dropped packet under ``reason`` and report it as an event."""
+        self.drops[reason] += 1
+        self.events.append(PacketDropped(
+            reason, packet_type, IPv6Address(peer_hit) if peer_hit else None))
+
+
+@dataclass(frozen=True)
+class ResponderOffer:
+    """What our R1 offered, rebuilt by the stateless host when a valid I2 arrives."""
+
+    dh_key: crypto.DHKeyPair
+    random_i: bytes
+    ciphers: tuple[int, ...]
+    esp_transforms: tuple[int, ...]
+
+
+@dataclass
+class _Retransmit:
+    """The one base-exchange or CLOSE packet being retransmitted."""
+
+    packet: OutgoingPacket
+    deadline: float
+    max_retries: int
+    retries: int = 0
+
+
+@dataclass
+class _Crypto:
+    """Negotiated algorithms and keys of an association."""
+
+    rhash: str
+    cipher_id: int
+    esp_transform: int
+    keymat: crypto.Keymat
+    hip_out_enc: bytes
+    hip_out_mac: bytes
+    hip_in_enc: bytes
+    hip_in_mac: bytes
+    esp_out_enc: bytes
+    esp_out_auth: bytes
+    esp_in_enc: bytes
+    esp_in_auth: bytes
+    #: Where the base exchange's ESP keys start (ESP_INFO Keymat Index in I2/R2).
+    esp_keymat_index: int
+    #: First KEYMAT byte not yet used for keys (where a rekey draws next).
+    next_keymat_index: int
+
+
+@dataclass
+class _Rekey:
+    """A rekey in progress (RFC 7402 section 6.9)."""
+
+    new_spi_in: int
+    keymat_index: int
+    peer_new_spi: int | None = None
+
+
+def _sorted(params: list[Param]) -> tuple[Param, ...]:
+    # Parameters must be in ascending type order (RFC 7401 5.2.1); sort is stable.
+    return tuple(sorted(params, key=lambda p: p.param_type))
+
+
+class Association:
+    """The state of our HIP association with one peer (identified by its HIT)."""
+
+    def __init__(
+        self,
+        identity: HostIdentity,
+        peer_hit: bytes,
+        *,
+        local_locators: tuple[Address, ...],
+        config: HIPConfig,
+        rng: RandomSource,
+        outbox: Outbox | None = None,
+    ) -> None:
+        if not local_locators:
+            raise ProtocolError("an association needs at least one local locator")
+        self.identity = identity
+        self.our_hit: bytes = identity.hit
+        self.peer_hit: bytes = bytes(peer_hit)
+        if self.our_hit == self.peer_hit:
+            raise ProtocolError(f"peer HIT {IPv6Address(self.peer_hit)} is our own HIT")
+        self.config = config
+        self.rng = rng
+        self.outbox = outbox if outbox is not None else Outbox()
+        self._machine = StateMachine()
+        self.local_locators: tuple[Address, ...] = tuple(local_locators)
+        self.local_locator: Address = local_locators[0]
+        #: Peer address used during the base exchange; after it, ``peer_locators``.
+        self._peer_addr: Address | None = None
+        self.peer_locators: PeerLocatorSet | None = None
+        self.peer_identity: PublicHostIdentity | None = None
+        self._peer_host_id: HostId | None = None
+        self.initiator = False
+        self._crypto: _Crypto | None = None
+        self.spi_in = 0
+        self.spi_out = 0
+        self._retransmit: _Retransmit | None = None
+        self._state_deadline: float | None = None
+        self._updates = UpdateSequencer()
+        self._update_queue: deque[tuple[UpdatePurpose, Address | None]] = deque()
+        self._rekey: _Rekey | None = None
+        self._credit = CreditAccount(config.credit_limit, config.credit_aging_interval)
+        # Base exchange memory, for duplicate and late packets.
+        self._dh: crypto.DHKeyPair | None = None
+        self._r1_counter: int | None = None
+        self._i2_fingerprint: bytes | None = None
+        self._r2_packet: OutgoingPacket | None = None
+        self._close_nonce: bytes | None = None
+        self._close_ack: OutgoingPacket | None = None
+        self._last_reply_to: tuple[Address, Address] = (self.local_locator, self.local_locator)
+
+    # --- introspection ---------------------------------------------------------------
+
+    @property
+    def state(self) -> State:
+        """The RFC 7401 state of this association."""
+        return self._machine.state
+
+    @property
+    def peer_locator(self) -> Address | None:
+        """Where HIP control packets for the peer go now."""
+        if self.peer_locators is not None:
+            return self.peer_locators.control_locator()
+        return self._peer_addr
+
+    def get_timer(self) -> float | None:
+        """The earliest time ``handle_timer`` must be called, or None."""
+        times = [t for t in (
+            self._retransmit.deadline if self._retransmit else None,
+            self._updates.outstanding.deadline if self._updates.outstanding else None,
+            self._state_deadline,
+        ) if t is not None]
+        return min(times) if times else None
+
+    # --- small helpers ---------------------------------------------------------------
+
+    def _apply(self, trigger: Trigger) -> State:
+        return self._machine.apply(trigger)
+
+    def _event_ids(self) -> tuple[IPv6Address, IPv6Address]:
+        return IPv6Address(self.our_hit), IPv6Address(self.peer_hit)
+
+    def _emit(self, event: AnyEvent) -> None:
+        self.outbox.events.append(event)
+
+    def _drop(self, reason: str, packet: HIPPacket | None = None) -> None:
+        self.outbox.drop(reason, packet.packet_type.name if packet else None, self.peer_hit)
+
+    def _new_spi(self) -> int:
+        while True:
+            spi = int.from_bytes(self.rng.bytes(4), "big")
+            if spi >= MIN_SPI and spi not in (self.spi_in, self.spi_out):
+                return spi
+
+    def _packet(self, packet_type: PacketType, params: list[Param]) -> HIPPacket:
+        return HIPPacket(packet_type, self.our_hit, self.peer_hit, _sorted(params))
+
+    def _with_mac(self, packet: HIPPacket, *, mac2_host_id: HostId | None = None) -> HIPPacket:
+        assert self._crypto is not None
+        if mac2_host_id is not None:
+            covered = integrity_bytes(packet, ParamType.HIP_MAC_2, extra_params=(mac2_host_id,))
+            mac: Param = HipMac2(crypto.hmac_digest(self._crypto.rhash, self._crypto.hip_out_mac,
+                                                    covered))
+        else:
+            covered = integrity_bytes(packet, ParamType.HIP_MAC)
+            mac = HipMac(crypto.hmac_digest(self._crypto.rhash, self._crypto.hip_out_mac, covered))
+        return HIPPacket(packet.packet_type, packet.sender_hit, packet.receiver_hit,
+                         _sorted([*packet.params, mac]))
+
+    def _with_signature(self, packet: HIPPacket) -> HIPPacket:
+        signature = self.identity.sign(integrity_bytes(packet, ParamType.HIP_SIGNATURE))
+        sig = HipSignature(self.identity.public.signature_algorithm, signature)
+        return HIPPacket(packet.packet_type, packet.sender_hit, packet.receiver_hit,
+                         _sorted([*packet.params, sig]))
+
+    def _signed(self, packet_type: PacketType, params: list[Param], *, mac: bool = True
+                ) -> HIPPacket:
+        packet = self._packet(packet_type, params)
+        if mac:
+            packet = self._with_mac(packet)
+        return self._with_signature(packet)
+
+    def _send(self, packet: HIPPacket, dst: Address, src: Address | None = None
+              ) -> OutgoingPacket:
+        src = self.local_locator if src is None else src
+        out = OutgoingPacket(serialize(packet, src, dst), src, dst)
+        self.outbox.packets.append(out)
+        return out
+
+    def _resend(self, out: OutgoingPacket) -> None:
+        self.outbox.packets.append(out)
+
+    def _mac_ok(self, packet: HIPPacket) -> bool:
+        if self._crypto is None:
+            return False
+        mac = packet.get(HipMac)
+        if mac is None:
+            return False
+        expected = crypto.hmac_digest(self._crypto.rhash, self._crypto.hip_in_mac,
+                                      integrity_bytes(packet, ParamType.HIP_MAC))
+        return _hmac.compare_digest(expected, mac.hmac)
+
+    def _signature_ok(self, packet: HIPPacket, identity: PublicHostIdentity | None = None
+                      ) -> bool:
+        identity = identity or self.peer_identity
+        sig = packet.get(HipSignature)
+        if identity is None or sig is None:
+            return False
+        return identity.verify(sig.signature, integrity_bytes(packet, ParamType.HIP_SIGNATURE))
+
+    def _start_retransmit(self, out: OutgoingPacket, now: float, max_retries: int) -> None:
+        self._retransmit = _Retransmit(out, now + self.config.retransmit_timeout(0), max_retries)
+
+    def _local_for(self, peer: Address) -> Address:
+        # Keep the address family of the peer's locator: a v4 peer needs a v4 source.
+        if type(self.local_locator) is type(peer):
+            return self.local_locator
+        for loc in self.local_locators:
+            if type(loc) is type(peer):
+                return loc
+        return self.local_locator
+
+    # --- the base exchange: initiator ------------------------------------------------
+
+    def connect(self, peer_locator: Address, now: float) -> None:
+        """Start the base exchange by sending I1 to ``peer_locator`` (RFC 7401 6.6)."""
+        self._apply(Trigger.CONNECT)  # raises StateTransitionError when misused
+        self.initiator = True
+        self._peer_addr = peer_locator
+        self._state_deadline = None
+        self._crypto = None
+        i1 = self._packet(PacketType.I1, [DHGroupList(tuple(self.config.dh_groups))])
+        out = self._send(i1, peer_locator, self._local_for(peer_locator))
+        self._start_retransmit(out, now, self.config.i1_retries_max)
+
+    def _decode_host_id(self, param: HostId | None, expected_hit: bytes
+                        ) -> PublicHostIdentity | None:
+        if param is None:
+            return None
+        try:
+            public = PublicHostIdentity.decode(param.hi_algorithm, param.host_identity)
+        except HIPError:
+            return None
+        return public if public.hit == expected_hit else None
+
+    def receive_r1(self, packet: HIPPacket, src: Address, dst: Address, now: float) -> None:
+        """Process an R1 (RFC 7401 6.8); on success send I2 and move to I2-SENT."""
+        state = self.state
+        counter = packet.get(R1Counter)
+        if state is State.I2_SENT:
+            # A later R1 (larger counter) may replace the one we answered (RFC 7401 6.8).
+            if counter is None or self._r1_counter is None or counter.counter <= self._r1_counter:
+                self._drop("R1 in I2-SENT without a newer R1_COUNTER", packet)
+                return
+        elif state is not State.I1_SENT:
+            self._drop(f"R1 unexpected in state {state.value}", packet)
+            return
+        puzzle = packet.get(Puzzle)
+        dh = packet.get(DiffieHellman)
+        ciphers = packet.get(HipCipher)
+        groups = packet.get(DHGroupList)
+        transforms = packet.get(EspTransform)
+        formats = packet.get(TransportFormatList)
+        if None in (puzzle, dh, ciphers, groups, transforms, formats, packet.get(HipSignature2)):
+            self._drop("R1 lacks a mandatory parameter", packet)
+            return
+        assert puzzle and dh and ciphers and groups and transforms and formats
+        host_id = packet.get(HostId)
+        peer = self._decode_host_id(host_id, packet.sender_hit)
+        if peer is None or host_id is None:
+            self._drop("R1 HOST_ID missing, undecodable or not matching the sender HIT", packet)
+            return
+        sig2 = packet.get(HipSignature2)
+        assert sig2 is not None
+        if not peer.verify(sig2.signature, integrity_bytes(packet, ParamType.HIP_SIGNATURE_2)):
+            self._drop("R1 bad HIP_SIGNATURE_2", packet)
+            return
+        # Downgrade protection (RFC 7401 6.8): the Responder must have picked the first
+        # group of ours that it supports.
+        ours = [g for g in self.config.dh_groups if g in groups.group_ids]
+        if not ours or dh.group_id != ours[0]:
+            self._drop("R1 DH group is not the one our DH_GROUP_LIST asks for", packet)
+            return
+        cipher = next((c for c in ciphers.cipher_ids if c in self.config.offered_ciphers()), None)
+        if cipher is None:
+            self._notify(NotifyType.NO_HIP_PROPOSAL_CHOSEN, b"", src, dst)
+            self._drop("R1 offers no acceptable HIP cipher", packet)
+            return
+        esp = next((t for t in transforms.suite_ids if t in self.config.esp_transforms), None)
+        if esp is None or int(TransportFormat.ESP) not in formats.format_types:
+            self._notify(NotifyType.NO_ESP_PROPOSAL_CHOSEN, b"", src, dst)
+            self._drop("R1 offers no acceptable ESP transform", packet)
+            return
+        rhash = peer.rhash_name  # the Responder's HIT suite selects RHASH (RFC 7401 6.5)
+        try:
+            solution_j = solve_puzzle(rhash, puzzle.random_i, self.our_hit, packet.sender_hit,
+                                      puzzle.k, self.rng)
+            my_dh = crypto.generate_dh(dh.group_id, self.rng)
+            kij = my_dh.shared_secret(dh.public_value)
+        except CryptoError:
+            self._drop("R1 puzzle or DH public value unusable", packet)
+            return
+        keys = self._derive(rhash, kij, self.our_hit, packet.sender_hit, puzzle.random_i,
+                            solution_j, cipher, esp)
+        # All checks passed: commit.
+        self._crypto = keys
+        self.peer_identity = peer
+        self._peer_host_id = host_id
+        self._dh = my_dh
+        self._r1_counter = counter.counter if counter else None
+        self._peer_addr = src
+        self.local_locator = dst
+        if self.spi_in == 0:
+            self.spi_in = self._new_spi()
+        params: list[Param] = [
+            EspInfo(keys.esp_keymat_index, 0, self.spi_in),
+            Solution(puzzle.k, puzzle.opaque, puzzle.random_i, solution_j),
+            DiffieHellman(dh.group_id, my_dh.public_bytes()),
+            HipCipher((cipher,)),
+            EspTransform((esp,)),
+            TransportFormatList((int(TransportFormat.ESP),)),
+        ]
+        if counter is not None:
+            params.append(R1Counter(counter.counter))
+        own_host_id = host_id_param(self.identity.public)
+        if cipher == crypto.HipCipherId.NULL_ENCRYPT:
+            params.append(own_host_id)
+        else:
+            plain = _encode_param_bytes(own_host_id)
+            params.append(Encrypted(crypto.encrypt_encrypted_param(
+                cipher, keys.hip_out_enc, plain, self.rng)))
+        i2 = self._signed(PacketType.I2, params)
+        self._apply(Trigger.RECV_R1)
+        out = self._send(i2, src, dst)
+        self._start_retransmit(out, now, self.config.i2_retries_max)
+
+    def _derive(self, rhash: str, kij: bytes, hit_i: bytes, hit_r: bytes, random_i: bytes,
+                random_j: bytes, cipher: int, esp: int) -> _Crypto:
+        keymat = crypto.Keymat(rhash, kij, hit_i, hit_r, random_i, random_j)
+        material = crypto.draw_keys(keymat, cipher, hit_i, hit_r, esp)
+        host = material.for_host(self.our_hit, self.peer_hit)
+        result = _Crypto(
+            rhash=rhash, cipher_id=cipher, esp_transform=esp, keymat=keymat,
+            hip_out_enc=host.hip_out_enc, hip_out_mac=host.hip_out_integ,
+            hip_in_enc=host.hip_in_enc, hip_in_mac=host.hip_in_integ,
+            esp_out_enc=host.esp_out_enc, esp_out_auth=host.esp_out_auth,
+            esp_in_enc=host.esp_in_enc, esp_in_auth=host.esp_in_auth,
+            esp_keymat_index=material.esp_keymat_index,
+            next_keymat_index=material.next_keymat_index,
+        )
+        return result
+
+    def receive_r2(self, packet: HIPPacket, src: Address, dst: Address, now: float) -> None:
+        """Process an R2 (RFC 7401 6.11): verify HIP_MAC_2 and signature; ESTABLISHED."""
+        if self.state is not State.I2_SENT:
+            self._drop(f"R2 unexpected in state {self.state.value}", packet)
+            return
+        assert self._crypto is not None and self._peer_host_id is not None
+        mac2 = packet.get(HipMac2)
+        info = packet.get(EspInfo)
+        if mac2 is None or info is None:
+            self._drop("R2 lacks HIP_MAC_2 or ESP_INFO", packet)
+            return
+        covered = integrity_bytes(packet, ParamType.HIP_MAC_2, extra_params=(self._peer_host_id,))
+        expected = crypto.hmac_digest(self._crypto.rhash, self._crypto.hip_in_mac, covered)
+        if not _hmac.compare_digest(expected, mac2.hmac):
+            self._drop("R2 bad HIP_MAC_2", packet)
+            return
+        if not self._signature_ok(packet):
+            self._drop("R2 bad HIP_SIGNATURE", packet)
+            return
+        if info.new_spi < MIN_SPI:
+            self._drop("R2 ESP_INFO carries a reserved SPI", packet)
+            return
+        self.spi_out = info.new_spi
+        self._apply(Trigger.RECV_R2)
+        self._retransmit = None
+        self._dh = None
+        self.peer_locators = PeerLocatorSet(src)
+        self.local_locator = dst
+        self._established(now)
+
+    def _established(self, now: float) -> None:
+        our, peer = self._event_ids()
+        assert self.peer_locator is not None
+        self._emit(AssociationEstablished(our, peer, self.initiator, self.peer_locator,
+                                          self.local_locator))
+        self._emit_sa(SAChangeReason.ESTABLISHED)
+
+    def _emit_sa(self, reason: SAChangeReason) -> None:
+        assert self._crypto is not None and self.peer_locators is not None
+        c = self._crypto
+        our, peer = self._event_ids()
+        self._emit(SecurityAssociationsChanged(
+            our, peer, reason, c.esp_transform, self.spi_in, self.spi_out,
+            c.esp_in_enc, c.esp_in_auth, c.esp_out_enc, c.esp_out_auth,
+            self.local_locator, self.peer_locators.control_locator(),
+            self.local_locators, self.peer_locators.active_addresses(),
+        ))
+
+    # --- the base exchange: responder ------------------------------------------------
+
+    @staticmethod
+    def _i2_fingerprint_of(packet: HIPPacket) -> bytes:
+        dh = packet.get(DiffieHellman)
+        solution = packet.get(Solution)
+        return (dh.public_value if dh else b"") + (solution.solution_j if solution else b"")
+
+    def resend_r2_if_duplicate(self, packet: HIPPacket) -> bool:
+        """An I2 we already answered, in R2-SENT: send the same R2 again (RFC 7401 4.4.2).
+
+        Returns True when the I2 was such a duplicate.
+        """
+        if (self.state is State.R2_SENT and self._r2_packet is not None
+                and self._i2_fingerprint_of(packet) == self._i2_fingerprint):
+            self._resend(self._r2_packet)
+            self.outbox.drops["I2 duplicate (R2 re-sent)"] += 1
+            return True
+        return False
+
+    def receive_i2(self, packet: HIPPacket, src: Address, dst: Address, now: float,
+                   offer: ResponderOffer) -> bool:
+        """Process an I2 whose puzzle the host already verified (RFC 7401 6.10).
+
+        Returns True when the I2 was accepted (an R2 was sent).
+        """
+        state = self.state
+        dh = packet.get(DiffieHellman)
+        solution = packet.get(Solution)
+        if not allows(state, Trigger.RECV_I2):
+            self._drop(f"I2 unexpected in state {state.value}", packet)
+            return False
+        if state is State.I2_SENT and self.our_hit < self.peer_hit:
+            # Simultaneous base exchange: the larger HIT is Responder (RFC 7401 6.10).
+            self._drop("I2 in I2-SENT, the peer's larger HIT makes it the Responder", packet)
+            return False
+        ciphers = packet.get(HipCipher)
+        transforms = packet.get(EspTransform)
+        info = packet.get(EspInfo)
+        if None in (dh, solution, ciphers, transforms, info, packet.get(HipMac),
+                    packet.get(HipSignature)):
+            self._drop("I2 lacks a mandatory parameter", packet)
+            return False
+        assert dh and solution and ciphers and transforms and info
+        if len(ciphers.cipher_ids) != 1 or ciphers.cipher_ids[0] not in offer.ciphers:
+            self._drop("I2 chose a HIP cipher we did not offer", packet)
+            return False
+        if len(transforms.suite_ids) != 1 or transforms.suite_ids[0] not in offer.esp_transforms:
+            self._drop("I2 chose an ESP transform we did not offer", packet)
+            return False
+        if dh.group_id != offer.dh_key.group:
+            self._drop("I2 DH group differs from our R1", packet)
+            return False
+        cipher, esp = ciphers.cipher_ids[0], transforms.suite_ids[0]
+        try:
+            kij = offer.dh_key.shared_secret(dh.public_value)
+        except CryptoError:
+            self._drop("I2 DH public value invalid", packet)
+            return False
+        keys = self._derive(self.identity.public.rhash_name, kij, packet.sender_hit, self.our_hit,
+                            solution.random_i, solution.solution_j, cipher, esp)
+        host_id = packet.get(HostId)
+        encrypted = packet.get(Encrypted)
+        if host_id is None and encrypted is not None:
+            try:
+                plain = crypto.decrypt_encrypted_param(cipher, keys.hip_in_enc, encrypted.payload)
+                host_id = _decode_host_id_bytes(plain)
+            except HIPError:
+                self._drop("I2 ENCRYPTED does not decrypt to a HOST_ID", packet)
+                return False
+        peer = self._decode_host_id(host_id, packet.sender_hit)
+        if peer is None or host_id is None:
+            self._drop("I2 HOST_ID missing, undecodable or not matching the sender HIT", packet)
+            return False
+        expected = crypto.hmac_digest(keys.rhash, keys.hip_in_mac,
+                                      integrity_bytes(packet, ParamType.HIP_MAC))
+        mac = packet.get(HipMac)
+        assert mac is not None
+        if not _hmac.compare_digest(expected, mac.hmac):
+            self._drop("I2 bad HIP_MAC", packet)
+            return False
+        if not self._signature_ok(packet, peer):
+            self._drop("I2 bad HIP_SIGNATURE", packet)
+            return False
+        if info.new_spi < MIN_SPI:
+            self._drop("I2 ESP_INFO carries a reserved SPI", packet)
+            return False
+        # All checks passed: commit (a previous association's keys are replaced).
+        self._apply(Trigger.RECV_I2)
+        self.initiator = False
+        self._retransmit = None
+        self._crypto = keys
+        self.peer_identity = peer
+        self._peer_host_id = host_id
+        self.spi_out = info.new_spi
+        self.spi_in = self._new_spi()
+        self._peer_addr = src
+        self.local_locator = dst
+        self.peer_locators = PeerLocatorSet(src)
+        self._updates = UpdateSequencer()
+        self._rekey = None
+        own_host_id = host_id_param(self.identity.public)
+        r2 = self._packet(PacketType.R2, [EspInfo(keys.esp_keymat_index, 0, self.spi_in)])
+        r2 = self._with_mac(r2, mac2_host_id=own_host_id)
+        r2 = self._with_signature(r2)
+        self._r2_packet = self._send(r2, src, dst)
+        self._i2_fingerprint = self._i2_fingerprint_of(packet)
+        self._state_deadline = now + self.config.r2_sent_timeout
+        self._established(now)
+        return True
+
+    # --- timers ----------------------------------------------------------------------
+
+    def handle_timer(self, now: float) -> None:
+        """Run every timer due at ``now``: retransmissions, R2-SENT confirmation, expiry."""
+        rt = self._retransmit
+        if rt is not None and now >= rt.deadline:
+            if rt.retries < rt.max_retries:
+                rt.retries += 1
+                rt.deadline = now + self.config.retransmit_timeout(rt.retries)
+                self._apply(Trigger.RETRANSMIT)
+                self._resend(rt.packet)
+            else:
+                self._retransmit = None
+                before = self.state
+                after = self._apply(Trigger.RETRIES_EXHAUSTED)
+                our, peer = self._event_ids()
+                if after is State.E_FAILED:
+                    what = "I1" if before is State.I1_SENT else "I2"
+                    self._emit(AssociationFailed(
+                        our, peer, f"no answer to {what} after {rt.max_retries} retries"))
+                    self._state_deadline = now + self.config.closed_linger
+                else:
+                    self._emit(AssociationClosed(our, peer, CloseReason.CLOSE_TIMEOUT))
+        pending = self._updates.outstanding
+        if pending is not None and now >= pending.deadline:
+            self._update_timeout(pending, now)
+        if self._state_deadline is not None and now >= self._state_deadline:
+            self._state_deadline = None
+            if self.state is State.R2_SENT:
+                self._apply(Trigger.CONFIRM_TIMEOUT)
+            elif self.state in (State.CLOSED, State.E_FAILED):
+                self._apply(Trigger.EXPIRE)
+
+    def _update_timeout(self, pending: PendingUpdate, now: float) -> None:
+        if pending.retries < self.config.update_retries_max:
+            pending.retries += 1
+            pending.deadline = now + self.config.retransmit_timeout(pending.retries)
+            self._resend(OutgoingPacket(pending.data, pending.src, pending.dst))
+            return
+        self._updates.outstanding = None
+        our, peer = self._event_ids()
+        if pending.purpose is UpdatePurpose.ECHO and pending.locator is not None:
+            assert self.peer_locators is not None
+            self.peer_locators.fail_check(pending.locator)
+            self._emit(LocatorVerificationFailed(our, peer, pending.locator))
+        else:
+            if pending.purpose in (UpdatePurpose.REKEY, UpdatePurpose.REKEY_REPLY):
+                self._rekey = None
+            self._emit(UpdateFailed(our, peer, f"UPDATE ({pending.purpose.value}) "
+                                    f"unacknowledged after {pending.retries} retries"))
+        self._send_queued(now)
+
+    # --- data plane hooks (credit-based authorization) --------------------------------
+
+    def data_received(self, nbytes: int, now: float) -> None:
+        """The data plane received ``nbytes`` of ESP from the peer on this association.
+
+        Confirms R2-SENT (RFC 7401 4.4.2) and earns credit (RFC 8046 5.5).
+        """
+        if self.state is State.R2_SENT:
+            self._apply(Trigger.RECV_DATA)
+            self._state_deadline = None
+        self._credit.earn(nbytes, now)
+
+    def data_destination(self, nbytes: int, now: float) -> Address | None:
+        """Where the data plane may send ``nbytes`` now, or None (buffer or drop them).
+
+        The preferred peer locator once verified; while it is UNVERIFIED, only as long
+        as credit lasts (RFC 8046 5.5); otherwise nothing may be sent.
+        """
+        if self.peer_locators is None or self.state not in (State.ESTABLISHED, State.R2_SENT):
+            return None
+        preferred = self.peer_locators.preferred()
+        if preferred.state is LocatorState.ACTIVE:
+            return preferred.address
+        if preferred.state is LocatorState.UNVERIFIED and self._credit.spend(nbytes, now):
+            return preferred.address
+        return None
+
+    # --- NOTIFY ----------------------------------------------------------------------
+
+    def _notify(self, notify_type: NotifyType, data: bytes, dst: Address, src: Address) -> None:
+        packet = self._packet(PacketType.NOTIFY, [Notification(int(notify_type), data)])
+        self._send(self._with_signature(packet), dst, src)
+
+    def receive_notify(self, packet: HIPPacket, src: Address, dst: Address, now: float) -> None:
+        """Report a NOTIFY as an event; its signature is checked when the peer HI is known."""
+        notes = packet.get_all(Notification)
+        if not notes:
+            self._drop("NOTIFY without NOTIFICATION", packet)
+            return
+        authenticated = False
+        if self.peer_identity is not None:
+            if not self._signature_ok(packet):
+                self._drop("NOTIFY bad HIP_SIGNATURE", packet)
+                return
+            authenticated = True
+        our, peer = self._event_ids()
+        for note in notes:
+            self._emit(NotifyReceived(our, peer, note.notify_type, note.data, authenticated))
+
+    # --- CLOSE -----------------------------------------------------------------------
+
+    def close(self, now: float) -> None:
+        """Close the association (RFC 7401 6.14): CLOSE, retransmitted until CLOSE_ACK."""
+        state = self.state
+        if state in (State.I1_SENT, State.I2_SENT):
+            self._apply(Trigger.CLOSE)
+            self._retransmit = None
+            our, peer = self._event_ids()
+            self._emit(AssociationClosed(our, peer, CloseReason.ABORTED))
+            return
+        self._apply(Trigger.CLOSE)  # raises StateTransitionError when not allowed
+        self._state_deadline = None
+        self._updates.outstanding = None
+        self._update_queue.clear()
+        nonce = self.rng.bytes(self.config.echo_nonce_length)
+        self._close_nonce = nonce
+        close = self._signed(PacketType.CLOSE, [EchoRequestSigned(nonce)])
+        dst = self.peer_locator
+        assert dst is not None
+        out = self._send(close, dst)
+        self._start_retransmit(out, now, self.config.close_retries_max)
+
+    def receive_close(self, packet: HIPPacket, src: Address, dst: Address, now: float) -> None:
+        """Answer a CLOSE with CLOSE_ACK and move to CLOSED (RFC 7401 6.15)."""
+        state = self.state
+        if not allows(state, Trigger.RECV_CLOSE) or self._crypto is None:
+            self._drop(f"CLOSE unexpected in state {state.value}", packet)
+            return
+        echo = packet.get(EchoRequestSigned)
+        if echo is None:
+            self._drop("CLOSE without ECHO_REQUEST_SIGNED", packet)
+            return
+        if not self._mac_ok(packet):
+            self._drop("CLOSE bad HIP_MAC", packet)
+            return
+        if not self._signature_ok(packet):
+            self._drop("CLOSE bad HIP_SIGNATURE", packet)
+            return
+        self._apply(Trigger.RECV_CLOSE)
+        ack = self._signed(PacketType.CLOSE_ACK, [EchoResponseSigned(echo.opaque)])
+        self._close_ack = self._send(ack, src, dst)
+        if state is not State.CLOSED:
+            self._retransmit = None
+            self._updates.outstanding = None
+            self._update_queue.clear()
+            self._state_deadline = now + self.config.closed_linger
+            our, peer = self._event_ids()
+            self._emit(AssociationClosed(our, peer, CloseReason.PEER_CLOSE))
+
+    def receive_close_ack(self, packet: HIPPacket, src: Address, dst: Address, now: float
+                          ) -> None:
+        """A CLOSE_ACK echoing our CLOSE's nonce ends the association (RFC 7401 6.16)."""
+        if self.state is not State.CLOSING:
+            self._drop(f"CLOSE_ACK unexpected in state {self.state.value}", packet)
+            return
+        echo = packet.get(EchoResponseSigned)
+        if echo is None or self._close_nonce is None or echo.opaque != self._close_nonce:
+            self._drop("CLOSE_ACK does not echo our CLOSE nonce", packet)
+            return
+        if not self._mac_ok(packet):
+            self._drop("CLOSE_ACK bad HIP_MAC", packet)
+            return
+        if not self._signature_ok(packet):
+            self._drop("CLOSE_ACK bad HIP_SIGNATURE", packet)
+            return
+        self._apply(Trigger.RECV_CLOSE_ACK)
+        self._retransmit = None
+        our, peer = self._event_ids()
+        self._emit(AssociationClosed(our, peer, CloseReason.LOCAL_CLOSE))
+
+    # --- UPDATE: mobility and rekeying ------------------------------------------------
+
+    def _require_established(self, what: str) -> None:
+        if self.state not in (State.ESTABLISHED, State.R2_SENT) or self._crypto is None:
+            raise ProtocolError(
+                f"cannot {what} with {IPv6Address(self.peer_hit)}: association is "
+                f"{self.state.value}; wait for AssociationEstablished"
+            )
+
+    def update_locators(self, locators: tuple[Address, ...], now: float) -> None:
+        """Our locators changed: announce them with UPDATE/LOCATOR_SET (RFC 8046 3.2.1).
+
+        The first locator is the preferred one and becomes our source address at once.
+        """
+        if not locators:
+            raise ProtocolError("update_locators needs at least one locator; got none")
+        self.local_locators = tuple(locators)
+        self.local_locator = locators[0]
+        if self.state not in (State.ESTABLISHED, State.R2_SENT) or self._crypto is None:
+            return  # nothing to announce yet; later packets simply use the new source
+        self._emit_sa(SAChangeReason.LOCAL_MOVED)
+        self._queue_update(UpdatePurpose.LOCATORS, None, now)
+
+    def rekey(self, now: float) -> None:
+        """Start a rekey: UPDATE with ESP_INFO carrying a new SPI (RFC 7402 6.9)."""
+        self._require_established("rekey")
+        if self._rekey is not None:
+            raise ProtocolError(
+                f"a rekey with {IPv6Address(self.peer_hit)} is already in progress; wait "
+                "for SecurityAssociationsChanged(reason=REKEYED)"
+            )
+        self._queue_update(UpdatePurpose.REKEY, None, now)
+
+    def _queue_update(self, purpose: UpdatePurpose, locator: Address | None, now: float) -> None:
+        if purpose is UpdatePurpose.LOCATORS:
+            # A newer announcement supersedes one not yet sent.
+            self._update_queue = deque(q for q in self._update_queue
+                                       if q[0] is not UpdatePurpose.LOCATORS)
+        self._update_queue.append((purpose, locator))
+        self._send_queued(now)
+
+    def _send_queued(self, now: float) -> None:
+        # At most one UPDATE with an unacknowledged SEQ (RFC 7401 6.12).
+        while self._updates.outstanding is None and self._update_queue:
+            purpose, locator = self._update_queue.popleft()
+            self._send_update_with_seq(purpose, locator, now, ack=None)
+
+    def _esp_info_unchanged(self) -> EspInfo:
+        assert self._crypto is not None
+        return EspInfo(self._crypto.next_keymat_index, self.spi_in, self.spi_in)
+
+    def _send_update_with_seq(self, purpose: UpdatePurpose, locator: Address | None,
+                              now: float, ack: int | None) -> None:
+        assert self._crypto is not None and self.peer_locators is not None
+        uid = self._updates.allocate()
+        params: list[Param] = [Seq(uid)]
+        dst = self.peer_locators.control_locator()
+        if ack is not None:
+            params.append(Ack((ack,)))
+        if purpose is UpdatePurpose.LOCATORS:
+            params.append(self._esp_info_unchanged())
+            params.append(LocatorSet(tuple(
+                Locator(int(TrafficType.BOTH), int(LocatorType.ESP_SPI_IPV6), i == 0,
+                        self.config.locator_lifetime, addr, self.spi_in)
+                for i, addr in enumerate(self.local_locators))))
+        elif purpose is UpdatePurpose.ECHO:
+            assert locator is not None
+            nonce = self.rng.bytes(self.config.echo_nonce_length)
+            self.peer_locators.start_check(locator, nonce)
+            params.append(self._esp_info_unchanged())
+            params.append(EchoRequestSigned(nonce))
+            dst = locator  # the return routability check goes to the new locator itself
+        elif purpose is UpdatePurpose.REKEY:
+            index = self._crypto.next_keymat_index
+            self._rekey = _Rekey(self._new_spi(), index)
+            params.append(EspInfo(index, self.spi_in, self._rekey.new_spi_in))
+        elif purpose is UpdatePurpose.REKEY_REPLY:
+            assert self._rekey is not None
+            params.append(EspInfo(self._rekey.keymat_index, self.spi_in, self._rekey.new_spi_in))
+        packet = self._signed(PacketType.UPDATE, params)
+        src = self._local_for(dst)
+        out = self._send(packet, dst, src)
+        self._updates.outstanding = PendingUpdate(
+            uid, purpose, out.data, out.src, out.dst,
+            now + self.config.retransmit_timeout(0), locator=locator)
+        if ack is not None:
+            self._updates.last_reply = out.data
+            self._last_reply_to = (out.src, out.dst)
+
+    def _send_ack(self, update_id: int, dst: Address, extra: list[Param]) -> None:
+        packet = self._signed(PacketType.UPDATE, [Ack((update_id,)), *extra])
+        out = self._send(packet, dst, self._local_for(dst))
+        self._updates.last_reply = out.data
+        self._last_reply_to = (out.src, out.dst)
+
+    def receive_update(self, packet: HIPPacket, src: Address, dst: Address, now: float) -> None:
+        """Process an UPDATE (RFC 7401 6.12, RFC 7402 6.9, RFC 8046 5.3)."""
+        state = self.state
+        if not allows(state, Trigger.RECV_UPDATE) or self._crypto is None:
+            self._drop(f"UPDATE unexpected in state {state.value}", packet)
+            return
+        if not self._mac_ok(packet):
+            self._drop("UPDATE bad HIP_MAC", packet)
+            return
+        if not self._signature_ok(packet):
+            self._drop("UPDATE bad HIP_SIGNATURE", packet)
+            return
+        seq = packet.get(Seq)
+        if seq is not None and not self._updates.is_new(seq.update_id):
+            # A retransmission: our answer was lost; send it again (RFC 7401 6.12.1).
+            if self._updates.last_reply is not None:
+                rsrc, rdst = self._last_reply_to
+                self._resend(OutgoingPacket(self._updates.last_reply, rsrc, rdst))
+            self.outbox.drops["UPDATE duplicate SEQ (re-acknowledged)"] += 1
+            return
+        self._apply(Trigger.RECV_UPDATE)
+        if state is State.R2_SENT:
+            self._state_deadline = None
+        assert self.peer_locators is not None
+        # ACK first: it may complete our own rekey or locator announcement.
+        ack = packet.get(Ack)
+        acked = self._updates.acknowledge(ack.update_ids) if ack else None
+        esp_info = packet.get(EspInfo)
+        echo_resp = packet.get(EchoResponseSigned)
+        if echo_resp is not None:
+            verified = self.peer_locators.complete_check(echo_resp.opaque)
+            if verified is not None:
+                our, peer = self._event_ids()
+                self._emit(LocatorVerified(our, peer, verified))
+                self._emit_sa(SAChangeReason.PEER_MOVED)
+        if acked is not None and acked.purpose is UpdatePurpose.REKEY and esp_info is not None \
+                and self._rekey is not None and esp_info.old_spi != esp_info.new_spi:
+            # The peer's reply to our rekey: both new SPIs known, switch now.
+            self._rekey.peer_new_spi = esp_info.new_spi
+            self._finish_rekey()
+        elif acked is not None and acked.purpose is UpdatePurpose.REKEY_REPLY \
+                and self._rekey is not None:
+            self._finish_rekey()
+        if seq is None:
+            self._send_queued(now)
+            return
+        self._updates.last_received = seq.update_id
+        locator_set = packet.get(LocatorSet)
+        rekey_request = (esp_info is not None and esp_info.old_spi != esp_info.new_spi
+                         and (acked is None or acked.purpose is not UpdatePurpose.REKEY))
+        echo_req = packet.get(EchoRequestSigned)
+        reply_extra: list[Param] = []
+        if echo_req is not None:
+            reply_extra.append(EchoResponseSigned(echo_req.opaque))
+        to_check: list[Address] = []
+        if locator_set is not None:
+            announced = [AnnouncedLocator(loc.address, loc.preferred, loc.lifetime)
+                         for loc in locator_set.locators]
+            to_check = self.peer_locators.apply_announcement(announced)
+            our, peer = self._event_ids()
+            self._emit(PeerLocatorsChanged(our, peer, self.peer_locators.snapshot()))
+        if rekey_request and esp_info is not None:
+            if self._rekey is None:
+                index = max(esp_info.keymat_index, self._crypto.next_keymat_index)
+                self._rekey = _Rekey(self._new_spi(), index)
+            self._rekey.peer_new_spi = esp_info.new_spi
+        if rekey_request and self._updates.outstanding is None:
+            self._send_update_with_seq(UpdatePurpose.REKEY_REPLY, None, now, ack=seq.update_id)
+        elif to_check and self._updates.outstanding is None and not reply_extra:
+            # Return routability (RFC 8046 3.2.1): SEQ, ACK and ECHO_REQUEST_SIGNED in one
+            # UPDATE sent to the new locator itself.
+            self._send_update_with_seq(UpdatePurpose.ECHO, to_check[0], now, ack=seq.update_id)
+            for extra in to_check[1:]:
+                self._update_queue.append((UpdatePurpose.ECHO, extra))
+        else:
+            self._send_ack(seq.update_id, src, reply_extra)
+            if rekey_request:
+                self._update_queue.append((UpdatePurpose.REKEY_REPLY, None))
+            for extra in to_check:
+                self._update_queue.append((UpdatePurpose.ECHO, extra))
+        self._send_queued(now)
+
+    def _finish_rekey(self) -> None:
+        assert self._rekey is not None and self._crypto is not None
+        rk = self._rekey
+        assert rk.peer_new_spi is not None
+        keys = crypto.draw_esp_keys(self._crypto.keymat, self._crypto.esp_transform,
+                                    rk.keymat_index)
+        greater = self.our_hit > self.peer_hit
+        c = self._crypto
+        if greater:
+            c.esp_out_enc, c.esp_out_auth = keys.gl_enc, keys.gl_auth
+            c.esp_in_enc, c.esp_in_auth = keys.lg_enc, keys.lg_auth
+        else:
+            c.esp_out_enc, c.esp_out_auth = keys.lg_enc, keys.lg_auth
+            c.esp_in_enc, c.esp_in_auth = keys.gl_enc, keys.gl_auth
+        c.next_keymat_index = keys.next_keymat_index
+        self.spi_in = rk.new_spi_in
+        self.spi_out = rk.peer_new_spi
+        self._rekey = None
+        self._emit_sa(SAChangeReason.REKEYED)
+
+
+def host_id_param(public: PublicHostIdentity) -> HostId:
+    """The HOST_ID parameter carrying ``public`` (RFC 7401 5.2.9), without a domain id."""
+    return HostId(hi_algorithm=int(public.algorithm), host_identity=public.encoded)
+
+
+def _encode_param_bytes(param: Param) -> bytes:
+    return encode_param(param)
+
+
+def _decode_host_id_bytes(data: bytes) -> HostId:
+    params = decode_params(data)
+    if len(params) != 1 or not isinstance(params[0], HostId):
+        raise ProtocolError("ENCRYPTED must hold exactly one HOST_ID parameter")
+    return params[0]
