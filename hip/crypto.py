@@ -397,12 +397,17 @@ def generate_dh(group: int, rng: RandomSource) -> DHKeyPair:
     if g is DHGroup.CURVE448:
         priv_x4 = x448.X448PrivateKey.from_private_bytes(rng.bytes(56))
         return DHKeyPair(g, priv_x4, priv_x4.public_key().public_bytes_raw())
-    prime = _MODP_PRIMES[g]
     x = int.from_bytes(rng.bytes(_MODP_EXPONENT_BYTES), "big") | 1 << (8 * _MODP_EXPONENT_BYTES - 1)
-    y = pow(_MODP_GENERATOR, x, prime)
     params = _MODP_PARAMS[g]
+    # y = g^x mod p computed by OpenSSL (constant time, ~10x faster than Python's pow):
+    # a key object with a placeholder public value exchanged with the generator itself
+    # yields g^x; the real key pair is then built with that y.
+    generator = dh.DHPublicNumbers(_MODP_GENERATOR, params).public_key()
+    placeholder = dh.DHPrivateNumbers(x, dh.DHPublicNumbers(_MODP_GENERATOR, params)).private_key()
+    public = placeholder.exchange(generator).rjust(dh_public_len(g), b"\x00")
+    y = int.from_bytes(public, "big")
     priv_dh = dh.DHPrivateNumbers(x, dh.DHPublicNumbers(y, params)).private_key()
-    return DHKeyPair(g, priv_dh, y.to_bytes(dh_public_len(g), "big"))
+    return DHKeyPair(g, priv_dh, public)
 
 
 # ---------------------------------------------------------------------------
@@ -661,6 +666,14 @@ class EspKeys:
     lg_auth: bytes
     keymat_index: int
     next_keymat_index: int
+
+    def for_host(self, local_hit: bytes, peer_hit: bytes) -> tuple[bytes, bytes, bytes, bytes]:
+        """(out_enc, out_auth, in_enc, in_auth) for the host owning ``local_hit``."""
+        if bytes(local_hit) == bytes(peer_hit):
+            raise CryptoError("local and peer HIT are equal; keys cannot be oriented")
+        if bytes(local_hit) > bytes(peer_hit):
+            return self.gl_enc, self.gl_auth, self.lg_enc, self.lg_auth
+        return self.lg_enc, self.lg_auth, self.gl_enc, self.gl_auth
 
 
 @dataclass(frozen=True)

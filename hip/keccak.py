@@ -53,29 +53,42 @@ def _rotation_offsets() -> tuple[int, ...]:
 
 _RC = _round_constants()
 _ROT = _rotation_offsets()
-# pi: lane (x, y) moves to (y, 2x + 3y); precompute source index per destination.
-_PI_SRC = tuple(
-    next(x + 5 * y for x in range(5) for y in range(5) if (y + 5 * ((2 * x + 3 * y) % 5)) == d)
-    for d in range(25)
+# rho then pi as one step: lane i (= x + 5y) is rotated by _ROT[i] and lands at
+# (y, 2x + 3y); theta's D is indexed by the column x = i % 5.
+_RHO_PI = tuple(
+    (i, ((i // 5) + 5 * ((2 * (i % 5) + 3 * (i // 5)) % 5)), _ROT[i], i % 5) for i in range(25)
 )
-
-
-def _rotl(v: int, n: int) -> int:
-    return ((v << n) | (v >> (64 - n))) & _MASK if n else v
 
 
 def keccak_f1600(lanes: list[int]) -> None:
     """Apply the 24-round Keccak-f[1600] permutation to 25 64-bit lanes in place."""
     a = lanes
+    mask = _MASK
+    b = [0] * 25
     for rc in _RC:
-        c = [a[x] ^ a[x + 5] ^ a[x + 10] ^ a[x + 15] ^ a[x + 20] for x in range(5)]
-        d = [c[(x - 1) % 5] ^ _rotl(c[(x + 1) % 5], 1) for x in range(5)]
-        b = [_rotl(a[i] ^ d[i % 5], _ROT[i]) for i in range(25)]
-        b = [b[_PI_SRC[i]] for i in range(25)]
-        for y in range(0, 25, 5):
-            row = b[y : y + 5]
-            for x in range(5):
-                a[y + x] = row[x] ^ ((~row[(x + 1) % 5]) & row[(x + 2) % 5])
+        c0 = a[0] ^ a[5] ^ a[10] ^ a[15] ^ a[20]
+        c1 = a[1] ^ a[6] ^ a[11] ^ a[16] ^ a[21]
+        c2 = a[2] ^ a[7] ^ a[12] ^ a[17] ^ a[22]
+        c3 = a[3] ^ a[8] ^ a[13] ^ a[18] ^ a[23]
+        c4 = a[4] ^ a[9] ^ a[14] ^ a[19] ^ a[24]
+        d = (
+            c4 ^ (((c1 << 1) | (c1 >> 63)) & mask),
+            c0 ^ (((c2 << 1) | (c2 >> 63)) & mask),
+            c1 ^ (((c3 << 1) | (c3 >> 63)) & mask),
+            c2 ^ (((c4 << 1) | (c4 >> 63)) & mask),
+            c3 ^ (((c0 << 1) | (c0 >> 63)) & mask),
+        )
+        for src, dst, rot, col in _RHO_PI:
+            v = a[src] ^ d[col]
+            # v < 2**64, so v >> 64 == 0 and a zero rotation needs no special case
+            b[dst] = ((v << rot) | (v >> (64 - rot))) & mask
+        for y in (0, 5, 10, 15, 20):
+            b0, b1, b2, b3, b4 = b[y], b[y + 1], b[y + 2], b[y + 3], b[y + 4]
+            a[y] = b0 ^ (~b1 & b2)
+            a[y + 1] = b1 ^ (~b2 & b3)
+            a[y + 2] = b2 ^ (~b3 & b4)
+            a[y + 3] = b3 ^ (~b4 & b0)
+            a[y + 4] = b4 ^ (~b0 & b1)
         a[0] ^= rc
 
 

@@ -146,6 +146,11 @@ def test_dh_agreement_both_ways(group: DHGroup) -> None:
     kij = a.shared_secret(b.public_bytes())
     assert kij == b.shared_secret(a.public_bytes())
     assert len(kij) in (32, 48, 56, 66, 192, 256, 384)
+    if group in (DHGroup.MODP_1536, DHGroup.MODP_2048, DHGroup.MODP_3072):
+        x = a._private.private_numbers().x  # type: ignore[union-attr]
+        assert a.public_bytes() == pow(2, x, crypto._MODP_PRIMES[group]).to_bytes(
+            dh_public_len(group), "big"
+        )
     # seeded sources make the same keys again
     again = SeededRandom(b"dh-" + group.name.encode())
     assert generate_dh(group, again).public_bytes() == a.public_bytes()
@@ -348,6 +353,11 @@ def test_rekey_draws_continue_from_keymat_index() -> None:
     assert again.keymat_index == keys.next_keymat_index
     assert again.gl_enc == km.read(keys.next_keymat_index, 16)
     assert again.gl_enc != keys.esp_gl_enc
+    greater, lower = max(HIT_A, HIT_B), min(HIT_A, HIT_B)
+    assert again.for_host(greater, lower) == (again.gl_enc, again.gl_auth, again.lg_enc,
+                                              again.lg_auth)
+    assert again.for_host(lower, greater) == (again.lg_enc, again.lg_auth, again.gl_enc,
+                                              again.gl_auth)
 
 
 def test_esp_suite_table() -> None:
