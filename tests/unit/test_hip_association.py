@@ -1,0 +1,330 @@
+"""Two HIP hosts wired together in memory: base exchange, loss, duplication, reordering,
+simultaneous open, CLOSE, retransmission exhausted (RFC 7401)."""
+
+from __future__ import annotations
+
+from ipaddress import IPv6Address, ip_address
+
+import pytest
+
+from hip.config import HIPConfig
+from hip.errors import ProtocolError, StateTransitionError
+from hip.events import (
+    AssociationClosed,
+    AssociationEstablished,
+    AssociationFailed,
+    CloseReason,
+    NotifyReceived,
+    PacketDropped,
+    SAChangeReason,
+    SecurityAssociationsChanged,
+)
+from hip.packet import HIPPacket, PacketType, parse, serialize
+from hip.params import DHGroupList, HipMac, Notification, NotifyType, UnknownParam
+from hip.states import State
+
+from hip_network import Network, Sent, packet_type  # noqa: I001 (test helper)
+
+pytestmark = pytest.mark.unit
+
+A_ADDR, B_ADDR = "192.0.2.1", "192.0.2.2"
+
+
+def pair(kind: str = "ecdsa-p256", config: HIPConfig | None = None) -> Network:
+    net = Network()
+    net.add("a", A_ADDR, kind=kind, config=config)
+    net.add("b", B_ADDR, kind=kind, config=config)
+    return net
+
+
+def assert_keys_match(net: Network) -> tuple[SecurityAssociationsChanged,
+                                             SecurityAssociationsChanged]:
+    """The newest SA events of a and b must be mirror images of each other."""
+    sa_a = net.events_of("a", SecurityAssociationsChanged)[-1]
+    sa_b = net.events_of("b", SecurityAssociationsChanged)[-1]
+    assert sa_a.spi_out == sa_b.spi_in and sa_a.spi_in == sa_b.spi_out
+    assert sa_a.enc_key_out == sa_b.enc_key_in and sa_a.enc_key_in == sa_b.enc_key_out
+    assert sa_a.auth_key_out == sa_b.auth_key_in and sa_a.auth_key_in == sa_b.auth_key_out
+    assert sa_a.enc_key_out != sa_a.enc_key_in and sa_a.auth_key_out != sa_a.auth_key_in
+    assert sa_a.esp_transform == sa_b.esp_transform == 9
+    assert len(sa_a.enc_key_out) == 32 and len(sa_a.auth_key_out) == 32
+    return sa_a, sa_b
+
+
+def establish(net: Network) -> None:
+    a, b = net.hosts["a"], net.hosts["b"]
+    a.connect(b.our_hit, B_ADDR, net.now)
+    net.run()
+
+
+@pytest.mark.parametrize("kind", ["ecdsa-p256", "ed25519", "ecdsa-p384"])
+def test_full_base_exchange(kind: str) -> None:
+    net = pair(kind)
+    a, b = net.hosts["a"], net.hosts["b"]
+    a.connect(b.our_hit, B_ADDR, net.now)
+    net.run(until=1.0)
+    assert [s.type for s in net.log] == [PacketType.I1, PacketType.R1, PacketType.I2,
+                                        PacketType.R2]
+    assert a.association(b.our_hit).state is State.ESTABLISHED
+    # The Responder stays in R2-SENT until traffic or the timeout (RFC 7401 4.4.2).
+    assert b.association(a.our_hit).state is State.R2_SENT
+    est_a = net.events_of("a", AssociationEstablished)
+    est_b = net.events_of("b", AssociationEstablished)
+    assert len(est_a) == len(est_b) == 1
+    assert est_a[0].initiator and not est_b[0].initiator
+    assert est_a[0].peer_hit == IPv6Address(b.our_hit)
+    assert est_a[0].peer_locator == ip_address(B_ADDR)
+    sa_a, sa_b = assert_keys_match(net)
+    assert sa_a.reason is SAChangeReason.ESTABLISHED
+    assert sa_a.local_locator == ip_address(A_ADDR) and sa_a.peer_locator == ip_address(B_ADDR)
+    assert not a.drops and not b.drops
+    net.run()
+    assert b.association(a.our_hit).state is State.ESTABLISHED
+
+
+def test_default_negotiation_is_group_7_cipher_4() -> None:
+    net = pair()
+    establish(net)
+    i2 = parse(net.sent_by("a", PacketType.I2)[0].packet.data, ip_address(A_ADDR),
+               ip_address(B_ADDR))
+    from hip.params import DiffieHellman, Encrypted, HipCipher
+
+    assert i2.get(DiffieHellman).group_id == 7
+    assert i2.get(HipCipher).cipher_ids == (4,)
+    # The Initiator's HOST_ID travels encrypted (RFC 7401 5.3.3).
+    assert i2.get(Encrypted) is not None
+
+
+def test_data_confirms_r2_sent() -> None:
+    net = pair()
+    a, b = net.hosts["a"], net.hosts["b"]
+    a.connect(b.our_hit, B_ADDR, net.now)
+    net.run(until=1.0)
+    b.data_received(a.our_hit, 100, net.now)
+    assert b.association(a.our_hit).state is State.ESTABLISHED
+
+
+def _once(ptype: PacketType, action: list[float]):  # type: ignore[no-untyped-def]
+    seen: list[int] = []
+
+    def policy(sent: Sent, _index: int) -> list[float]:
+        if sent.type is ptype and not seen:
+            seen.append(1)
+            return action
+        return [0.0]
+
+    return policy
+
+
+BASE = [PacketType.I1, PacketType.R1, PacketType.I2, PacketType.R2]
+
+
+@pytest.mark.parametrize("ptype", BASE, ids=lambda p: p.name)
+def test_each_packet_dropped_once(ptype: PacketType) -> None:
+    net = pair()
+    net.policy = _once(ptype, [])
+    establish(net)
+    a, b = net.hosts["a"], net.hosts["b"]
+    assert a.association(b.our_hit).state is State.ESTABLISHED
+    assert b.association(a.our_hit).state is State.ESTABLISHED
+    assert_keys_match(net)
+    assert len(net.events_of("a", AssociationEstablished)) == 1
+    # The loss was repaired by a retransmission.
+    # The Initiator repairs every loss: I1 again for a lost I1/R1, I2 again for I2/R2.
+    sent = net.sent_by("a", PacketType.I1 if ptype in (PacketType.I1, PacketType.R1)
+                       else PacketType.I2)
+    assert len(sent) == 2
+    assert sent[1].time - sent[0].time == pytest.approx(HIPConfig().retransmit_initial)
+
+
+@pytest.mark.parametrize("ptype", BASE, ids=lambda p: p.name)
+def test_each_packet_duplicated(ptype: PacketType) -> None:
+    net = pair()
+    net.policy = _once(ptype, [0.0, 0.0])
+    establish(net)
+    a, b = net.hosts["a"], net.hosts["b"]
+    assert a.association(b.our_hit).state is State.ESTABLISHED
+    assert b.association(a.our_hit).state is State.ESTABLISHED
+    assert_keys_match(net)
+    assert len(net.events_of("a", AssociationEstablished)) == 1
+    assert len(net.events_of("b", AssociationEstablished)) == 1
+    if ptype is PacketType.I2:
+        assert b.drops["I2 duplicate (R2 re-sent)"] == 1
+    if ptype is PacketType.R2:
+        assert a.drops["R2 unexpected in state ESTABLISHED"] == 1
+
+
+@pytest.mark.parametrize("ptype", BASE, ids=lambda p: p.name)
+def test_each_packet_reordered(ptype: PacketType) -> None:
+    """The first copy arrives late, after the retransmission overtook it."""
+    net = pair()
+    net.policy = _once(ptype, [1.5])
+    establish(net)
+    a, b = net.hosts["a"], net.hosts["b"]
+    assert a.association(b.our_hit).state is State.ESTABLISHED
+    assert b.association(a.our_hit).state is State.ESTABLISHED
+    assert_keys_match(net)
+    assert len(net.events_of("a", AssociationEstablished)) == 1
+    assert len(net.events_of("b", AssociationEstablished)) == 1
+
+
+def test_simultaneous_open_larger_hit_is_responder() -> None:
+    net = pair()
+    a, b = net.hosts["a"], net.hosts["b"]
+    a.connect(b.our_hit, B_ADDR, net.now)
+    b.connect(a.our_hit, A_ADDR, net.now)
+    net.run()
+    assert a.association(b.our_hit).state is State.ESTABLISHED
+    assert b.association(a.our_hit).state is State.ESTABLISHED
+    assert_keys_match(net)
+    larger = "a" if a.our_hit > b.our_hit else "b"
+    smaller = "b" if larger == "a" else "a"
+    # RFC 7401 6.7/6.10: the host with the larger HIT answers as Responder.
+    assert not net.events_of(larger, AssociationEstablished)[-1].initiator
+    assert net.events_of(smaller, AssociationEstablished)[-1].initiator
+    assert net.sent_by(larger, PacketType.R2) and not net.sent_by(smaller, PacketType.R2)
+    assert net.hosts[smaller].drops[
+        "I1 in I1-SENT, the peer's larger HIT makes it the Responder"] >= 1
+
+
+def test_close_and_close_ack() -> None:
+    net = pair()
+    establish(net)
+    a, b = net.hosts["a"], net.hosts["b"]
+    a.close(b.our_hit, net.now)
+    assert a.association(b.our_hit).state is State.CLOSING
+    net.run(until=net.now + 1)
+    assert a.association(b.our_hit) is None  # CLOSE_ACK: back to UNASSOCIATED, discarded
+    assert b.association(a.our_hit).state is State.CLOSED
+    assert [e.reason for e in net.events_of("a", AssociationClosed)] == [CloseReason.LOCAL_CLOSE]
+    assert [e.reason for e in net.events_of("b", AssociationClosed)] == [CloseReason.PEER_CLOSE]
+    net.run()
+    assert b.association(a.our_hit) is None  # CLOSED expired
+    types = [s.type for s in net.log]
+    assert types[-2:] == [PacketType.CLOSE, PacketType.CLOSE_ACK]
+
+
+def test_close_ack_lost_close_is_retransmitted_and_answered_again() -> None:
+    net = pair()
+    establish(net)
+    a, b = net.hosts["a"], net.hosts["b"]
+    net.policy = _once(PacketType.CLOSE_ACK, [])
+    a.close(b.our_hit, net.now)
+    net.run()
+    assert len(net.sent_by("a", PacketType.CLOSE)) == 2
+    assert len(net.sent_by("b", PacketType.CLOSE_ACK)) == 2
+    assert [e.reason for e in net.events_of("a", AssociationClosed)] == [CloseReason.LOCAL_CLOSE]
+    assert len(net.events_of("b", AssociationClosed)) == 1
+
+
+def test_retransmission_exhausted_leads_to_e_failed() -> None:
+    cfg = HIPConfig(i1_retries_max=3)
+    net = pair(config=cfg)
+    a = net.hosts["a"]
+    peer_hit = net.hosts["b"].our_hit
+    a.connect(peer_hit, "192.0.2.99", net.now)  # nobody there
+    net.run(until=100)
+    i1s = net.sent_by("a", PacketType.I1)
+    assert len(i1s) == 1 + 3
+    gaps = [round(y.time - x.time, 6) for x, y in zip(i1s, i1s[1:], strict=False)]
+    assert gaps == [1.0, 2.0, 4.0]  # exponential backoff
+    failed = net.events_of("a", AssociationFailed)
+    assert len(failed) == 1 and "I1" in failed[0].reason
+    # E-FAILED lingers, then the association is discarded.
+    assert a.association(peer_hit) is None
+
+
+def test_unknown_critical_parameter_answers_notify() -> None:
+    net = pair()
+    a, b = net.hosts["a"], net.hosts["b"]
+    i1 = HIPPacket(PacketType.I1, a.our_hit, b.our_hit,
+                   (DHGroupList((7,)), UnknownParam(1001, b"\x00\x01")))
+    b.receive_packet(serialize(i1, ip_address(A_ADDR), ip_address(B_ADDR)), A_ADDR, B_ADDR, 0.0)
+    out = b.packets_to_send()
+    assert len(out) == 1 and packet_type(out[0].data) is PacketType.NOTIFY
+    notify = parse(out[0].data, out[0].src, out[0].dst)
+    note = notify.get(Notification)
+    assert note.notify_type == NotifyType.UNSUPPORTED_CRITICAL_PARAMETER_TYPE
+    assert int.from_bytes(note.data, "big") == 1001
+    assert b.drops["unsupported critical parameter"] == 1
+    assert not b.associations
+
+
+def test_unknown_non_critical_parameter_is_skipped() -> None:
+    net = pair()
+    a, b = net.hosts["a"], net.hosts["b"]
+    i1 = HIPPacket(PacketType.I1, a.our_hit, b.our_hit,
+                   (DHGroupList((7,)), UnknownParam(1000, b"\x00\x01")))
+    b.receive_packet(serialize(i1, ip_address(A_ADDR), ip_address(B_ADDR)), A_ADDR, B_ADDR, 0.0)
+    assert [packet_type(p.data) for p in b.packets_to_send()] == [PacketType.R1]
+
+
+def test_notify_from_established_peer_is_authenticated_event() -> None:
+    net = pair()
+    establish(net)
+    a, b = net.hosts["a"], net.hosts["b"]
+    assoc = a.association(b.our_hit)
+    assoc._notify(NotifyType.BLOCKED_BY_POLICY, b"x", ip_address(B_ADDR), ip_address(A_ADDR))
+    net.run()
+    notes = net.events_of("b", NotifyReceived)
+    assert len(notes) == 1 and notes[0].authenticated
+    assert notes[0].notify_type == NotifyType.BLOCKED_BY_POLICY
+
+
+@pytest.mark.parametrize("data", [b"", b"\x00" * 7, b"\x3b\x04" + b"\x00" * 38,
+                                  bytes(range(256)) * 2])
+def test_malformed_packets_are_counted_never_raised(data: bytes) -> None:
+    net = pair()
+    b = net.hosts["b"]
+    b.receive_packet(data, A_ADDR, B_ADDR, 0.0)
+    assert b.drops["malformed packet"] == 1
+    assert not b.packets_to_send() and not b.associations
+    dropped = [e for e in iter(b.next_event, None) if isinstance(e, PacketDropped)]
+    assert [d.reason for d in dropped] == ["malformed packet"]
+
+
+def test_i2_with_bad_mac_creates_nothing() -> None:
+    net = pair()
+    a, b = net.hosts["a"], net.hosts["b"]
+
+    def tamper(sent: Sent, _index: int) -> list[float]:
+        return [] if sent.type is PacketType.I2 else [0.0]
+
+    net.policy = tamper
+    a.connect(b.our_hit, B_ADDR, net.now)
+    net.run(until=0.5)
+    i2_out = net.sent_by("a", PacketType.I2)[0].packet
+    i2 = parse(i2_out.data, i2_out.src, i2_out.dst)
+    mac = i2.get(HipMac)
+    forged_mac = HipMac(bytes([mac.hmac[0] ^ 1]) + mac.hmac[1:])
+    forged = HIPPacket(i2.packet_type, i2.sender_hit, i2.receiver_hit,
+                       tuple(forged_mac if p is mac else p for p in i2.params))
+    b.receive_packet(serialize(forged, i2_out.src, i2_out.dst), i2_out.src, i2_out.dst, net.now)
+    assert b.drops["I2 bad HIP_MAC"] == 1
+    assert b.association(a.our_hit) is None
+    assert not b.packets_to_send()
+
+
+def test_api_misuse_raises() -> None:
+    net = pair()
+    a, b = net.hosts["a"], net.hosts["b"]
+    a.connect(b.our_hit, B_ADDR, net.now)
+    with pytest.raises(StateTransitionError):
+        a.connect(b.our_hit, B_ADDR, net.now)
+    assert a.association(b.our_hit).state is State.I1_SENT
+    with pytest.raises(ProtocolError, match="no association"):
+        a.close(IPv6Address("2001:20::1"), net.now)
+    with pytest.raises(ProtocolError, match="rekey"):
+        a.rekey(b.our_hit, net.now)
+    with pytest.raises(ProtocolError, match="our own HIT"):
+        a.connect(a.our_hit, B_ADDR, net.now)
+
+
+def test_close_during_base_exchange_aborts() -> None:
+    net = pair()
+    a, b = net.hosts["a"], net.hosts["b"]
+    a.connect(b.our_hit, "192.0.2.99", net.now)
+    a.close(b.our_hit, net.now)
+    assert a.association(b.our_hit) is None
+    assert [e.reason for e in net.events_of("a", AssociationClosed)] == [CloseReason.ABORTED]
+    assert a.get_timer() is None
