@@ -3,9 +3,11 @@ simultaneous open, CLOSE, retransmission exhausted (RFC 7401)."""
 
 from __future__ import annotations
 
+import itertools
 from ipaddress import IPv6Address, ip_address
 
 import pytest
+from hip_network import Network, Sent, packet_type
 
 from hip.config import HIPConfig
 from hip.errors import ProtocolError, StateTransitionError
@@ -22,8 +24,6 @@ from hip.events import (
 from hip.packet import HIPPacket, PacketType, parse, serialize
 from hip.params import DHGroupList, HipMac, Notification, NotifyType, UnknownParam
 from hip.states import State
-
-from hip_network import Network, Sent, packet_type  # noqa: I001 (test helper)
 
 pytestmark = pytest.mark.unit
 
@@ -74,7 +74,7 @@ def test_full_base_exchange(kind: str) -> None:
     assert est_a[0].initiator and not est_b[0].initiator
     assert est_a[0].peer_hit == IPv6Address(b.our_hit)
     assert est_a[0].peer_locator == ip_address(B_ADDR)
-    sa_a, sa_b = assert_keys_match(net)
+    sa_a, _sa_b = assert_keys_match(net)
     assert sa_a.reason is SAChangeReason.ESTABLISHED
     assert sa_a.local_locator == ip_address(A_ADDR) and sa_a.peer_locator == ip_address(B_ADDR)
     assert not a.drops and not b.drops
@@ -226,7 +226,7 @@ def test_retransmission_exhausted_leads_to_e_failed() -> None:
     net.run(until=100)
     i1s = net.sent_by("a", PacketType.I1)
     assert len(i1s) == 1 + 3
-    gaps = [round(y.time - x.time, 6) for x, y in zip(i1s, i1s[1:], strict=False)]
+    gaps = [round(y.time - x.time, 6) for x, y in itertools.pairwise(i1s)]
     assert gaps == [1.0, 2.0, 4.0]  # exponential backoff
     failed = net.events_of("a", AssociationFailed)
     assert len(failed) == 1 and "I1" in failed[0].reason
