@@ -92,18 +92,22 @@ def keccak_f1600(lanes: list[int]) -> None:
         a[0] ^= rc
 
 
-def _sponge(data: bytes, out_len: int, suffix: int, rate: int = _RATE_128) -> bytes:
-    """Keccak sponge with a domain-separation suffix byte and pad10*1."""
-    lanes = [0] * 25
-    padded = bytearray(data)
+def _absorb(lanes: list[int], blocks: bytes, rate: int) -> None:
+    """XOR whole ``rate``-byte blocks into the state, permuting after each."""
+    words = rate // 8
+    for off in range(0, len(blocks), rate):
+        for i in range(words):
+            lanes[i] ^= int.from_bytes(blocks[off + 8 * i : off + 8 * i + 8], "little")
+        keccak_f1600(lanes)
+
+
+def _finish(lanes: list[int], tail: bytes, out_len: int, suffix: int, rate: int) -> bytes:
+    """Absorb the last partial input with its suffix and pad10*1, then squeeze."""
+    padded = bytearray(tail)
     padded.append(suffix)
     padded.extend(b"\x00" * ((-len(padded)) % rate))
     padded[-1] |= 0x80
-    for off in range(0, len(padded), rate):
-        block = padded[off : off + rate]
-        for i in range(rate // 8):
-            lanes[i] ^= int.from_bytes(block[8 * i : 8 * i + 8], "little")
-        keccak_f1600(lanes)
+    _absorb(lanes, bytes(padded), rate)
     out = bytearray()
     while True:
         for i in range(rate // 8):
@@ -111,6 +115,14 @@ def _sponge(data: bytes, out_len: int, suffix: int, rate: int = _RATE_128) -> by
         if len(out) >= out_len:
             return bytes(out[:out_len])
         keccak_f1600(lanes)
+
+
+def _sponge(data: bytes, out_len: int, suffix: int, rate: int = _RATE_128) -> bytes:
+    """Keccak sponge with a domain-separation suffix byte and pad10*1."""
+    lanes = [0] * 25
+    whole = len(data) - len(data) % rate
+    _absorb(lanes, data[:whole], rate)
+    return _finish(lanes, data[whole:], out_len, suffix, rate)
 
 
 def _left_encode(x: int) -> bytes:
@@ -146,6 +158,26 @@ def cshake128(data: bytes, out_len: int, function_name: bytes = b"", custom: byt
 
 
 def kmac128(key: bytes, data: bytes, out_len: int, custom: bytes = b"") -> bytes:
-    """KMAC128(K, X, L, S) of SP 800-185 section 4.3; ``out_len`` in bytes."""
-    new_x = _bytepad(_encode_string(key), _RATE_128) + data + _right_encode(8 * out_len)
-    return cshake128(new_x, out_len, b"KMAC", custom)
+    """KMAC128(K, X, L, S) of SP 800-185 section 4.3; ``out_len`` in bytes.
+
+    The cSHAKE prefix and the padded key are whole blocks, so the state after
+    absorbing them depends on (K, S) only; it is cached for the few keys of live
+    associations, which saves two permutations per MAC.
+    """
+    state = _KMAC_STATES.get((key, custom))
+    if state is None:
+        state = [0] * 25
+        prefix = _bytepad(_encode_string(b"KMAC") + _encode_string(custom), _RATE_128)
+        _absorb(state, prefix + _bytepad(_encode_string(key), _RATE_128), _RATE_128)
+        if len(_KMAC_STATES) >= _KMAC_CACHE_SIZE:
+            _KMAC_STATES.pop(next(iter(_KMAC_STATES)))
+        _KMAC_STATES[(key, custom)] = state
+    lanes = list(state)
+    message = data + _right_encode(8 * out_len)
+    whole = len(message) - len(message) % _RATE_128
+    _absorb(lanes, message[:whole], _RATE_128)
+    return _finish(lanes, message[whole:], out_len, 0x04, _RATE_128)
+
+
+_KMAC_CACHE_SIZE = 256
+_KMAC_STATES: dict[tuple[bytes, bytes], list[int]] = {}

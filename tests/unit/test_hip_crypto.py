@@ -36,7 +36,15 @@ from hip.crypto import (
     sort_hits,
 )
 from hip.errors import CryptoError
-from hip.keccak import _sponge, cshake128, kmac128, shake128
+from hip.keccak import (
+    _bytepad,
+    _encode_string,
+    _right_encode,
+    _sponge,
+    cshake128,
+    kmac128,
+    shake128,
+)
 from hip.orchid import make_orchid
 from hip.random import SeededRandom
 
@@ -71,6 +79,17 @@ def test_cshake128_and_kmac128_nist_examples() -> None:
         "3b1fba963cd8b0b59e8c1a6d71888b7143651af8ba0a7070c0979e2811324aa5"
     )
     assert cshake128(b"abc", 16) == hashlib.shake_128(b"abc").digest(16)
+
+
+@pytest.mark.parametrize("key_len", [0, 32, 164, 165, 400])
+def test_kmac128_cache_matches_plain_definition(key_len: int) -> None:
+    key = bytes(range(256))[:key_len] * 2 if key_len > 256 else bytes(range(key_len))
+    for data in (b"", b"x" * 167, b"y" * 600):
+        plain = cshake128(
+            _bytepad(_encode_string(key), 168) + data + _right_encode(256), 32, b"KMAC", b"S"
+        )
+        assert kmac128(key, data, 32, b"S") == plain
+        assert kmac128(key, data, 32, b"S") == plain  # second call uses the cached state
 
 
 # --- RHASH / HMAC ----------------------------------------------------------
