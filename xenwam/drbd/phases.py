@@ -146,3 +146,28 @@ def render_table() -> str:
         rows.append(f"| {t.source.name} | {t.step.value} | {t.target.name} | {t.where} "
                     f"| {ops} | {t.why} |")
     return "\n".join(rows)
+
+
+BEGIN_MARKER = "<!-- generated from xenwam/drbd/phases.py: begin -->"
+END_MARKER = "<!-- generated from xenwam/drbd/phases.py: end -->"
+
+
+def render_doc_block() -> str:
+    """The generated part of ``docs/storage.md``, markers included."""
+    return "\n".join([BEGIN_MARKER, "```mermaid", render_mermaid(), "```", "",
+                      render_table(), END_MARKER])
+
+
+def update_doc(text: str) -> str:
+    """``text`` with its generated block replaced by the current one."""
+    start = text.index(BEGIN_MARKER)
+    end = text.index(END_MARKER) + len(END_MARKER)
+    return text[:start] + render_doc_block() + text[end:]
+
+
+if __name__ == "__main__":
+    import sys
+    from pathlib import Path
+
+    doc = Path(sys.argv[1] if len(sys.argv) > 1 else "docs/storage.md")
+    doc.write_text(update_doc(doc.read_text()))

@@ -1,0 +1,182 @@
+"""Lifecycle operations: each runs its command only when the state calls for it."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+
+import pytest
+
+from xenwam.drbd.device import DrbdDevice, Progress
+from xenwam.drbd.resource import Host, Resource
+from xenwam.errors import DrbdError
+from xenwam.runner import CommandResult
+
+pytestmark = pytest.mark.unit
+
+RES = Resource(
+    name="r0", minor=0,
+    hosts=(Host("hosta", "10.99.0.1", 7789, "/dev/loop0", "/dev/loop1"),
+           Host("hostb", "10.99.0.2", 7789, "/dev/loop0", "/dev/loop1")),
+    shared_secret="device-test-secret",
+)
+
+HEAD = "version: 8.4.11 (api:1/proto:86-101)\n"
+
+
+def proc(cs: str, ro: str = "Secondary/Secondary", ds: str = "UpToDate/UpToDate",
+         oos: int = 0, extra: str = "") -> str:
+    if cs == "Unconfigured":
+        return HEAD
+    return (f"{HEAD} 0: cs:{cs} ro:{ro} ds:{ds} A r-----\n"
+            f"    ns:0 nr:0 dw:0 dr:0 al:0 bm:0 lo:0 pe:0 ua:0 ap:0 ep:1 wo:f oos:{oos}\n"
+            + extra)
+
+
+@dataclass
+class Runner:
+    """Scripted runner: an optional (exit, stderr) per call; records argv."""
+
+    answers: list[tuple[int, str]] = field(default_factory=list)
+    calls: list[list[str]] = field(default_factory=list)
+
+    def run(self, argv: Sequence[str], **kw: object) -> CommandResult:
+        self.calls.append(list(argv))
+        status, err = self.answers.pop(0) if self.answers else (0, "")
+        if status and kw.get("check", True):
+            from xenwam.errors import CommandError
+            raise CommandError(err)
+        return CommandResult(tuple(argv), status, "", err, 0.0)
+
+
+def device(states: list[str], runner: Runner | None = None) -> tuple[DrbdDevice, Runner]:
+    r = runner or Runner()
+    seq = list(states)
+
+    def read() -> str:
+        return seq.pop(0) if len(seq) > 1 else seq[0]
+
+    t = [0.0]
+
+    def sleep(s: float) -> None:
+        t[0] += s
+
+    return DrbdDevice(RES, runner=r, read_proc=read, clock=lambda: t[0], sleep=sleep), r
+
+
+def test_up_from_nothing_then_noop() -> None:
+    dev, r = device([proc("Unconfigured")])
+    dev.up()
+    assert r.calls == [["drbdadm", "up", "r0"]]
+    dev, r = device([proc("Connected")])
+    dev.up()
+    assert r.calls == []
+
+
+def test_up_repairs_a_half_up_resource() -> None:
+    dev, r = device([proc("StandAlone", ds="Diskless/DUnknown")])
+    dev.up()
+    assert r.calls == [["drbdadm", "attach", "r0"], ["drbdadm", "connect", "r0"]]
+
+
+def test_down_detach_disconnect_are_idempotent() -> None:
+    dev, r = device([proc("Unconfigured")])
+    dev.down()
+    dev.detach()
+    dev.disconnect()
+    assert r.calls == []
+    dev, r = device([proc("Connected")])
+    dev.disconnect()
+    dev.detach()
+    dev.down()
+    assert [c[1] for c in r.calls] == ["disconnect", "detach", "down"]
+
+
+def test_create_md_only_when_drbdmeta_says_there_is_none() -> None:
+    dev, r = device([proc("Unconfigured")], Runner([(0, "")]))
+    assert dev.create_md() is False
+    assert r.calls == [["drbdadm", "dump-md", "r0"]]
+    dev, r = device([proc("Unconfigured")], Runner([(255, "No valid meta data found")]))
+    assert dev.create_md() is True
+    assert r.calls[-1] == ["drbdadm", "create-md", "--force", "r0"]
+    dev, r = device([proc("Unconfigured")], Runner([(20, "Device or resource busy")]))
+    with pytest.raises(DrbdError, match="cannot tell whether metadata exists"):
+        dev.create_md()
+    assert len(r.calls) == 1  # never forced over metadata it could not read
+    dev, r = device([proc("Connected")])
+    assert dev.create_md() is False and r.calls == []
+
+
+def test_promote_and_demote() -> None:
+    dev, r = device([proc("Connected", ro="Primary/Secondary")])
+    assert dev.promote() is False
+    assert dev.demote() is True
+    assert r.calls == [["drbdadm", "secondary", "r0"]]
+
+
+def test_demote_retries_while_held_open() -> None:
+    runner = Runner([(11, "State change failed: (-12) Device is held open by someone"),
+                     (11, "State change failed: (-12) Device is held open by someone"),
+                     (0, "")])
+    dev, r = device([proc("Connected", ro="Primary/Secondary")], runner)
+    assert dev.demote(interval=0.1) is True
+    assert len(r.calls) == 3
+
+
+def test_demote_gives_up_with_advice() -> None:
+    runner = Runner([(11, "Device is held open by someone")] * 3)
+    dev, _ = device([proc("Connected", ro="Primary/Secondary")], runner)
+    with pytest.raises(DrbdError, match="find what holds /dev/drbd0 open"):
+        dev.demote(attempts=3, interval=0.1)
+
+
+def test_handover_needs_connection_and_bulk_needs_one_primary() -> None:
+    dev, r = device([proc("WFConnection", ro="Primary/Unknown", ds="UpToDate/DUnknown")])
+    with pytest.raises(DrbdError, match="not Connected"):
+        dev.to_handover()
+    dev, r = device([proc("Connected", ro="Primary/Secondary")])
+    dev.to_handover()
+    assert "--protocol=C" in r.calls[0]
+    dev, r = device([proc("Connected", ro="Primary/Primary")])
+    with pytest.raises(DrbdError, match="demote one side"):
+        dev.to_bulk()
+    assert r.calls == []
+
+
+def test_skip_initial_sync_preconditions() -> None:
+    dev, r = device([proc("Connected", ds="Inconsistent/Inconsistent")])
+    assert dev.skip_initial_sync() is True
+    assert r.calls == [["drbdadm", "new-current-uuid", "--clear-bitmap", "r0"]]
+    dev, r = device([proc("Connected")])
+    assert dev.skip_initial_sync() is False and r.calls == []
+    dev, r = device([proc("WFConnection", ds="Inconsistent/DUnknown")])
+    with pytest.raises(DrbdError, match="both new disks Inconsistent"):
+        dev.skip_initial_sync()
+
+
+def test_wait_for_sync_reports_rate_and_eta() -> None:
+    states = [
+        proc("SyncSource", ds="UpToDate/Inconsistent", oos=4000),
+        proc("SyncSource", ds="UpToDate/Inconsistent", oos=3000),
+        proc("SyncSource", ds="UpToDate/Inconsistent", oos=1000),
+        proc("Connected"),
+    ]
+    dev, _ = device(states)
+    seen: list[Progress] = []
+    final = dev.wait_for_sync(interval=1.0, on_progress=seen.append)
+    assert final.in_sync
+    assert [p.out_of_sync_kib for p in seen] == [4000, 3000, 1000, 0]
+    assert seen[1].rate_kib_s == 1000.0 and seen[1].eta_seconds == 3.0
+    assert seen[1].percent == pytest.approx(25.0)
+    assert seen[-1].percent == 100.0
+
+
+def test_wait_for_sync_times_out_with_state() -> None:
+    dev, _ = device([proc("WFConnection", ro="Primary/Unknown", ds="UpToDate/DUnknown")])
+    with pytest.raises(DrbdError, match="WFConnection"):
+        dev.wait_for_sync(timeout=3, interval=1)
+
+
+def test_wait_connected() -> None:
+    dev, _ = device([proc("WFConnection"), proc("WFConnection"), proc("Connected")])
+    assert dev.wait_connected(interval=0.5).is_connected

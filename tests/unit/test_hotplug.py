@@ -1,0 +1,216 @@
+"""block-xenwam's logic against a dict-backed xenstore and a scripted DRBD."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import pytest
+
+from xenwam.drbd.device import DrbdDevice
+from xenwam.drbd.resource import Host, Resource
+from xenwam.errors import ConfigError
+from xenwam.hotplug import BlockHotplug, CliXenstore, absolute, physical_device_value
+from xenwam.runner import CommandResult
+
+pytestmark = pytest.mark.unit
+
+HOOK = Path(__file__).resolve().parents[2] / "hooks" / "block-xenwam"
+BACKEND = "backend/vbd/7/51712"
+
+RES = Resource(
+    name="guest1", minor=0,
+    hosts=(Host("hosta", "10.99.0.1", 7789, "/dev/loop0", "/dev/loop1"),
+           Host("hostb", "10.99.0.2", 7789, "/dev/loop0", "/dev/loop1")),
+    shared_secret="hotplug-test-secret",
+)
+
+# /proc/drbd of DRBD 8.4 in the states the hook meets (layout as the kernel prints it).
+PROC_SECONDARY = """version: 8.4.11 (api:1/proto:86-101)
+ 0: cs:Connected ro:Secondary/Primary ds:UpToDate/UpToDate C r-----
+    ns:0 nr:0 dw:0 dr:0 al:0 bm:0 lo:0 pe:0 ua:0 ap:0 ep:1 wo:f oos:0
+"""
+PROC_PRIMARY = PROC_SECONDARY.replace("ro:Secondary/Primary", "ro:Primary/Primary")
+PROC_INCONSISTENT = PROC_SECONDARY.replace("ds:UpToDate/UpToDate", "ds:Inconsistent/UpToDate")
+
+
+class DictXenstore:
+    """Xenstore as a dict of absolute paths (a unit-test fake)."""
+
+    def __init__(self, data: dict[str, str] | None = None) -> None:
+        self.data = {absolute(k): v for k, v in (data or {}).items()}
+        self.writes: list[tuple[str, str]] = []
+
+    def read(self, path: str) -> str | None:
+        return self.data.get(absolute(path))
+
+    def write(self, path: str, value: str) -> None:
+        self.data[absolute(path)] = value
+        self.writes.append((path, value))
+
+    def list(self, path: str) -> list[str]:
+        prefix = absolute(path).rstrip("/") + "/"
+        return sorted({k[len(prefix):].split("/")[0] for k in self.data if k.startswith(prefix)})
+
+
+@dataclass
+class ScriptedRunner:
+    """Answers each drbdadm call and flips /proc/drbd as the kernel would."""
+
+    proc: list[str]
+    fail_with: str | None = None
+    calls: list[list[str]] = field(default_factory=list)
+
+    def run(self, argv: Sequence[str], **kw: object) -> CommandResult:
+        self.calls.append(list(argv))
+        if self.fail_with:
+            if kw.get("check", True):
+                from xenwam.errors import CommandError
+                raise CommandError(self.fail_with)
+            return CommandResult(tuple(argv), 11, "", self.fail_with, 0.0)
+        if "primary" in argv:
+            self.proc[0] = self.proc[0].replace("ro:Secondary/", "ro:Primary/")
+        if "secondary" in argv:
+            self.proc[0] = self.proc[0].replace("ro:Primary/", "ro:Secondary/")
+        return CommandResult(tuple(argv), 0, "", "", 0.0)
+
+
+def make_hook(xs: DictXenstore, runner: ScriptedRunner) -> BlockHotplug:
+    def load(name: str) -> Resource:
+        if name != RES.name:
+            raise ConfigError(f"no xenwam resource {name!r}")
+        return RES
+
+    return BlockHotplug(
+        xenstore=xs, load_resource=load,
+        make_device=lambda r: DrbdDevice(r, runner=runner, read_proc=lambda: runner.proc[0]),
+        stat_rdev=lambda path: os.makedev(147, 0),
+    )
+
+
+def test_physical_device_is_hex_major_minor() -> None:
+    assert physical_device_value(os.makedev(147, 0)) == "93:0"
+    assert physical_device_value(os.makedev(254, 17)) == "fe:11"
+
+
+def test_add_on_primary_runs_nothing_and_connects() -> None:
+    runner = ScriptedRunner([PROC_PRIMARY])
+    xs = DictXenstore({f"{BACKEND}/params": "guest1"})
+    assert make_hook(xs, runner).run("add", BACKEND) == 0
+    assert runner.calls == []  # the downtime-window fast path
+    assert xs.read(f"{BACKEND}/physical-device") == "93:0"
+    assert xs.read(f"{BACKEND}/physical-device-path") == "/dev/drbd0"
+    assert xs.read(f"{BACKEND}/hotplug-status") == "connected"
+    assert xs.writes[-1] == (f"{BACKEND}/hotplug-status", "connected")
+
+
+def test_add_promotes_secondary_once_and_is_idempotent() -> None:
+    runner = ScriptedRunner([PROC_SECONDARY])
+    xs = DictXenstore({f"{BACKEND}/params": "guest1"})
+    hook = make_hook(xs, runner)
+    assert hook.run("add", BACKEND) == 0
+    assert hook.run("add", BACKEND) == 0
+    assert runner.calls == [["drbdadm", "primary", "guest1"]]
+    assert xs.read(f"{BACKEND}/hotplug-status") == "connected"
+
+
+def test_add_refuses_inconsistent_data_with_advice() -> None:
+    runner = ScriptedRunner([PROC_INCONSISTENT])
+    xs = DictXenstore({f"{BACKEND}/params": "guest1"})
+    assert make_hook(xs, runner).run("add", BACKEND) == 1
+    assert xs.read(f"{BACKEND}/hotplug-status") == "error"
+    assert "wait-sync guest1" in (xs.read(f"{BACKEND}/hotplug-error") or "")
+    assert runner.calls == []
+
+
+def test_promote_refused_by_drbd_says_switch_to_handover() -> None:
+    runner = ScriptedRunner([PROC_SECONDARY],
+                            fail_with="State change failed: Multiple primaries not allowed")
+    xs = DictXenstore({f"{BACKEND}/params": "guest1"})
+    assert make_hook(xs, runner).run("add", BACKEND) == 1
+    assert xs.read(f"{BACKEND}/hotplug-status") == "error"
+    message = xs.read(f"{BACKEND}/hotplug-error") or ""
+    assert "Multiple primaries" in message and "xenwam disk handover guest1" in message
+
+
+def test_unknown_resource_and_missing_params_are_reported() -> None:
+    runner = ScriptedRunner([PROC_SECONDARY])
+    xs = DictXenstore({f"{BACKEND}/params": "nosuch"})
+    assert make_hook(xs, runner).run("add", BACKEND) == 1
+    assert "'nosuch'" in (xs.read(f"{BACKEND}/hotplug-error") or "")
+    xs = DictXenstore({})
+    assert make_hook(xs, runner).run("add", BACKEND) == 1
+    assert "target=RESOURCE" in (xs.read(f"{BACKEND}/hotplug-error") or "")
+
+
+def test_remove_demotes() -> None:
+    runner = ScriptedRunner([PROC_PRIMARY])
+    xs = DictXenstore({f"{BACKEND}/params": "guest1", f"{BACKEND}/physical-device": "93:0"})
+    assert make_hook(xs, runner).run("remove", BACKEND) == 0
+    assert runner.calls == [["drbdadm", "secondary", "guest1"]]
+    # A second remove finds it Secondary and does nothing.
+    assert make_hook(xs, runner).run("remove", BACKEND) == 0
+    assert len(runner.calls) == 1
+
+
+def test_remove_keeps_primary_while_another_local_backend_uses_it() -> None:
+    runner = ScriptedRunner([PROC_PRIMARY])
+    other = "backend/vbd/8/51712"
+    xs = DictXenstore({
+        f"{BACKEND}/params": "guest1", f"{BACKEND}/physical-device": "93:0",
+        f"{other}/params": "guest1", f"{other}/physical-device": "93:0",
+        "backend/vbd/9/51712/params": "another-resource",
+    })
+    assert make_hook(xs, runner).run("remove", BACKEND) == 0
+    assert runner.calls == []
+
+
+def test_nothing_keys_on_the_domain_name() -> None:
+    # The hook reads only under XENBUS_PATH (and other backends): no /local/domain/N/name.
+    runner = ScriptedRunner([PROC_SECONDARY])
+    xs = DictXenstore({f"{BACKEND}/params": "guest1",
+                       "/local/domain/7/name": "guest--incoming"})
+    seen: list[str] = []
+    original = xs.read
+
+    def spy(path: str) -> str | None:
+        seen.append(absolute(path))
+        return original(path)
+
+    xs.read = spy  # type: ignore[method-assign]
+    assert make_hook(xs, runner).run("add", BACKEND) == 0
+    assert all("/name" not in p for p in seen)
+
+
+def test_cli_xenstore_builds_absolute_paths() -> None:
+    @dataclass
+    class Echo:
+        calls: list[list[str]] = field(default_factory=list)
+
+        def run(self, argv: Sequence[str], **kw: object) -> CommandResult:
+            self.calls.append(list(argv))
+            return CommandResult(tuple(argv), 0, "guest1\n", "", 0.0)
+
+    echo = Echo()
+    xs = CliXenstore(runner=echo)
+    assert xs.read(f"{BACKEND}/params") == "guest1"
+    xs.write(f"{BACKEND}/hotplug-status", "connected")
+    assert echo.calls == [
+        ["xenstore-read", f"/local/domain/0/{BACKEND}/params"],
+        ["xenstore-write", f"/local/domain/0/{BACKEND}/hotplug-status", "connected"],
+    ]
+
+
+def test_hook_shell_syntax_and_usage() -> None:
+    assert subprocess.run(["sh", "-n", str(HOOK)]).returncode == 0
+    result = subprocess.run([str(HOOK), "bogus"], capture_output=True, text=True,
+                            env={"PATH": os.environ["PATH"]})
+    assert result.returncode == 2
+    assert "usage" in result.stderr
+    result = subprocess.run([str(HOOK), "add"], capture_output=True, text=True,
+                            env={"PATH": os.environ["PATH"]})
+    assert result.returncode == 1
+    assert "XENBUS_PATH is not set" in result.stderr
