@@ -236,3 +236,6 @@ def main() -> None:
 
 
 __all__ = ["HostsFile", "build_parser", "main", "render_show", "run"]
+
+if __name__ == "__main__":
+    main()

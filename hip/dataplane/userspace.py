@@ -236,12 +236,14 @@ class UserspaceDataPlane:
         runner: Runner = default_runner,
         send_udp: Callable[[bytes, Locator, Locator], None] | None = None,
         on_no_association: Callable[[NoAssociation], None] | None = None,
+        on_received: Callable[[IPv6Address, int], None] | None = None,
         random: Callable[[int], bytes] = os.urandom,
     ) -> None:
         self.own_hit = own_hit
         self.engine = EspEngine(random=random)
         self.send_udp = send_udp
         self.on_no_association = on_no_association
+        self.on_received = on_received
         self.tun = TunDevice(tun_name)
         self.io_errors: Counter[str] = Counter()
         self.raw4: socket.socket | None = None
@@ -311,6 +313,9 @@ class UserspaceDataPlane:
                 self.tun.write(inner)
             except OSError as exc:
                 self.io_errors[f"tun-write-{errno.errorcode.get(exc.errno or 0, 'E?')}"] += 1
+            if self.on_received is not None:
+                # The rebuilt inner header's source is the peer's HIT (bytes 8-24).
+                self.on_received(IPv6Address(inner[8:24]), len(inner))
 
     def _on_tun(self) -> None:
         # Drain a bounded batch so one busy flow cannot starve the control plane.

@@ -1,0 +1,613 @@
+"""``hipd``: the HIP daemon, a thin asyncio shell around :class:`hip.host.HIPHost`.
+
+Everything protocol-shaped happens in the sans-I/O core; this module only moves bytes
+and time between it and the world:
+
+* HIP control packets from :class:`hip.transport.HipTransport` go to
+  ``host.receive_packet(data, src, dst, now)``; ``host.packets_to_send()`` goes back out;
+  one asyncio timer follows ``host.get_timer()``.
+* Core events drive the ESP data plane (:mod:`hip.dataplane`): SAs are installed,
+  moved and removed as the core reports them.
+* A packet an application sends to a HIT with no association is queued and a base
+  exchange starts to the locators the hosts file gives; the queue is flushed when the
+  SAs arrive.
+* Our locators come from netlink address events (pyroute2), or from
+  ``hipctl update-locators``; a change is handed to ``host.update_locators``, which
+  sends UPDATE to every peer.
+* ``hipctl`` talks to us over a Unix socket only root may use (:mod:`hip.control`).
+
+A peer can make the core drop its packet, never crash the daemon: any exception out
+of the receive path is caught, counted as ``core-exception`` and logged as a bug.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import contextlib
+import logging
+import os
+import signal
+import socket
+import struct
+import sys
+import time
+from collections import Counter, deque
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from ipaddress import IPv4Address, IPv6Address, IPv6Network, ip_address
+from pathlib import Path
+from typing import Any
+
+from hip import keystore
+from hip.association import Association
+from hip.config import HIPConfig
+from hip.control import DEFAULT_SOCKET, MAX_MESSAGE, ControlRequest, encode_response
+from hip.dataplane import HIT_PREFIX, DataPlane, Encapsulation, Locator, SecurityAssociation
+from hip.dataplane.probe import DataPlaneKind, choose
+from hip.dataplane.userspace import DEFAULT_TUN_NAME, NoAssociation, UserspaceDataPlane
+from hip.errors import HIPError
+from hip.events import (
+    AssociationClosed,
+    AssociationEstablished,
+    AssociationFailed,
+    PacketDropped,
+    SecurityAssociationsChanged,
+)
+from hip.host import HIPHost
+from hip.hosts import HostsFile, load_hosts
+from hip.identity import HostIdentity
+from hip.mobility import PeerLocatorSet
+from hip.transport import Carrier, HipTransport
+
+log = logging.getLogger("hipd")
+
+#: Packets kept per peer while its base exchange runs, and how long they may wait.
+QUEUE_PACKETS = 256
+QUEUE_SECONDS = 30.0
+#: Netlink address events come in bursts (remove, add, route): wait this long for quiet.
+LOCATOR_SETTLE = 0.05
+_HITS = IPv6Network(HIT_PREFIX)
+#: Address flags from linux/if_addr.h.
+_IFA_F_TENTATIVE = 0x40
+_IFA_F_DEPRECATED = 0x20
+
+
+@dataclass
+class DaemonOptions:
+    """Everything hipd is told on its command line."""
+
+    config_dir: str = keystore.DEFAULT_CONFIG_DIR
+    socket_path: str = DEFAULT_SOCKET
+    data_plane: DataPlaneKind = DataPlaneKind.AUTO
+    carrier: Carrier = Carrier.RAW
+    udp_port: int = 10500
+    tun_name: str = DEFAULT_TUN_NAME
+    #: Fixed locators; empty means "every global address, followed by netlink".
+    locators: tuple[Locator, ...] = ()
+    #: Interfaces whose addresses are not locators (besides our TUN/dummy device).
+    ignore_interfaces: tuple[str, ...] = ()
+
+
+@dataclass
+class _Queued:
+    packets: deque[tuple[float, bytes]] = field(default_factory=deque)
+
+
+def usable_locator(address: Locator, label: str, ignored: tuple[str, ...]) -> bool:
+    """True for addresses that can be locators: global unicast, not a HIT, not ours."""
+    if label in ignored:
+        return False
+    if address.is_loopback or address.is_link_local or address.is_multicast:
+        return False
+    return not (isinstance(address, IPv6Address) and address in _HITS)
+
+
+class Hipd:
+    """The daemon: owns the HIP host, the transport, the data plane and the queues."""
+
+    def __init__(
+        self,
+        options: DaemonOptions,
+        identity: HostIdentity,
+        hosts: HostsFile,
+        *,
+        config: HIPConfig | None = None,
+        clock: Callable[[], float] = time.monotonic,
+    ) -> None:
+        self.options = options
+        self.identity = identity
+        self.hit = IPv6Address(identity.hit)
+        self.hosts = hosts
+        self.config = config or HIPConfig()
+        self.clock = clock
+        self.counters: Counter[str] = Counter()
+        self.locators: tuple[Locator, ...] = options.locators
+        self.manual_locators = bool(options.locators)
+        self.host: HIPHost | None = None
+        self.plane: DataPlane | None = None
+        self.userspace: UserspaceDataPlane | None = None
+        self.transport = HipTransport(
+            on_hip=self._on_hip, on_esp=self._on_udp_esp, udp_port=options.udp_port
+        )
+        self.queues: dict[IPv6Address, _Queued] = {}
+        self.sas: dict[IPv6Address, SecurityAssociation] = {}
+        #: How each peer locator reached us last (raw or UDP), to answer the same way.
+        self.carriers: dict[Locator, Carrier] = {}
+        self.started_at = clock()
+        self.established_at: dict[IPv6Address, float] = {}
+        self._timer: asyncio.TimerHandle | None = None
+        self._settle: asyncio.TimerHandle | None = None
+        self._loop: asyncio.AbstractEventLoop | None = None
+        self._stopped = asyncio.Event()
+        self._server: asyncio.AbstractServer | None = None
+        self._netlink_task: asyncio.Task[None] | None = None
+
+    # -- start and stop -----------------------------------------------------------------
+    async def start(self) -> None:
+        """Open everything, in an order that undoes cleanly if a step fails."""
+        self._loop = asyncio.get_running_loop()
+        if not self.locators:
+            self.locators = await self._read_locators()
+        while not self.locators:
+            # HIPHost needs an address to speak from; a guest may still be configuring.
+            log.warning("no usable locator yet; waiting for an address to appear")
+            await asyncio.sleep(1.0)
+            self.locators = await self._read_locators()
+        self.host = HIPHost(self.identity, self.locators, config=self.config, now=self._now())
+        choice = choose(self.options.data_plane)
+        log.info("data plane: %s (%s)", choice.kind.value, choice.reason)
+        if choice.kind is DataPlaneKind.KERNEL:
+            from hip.dataplane.kernel import KernelDataPlane
+
+            kernel = KernelDataPlane(self.hit, device=self.options.tun_name)
+            kernel.setup()
+            self.plane = kernel
+        else:
+            self.userspace = UserspaceDataPlane(
+                self.hit, tun_name=self.options.tun_name, send_udp=self.transport.send_esp,
+                on_no_association=self._on_no_association, on_received=self._on_esp_received,
+            )
+            self.userspace.attach(self._loop)
+            self.plane = self.userspace
+        self.transport.open()
+        self.transport.attach(self._loop)
+        await self._start_control()
+        if not self.manual_locators:
+            self._netlink_task = asyncio.create_task(self._watch_netlink())
+        log.info("hipd ready: HIT %s, locators %s, control socket %s", self.hit,
+                 ", ".join(map(str, self.locators)) or "(none)", self.options.socket_path)
+
+    async def run(self) -> None:
+        """Run until SIGTERM/SIGINT or :meth:`stop`."""
+        loop = asyncio.get_running_loop()
+        for signum in (signal.SIGTERM, signal.SIGINT):
+            loop.add_signal_handler(signum, self.stop)
+        try:
+            await self.start()
+            await self._stopped.wait()
+        finally:
+            self.close()
+
+    def stop(self) -> None:
+        """Ask :meth:`run` to return."""
+        self._stopped.set()
+
+    def close(self) -> None:
+        """Release sockets, the TUN device and the control socket."""
+        if self._netlink_task is not None:
+            self._netlink_task.cancel()
+        for handle in (self._timer, self._settle):
+            if handle is not None:
+                handle.cancel()
+        if self._server is not None:
+            self._server.close()
+            with contextlib.suppress(FileNotFoundError):
+                os.unlink(self.options.socket_path)
+        self.transport.close()
+        if self.plane is not None:
+            self.plane.close()
+
+    # -- the one path into the core ------------------------------------------------------
+    def _now(self) -> float:
+        return self.clock()
+
+    def _on_hip(self, data: bytes, src: Locator, dst: Locator, carrier: Carrier) -> None:
+        if self.host is None:
+            return
+        self.carriers[src] = carrier
+        try:
+            self.host.receive_packet(data, src, dst, self._now())
+        except Exception:  # a peer must never crash hipd: count it, log it as our bug
+            self.counters["core-exception"] += 1
+            log.exception("the HIP core raised on a packet from %s; dropped", src)
+        self._pump()
+
+    def _on_timer(self) -> None:
+        self._timer = None
+        if self.host is None:
+            return
+        try:
+            self.host.handle_timer(self._now())
+        except Exception:
+            self.counters["core-exception"] += 1
+            log.exception("the HIP core raised in handle_timer")
+        self._pump()
+
+    def _pump(self) -> None:
+        """Send what the core wants sent, act on its events, re-arm its timer."""
+        host = self.host
+        if host is None:
+            return
+        for packet in host.packets_to_send():
+            carrier = self.carriers.get(packet.dst, self.options.carrier)
+            self.transport.send_hip(packet.data, packet.src, packet.dst, carrier)
+        while True:
+            event = host.next_event()
+            if event is None:
+                break
+            self._on_event(event)
+        self._expire_queues()
+        deadline = host.get_timer()
+        if self._timer is not None:
+            self._timer.cancel()
+            self._timer = None
+        if deadline is not None and self._loop is not None:
+            delay = max(0.0, deadline - self._now())
+            self._timer = self._loop.call_later(delay, self._on_timer)
+
+    def _on_event(self, event: object) -> None:
+        if isinstance(event, SecurityAssociationsChanged):
+            self._install(event)
+        elif isinstance(event, AssociationEstablished):
+            self.established_at[event.peer_hit] = self._now()
+            log.info("association with %s established (%s)", event.peer_hit,
+                     "initiator" if event.initiator else "responder")
+        elif isinstance(event, AssociationClosed):
+            log.info("association with %s closed: %s", event.peer_hit, event.reason.value)
+            self.sas.pop(event.peer_hit, None)
+            self.established_at.pop(event.peer_hit, None)
+            if self.plane is not None:
+                self.plane.remove(event.peer_hit)
+        elif isinstance(event, AssociationFailed):
+            log.warning("base exchange with %s failed: %s", event.peer_hit, event.reason)
+            dropped = self.queues.pop(event.peer_hit, None)
+            if dropped is not None:
+                self.counters["queued-dropped-base-exchange-failed"] += len(dropped.packets)
+        elif isinstance(event, PacketDropped):
+            log.debug("core dropped a %s packet: %s", event.packet_type, event.reason)
+        else:
+            log.info("event: %s", event)
+
+    def _install(self, event: SecurityAssociationsChanged) -> None:
+        assert self.plane is not None
+        carrier = self.carriers.get(event.peer_locator, self.options.carrier)
+        sa = SecurityAssociation(
+            own_hit=event.our_hit, peer_hit=event.peer_hit,
+            spi_in=event.spi_in, spi_out=event.spi_out, suite_id=event.esp_transform,
+            enc_key_in=event.enc_key_in, auth_key_in=event.auth_key_in,
+            enc_key_out=event.enc_key_out, auth_key_out=event.auth_key_out,
+            own_locator=event.local_locator, peer_locator=event.peer_locator,
+            encapsulation=Encapsulation.UDP if carrier is Carrier.UDP else Encapsulation.RAW,
+        )
+        old = self.sas.get(event.peer_hit)
+        if (old is not None and (old.spi_in, old.spi_out) == (sa.spi_in, sa.spi_out)
+                and old.encapsulation is sa.encapsulation):
+            self.plane.update_locators(sa.peer_hit, sa.own_locator, sa.peer_locator)
+        else:
+            self.plane.install(sa)
+        self.sas[event.peer_hit] = sa
+        log.info("SAs with %s (%s): %s -> %s, SPI in %#x out %#x", event.peer_hit,
+                 event.reason.value, sa.own_locator, sa.peer_locator, sa.spi_in, sa.spi_out)
+        self._flush_queue(event.peer_hit)
+
+    # -- packets waiting for a base exchange ---------------------------------------------
+    def _on_no_association(self, miss: NoAssociation) -> None:
+        queue = self.queues.get(miss.peer_hit)
+        if queue is None:
+            if not self._start_base_exchange(miss.peer_hit):
+                self.counters["no-locator-for-hit"] += 1
+                return
+            queue = self.queues[miss.peer_hit] = _Queued()
+        if len(queue.packets) >= QUEUE_PACKETS:
+            self.counters["queue-full"] += 1
+            return
+        queue.packets.append((self._now(), miss.packet))
+
+    def _start_base_exchange(self, peer_hit: IPv6Address, locator: Locator | None = None) -> bool:
+        host = self.host
+        if host is None:
+            return False
+        candidates = [locator] if locator else list(self.hosts.locators_of(peer_hit))
+        own_families = {type(loc) for loc in self.locators}
+        usable = [c for c in candidates if type(c) in own_families] or candidates
+        if not usable or not self.locators:
+            log.warning("no locator for %s: add one with `hipctl peer add NAME %s ADDRESS`",
+                        peer_hit, peer_hit)
+            return False
+        try:
+            host.connect(peer_hit.packed, usable[0], self._now())
+        except HIPError as exc:
+            # Already connecting or connected: the queue flushes when SAs arrive.
+            log.debug("connect %s: %s", peer_hit, exc)
+        self._pump()
+        return True
+
+    def _flush_queue(self, peer_hit: IPv6Address) -> None:
+        queue = self.queues.pop(peer_hit, None)
+        if queue is None or self.userspace is None:
+            return
+        for _t, packet in queue.packets:
+            if self.userspace.send_inner(packet):
+                self.counters["queued-sent"] += 1
+
+    def _expire_queues(self) -> None:
+        now = self._now()
+        for hit, queue in list(self.queues.items()):
+            while queue.packets and now - queue.packets[0][0] > QUEUE_SECONDS:
+                queue.packets.popleft()
+                self.counters["queued-expired"] += 1
+            if not queue.packets and hit not in self.sas:
+                # Nothing waits any more; a new packet will start a new exchange.
+                del self.queues[hit]
+
+    def _on_esp_received(self, peer_hit: IPv6Address, nbytes: int) -> None:
+        # ESP from the peer confirms R2-SENT and earns credit (RFC 7401 4.4.2, RFC 8046
+        # 5.5).  Only the core's bookkeeping changes; nothing to send, so no pump.
+        if self.host is None or self.host.association(peer_hit) is None:
+            return
+        try:
+            self.host.data_received(peer_hit, nbytes, self._now())
+        except HIPError:
+            self.counters["esp-for-unknown-association"] += 1
+
+    def _on_udp_esp(self, data: bytes, src: Locator) -> None:
+        if self.userspace is not None:
+            self.userspace.receive_esp(data)
+        else:
+            self.counters["udp-esp-in-kernel-mode"] += 1
+
+    # -- locators ------------------------------------------------------------------------
+    def set_locators(self, locators: tuple[Locator, ...]) -> int:
+        """Adopt ``locators`` and send UPDATE to every peer; return how many peers."""
+        if not locators or locators == self.locators:
+            return 0
+        log.info("locators: %s -> %s", ", ".join(map(str, self.locators)) or "(none)",
+                 ", ".join(map(str, locators)))
+        self.locators = locators
+        if self.host is None:
+            return 0
+        try:
+            self.host.update_locators(locators, self._now())
+        except HIPError as exc:
+            log.warning("update_locators refused: %s", exc)
+        self._pump()
+        return len(self.sas)
+
+    async def _watch_netlink(self) -> None:
+        from pyroute2 import AsyncIPRoute
+
+        async with AsyncIPRoute() as ipr:
+            await ipr.bind()
+            while True:
+                async for msg in ipr.get():
+                    if msg.get("event") in ("RTM_NEWADDR", "RTM_DELADDR"):
+                        self._schedule_locator_check()
+
+    async def _read_locators(self) -> tuple[Locator, ...]:
+        return await read_locators((*self.options.ignore_interfaces, self.options.tun_name))
+
+    def _schedule_locator_check(self) -> None:
+        if self._loop is None or self.manual_locators:
+            return
+        if self._settle is not None:
+            self._settle.cancel()
+        self._settle = self._loop.call_later(
+            LOCATOR_SETTLE, lambda: asyncio.ensure_future(self._check_locators())
+        )
+
+    async def _check_locators(self) -> int:
+        """Re-read our addresses; on a change, UPDATE every peer (returns how many)."""
+        self._settle = None
+        current = await self._read_locators()
+        # Keep the order of addresses we already had; new ones go first, because a
+        # new address after a move is the one that works.
+        kept = [loc for loc in self.locators if loc in current]
+        fresh = [loc for loc in current if loc not in kept]
+        return self.set_locators(tuple(fresh + kept))
+
+    # -- control socket ------------------------------------------------------------------
+    async def _start_control(self) -> None:
+        path = self.options.socket_path
+        with contextlib.suppress(FileNotFoundError):
+            os.unlink(path)
+        Path(path).parent.mkdir(parents=True, exist_ok=True)
+        old = os.umask(0o077)
+        try:
+            self._server = await asyncio.start_unix_server(self._serve_client, path)
+        finally:
+            os.umask(old)
+        os.chmod(path, 0o600)
+
+    async def _serve_client(self, reader: asyncio.StreamReader,
+                            writer: asyncio.StreamWriter) -> None:
+        try:
+            sock = writer.get_extra_info("socket")
+            creds = sock.getsockopt(socket.SOL_SOCKET, socket.SO_PEERCRED, struct.calcsize("3i"))
+            _pid, uid, _gid = struct.unpack("3i", creds)
+            if uid not in (0, os.geteuid()):
+                writer.write(encode_response(error="hipctl must run as root"))
+                return
+            line = await reader.readline()
+            if len(line) > MAX_MESSAGE:
+                writer.write(encode_response(error="request too long"))
+                return
+            try:
+                request = ControlRequest.decode(line)
+                result = await self.handle_control(request)
+                writer.write(encode_response(result))
+            except HIPError as exc:
+                writer.write(encode_response(error=str(exc)))
+            except (ValueError, KeyError, TypeError) as exc:
+                writer.write(encode_response(error=f"bad arguments: {exc}"))
+            await writer.drain()
+        finally:
+            writer.close()
+
+    async def handle_control(self, request: ControlRequest) -> object:
+        """Carry out one hipctl command and return its JSON-ready result."""
+        if request.command == "show":
+            return self.show()
+        if request.command == "update-locators":
+            given = tuple(ip_address(text) for text in request.args.get("locators", []))
+            if given:
+                self.manual_locators = True
+                n = self.set_locators(given)
+            else:
+                self.manual_locators = False
+                n = await self._check_locators()
+            return {"locators": [str(x) for x in self.locators], "peers_updated": n}
+        if request.command == "reload-hosts":
+            self.hosts = load_hosts(Path(self.options.config_dir) / "hosts")
+            return {"peers": len(self.hosts.entries)}
+        peer = IPv6Address(request.args["peer"])
+        if request.command == "connect":
+            loc = request.args.get("locator")
+            if not self._start_base_exchange(peer, ip_address(loc) if loc else None):
+                raise HIPError(f"no locator known for {peer}; give one or add it to hosts")
+            return {"state": self._state_of(peer)}
+        if request.command == "close":
+            assert self.host is not None
+            self.host.close(peer.packed, self._now())
+            self._pump()
+            return {"state": self._state_of(peer)}
+        raise HIPError(f"unhandled control command {request.command!r}")
+
+    def _state_of(self, peer: IPv6Address) -> str:
+        assoc = _associations(self.host).get(peer)
+        return assoc.state.value if assoc is not None else "UNASSOCIATED"
+
+    def show(self) -> dict[str, Any]:
+        """The state document ``hipctl show`` renders."""
+        plane_counters = self.plane.counters() if self.plane is not None else {}
+        esp_peers: dict[str, Any] = dict(plane_counters.get("peers", {}))  # type: ignore[call-overload]
+        associations = []
+        names = {e.hit: e.name for e in self.hosts.entries}
+        for peer, assoc in sorted(_associations(self.host).items()):
+            locs = _peer_locator_items(assoc.peer_locators)
+            sa = self.sas.get(peer)
+            queue = self.queues.get(peer)
+            associations.append({
+                "peer_hit": str(peer), "name": names.get(peer), "state": assoc.state.value,
+                "peer_locators": locs, "sa": sa.redacted() if sa else None,
+                "esp": esp_peers.get(str(peer)),
+                "queued_packets": len(queue.packets) if queue else 0,
+            })
+        dropped: Counter[str] = Counter()
+        dropped.update({f"hip:{k}": v for k, v in _core_drops(self.host).items()})
+        dropped.update({f"transport:{k}": v for k, v in self.transport.counters.items()
+                        if not k.startswith(("sent-", "received-"))})
+        dropped.update({f"esp:{k}": v
+                        for k, v in dict(plane_counters.get("dropped", {})).items()})  # type: ignore[call-overload]
+        dropped.update({f"hipd:{k}": v for k, v in self.counters.items()})
+        return {
+            "hit": str(self.hit),
+            "data_plane": self.plane.kind if self.plane else None,
+            "locators": [str(x) for x in self.locators],
+            "associations": associations,
+            "dropped": dict(dropped),
+            "transport": dict(self.transport.counters),
+            "uptime": round(self._now() - self.started_at, 3),
+        }
+
+
+# -- views of the core for `hipctl show` --------------------------------------------------
+def _associations(host: HIPHost | None) -> dict[IPv6Address, Association]:
+    if host is None:
+        return {}
+    return {IPv6Address(hit): assoc for hit, assoc in host.associations.items()}
+
+
+def _core_drops(host: HIPHost | None) -> dict[str, int]:
+    return dict(host.drops) if host is not None else {}
+
+
+def _peer_locator_items(peer_set: PeerLocatorSet | None) -> list[dict[str, Any]]:
+    if peer_set is None:
+        return []
+    return [{"address": str(e.address), "state": e.state.value, "preferred": e.preferred,
+             "lifetime": e.lifetime} for e in peer_set.entries()]
+
+
+async def read_locators(ignored: tuple[str, ...]) -> tuple[Locator, ...]:
+    """Every usable address of this host (IPv4 first, then IPv6), read over netlink."""
+    from pyroute2 import AsyncIPRoute
+
+    found: list[Locator] = []
+    async with AsyncIPRoute() as ipr:
+        names = {link["index"]: link.get("ifname") async for link in await ipr.get_links()}
+        async for msg in await ipr.get_addr():
+            text = msg.get("address")
+            if text is None:
+                continue
+            address = ip_address(text)
+            flags = msg.get_attr("IFA_FLAGS") or msg.get("flags", 0)
+            # Tentative (DAD running) and deprecated addresses cannot be used yet.
+            if flags & (_IFA_F_TENTATIVE | _IFA_F_DEPRECATED):
+                continue
+            if usable_locator(address, names.get(msg["index"], ""), ignored):
+                found.append(address)
+    found.sort(key=lambda a: (a.version, a.packed))
+    return tuple(found)
+
+
+def build_parser() -> argparse.ArgumentParser:
+    """hipd's command line."""
+    parser = argparse.ArgumentParser(prog="hipd", description="The HIP daemon (HIPv2 + RFC 8046).")
+    parser.add_argument("--config-dir", default=keystore.DEFAULT_CONFIG_DIR,
+                        help="host key and hosts file (default %(default)s)")
+    parser.add_argument("--socket", default=DEFAULT_SOCKET, help="control socket path")
+    parser.add_argument("--data-plane", choices=[k.value for k in DataPlaneKind],
+                        default="auto", help="ESP data plane (default: probe the kernel)")
+    parser.add_argument("--udp", action="store_true",
+                        help="send HIP and ESP in UDP port 10500 (RFC 5770) instead of raw IP")
+    parser.add_argument("--udp-port", type=int, default=10500)
+    parser.add_argument("--tun", default=DEFAULT_TUN_NAME, help="name of the HIT device")
+    parser.add_argument("--locator", action="append", default=[], type=ip_address,
+                        help="use this locator (repeat; default: every global address, "
+                        "followed by netlink)")
+    parser.add_argument("--ignore-interface", action="append", default=[],
+                        help="addresses on this interface are not locators (repeat)")
+    parser.add_argument("-v", "--verbose", action="count", default=0)
+    return parser
+
+
+def main(argv: list[str] | None = None) -> None:
+    """Console entry point of ``hipd``."""
+    args = build_parser().parse_args(argv)
+    logging.basicConfig(
+        level=logging.DEBUG if args.verbose > 1 else logging.INFO,
+        format="%(asctime)s %(name)s %(levelname)s %(message)s", stream=sys.stderr,
+    )
+    options = DaemonOptions(
+        config_dir=args.config_dir, socket_path=args.socket,
+        data_plane=DataPlaneKind(args.data_plane),
+        carrier=Carrier.UDP if args.udp else Carrier.RAW, udp_port=args.udp_port,
+        tun_name=args.tun, locators=tuple(args.locator),
+        ignore_interfaces=tuple(args.ignore_interface),
+    )
+    try:
+        identity = keystore.load_identity(args.config_dir)
+        hosts = load_hosts(Path(args.config_dir) / "hosts")
+        asyncio.run(Hipd(options, identity, hosts).run())
+    except HIPError as exc:
+        print(f"hipd: {exc}", file=sys.stderr)
+        raise SystemExit(1) from None
+    raise SystemExit(0)
+
+
+if __name__ == "__main__":
+    main()
+
+
+__all__ = ["DaemonOptions", "Hipd", "IPv4Address", "main", "read_locators"]
