@@ -294,6 +294,10 @@ class Association:
     def _send(self, packet: HIPPacket, dst: Address, src: Address | None = None
               ) -> OutgoingPacket:
         src = self.local_locator if src is None else src
+        if type(src) is not type(dst):
+            # No locator of ours in the peer's address family: it cannot be reached now.
+            self.outbox.drops["unsendable: no local locator in the peer's address family"] += 1
+            return OutgoingPacket(b"", src, dst)
         out = OutgoingPacket(serialize(packet, src, dst), src, dst)
         self.outbox.packets.append(out)
         return out

@@ -1,0 +1,262 @@
+"""RFC 8046 mobility and RFC 7402 rekeying between two in-memory HIP hosts."""
+
+from __future__ import annotations
+
+from ipaddress import ip_address
+
+import pytest
+from hip_network import Network, Sent
+
+from hip.config import HIPConfig
+from hip.events import (
+    LocatorVerificationFailed,
+    LocatorVerified,
+    PeerLocatorsChanged,
+    SAChangeReason,
+    SecurityAssociationsChanged,
+    UpdateFailed,
+)
+from hip.mobility import CreditAccount, LocatorState, UpdateSequencer
+from hip.packet import HIPPacket, PacketType, parse, serialize
+from hip.params import (
+    Ack,
+    EchoRequestSigned,
+    EchoResponseSigned,
+    EspInfo,
+    HipMac,
+    HipSignature,
+    LocatorSet,
+    Seq,
+)
+from hip.states import State
+
+pytestmark = pytest.mark.unit
+
+A1, B1, A2, B2 = "192.0.2.1", "198.51.100.1", "203.0.113.7", "198.51.100.202"
+
+
+def established(config: HIPConfig | None = None) -> Network:
+    net = Network()
+    a = net.add("a", A1, config=config)
+    b = net.add("b", B1, config=config)
+    a.connect(b.our_hit, B1, net.now)
+    net.run()  # past R2-SENT's timeout: both ESTABLISHED
+    assert a.association(b.our_hit).state is State.ESTABLISHED
+    assert b.association(a.our_hit).state is State.ESTABLISHED
+    return net
+
+
+def latest_sa(net: Network, name: str) -> SecurityAssociationsChanged:
+    return net.events_of(name, SecurityAssociationsChanged)[-1]
+
+
+def test_one_end_moves_then_the_other() -> None:
+    net = established()
+    a, b = net.hosts["a"], net.hosts["b"]
+    mark = len(net.log)
+    net.move("a", A2)
+    # a uses its new locator at once.
+    sa = latest_sa(net, "a")
+    assert sa.reason is SAChangeReason.LOCAL_MOVED and sa.local_locator == ip_address(A2)
+
+    # Step the wire by hand: deliver a's UPDATE only, then look at what b does.
+    assert net.step()
+    b_assoc = b.association(a.our_hit)
+    entry = b_assoc.peer_locators.get(ip_address(A2))
+    assert entry is not None and entry.state is LocatorState.UNVERIFIED and entry.preferred
+    assert b_assoc.peer_locators.get(ip_address(A1)).state is LocatorState.DEPRECATED
+    changed = net.events_of("b", PeerLocatorsChanged)
+    assert changed and {loc.address for loc in changed[-1].locators} >= {ip_address(A2)}
+    # Before return routability completes, b sends only the echo UPDATE to A2 ...
+    to_new = [s for s in net.log[mark:] if s.sender == "b" and s.packet.dst == ip_address(A2)]
+    assert [s.type for s in to_new] == [PacketType.UPDATE]
+    echo = parse(to_new[0].packet.data, to_new[0].packet.src, to_new[0].packet.dst)
+    assert echo.get(EchoRequestSigned) is not None and echo.get(Ack) is not None
+    # ... and data only within the credit earned from a (RFC 8046 5.5).
+    assert b.data_destination(a.our_hit, 1000, net.now) is None
+    b.data_received(a.our_hit, 1500, net.now)
+    assert b.data_destination(a.our_hit, 1000, net.now) == ip_address(A2)
+    assert b.data_destination(a.our_hit, 1000, net.now) is None  # only 500 left
+    # Control packets other than the echo UPDATE still go to the verified locator.
+    assert b_assoc.peer_locator == ip_address(A1)
+
+    net.run()
+    assert b_assoc.peer_locators.get(ip_address(A2)).state is LocatorState.ACTIVE
+    assert [e.locator for e in net.events_of("b", LocatorVerified)] == [ip_address(A2)]
+    sa_b = latest_sa(net, "b")
+    assert sa_b.reason is SAChangeReason.PEER_MOVED
+    assert sa_b.peer_locator == ip_address(A2) and sa_b.peer_locators == (ip_address(A2),)
+    assert b.data_destination(a.our_hit, 10**6, net.now) == ip_address(A2)
+    # Nothing went to A2 from b before verification except UPDATEs.
+    verified_at = next(i for i, s in enumerate(net.log) if s.sender == "a"
+                       and s.type is PacketType.UPDATE
+                       and parse(s.packet.data, s.packet.src, s.packet.dst)
+                       .get(EchoResponseSigned) is not None)
+    assert all(s.type is PacketType.UPDATE for s in net.log[mark:verified_at]
+               if s.sender == "b" and s.packet.dst == ip_address(A2))
+    # SPIs and keys did not change: a move is not a rekey.
+    sa_a = latest_sa(net, "a")
+    assert sa_a.spi_out == sa_b.spi_in and sa_a.enc_key_out == sa_b.enc_key_in
+
+    # Now b moves; a verifies it.
+    net.move("b", B2)
+    net.run()
+    a_assoc = a.association(b.our_hit)
+    assert a_assoc.peer_locators.get(ip_address(B2)).state is LocatorState.ACTIVE
+    sa_a = latest_sa(net, "a")
+    assert sa_a.reason is SAChangeReason.PEER_MOVED
+    assert sa_a.peer_locator == ip_address(B2) and sa_a.local_locator == ip_address(A2)
+    sa_b = latest_sa(net, "b")
+    assert sa_b.local_locator == ip_address(B2) and sa_b.peer_locator == ip_address(A2)
+    assert not a.drops and not b.drops
+    # The association still closes cleanly over the new locators.
+    a.close(b.our_hit, net.now)
+    net.run()
+    closes = net.sent_by("a", PacketType.CLOSE)
+    assert closes and closes[0].packet.dst == ip_address(B2)
+    assert a.association(b.our_hit) is None
+
+
+def _forged(sent: Sent, field: str) -> bytes:
+    pkt = parse(sent.packet.data, sent.packet.src, sent.packet.dst)
+    params = []
+    for p in pkt.params:
+        if field == "mac" and isinstance(p, HipMac):
+            p = HipMac(bytes([p.hmac[0] ^ 0x80]) + p.hmac[1:])
+        if field == "signature" and isinstance(p, HipSignature):
+            p = HipSignature(p.algorithm, p.signature[:-1] + bytes([p.signature[-1] ^ 1]))
+        if field == "locator" and isinstance(p, LocatorSet):
+            loc = p.locators[0]
+            p = LocatorSet((type(loc)(loc.traffic_type, loc.locator_type, loc.preferred,
+                                      loc.lifetime, ip_address("203.0.113.66"), loc.spi),))
+        params.append(p)
+    forged = HIPPacket(pkt.packet_type, pkt.sender_hit, pkt.receiver_hit, tuple(params))
+    return serialize(forged, sent.packet.src, sent.packet.dst)
+
+
+@pytest.mark.parametrize(("field", "reason"), [
+    ("mac", "UPDATE bad HIP_MAC"),
+    ("signature", "UPDATE bad HIP_SIGNATURE"),
+    ("locator", "UPDATE bad HIP_MAC"),  # a changed LOCATOR_SET breaks the MAC
+])
+def test_forged_update_changes_nothing(field: str, reason: str) -> None:
+    net = established()
+    a, b = net.hosts["a"], net.hosts["b"]
+    net.policy = lambda sent, _i: [] if sent.type is PacketType.UPDATE else [0.0]
+    net.move("a", A2)
+    net.run(until=net.now + 0.1)
+    update = net.sent_by("a", PacketType.UPDATE)[0]
+    b_assoc = b.association(a.our_hit)
+    before = (b_assoc.state, b_assoc.peer_locators.snapshot(), b_assoc.spi_out,
+              b_assoc._updates.last_received)
+    events_before = len(net.events_of("b", PeerLocatorsChanged))
+    b.receive_packet(_forged(update, field), update.packet.src, update.packet.dst, net.now)
+    assert b.drops[reason] == 1
+    after = (b_assoc.state, b_assoc.peer_locators.snapshot(), b_assoc.spi_out,
+             b_assoc._updates.last_received)
+    assert after == before
+    assert len(net.events_of("b", PeerLocatorsChanged)) == events_before
+    assert not b.packets_to_send()  # not even an ACK
+
+
+def test_update_retransmitted_until_acked() -> None:
+    net = established()
+    a, b = net.hosts["a"], net.hosts["b"]
+    start = net.now
+
+    def b_unreachable_for_a_while(sent: Sent, _i: int) -> list[float]:
+        # Everything b sends in the first 2.5 s is lost; a must keep retransmitting.
+        return [] if sent.sender == "b" and sent.time - start < 2.5 else [0.0]
+
+    net.policy = b_unreachable_for_a_while
+    net.move("a", A2)
+    net.run()
+    ups = [s for s in net.sent_by("a", PacketType.UPDATE)
+           if parse(s.packet.data, s.packet.src, s.packet.dst).get(LocatorSet) is not None]
+    assert len(ups) == 3  # first try, two retransmissions; the third got its ACK
+    assert [round(s.time - start, 6) for s in ups] == [0.0, 1.0, 3.0]
+    # All copies carry the same SEQ; b processed it once and re-acknowledged duplicates.
+    seqs = {parse(s.packet.data, s.packet.src, s.packet.dst).get(Seq).update_id for s in ups}
+    assert len(seqs) == 1
+    assert b.drops["UPDATE duplicate SEQ (re-acknowledged)"] == 2
+    assert a.drops["UPDATE duplicate SEQ (re-acknowledged)"] >= 1  # b's echo retransmitted
+    assert len(net.events_of("b", PeerLocatorsChanged)) == 1
+    assert a.association(b.our_hit)._updates.outstanding is None
+    assert [e.locator for e in net.events_of("b", LocatorVerified)] == [ip_address(A2)]
+
+
+def test_update_never_acked_gives_up() -> None:
+    cfg = HIPConfig(update_retries_max=2)
+    net = established(cfg)
+    a = net.hosts["a"]
+    net.policy = lambda sent, _i: [] if sent.sender == "b" else [0.0]
+    net.move("a", A2)
+    net.run()
+    assert len(net.sent_by("a", PacketType.UPDATE)) == 3
+    assert len(net.events_of("a", UpdateFailed)) == 1
+    assert a.association(net.hosts["b"].our_hit).state is State.ESTABLISHED
+
+
+def test_return_routability_without_answer_fails_the_locator() -> None:
+    cfg = HIPConfig(update_retries_max=1)
+    net = established(cfg)
+    b = net.hosts["b"]
+
+    def lose_echo_responses(sent: Sent, _i: int) -> list[float]:
+        if sent.sender == "a" and sent.type is PacketType.UPDATE:
+            pkt = parse(sent.packet.data, sent.packet.src, sent.packet.dst)
+            if pkt.get(EchoResponseSigned) is not None:
+                return []
+        return [0.0]
+
+    net.policy = lose_echo_responses
+    net.move("a", A2)
+    net.run()
+    failed = net.events_of("b", LocatorVerificationFailed)
+    assert [e.locator for e in failed] == [ip_address(A2)]
+    entry = b.association(net.hosts["a"].our_hit).peer_locators.get(ip_address(A2))
+    assert entry.state is LocatorState.UNVERIFIED
+    assert not net.events_of("b", LocatorVerified)
+
+
+def test_rekey_gives_new_spis_and_keys() -> None:
+    net = established()
+    a, b = net.hosts["a"], net.hosts["b"]
+    old_a, old_b = latest_sa(net, "a"), latest_sa(net, "b")
+    a.rekey(b.our_hit, net.now)
+    net.run()
+    new_a, new_b = latest_sa(net, "a"), latest_sa(net, "b")
+    assert new_a.reason is new_b.reason is SAChangeReason.REKEYED
+    assert new_a.spi_in != old_a.spi_in and new_a.spi_out != old_a.spi_out
+    assert new_a.enc_key_out != old_a.enc_key_out and new_a.auth_key_in != old_a.auth_key_in
+    assert new_a.spi_out == new_b.spi_in and new_a.spi_in == new_b.spi_out
+    assert new_a.enc_key_out == new_b.enc_key_in and new_a.auth_key_out == new_b.auth_key_in
+    assert new_a.enc_key_in == new_b.enc_key_out and new_a.auth_key_in == new_b.auth_key_out
+    assert old_b.spi_in == old_a.spi_out
+    # The rekey UPDATE carried ESP_INFO with the old and the new SPI (RFC 7402 5.1.1).
+    first = net.sent_by("a", PacketType.UPDATE)[0]
+    info = parse(first.packet.data, first.packet.src, first.packet.dst).get(EspInfo)
+    assert info.old_spi == old_a.spi_in and info.new_spi == new_a.spi_in
+    # A second rekey draws further along KEYMAT: different keys again.
+    b.rekey(a.our_hit, net.now)
+    net.run()
+    third_a = latest_sa(net, "a")
+    assert third_a.enc_key_out not in (old_a.enc_key_out, new_a.enc_key_out)
+    assert third_a.spi_out == latest_sa(net, "b").spi_in
+    assert not a.drops and not b.drops
+
+
+def test_credit_ages_and_is_capped() -> None:
+    credit = CreditAccount(limit=1000, aging_interval=1.0)
+    credit.earn(5000, 0.0)
+    assert credit.available(0.0) == 1000
+    assert credit.available(1.0) == 500 and credit.available(2.5) == 250
+    assert not credit.spend(300, 2.5) and credit.spend(250, 2.5)
+    assert credit.available(2.5) == 0
+
+
+def test_update_ids_compare_as_serial_numbers() -> None:
+    seq = UpdateSequencer()
+    assert seq.is_new(0)
+    seq.last_received = 0xFFFFFFFF
+    assert seq.is_new(0) and not seq.is_new(0xFFFFFFFE) and not seq.is_new(0xFFFFFFFF)
