@@ -505,10 +505,25 @@ class HostId(ParamBase):
 
 @dataclass(frozen=True)
 class HitSuiteList(ParamBase):
-    """HIT_SUITE_LIST (RFC 7401 5.2.10): 8-bit HIT Suite IDs, as they are on the wire."""
+    """HIT_SUITE_LIST (RFC 7401 5.2.10): 8-bit IDs, as they are on the wire.
+
+    The 4-bit HIT Suite ID (the one in the HIT's OGA field) sits in the high-order nibble
+    of each 8-bit ID, the low nibble being zero: suite 1 travels as 0x10.  Use
+    :meth:`of_suites` and :attr:`hit_suites` to convert; tshark decodes it this way too.
+    """
 
     TYPE: ClassVar[ParamType] = ParamType.HIT_SUITE_LIST
     suite_ids: tuple[int, ...]
+
+    @classmethod
+    def of_suites(cls, *suites: int) -> HitSuiteList:
+        """The list for 4-bit HIT Suite IDs ``suites``, in preference order."""
+        return cls(tuple(_uint(s, 4, "HIT Suite ID") << 4 for s in suites))
+
+    @property
+    def hit_suites(self) -> tuple[int, ...]:
+        """The 4-bit HIT Suite IDs (high nibbles), in the sender's preference order."""
+        return tuple(i >> 4 for i in self.suite_ids)
 
     def encode_value(self) -> bytes:
         if not self.suite_ids:

@@ -223,3 +223,13 @@ def test_values_that_do_not_fit_raise_encode_error(bad: object) -> None:
             P.encode_param(P.LocatorSet((bad,)))
         else:
             P.encode_param(bad)  # type: ignore[arg-type]
+
+
+def test_hit_suite_ids_sit_in_the_high_nibble() -> None:
+    # RFC 7401 5.2.10: 8-bit ID field, the 4-bit HIT Suite ID in its high-order bits.
+    suites = P.HitSuiteList.of_suites(2, 1)
+    assert suites.suite_ids == (0x20, 0x10)
+    assert suites.hit_suites == (2, 1)
+    assert P.encode_param(suites) == bytes.fromhex("02cb0002 2010 0000".replace(" ", ""))
+    with pytest.raises(P.EncodeError):
+        P.HitSuiteList.of_suites(16)
