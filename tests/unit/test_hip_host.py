@@ -1,0 +1,162 @@
+"""The stateless Responder of :class:`hip.host.HIPHost`: I1 floods, puzzle difficulty,
+R1 generations, and drops counted by reason."""
+
+from __future__ import annotations
+
+from ipaddress import ip_address
+
+import pytest
+from hip_network import Network, packet_type
+
+from hip.config import HIPConfig
+from hip.host import HIPHost
+from hip.identity import HostIdentity
+from hip.orchid import make_orchid
+from hip.packet import HIPPacket, PacketType, parse, serialize
+from hip.params import DHGroupList, HipSignature2, Puzzle, R1Counter, Solution
+from hip.random import SeededRandom
+from hip.states import State
+
+pytestmark = pytest.mark.unit
+
+R_ADDR = ip_address("192.0.2.2")
+
+
+def responder(config: HIPConfig | None = None) -> HIPHost:
+    rng = SeededRandom(b"responder")
+    return HIPHost(HostIdentity.generate("ecdsa-p256", rng), [R_ADDR],
+                   config=config or HIPConfig(), rng=rng)
+
+
+def i1_from(index: int, host: HIPHost) -> tuple[bytes, object]:
+    """An I1 from a made-up Initiator HIT number ``index`` at its own address."""
+    hit = make_orchid(2, index.to_bytes(8, "big"), "sha384")
+    src = ip_address(f"10.{index >> 16 & 255}.{index >> 8 & 255}.{index & 255}")
+    i1 = HIPPacket(PacketType.I1, hit, host.our_hit, (DHGroupList((7, 12, 8)),))
+    return serialize(i1, src, R_ADDR), src
+
+
+def test_i1_flood_creates_no_state_and_raises_the_puzzle() -> None:
+    cfg = HIPConfig(puzzle_difficulty=1, i1_rate_threshold=50, i1_rate_window=1.0)
+    host = responder(cfg)
+    ks: list[int] = []
+    for n in range(800):
+        data, src = i1_from(n, host)
+        now = n * 0.001  # 1000 I1s per second
+        host.receive_packet(data, src, R_ADDR, now)
+        (out,) = host.packets_to_send()
+        r1 = parse(out.data, out.src, out.dst)
+        assert r1.packet_type is PacketType.R1 and r1.receiver_hit == data[8:24]
+        ks.append(r1.get(Puzzle).k)
+    assert not host.associations  # stateless: no association for any I1
+    assert host.r1_sent == 800
+    assert ks[0] == 1
+    assert ks[-1] > ks[0] and ks == sorted(ks)  # rises with the rate, never falls mid-flood
+    # 800 I1s within one window against a threshold of 50: 16 times over, so the base
+    # (1), one bit for exceeding the threshold, and one per doubling beyond it (4).
+    assert ks[-1] == 1 + 1 + 4
+    assert ks[49] == 1 and ks[50] == 2
+    # The flood is over: difficulty decays back to the base.
+    assert host.puzzle_difficulty(10.0) == 1
+    assert not any(host.drops.values())
+
+
+def test_r1_is_signed_once_per_generation_and_verifies() -> None:
+    host = responder()
+    peer = HostIdentity.generate("ed25519", SeededRandom(b"peer"))
+    i1 = HIPPacket(PacketType.I1, peer.hit, host.our_hit, (DHGroupList((12, 7)),))
+    src = ip_address("192.0.2.1")
+    host.receive_packet(serialize(i1, src, R_ADDR), src, R_ADDR, 0.0)
+    host.receive_packet(serialize(i1, src, R_ADDR), src, R_ADDR, 0.5)
+    first, second = (parse(p.data, p.src, p.dst) for p in host.packets_to_send())
+    # The Initiator's first listed group that we support is chosen (RFC 7401 6.7).
+    from hip.params import DiffieHellman
+
+    assert first.get(DiffieHellman).group_id == 12
+    # The same I1 gets the same #I (stateless, derived), the same pre-computed signature.
+    assert first.get(Puzzle).random_i == second.get(Puzzle).random_i
+    assert first.get(HipSignature2) == second.get(HipSignature2)
+    from hip.packet import integrity_bytes
+    from hip.params import ParamType
+
+    assert host.identity.public.verify(first.get(HipSignature2).signature,
+                                       integrity_bytes(first, ParamType.HIP_SIGNATURE_2))
+
+
+def _solve_i2_after(rotations: int) -> tuple[Network, int]:
+    """a gets an R1, then b's R1 generation rotates ``rotations`` times before the I2."""
+    cfg = HIPConfig(r1_generation_lifetime=10.0)
+    net = Network()
+    a = net.add("a", "192.0.2.1", config=cfg)
+    b = net.add("b", "192.0.2.2", config=cfg)
+    held: list = []
+
+    def hold_i2(sent, _i):  # type: ignore[no-untyped-def]
+        if sent.type is PacketType.I2 and not held:
+            held.append(sent)
+            return []
+        return [0.0]
+
+    net.policy = hold_i2
+    a.connect(b.our_hit, "192.0.2.2", net.now)
+    net.run(until=0.5)
+    for step in range(rotations):
+        b.precompute_r1(net.now + 10.0 * (step + 1))
+    net.now += 10.0 * rotations + 0.1
+    i2 = held[0].packet
+    b.receive_packet(i2.data, i2.src, i2.dst, net.now)
+    return net, parse(i2.data, i2.src, i2.dst).get(R1Counter).counter
+
+
+def test_i2_for_previous_generation_is_accepted() -> None:
+    net, _counter = _solve_i2_after(1)
+    b, a = net.hosts["b"], net.hosts["a"]
+    assert b.association(a.our_hit).state is State.R2_SENT
+    assert [packet_type(p.data) for p in b.packets_to_send()] == [PacketType.R2]
+
+
+def test_i2_for_expired_generation_is_dropped() -> None:
+    net, _counter = _solve_i2_after(2)
+    b, a = net.hosts["b"], net.hosts["a"]
+    assert b.association(a.our_hit) is None
+    assert b.drops["I2 answers an R1 generation we no longer honour"] == 1
+
+
+def test_i2_with_wrong_solution_or_easier_puzzle_is_dropped() -> None:
+    cfg = HIPConfig(puzzle_difficulty=4)
+    net = Network()
+    a = net.add("a", "192.0.2.1", config=cfg)
+    b = net.add("b", "192.0.2.2", config=cfg)
+    net.policy = lambda sent, _i: [] if sent.type is PacketType.I2 else [0.0]
+    a.connect(b.our_hit, "192.0.2.2", net.now)
+    net.run(until=0.5)
+    sent = net.sent_by("a", PacketType.I2)[0].packet
+    i2 = parse(sent.data, sent.src, sent.dst)
+    sol = i2.get(Solution)
+    for forged_solution in (
+        Solution(sol.k, sol.opaque, sol.random_i, bytes(len(sol.solution_j))),  # wrong J
+        Solution(0, sol.opaque, sol.random_i, sol.solution_j),  # claims an easier #K
+    ):
+        params = tuple(forged_solution if p is sol else p for p in i2.params)
+        forged = HIPPacket(i2.packet_type, i2.sender_hit, i2.receiver_hit, params)
+        b.receive_packet(serialize(forged, sent.src, sent.dst), sent.src, sent.dst, net.now)
+    assert b.drops["I2 puzzle solution invalid"] == 2
+    assert b.association(a.our_hit) is None and not b.packets_to_send()
+
+
+def test_packets_not_for_us_are_counted_by_reason() -> None:
+    host = responder()
+    other = HostIdentity.generate("ecdsa-p256", SeededRandom(b"other")).hit
+    src = ip_address("192.0.2.1")
+    for receiver, ptype in ((other, PacketType.I1), (bytes(16), PacketType.I1),
+                            (host.our_hit, PacketType.R2), (host.our_hit, PacketType.UPDATE)):
+        sender = HostIdentity.generate("ed25519", SeededRandom(b"s")).hit
+        pkt = HIPPacket(ptype, sender, receiver, ())
+        host.receive_packet(serialize(pkt, src, R_ADDR), src, R_ADDR, 0.0)
+    assert host.drops == {
+        "receiver HIT is not ours": 1,
+        "opportunistic mode (null receiver HIT) not supported": 1,
+        "R2 without an association": 1,
+        "UPDATE without an association": 1,
+    }
+    assert not host.packets_to_send()
