@@ -46,7 +46,7 @@ from hip.keccak import (
     shake128,
 )
 from hip.orchid import make_orchid
-from hip.random import SeededRandom
+from hip.random import SeededRandom, SystemRandom, default_random
 
 pytestmark = pytest.mark.unit
 
@@ -388,3 +388,28 @@ def test_esp_suite_table() -> None:
     assert ESP_SUITES[EspTransform.NULL_HMAC_SHA256].enc_key_len == 0
     with pytest.raises(CryptoError, match="not supported"):
         draw_esp_keys(bytes(500), 13, 0)
+
+
+# --- injected randomness -----------------------------------------------------
+
+
+def test_seeded_random_is_a_sha256_counter_stream() -> None:
+    whole = SeededRandom(b"seed").bytes(100)
+    split = SeededRandom(b"seed")
+    assert split.bytes(10) + split.bytes(0) + split.bytes(55) + split.bytes(35) == whole
+    assert whole[:32] == hashlib.sha256(b"seed" + (0).to_bytes(8, "big")).digest()
+    assert whole[32:64] == hashlib.sha256(b"seed" + (1).to_bytes(8, "big")).digest()
+    assert SeededRandom(b"other").bytes(100) != whole
+    with pytest.raises(ValueError):
+        split.bytes(-1)
+    with pytest.raises(TypeError):
+        SeededRandom("text")  # type: ignore[arg-type]
+
+
+def test_system_random_and_default() -> None:
+    system = SystemRandom()
+    assert len(system.bytes(33)) == 33
+    assert system.bytes(16) != system.bytes(16)
+    assert isinstance(default_random(None), SystemRandom)
+    seeded = SeededRandom(b"x")
+    assert default_random(seeded) is seeded
