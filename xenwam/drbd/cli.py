@@ -38,7 +38,6 @@ SIMPLE_OPERATIONS: dict[str, tuple[str, str]] = {
     "detach": ("detach", "detach the backing disk"),
     "connect": ("connect", "connect to the peer"),
     "disconnect": ("disconnect", "drop the connection to the peer"),
-    "promote": ("promote", "make this host Primary"),
     "demote": ("demote", "make this host Secondary"),
     "handover": ("to_handover", "switch the live connection to protocol C, two primaries"),
     "bulk": ("to_bulk", "switch back to protocol A with pull-ahead, one primary"),
@@ -109,6 +108,13 @@ def _simple(operation: str) -> Callable[[argparse.Namespace], int]:
                               "changed": result if isinstance(result, bool) else None}))
         return 0
     return handler
+
+
+def _promote(args: argparse.Namespace) -> int:
+    changed = _device(args).promote(force=args.force)
+    if args.json:
+        print(json.dumps({"resource": args.name, "operation": "promote", "changed": changed}))
+    return 0
 
 
 def _progress_reporter(quiet: bool) -> tuple[Callable[[Progress], None], Callable[[], None]]:
@@ -260,6 +266,13 @@ def register(subparsers: Any, common: argparse.ArgumentParser) -> None:
         p = sub.add_parser(command, parents=[shared], help=text)
         p.add_argument("name")
         p.set_defaults(handler=_simple(operation))
+
+    p = sub.add_parser("promote", parents=[shared], help="make this host Primary")
+    p.add_argument("name")
+    p.add_argument("--force", action="store_true",
+                   help="first start only: make this host's Inconsistent disk the source of a "
+                        "full sync to the peer")
+    p.set_defaults(handler=_promote)
 
     p = sub.add_parser("wait-sync", parents=[shared],
                        help="wait until both disks are UpToDate, showing progress")
