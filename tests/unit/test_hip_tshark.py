@@ -78,6 +78,7 @@ class Host:
     def make(cls, fqdn: bytes) -> Host:
         key = ec.generate_private_key(ec.SECP256R1())
         point = key.public_key().public_bytes(Encoding.X962, PublicFormat.UncompressedPoint)
+        # RFC 7401 5.2.9 ECDSA Host Identity: curve label, then x || y (as hip.identity).
         host_identity = ECC_CURVE_NIST_P256.to_bytes(2, "big") + point[1:]
         host_id = P.HostId(HI_ALGORITHM_ECDSA, host_identity, di_type=1, domain_identifier=fqdn)
         # ORCHIDv2-shaped HIT (2001:20::/28, OGA id in the next nibble); the exact ORCHID
@@ -85,8 +86,9 @@ class Host:
         digest = hashlib.sha384(host_identity).digest()
         hit = int("2001002" + format(HIT_SUITE_ECDSA, "x"), 16).to_bytes(4, "big") + digest[:12]
         dh = ec.generate_private_key(ec.SECP256R1()).public_key()
-        return cls(key, host_id, hit,
-                   dh.public_bytes(Encoding.X962, PublicFormat.UncompressedPoint))
+        # DIFFIE_HELLMAN carries x || y without the SEC1 0x04 octet, as hip.crypto does.
+        dh_public = dh.public_bytes(Encoding.X962, PublicFormat.UncompressedPoint)[1:]
+        return cls(key, host_id, hit, dh_public)
 
     def sign(self, data: bytes) -> bytes:
         r, s = decode_dss_signature(self.key.sign(data, ec.ECDSA(hashes.SHA384())))
@@ -357,7 +359,7 @@ def test_negotiation_fields(dissected: list[tuple[Sent, bytes, Dissected]]) -> N
     for dh, el, d in _params_with_elements(dissected, P.DiffieHellman):
         assert isinstance(dh, P.DiffieHellman)
         assert _int(d.one("hip.tlv.dh_group_id", el)) == dh.group_id == DH_NIST_P256
-        assert _int(d.one("hip.tlv.dh_pv_length", el)) == len(dh.public_value) == 65
+        assert _int(d.one("hip.tlv.dh_pv_length", el)) == len(dh.public_value) == 64
         value = d.fields("hip.tlv.dh_public_value", el)[0].get("value", "")
         assert bytes.fromhex(value) == dh.public_value
     for cipher, el, d in _params_with_elements(dissected, P.HipCipher):
