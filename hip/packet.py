@@ -86,8 +86,10 @@ class HIPPacket:
     """A HIP packet; HITs are the raw 16 bytes.
 
     ``wire`` is filled by :func:`parse` with each parameter and its exact bytes on the
-    wire; it takes no part in equality.  A parameter that is no longer the very object
-    that was parsed (for instance after ``dataclasses.replace``) is encoded afresh.
+    wire, ``reserved`` with the header's 3 RES bits (sent as zero, ignored on receipt, but
+    covered by the peer's MAC and signature); neither takes part in equality.  A parameter
+    that is no longer the very object that was parsed (for instance after
+    ``dataclasses.replace``) is encoded afresh.
     """
 
     packet_type: PacketType
@@ -98,6 +100,7 @@ class HIPPacket:
     version: int = HIP_VERSION
     next_header: int = IPPROTO_NONE
     wire: tuple[tuple[Param, bytes], ...] = field(default=(), compare=False, repr=False)
+    reserved: int = field(default=0, compare=False, repr=False)
 
     def get(self, cls: type[P]) -> P | None:
         """The first parameter of class ``cls``, or ``None``."""
@@ -178,7 +181,7 @@ def _header(packet: HIPPacket, body_length: int, receiver_hit: bytes) -> bytes:
         packet.next_header,
         total // 8 - 1,
         int(PacketType(packet.packet_type)) & 0x7F,  # top bit: fixed 0
-        (packet.version << 4) | 0x01,  # RES zero, last bit fixed 1
+        (packet.version << 4) | ((packet.reserved & 0x07) << 1) | 0x01,  # last bit fixed 1
         0,
         packet.controls,
     ) + bytes(packet.sender_hit) + bytes(receiver_hit)
@@ -309,6 +312,7 @@ def parse(
         version=version,
         next_header=next_header,
         wire=tuple(wire),
+        reserved=(version_byte >> 1) & 0x07,
     )
     unknown = first_unknown_critical(packet.params)
     if unknown is not None:

@@ -187,9 +187,13 @@ def test_trailing_data_is_ignored_for_another_next_header() -> None:
     assert parse(wire, V6_SRC, V6_DST) == pkt
 
 
-def test_reserved_header_bits_are_ignored() -> None:
+def test_reserved_header_bits_are_ignored_but_kept_for_integrity() -> None:
     wire = _reserialize(serialize(I1, V6_SRC, V6_DST), b3=0x2F)  # RES bits set
-    assert parse(wire, V6_SRC, V6_DST) == I1
+    received = parse(wire, V6_SRC, V6_DST)
+    assert received == I1
+    assert serialize(received, V6_SRC, V6_DST) == wire
+    assert integrity_bytes(received, P.ParamType.HIP_MAC)[3] == 0x2F
+    assert serialize(I1, V6_SRC, V6_DST)[3] == 0x21  # we send them as zero
 
 
 def test_unknown_critical_parameter_raises_with_the_packet() -> None:
