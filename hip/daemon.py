@@ -67,6 +67,8 @@ QUEUE_PACKETS = 256
 QUEUE_SECONDS = 30.0
 #: Netlink address events come in bursts (remove, add, route): wait this long for quiet.
 LOCATOR_SETTLE = 0.05
+#: Seconds between two reactions to ESP with an unknown SPI from the same locator.
+UNKNOWN_SPI_HOLDOFF = 2.0
 _HITS = IPv6Network(HIT_PREFIX)
 #: Address flags from linux/if_addr.h.
 _IFA_F_TENTATIVE = 0x40
@@ -142,6 +144,7 @@ class Hipd:
         self._stopped = asyncio.Event()
         self._server: asyncio.AbstractServer | None = None
         self._netlink_task: asyncio.Task[None] | None = None
+        self._unknown_spi_seen: dict[Locator, float] = {}
 
     # -- start and stop -----------------------------------------------------------------
     async def start(self) -> None:
@@ -167,6 +170,7 @@ class Hipd:
             self.userspace = UserspaceDataPlane(
                 self.hit, tun_name=self.options.tun_name, send_udp=self.transport.send_esp,
                 on_no_association=self._on_no_association, on_received=self._on_esp_received,
+                on_unknown_spi=self._on_unknown_spi,
             )
             self.userspace.attach(self._loop)
             self.plane = self.userspace
@@ -361,9 +365,26 @@ class Hipd:
         except HIPError:
             self.counters["esp-for-unknown-association"] += 1
 
+    def _on_unknown_spi(self, spi: int, src: Locator) -> None:
+        # RFC 7401 4.5.4 (loss of state): a peer keeps sending on SAs we no longer have,
+        # typically because hipd restarted.  If the hosts file says who sits at that
+        # locator, run a new base exchange with it; at most once per UNKNOWN_SPI_HOLDOFF.
+        now = self._now()
+        if now - self._unknown_spi_seen.get(src, -UNKNOWN_SPI_HOLDOFF) < UNKNOWN_SPI_HOLDOFF:
+            return
+        self._unknown_spi_seen[src] = now
+        for entry in self.hosts.entries:
+            if src in entry.locators and self._state_of(entry.hit) in (
+                "UNASSOCIATED", "CLOSED", "E-FAILED"
+            ):
+                log.info("ESP with unknown SPI %#x from %s: new base exchange with %s",
+                         spi, src, entry.hit)
+                self.counters["base-exchange-on-unknown-spi"] += 1
+                self._start_base_exchange(entry.hit, src)
+
     def _on_udp_esp(self, data: bytes, src: Locator) -> None:
         if self.userspace is not None:
-            self.userspace.receive_esp(data)
+            self.userspace.receive_esp(data, src)
         else:
             self.counters["udp-esp-in-kernel-mode"] += 1
 

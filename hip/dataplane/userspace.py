@@ -237,6 +237,7 @@ class UserspaceDataPlane:
         send_udp: Callable[[bytes, Locator, Locator], None] | None = None,
         on_no_association: Callable[[NoAssociation], None] | None = None,
         on_received: Callable[[IPv6Address, int], None] | None = None,
+        on_unknown_spi: Callable[[int, Locator], None] | None = None,
         random: Callable[[int], bytes] = os.urandom,
     ) -> None:
         self.own_hit = own_hit
@@ -244,6 +245,7 @@ class UserspaceDataPlane:
         self.send_udp = send_udp
         self.on_no_association = on_no_association
         self.on_received = on_received
+        self.on_unknown_spi = on_unknown_spi
         self.tun = TunDevice(tun_name)
         self.io_errors: Counter[str] = Counter()
         self.raw4: socket.socket | None = None
@@ -305,8 +307,12 @@ class UserspaceDataPlane:
             return True
         return False
 
-    def receive_esp(self, data: bytes) -> None:
+    def receive_esp(self, data: bytes, src: Locator | None = None) -> None:
         """Decrypt an ESP payload (raw or from UDP) and write the inner packet to TUN."""
+        if (self.on_unknown_spi is not None and src is not None and len(data) >= 8
+                and int.from_bytes(data[:4], "big") not in self.engine.inbound):
+            # A peer that still holds SAs we lost (we restarted): let hipd react.
+            self.on_unknown_spi(int.from_bytes(data[:4], "big"), src)
         inner = self.engine.decapsulate(data)
         if inner is not None:
             try:
@@ -332,7 +338,7 @@ class UserspaceDataPlane:
     def _on_raw(self, sock: socket.socket, has_ip_header: bool) -> None:
         for _ in range(64):
             try:
-                data = sock.recv(65535)
+                data, addr = sock.recvfrom(65535)
             except BlockingIOError:
                 return
             except OSError as exc:
@@ -343,7 +349,11 @@ class UserspaceDataPlane:
                 if not data:
                     continue
                 data = data[(data[0] & 0x0F) * 4 :]
-            self.receive_esp(data)
+            try:
+                src: Locator | None = ip_address(addr[0].split("%")[0])
+            except ValueError:
+                src = None
+            self.receive_esp(data, src)
 
     def _send(self, packet: EspDatagram) -> None:
         try:
@@ -422,7 +432,7 @@ def _static_main(argv: list[str] | None = None) -> int:
 
     transport = HipTransport(on_hip=lambda *_: None, raw=False)
     plane = UserspaceDataPlane(args.own_hit, tun_name=args.tun, send_udp=transport.send_esp)
-    transport.on_esp = lambda data, _src: plane.receive_esp(data)
+    transport.on_esp = plane.receive_esp
     encapsulation = Encapsulation.UDP if args.udp else Encapsulation.RAW
     plane.install(
         static_sa(args.own_hit, args.peer_hit, args.own_locator, args.peer_locator, args.secret,
