@@ -154,6 +154,23 @@ class _Crypto:
     esp_keymat_index: int
     #: First KEYMAT byte not yet used for keys (where a rekey draws next).
     next_keymat_index: int
+    #: Inputs kept for a rekey with a new Diffie-Hellman exchange (RFC 7402 6.9): the
+    #: new KEYMAT uses the new Kij with the base exchange's HITs, #I and #J.
+    dh_group: int
+    hit_i: bytes
+    hit_r: bytes
+    random_i: bytes
+    random_j: bytes
+
+    def keymat_with(self, kij: bytes) -> crypto.Keymat:
+        """A fresh KEYMAT from a new shared secret ``kij``."""
+        return crypto.Keymat(self.rhash, kij, self.hit_i, self.hit_r, self.random_i,
+                             self.random_j)
+
+    def esp_keys_length(self) -> int:
+        """Bytes of KEYMAT one draw of ESP keys consumes."""
+        suite = crypto.ESP_SUITES[crypto.EspTransform(self.esp_transform)]
+        return 2 * (suite.enc_key_len + suite.auth_key_len)
 
 
 @dataclass
@@ -163,6 +180,9 @@ class _Rekey:
     new_spi_in: int
     keymat_index: int
     peer_new_spi: int | None = None
+    #: Set when this rekey runs a new Diffie-Hellman exchange (KEYMAT ran out).
+    dh: crypto.DHKeyPair | None = None
+    keymat: crypto.Keymat | None = None
 
 
 def _sorted(params: list[Param]) -> tuple[Param, ...]:
@@ -416,7 +436,7 @@ class Association:
             self._drop("R1 puzzle or DH public value unusable", packet)
             return
         keys = self._derive(rhash, kij, self.our_hit, packet.sender_hit, puzzle.random_i,
-                            solution_j, cipher, esp)
+                            solution_j, cipher, esp, dh.group_id)
         # All checks passed: commit.
         self._crypto = keys
         self.peer_identity = peer
@@ -450,7 +470,7 @@ class Association:
         self._start_retransmit(out, now, self.config.i2_retries_max)
 
     def _derive(self, rhash: str, kij: bytes, hit_i: bytes, hit_r: bytes, random_i: bytes,
-                random_j: bytes, cipher: int, esp: int) -> _Crypto:
+                random_j: bytes, cipher: int, esp: int, dh_group: int) -> _Crypto:
         keymat = crypto.Keymat(rhash, kij, hit_i, hit_r, random_i, random_j)
         material = crypto.draw_keys(keymat, cipher, hit_i, hit_r, esp)
         host = material.for_host(self.our_hit, self.peer_hit)
@@ -462,6 +482,7 @@ class Association:
             esp_in_enc=host.esp_in_enc, esp_in_auth=host.esp_in_auth,
             esp_keymat_index=material.esp_keymat_index,
             next_keymat_index=material.next_keymat_index,
+            dh_group=dh_group, hit_i=hit_i, hit_r=hit_r, random_i=random_i, random_j=random_j,
         )
         return result
 
@@ -573,7 +594,8 @@ class Association:
             self._drop("I2 DH public value invalid", packet)
             return False
         keys = self._derive(self.identity.public.rhash_name, kij, packet.sender_hit, self.our_hit,
-                            solution.random_i, solution.solution_j, cipher, esp)
+                            solution.random_i, solution.solution_j, cipher, esp,
+                            dh.group_id)
         host_id = packet.get(HostId)
         encrypted = packet.get(Encrypted)
         if host_id is None and encrypted is not None:
@@ -869,11 +891,21 @@ class Association:
             params.append(EchoRequestSigned(nonce))
             dst = locator  # the return routability check goes to the new locator itself
         elif purpose is UpdatePurpose.REKEY:
-            index = self._crypto.next_keymat_index
-            self._rekey = _Rekey(self._new_spi(), index)
-            params.append(EspInfo(index, self.spi_in, self._rekey.new_spi_in))
+            c = self._crypto
+            if c.next_keymat_index + c.esp_keys_length() > c.keymat.max_length:
+                # KEYMAT is used up: rekey with a new DH exchange, Keymat Index 0.
+                fresh = crypto.generate_dh(c.dh_group, self.rng)
+                self._rekey = _Rekey(self._new_spi(), 0, dh=fresh)
+                params.append(DiffieHellman(c.dh_group, fresh.public_bytes()))
+            else:
+                self._rekey = _Rekey(self._new_spi(), c.next_keymat_index)
+            params.append(EspInfo(self._rekey.keymat_index, self.spi_in,
+                                  self._rekey.new_spi_in))
         elif purpose is UpdatePurpose.REKEY_REPLY:
             assert self._rekey is not None
+            if self._rekey.dh is not None:
+                params.append(DiffieHellman(self._crypto.dh_group,
+                                            self._rekey.dh.public_bytes()))
             params.append(EspInfo(self._rekey.keymat_index, self.spi_in, self._rekey.new_spi_in))
         packet = self._signed(PacketType.UPDATE, params)
         src = self._local_for(dst)
@@ -911,6 +943,22 @@ class Association:
                 self._resend(OutgoingPacket(self._updates.last_reply, rsrc, rdst))
             self.outbox.drops["UPDATE duplicate SEQ (re-acknowledged)"] += 1
             return
+        # A new DH value (rekey after KEYMAT ran out) is checked before anything changes.
+        peer_dh = packet.get(DiffieHellman)
+        own_dh: crypto.DHKeyPair | None = None
+        new_keymat: crypto.Keymat | None = None
+        if peer_dh is not None:
+            if peer_dh.group_id != self._crypto.dh_group:
+                self._drop("UPDATE DIFFIE_HELLMAN of another group than the base exchange",
+                           packet)
+                return
+            own_dh = (self._rekey.dh if self._rekey is not None and self._rekey.dh is not None
+                      else crypto.generate_dh(peer_dh.group_id, self.rng))
+            try:
+                new_keymat = self._crypto.keymat_with(own_dh.shared_secret(peer_dh.public_value))
+            except CryptoError:
+                self._drop("UPDATE DIFFIE_HELLMAN public value invalid", packet)
+                return
         self._apply(Trigger.RECV_UPDATE)
         if state is State.R2_SENT:
             self._state_deadline = None
@@ -930,7 +978,14 @@ class Association:
                 and self._rekey is not None and esp_info.old_spi != esp_info.new_spi:
             # The peer's reply to our rekey: both new SPIs known, switch now.
             self._rekey.peer_new_spi = esp_info.new_spi
-            self._finish_rekey()
+            if self._rekey.dh is not None:
+                if new_keymat is None:
+                    self._drop("UPDATE answers our DH rekey without DIFFIE_HELLMAN", packet)
+                    self._rekey = None
+                else:
+                    self._rekey.keymat = new_keymat
+            if self._rekey is not None:
+                self._finish_rekey()
         elif acked is not None and acked.purpose is UpdatePurpose.REKEY_REPLY \
                 and self._rekey is not None:
             self._finish_rekey()
@@ -953,7 +1008,9 @@ class Association:
             our, peer = self._event_ids()
             self._emit(PeerLocatorsChanged(our, peer, self.peer_locators.snapshot()))
         if rekey_request and esp_info is not None:
-            if self._rekey is None:
+            if self._rekey is None and new_keymat is not None:
+                self._rekey = _Rekey(self._new_spi(), 0, dh=own_dh, keymat=new_keymat)
+            elif self._rekey is None:
                 index = max(esp_info.keymat_index, self._crypto.next_keymat_index)
                 self._rekey = _Rekey(self._new_spi(), index)
             self._rekey.peer_new_spi = esp_info.new_spi
@@ -977,6 +1034,8 @@ class Association:
         assert self._rekey is not None and self._crypto is not None
         rk = self._rekey
         assert rk.peer_new_spi is not None
+        if rk.keymat is not None:
+            self._crypto.keymat = rk.keymat  # new DH: the new KEYMAT replaces the old one
         keys = crypto.draw_esp_keys(self._crypto.keymat, self._crypto.esp_transform,
                                     rk.keymat_index)
         greater = self.our_hit > self.peer_hit

@@ -20,6 +20,7 @@ from hip.mobility import CreditAccount, LocatorState, UpdateSequencer
 from hip.packet import HIPPacket, PacketType, parse, serialize
 from hip.params import (
     Ack,
+    DiffieHellman,
     EchoRequestSigned,
     EchoResponseSigned,
     EspInfo,
@@ -260,3 +261,29 @@ def test_update_ids_compare_as_serial_numbers() -> None:
     assert seq.is_new(0)
     seq.last_received = 0xFFFFFFFF
     assert seq.is_new(0) and not seq.is_new(0xFFFFFFFE) and not seq.is_new(0xFFFFFFFF)
+
+
+def test_rekey_after_keymat_runs_out_uses_a_new_diffie_hellman() -> None:
+    net = Network()
+    a = net.add("a", A1, kind="ed25519")
+    b = net.add("b", B1, kind="ed25519")
+    a.connect(b.our_hit, B1, net.now)
+    net.run()
+    keymat_before = a.association(b.our_hit)._crypto.keymat
+    # cSHAKE128's RHASH is 32 bytes: HKDF gives 255 * 32 bytes of KEYMAT, 128 per rekey.
+    for _ in range(64):
+        a.rekey(b.our_hit, net.now)
+        net.run()
+    with_dh = [s for s in net.sent_by("a", PacketType.UPDATE)
+               if parse(s.packet.data, s.packet.src, s.packet.dst).get(DiffieHellman)]
+    assert len(with_dh) == 1
+    info = parse(with_dh[0].packet.data, with_dh[0].packet.src,
+                 with_dh[0].packet.dst).get(EspInfo)
+    assert info.keymat_index == 0  # RFC 7402 6.9: new KEYMAT, drawn from its start
+    assert a.association(b.our_hit)._crypto.keymat is not keymat_before
+    sa_a, sa_b = latest_sa(net, "a"), latest_sa(net, "b")
+    assert sa_a.reason is SAChangeReason.REKEYED
+    assert sa_a.spi_out == sa_b.spi_in and sa_a.enc_key_out == sa_b.enc_key_in
+    assert sa_a.auth_key_in == sa_b.auth_key_out
+    assert len(net.events_of("a", SecurityAssociationsChanged)) == 1 + 64
+    assert not a.drops and not b.drops
