@@ -176,11 +176,15 @@ def _header(packet: HIPPacket, body_length: int, receiver_hit: bytes) -> bytes:
         raise EncodeError(
             f"next header {packet.next_header} or controls {packet.controls} out of range"
         )
+    try:
+        packet_type = PacketType(packet.packet_type)
+    except ValueError:
+        raise EncodeError(f"unknown HIP packet type {packet.packet_type!r}") from None
     return struct.pack(
         "!BBBBHH",
         packet.next_header,
         total // 8 - 1,
-        int(PacketType(packet.packet_type)) & 0x7F,  # top bit: fixed 0
+        int(packet_type) & 0x7F,  # top bit: fixed 0
         (packet.version << 4) | ((packet.reserved & 0x07) << 1) | 0x01,  # last bit fixed 1
         0,
         packet.controls,

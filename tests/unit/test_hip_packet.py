@@ -222,6 +222,8 @@ def test_encode_errors() -> None:
     with pytest.raises(P.EncodeError, match="ascending type order"):
         serialize(HIPPacket(PacketType.UPDATE, HIT_A, HIT_B, (P.Ack((1,)), P.Seq(1))),
                   V6_SRC, V6_DST)
+    with pytest.raises(P.EncodeError, match="unknown HIP packet type 5"):
+        serialize(HIPPacket(5, HIT_A, HIT_B, ()), V6_SRC, V6_DST)  # type: ignore[arg-type]
 
 
 # --- integrity bytes (RFC 7401 5.2.12-5.2.15, 6.4) ---------------------------------------
