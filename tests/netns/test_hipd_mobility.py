@@ -266,3 +266,50 @@ def test_restarted_hipd_reestablishes(hip_lab: HipLab) -> None:
     assert (report["records"], report["lost"]) == (50, 0)
     show = lab.show(lab.m, "m")
     assert [a["state"] for a in show["associations"]] == ["ESTABLISHED"]  # type: ignore[attr-defined]
+
+
+GARBAGE = r"""
+import os, random, socket, struct, sys
+from ipaddress import IPv4Address, IPv6Address
+from hip.packet import HIPPacket, PacketType, serialize
+from hip.params import DHGroupList
+m_hit, src, dst, n = sys.argv[1], sys.argv[2], sys.argv[3], int(sys.argv[4])
+rng = random.Random(7)
+raw_hip = socket.socket(socket.AF_INET, socket.SOCK_RAW, 139)
+raw_esp = socket.socket(socket.AF_INET, socket.SOCK_RAW, 50)
+udp = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+for i in range(n):
+    blob = os.urandom(rng.randrange(0, 300))
+    raw_hip.sendto(blob, (dst, 0))
+    raw_esp.sendto(blob, (dst, 0))
+    udp.sendto(blob, (dst, 10500))
+    udp.sendto(b"\0\0\0\0" + blob, (dst, 10500))
+    # A well-formed I1 from a fresh random HIT each time: an I1 flood.
+    i1 = HIPPacket(PacketType.I1, IPv6Address("2001:22::").packed[:4] + os.urandom(12),
+                   IPv6Address(m_hit).packed, (DHGroupList((7, 12)),))
+    raw_hip.sendto(serialize(i1, IPv4Address(src), IPv4Address(dst)), (dst, 0))
+print("sent", n)
+"""
+
+
+def test_hipd_survives_garbage_and_i1_flood(hip_lab: HipLab) -> None:
+    lab = hip_lab
+    count = 500
+    out = lab.start_stream(7300, count, 0.01)
+    wait_for(lambda: out.exists() and json.loads(out.read_text())["records"] >= 50, 20,
+             "the stream to start")
+    n = 300
+    lab.x.run([sys.executable, "-c", GARBAGE, lab.hits["m"], "10.2.0.66", "10.1.0.2", str(n)],
+              timeout=120)
+    report = stream_report(out, count, 60)
+    assert (report["lost"], report["duplicated"], report["out_of_order"]) == (0, 0, 0)
+    assert lab.hipd["m"].poll() is None, "hipd on M died"
+    show = lab.show(lab.m, "m")
+    dropped = show["dropped"]
+    assert isinstance(dropped, dict)
+    print(f"M dropped: {dropped}; transport: {show['transport']}")
+    assert "hipd:core-exception" not in dropped
+    # Every random blob was dropped somewhere and counted; the I1s were answered with
+    # R1s without creating associations (stateless responder).
+    assert sum(dropped.values()) >= n
+    assert [a["peer_hit"] for a in show["associations"]] == [lab.hits["c"]]  # type: ignore[attr-defined]
