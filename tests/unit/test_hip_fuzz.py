@@ -13,7 +13,7 @@ from hypothesis import strategies as st
 
 from hip import params as P
 from hip.errors import ParseError
-from hip.packet import HIPPacket, checksum, parse, serialize
+from hip.packet import HIPPacket, checksum, integrity_bytes, parse, serialize
 
 pytestmark = pytest.mark.unit
 
@@ -34,6 +34,11 @@ def _check_exact_inverse(data: bytes, pkt: HIPPacket, src: object, dst: object) 
     again = serialize(pkt, src, dst)  # type: ignore[arg-type]
     assert again[:4] == data[:4]
     assert again[6:] == data[6:total]
+    # What a MAC or signature would cover is computable for anything accepted.
+    for upto in (P.ParamType.HIP_MAC, P.ParamType.HIP_MAC_2, P.ParamType.HIP_SIGNATURE_2,
+                 P.ParamType.HIP_SIGNATURE):
+        covered = integrity_bytes(pkt, upto)
+        assert (covered[1] + 1) * 8 == len(covered) <= total
 
 
 @FUZZ
