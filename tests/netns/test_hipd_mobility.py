@@ -70,12 +70,12 @@ class HipLab:
         self.procs.append(proc)
         return proc
 
-    def start_hipd(self, ns: Netns, role: str) -> None:
+    def start_hipd(self, ns: Netns, role: str, *extra: str) -> None:
         sock = self.work / f"{role}.sock"
         sock.unlink(missing_ok=True)
         self.hipd[role] = self.popen(
             ns, [sys.executable, "-m", "hip.daemon", "--config-dir", str(self.work / role),
-                 "--socket", str(sock), "-v"], f"hipd-{role}.log")
+                 "--socket", str(sock), "-v", *extra], f"hipd-{role}.log")
         wait_for(lambda: sock.exists(), 20, f"hipd in {role} ({self.log(role)})")
 
     def stop_hipd(self, role: str) -> None:
@@ -313,3 +313,26 @@ def test_hipd_survives_garbage_and_i1_flood(hip_lab: HipLab) -> None:
     # R1s without creating associations (stateless responder).
     assert sum(dropped.values()) >= n
     assert [a["peer_hit"] for a in show["associations"]] == [lab.hits["c"]]  # type: ignore[attr-defined]
+
+
+def test_udp_encapsulation_stream_survives_move(hip_lab: HipLab) -> None:
+    """HIP and ESP in UDP port 10500 (RFC 5770), for sites that drop protocols 139/50."""
+    lab = hip_lab
+    for role, ns in (("m", lab.m), ("c", lab.c)):
+        lab.stop_hipd(role)
+        lab.start_hipd(ns, role, "--udp")
+    count = 400
+    out = lab.start_stream(7400, count, 0.01)
+    wait_for(lambda: out.exists() and json.loads(out.read_text())["records"] >= 100, 20,
+             "the stream to start over UDP")
+    lab.place(lab.m, "m", 2, 2, old=1)
+    report = stream_report(out, count, 60)
+    print(f"UDP: longest gap {report['longest_gap'] * 1000:.1f} ms")
+    assert (report["lost"], report["duplicated"], report["out_of_order"]) == (0, 0, 0)
+    show = lab.show(lab.c, "c")
+    sa = show["associations"][0]["sa"]  # type: ignore[index]
+    assert sa["encapsulation"] == "udp" and sa["peer_locator"] == "10.2.0.2"
+    transport = show["transport"]
+    assert isinstance(transport, dict)
+    # Nothing arrived over raw protocol 139: every HIP packet travelled in UDP.
+    assert transport.get("received-udp", 0) > 0 and "received-raw" not in transport
