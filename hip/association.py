@@ -54,7 +54,9 @@ from hip.params import (
     DHGroupList,
     DiffieHellman,
     EchoRequestSigned,
+    EchoRequestUnsigned,
     EchoResponseSigned,
+    EchoResponseUnsigned,
     Encrypted,
     EspInfo,
     EspTransform,
@@ -457,6 +459,12 @@ class Association:
         ]
         if counter is not None:
             params.append(R1Counter(counter.counter))
+        # Echo what the Responder asked us to echo (RFC 7401 5.2.20-5.2.23, 6.8): the
+        # signed one under our signature, the unsigned one after it.
+        for req in packet.get_all(EchoRequestSigned):
+            params.append(EchoResponseSigned(req.opaque))
+        for ureq in packet.get_all(EchoRequestUnsigned):
+            params.append(EchoResponseUnsigned(ureq.opaque))
         own_host_id = host_id_param(self.identity.public)
         if cipher == crypto.HipCipherId.NULL_ENCRYPT:
             params.append(own_host_id)

@@ -21,8 +21,10 @@ from hip.events import (
     SAChangeReason,
     SecurityAssociationsChanged,
 )
+from hip.host import HIPHost
 from hip.packet import HIPPacket, PacketType, parse, serialize
-from hip.params import DHGroupList, HipMac, Notification, NotifyType, UnknownParam
+from hip.params import DHGroupList, HipMac, Notification, NotifyType, R1Counter, UnknownParam
+from hip.random import SeededRandom
 from hip.states import State
 
 pytestmark = pytest.mark.unit
@@ -328,3 +330,54 @@ def test_close_during_base_exchange_aborts() -> None:
     assert a.association(b.our_hit) is None
     assert [e.reason for e in net.events_of("a", AssociationClosed)] == [CloseReason.ABORTED]
     assert a.get_timer() is None
+
+
+def test_newer_r1_in_i2_sent_gets_a_new_i2() -> None:
+    """RFC 7401 6.8: in I2-SENT, an R1 with a larger R1_COUNTER is answered again."""
+    net = pair()
+    a, b = net.hosts["a"], net.hosts["b"]
+    held: list[Sent] = []
+
+    def hold_first_i2(sent: Sent, _i: int) -> list[float]:
+        if sent.type is PacketType.I2 and not held:
+            held.append(sent)
+            return []
+        return [0.0]
+
+    net.policy = hold_first_i2
+    a.connect(b.our_hit, B_ADDR, net.now)
+    net.run(until=0.5)
+    assert a.association(b.our_hit).state is State.I2_SENT
+    i1 = net.sent_by("a", PacketType.I1)[0].packet
+    # The same R1 generation again: not newer, dropped.
+    b.receive_packet(i1.data, i1.src, i1.dst, net.now)
+    net.run(until=net.now + 0.1)
+    assert a.drops["R1 in I2-SENT without a newer R1_COUNTER"] == 1
+    # b starts a new R1 generation; a replayed I1 fetches a newer R1.
+    b.precompute_r1(net.now + HIPConfig().r1_generation_lifetime)
+    net.now += HIPConfig().r1_generation_lifetime
+    b.receive_packet(i1.data, i1.src, i1.dst, net.now)
+    net.run()
+    assert a.association(b.our_hit).state is State.ESTABLISHED
+    i2s = [parse(s.packet.data, s.packet.src, s.packet.dst) for s in net.sent_by("a",
+                                                                             PacketType.I2)]
+    counters = [p.get(R1Counter).counter for p in i2s]
+    assert counters[0] < counters[-1]
+    assert_keys_match(net)
+
+
+def test_peer_that_lost_its_state_reestablishes() -> None:
+    """RFC 7401 4.4.2: an I2 in ESTABLISHED replaces the association (peer rebooted)."""
+    net = pair()
+    establish(net)
+    a, old_b = net.hosts["a"], net.hosts["b"]
+    old_keys = net.events_of("a", SecurityAssociationsChanged)[-1]
+    b = HIPHost(old_b.identity, [B_ADDR], rng=SeededRandom(b"rebooted"), now=net.now)
+    net.hosts["b"] = b
+    b.connect(a.our_hit, A_ADDR, net.now)
+    net.run()
+    assert a.association(b.our_hit).state is State.ESTABLISHED
+    assert b.association(a.our_hit).state is State.ESTABLISHED
+    new_keys = net.events_of("a", SecurityAssociationsChanged)[-1]
+    assert new_keys.enc_key_in != old_keys.enc_key_in and new_keys.spi_in != old_keys.spi_in
+    assert_keys_match(net)
