@@ -861,9 +861,13 @@ class Association:
 
     def _queue_update(self, purpose: UpdatePurpose, locator: Address | None, now: float) -> None:
         if purpose is UpdatePurpose.LOCATORS:
-            # A newer announcement supersedes one not yet sent.
+            # A newer announcement supersedes an older one, sent or not: the older one
+            # may name (and come from) an address we no longer have.
             self._update_queue = deque(q for q in self._update_queue
                                        if q[0] is not UpdatePurpose.LOCATORS)
+            pending = self._updates.outstanding
+            if pending is not None and pending.purpose is UpdatePurpose.LOCATORS:
+                self._updates.outstanding = None
         self._update_queue.append((purpose, locator))
         self._send_queued(now)
 
@@ -1013,6 +1017,13 @@ class Association:
             announced = [AnnouncedLocator(loc.address, loc.preferred, loc.lifetime)
                          for loc in locator_set.locators]
             to_check = self.peer_locators.apply_announcement(announced)
+            pending = self._updates.outstanding
+            if (pending is not None and pending.purpose is UpdatePurpose.ECHO
+                    and pending.locator is not None):
+                checked = self.peer_locators.get(pending.locator)
+                if checked is None or checked.state is not LocatorState.UNVERIFIED:
+                    # The locator being verified was withdrawn: stop probing it.
+                    self._updates.outstanding = None
             our, peer = self._event_ids()
             self._emit(PeerLocatorsChanged(our, peer, self.peer_locators.snapshot()))
         if rekey_request and esp_info is not None:

@@ -287,3 +287,30 @@ def test_rekey_after_keymat_runs_out_uses_a_new_diffie_hellman() -> None:
     assert sa_a.auth_key_in == sa_b.auth_key_out
     assert len(net.events_of("a", SecurityAssociationsChanged)) == 1 + 64
     assert not a.drops and not b.drops
+
+
+def test_second_move_supersedes_an_unacknowledged_first() -> None:
+    net = established()
+    a, b = net.hosts["a"], net.hosts["b"]
+    net.policy = lambda sent, _i: [] if sent.sender == "b" else [0.0]  # b's answers are lost
+    net.move("a", A2)
+    net.run(until=net.now + 0.5)
+    net.policy = lambda sent, _i: [0.0]
+    second_move = net.now
+    net.move("a", "203.0.113.8")
+    net.run()
+    b_assoc = b.association(a.our_hit)
+    assert b_assoc.peer_locators.get(ip_address("203.0.113.8")).state is LocatorState.ACTIVE
+    assert b_assoc.peer_locators.get(ip_address(A2)).state is LocatorState.DEPRECATED
+    assert latest_sa(net, "b").peer_locator == ip_address("203.0.113.8")
+    # The first announcement is not retransmitted after the second move, and b stops
+    # probing the withdrawn A2 at once instead of waiting for its retries to run out.
+    from_a2 = [s for s in net.sent_by("a", PacketType.UPDATE) if s.packet.src == ip_address(A2)]
+    assert len(from_a2) == 1 and from_a2[0].time < second_move
+    verified = net.events_of("b", LocatorVerified)
+    assert [e.locator for e in verified] == [ip_address("203.0.113.8")]
+    echo_to_a2 = [s for s in net.sent_by("b", PacketType.UPDATE)
+                  if s.packet.dst == ip_address(A2) and s.time >= second_move]
+    assert not echo_to_a2
+    assert not net.events_of("a", UpdateFailed)
+    assert not net.events_of("b", LocatorVerificationFailed)
