@@ -6,13 +6,15 @@ from __future__ import annotations
 from ipaddress import ip_address
 
 import pytest
-from hip_network import Network, packet_type
+from hip_network import Network, Sent, packet_type
+from hypothesis import assume, given, settings
+from hypothesis import strategies as st
 
 from hip.config import HIPConfig
 from hip.host import HIPHost
 from hip.identity import HostIdentity
 from hip.orchid import make_orchid
-from hip.packet import HIPPacket, PacketType, parse, serialize
+from hip.packet import HIPPacket, PacketType, checksum, parse, serialize
 from hip.params import DHGroupList, HipSignature2, Puzzle, R1Counter, Solution
 from hip.random import SeededRandom
 from hip.states import State
@@ -160,3 +162,55 @@ def test_packets_not_for_us_are_counted_by_reason() -> None:
         "UPDATE without an association": 1,
     }
     assert not host.packets_to_send()
+
+
+def _life() -> list[Sent]:
+    """Every datagram of a whole association life: exchange, move, rekey, NOTIFY, CLOSE."""
+    net = Network()
+    a = net.add("a", "192.0.2.1")
+    b = net.add("b", "192.0.2.2")
+    a.connect(b.our_hit, "192.0.2.2", net.now)
+    net.run()
+    net.move("a", "192.0.2.11")
+    net.run()
+    a.rekey(b.our_hit, net.now)
+    net.run()
+    a.close(b.our_hit, net.now)
+    net.run()
+    return list(net.log)
+
+
+LIFE = _life()
+
+
+@given(which=st.integers(0, len(LIFE) - 1),
+       flips=st.lists(st.tuples(st.integers(0, 4096), st.integers(1, 255)), min_size=1,
+                      max_size=4))
+@settings(max_examples=150, deadline=None)
+def test_mutated_real_packets_never_raise_and_change_nothing(
+        which: int, flips: list[tuple[int, int]]) -> None:
+    """Bit-flipped copies of real packets (checksum made valid again, so they reach the
+    protocol logic) are dropped or answered, never raised, and leave an established
+    association as it was."""
+    original = LIFE[which].packet
+    data = bytearray(original.data)
+    for pos, mask in flips:
+        data[pos % len(data)] ^= mask
+    data[4:6] = b"\x00\x00"
+    data[4:6] = checksum(bytes(data), original.src, original.dst).to_bytes(2, "big")
+    assume(bytes(data) != original.data)
+    net = Network()
+    a = net.add("a", "192.0.2.1")
+    b = net.add("b", "192.0.2.2")
+    a.connect(b.our_hit, "192.0.2.2", net.now)
+    net.run()
+    before = {name: (h.association(other.our_hit).state, h.association(other.our_hit).spi_in,
+                     h.association(other.our_hit).peer_locator)
+              for name, h, other in (("a", a, b), ("b", b, a))}
+    for host in (a, b):
+        host.receive_packet(bytes(data), original.src, original.dst, net.now)
+        host.handle_timer(net.now)
+    after = {name: (h.association(other.our_hit).state, h.association(other.our_hit).spi_in,
+                    h.association(other.our_hit).peer_locator)
+             for name, h, other in (("a", a, b), ("b", b, a))}
+    assert after == before
