@@ -234,12 +234,10 @@ class Association:
         self._rekey: _Rekey | None = None
         self._credit = CreditAccount(config.credit_limit, config.credit_aging_interval)
         # Base exchange memory, for duplicate and late packets.
-        self._dh: crypto.DHKeyPair | None = None
         self._r1_counter: int | None = None
         self._i2_fingerprint: bytes | None = None
         self._r2_packet: OutgoingPacket | None = None
         self._close_nonce: bytes | None = None
-        self._close_ack: OutgoingPacket | None = None
         self._last_reply_to: tuple[Address, Address] = (self.local_locator, self.local_locator)
 
     # --- introspection ---------------------------------------------------------------
@@ -428,6 +426,11 @@ class Association:
             self._notify(NotifyType.NO_ESP_PROPOSAL_CHOSEN, b"", src, dst)
             self._drop("R1 offers no acceptable ESP transform", packet)
             return
+        if puzzle.k > self.config.puzzle_solve_max:
+            # Solving costs 2^K hashes: refuse rather than spin (the R1 is genuine, but
+            # the Responder is asking more than we are willing to pay).
+            self._drop("R1 puzzle harder than puzzle_solve_max", packet)
+            return
         rhash = peer.rhash_name  # the Responder's HIT suite selects RHASH (RFC 7401 6.5)
         try:
             solution_j = solve_puzzle(rhash, puzzle.random_i, self.our_hit, packet.sender_hit,
@@ -443,7 +446,6 @@ class Association:
         self._crypto = keys
         self.peer_identity = peer
         self._peer_host_id = host_id
-        self._dh = my_dh
         self._r1_counter = counter.counter if counter else None
         self._peer_addr = src
         self.local_locator = dst
@@ -519,7 +521,6 @@ class Association:
         self.spi_out = info.new_spi
         self._apply(Trigger.RECV_R2)
         self._retransmit = None
-        self._dh = None
         self.peer_locators = PeerLocatorSet(src)
         self.local_locator = dst
         self._established(now)
@@ -796,7 +797,7 @@ class Association:
             return
         self._apply(Trigger.RECV_CLOSE)
         ack = self._signed(PacketType.CLOSE_ACK, [EchoResponseSigned(echo.opaque)])
-        self._close_ack = self._send(ack, src, dst)
+        self._send(ack, src, dst)
         if state is not State.CLOSED:
             self._retransmit = None
             self._updates.outstanding = None

@@ -56,6 +56,8 @@ class HIPConfig:
     #: I1s per ``i1_rate_window`` above which K rises (one bit per doubling of the rate).
     i1_rate_threshold: int = 64
     i1_rate_window: float = 1.0
+    #: Hardest R1 puzzle we solve as Initiator (a peer asking more is given up on).
+    puzzle_solve_max: int = 24
     #: Puzzle lifetime exponent (RFC 7401 5.2.4: lifetime = 2^(value-32) seconds).
     puzzle_lifetime_exponent: int = 37
     #: How long one R1 generation (its DH keys, puzzle secret, R1 counter) is used.
@@ -122,6 +124,9 @@ class HIPConfig:
             value = getattr(self, name)
             if not (isinstance(value, int) and value >= 0):
                 refuse(name, value, "must be a non-negative integer")
+        if not 0 <= self.puzzle_solve_max <= 40:
+            refuse("puzzle_solve_max", self.puzzle_solve_max,
+                   "use 0 to 40 bits (2^40 hashes is already hours of work)")
         if not 8 <= self.echo_nonce_length <= 64:
             refuse("echo_nonce_length", self.echo_nonce_length, "use 8 to 64 bytes")
         if not 256 <= self.keymat_length <= 65535:

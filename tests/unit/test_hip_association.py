@@ -381,3 +381,14 @@ def test_peer_that_lost_its_state_reestablishes() -> None:
     new_keys = net.events_of("a", SecurityAssociationsChanged)[-1]
     assert new_keys.enc_key_in != old_keys.enc_key_in and new_keys.spi_in != old_keys.spi_in
     assert_keys_match(net)
+
+
+def test_initiator_refuses_a_puzzle_harder_than_it_will_solve() -> None:
+    net = Network()
+    a = net.add("a", A_ADDR, config=HIPConfig(puzzle_solve_max=3))
+    b = net.add("b", B_ADDR, config=HIPConfig(puzzle_difficulty=4))
+    a.connect(b.our_hit, B_ADDR, net.now)
+    net.run(until=0.5)
+    assert a.drops["R1 puzzle harder than puzzle_solve_max"] == 1
+    assert not net.sent_by("a", PacketType.I2)
+    assert a.association(b.our_hit).state is State.I1_SENT
