@@ -47,6 +47,18 @@ class HipLab:
     hits: dict[str, str] = field(default_factory=dict)
     procs: list[subprocess.Popen[bytes]] = field(default_factory=list)
     hipd: dict[str, subprocess.Popen[bytes]] = field(default_factory=dict)
+    #: 4: subnets 10.N.0.0/24; 6: subnets fd0N::/64 (no IPv4 at all).
+    family: int = 4
+
+    def addr(self, subnet: int, host: int) -> str:
+        """The address of ``host`` on ``subnet``, without prefix length."""
+        return f"10.{subnet}.0.{host}" if self.family == 4 else f"fd0{subnet}::{host}"
+
+    def cidr(self, subnet: int, host: int) -> list[str]:
+        if self.family == 4:
+            return [f"{self.addr(subnet, host)}/24"]
+        # nodad: a tentative address is not yet a locator; the test should not wait on DAD.
+        return [f"{self.addr(subnet, host)}/64", "nodad"]
 
     def port(self, host: Netns, role: str, subnet: int) -> None:
         _host_if, r_if = self.nsset.link(host, self.r, a_ifname=f"{role}{subnet}",
@@ -55,12 +67,14 @@ class HipLab:
 
     def place(self, ns: Netns, role: str, host: int, subnet: int,
               old: int | None = None) -> float:
-        """Move ``ns`` to 10.SUBNET.0.HOST: old address removed, new added, route changed."""
+        """Move ``ns`` to address HOST of SUBNET: old address removed, new added, route changed."""
+        family = f"-{self.family}"
         if old is not None:
-            ns.ip("addr", "del", f"10.{old}.0.{host}/24", "dev", f"{role}{old}")
+            ns.ip(family, "addr", "del", self.cidr(old, host)[0], "dev", f"{role}{old}")
         moved_at = time.monotonic()
-        ns.ip("addr", "add", f"10.{subnet}.0.{host}/24", "dev", f"{role}{subnet}")
-        ns.ip("route", "replace", "default", "via", f"10.{subnet}.0.1")
+        ns.ip(family, "addr", "add", *self.cidr(subnet, host)[:1], "dev", f"{role}{subnet}",
+              *self.cidr(subnet, host)[1:])
+        ns.ip(family, "route", "replace", "default", "via", self.addr(subnet, 1))
         return moved_at
 
     def popen(self, ns: Netns, argv: list[str], log: str) -> subprocess.Popen[bytes]:
@@ -130,15 +144,17 @@ def stream_report(out: Path, count: int, timeout: float) -> dict[str, object]:
 
 
 @pytest.fixture
-def hip_lab(netns: NetnsSet, tmp_path: Path) -> Iterator[HipLab]:
+def hip_lab(netns: NetnsSet, tmp_path: Path, request: pytest.FixtureRequest) -> Iterator[HipLab]:
     if not Path("/dev/net/tun").exists():
         pytest.skip("no /dev/net/tun: the userspace data plane needs the tun driver")
     lab = HipLab(netns, tmp_path, netns.add("r"), netns.add("m"), netns.add("c"),
-                 netns.add("x"))
+                 netns.add("x"), family=getattr(request, "param", 4))
     lab.r.run(["sysctl", "-qw", "net.ipv4.ip_forward=1"])
+    lab.r.run(["sysctl", "-qw", "net.ipv6.conf.all.forwarding=1"])
     for n in (1, 2, 3):
         lab.r.ip("link", "add", f"br{n}", "type", "bridge")
-        lab.r.add_address(f"br{n}", f"10.{n}.0.1/24")
+        lab.r.ip("addr", "add", *lab.cidr(n, 1)[:1], "dev", f"br{n}", *lab.cidr(n, 1)[1:])
+        lab.r.ip("link", "set", f"br{n}", "up")
     for ns, role, subnets in ((lab.m, "m", (1, 2)), (lab.c, "c", (3, 1)), (lab.x, "x", (2,))):
         for n in subnets:
             lab.port(ns, role, n)
@@ -150,8 +166,8 @@ def hip_lab(netns: NetnsSet, tmp_path: Path) -> Iterator[HipLab]:
                               "--config-dir", str(tmp_path / role)],
                              check=True, capture_output=True, text=True, cwd=REPO, env=ENV)
         lab.hits[role] = json.loads(res.stdout)["hit"]
-    for role, peer, name, loc in (("c", "m", "mobile", "10.1.0.2"),
-                                  ("m", "c", "correspondent", "10.3.0.3")):
+    for role, peer, name, loc in (("c", "m", "mobile", lab.addr(1, 2)),
+                                  ("m", "c", "correspondent", lab.addr(3, 3))):
         subprocess.run([sys.executable, "-m", "hip.ctl", "peer", "add", name, lab.hits[peer],
                         loc, "--config-dir", str(tmp_path / role)],
                        check=True, capture_output=True, cwd=REPO, env=ENV)
@@ -336,3 +352,21 @@ def test_udp_encapsulation_stream_survives_move(hip_lab: HipLab) -> None:
     assert isinstance(transport, dict)
     # Nothing arrived over raw protocol 139: every HIP packet travelled in UDP.
     assert transport.get("received-udp", 0) > 0 and "received-raw" not in transport
+
+
+@pytest.mark.parametrize("hip_lab", [6], indirect=True)
+def test_ipv6_locators_stream_survives_move(hip_lab: HipLab) -> None:
+    """The same move with IPv6 locators only (HIP over raw IPv6, IPV6_PKTINFO paths)."""
+    lab = hip_lab
+    count = 400
+    out = lab.start_stream(7500, count, 0.01)
+    wait_for(lambda: out.exists() and json.loads(out.read_text())["records"] >= 100, 20,
+             "the stream to start over IPv6 locators")
+    lab.place(lab.m, "m", 2, 2, old=1)
+    report = stream_report(out, count, 60)
+    print(f"IPv6: longest gap {report['longest_gap'] * 1000:.1f} ms")
+    assert (report["lost"], report["duplicated"], report["out_of_order"]) == (0, 0, 0)
+    show = lab.show(lab.c, "c")
+    assert show["locators"] == ["fd03::3"]
+    sa = show["associations"][0]["sa"]  # type: ignore[index]
+    assert (sa["own_locator"], sa["peer_locator"]) == ("fd03::3", "fd02::2")
