@@ -1,0 +1,557 @@
+"""``xenwam lab build``: the lab's hypervisor, kernel, initramfs and dom0 image.
+
+Everything comes from Debian packages (``apt-get download`` + ``dpkg-deb -x``) and from
+``debootstrap``; the project's own provisioning files are in ``xenwam/lab/files``.  The
+result is cached under ``~/.cache/xenwam/lab/<key>`` where the key hashes the candidate
+versions of the packages used and the contents of the provisioning files, so a change
+to either rebuilds and anything else reuses the cache.  The project's source code is not
+part of the image (it is shared into dom0 at boot), so a code change costs no rebuild.
+"""
+
+from __future__ import annotations
+
+import gzip
+import hashlib
+import json
+import logging
+import os
+import re
+import shutil
+import stat
+import time
+from collections.abc import Callable, Iterable
+from dataclasses import asdict, dataclass
+from pathlib import Path
+
+from xenwam.errors import LabError
+from xenwam.runner import Runner, default_runner
+
+log = logging.getLogger(__name__)
+
+#: Bumped when the image layout changes in a way the file digests would not show.
+BUILD_FORMAT = 1
+
+FILES_DIR = Path(__file__).parent / "files"
+
+XEN_PACKAGE = "xen-hypervisor-4.17-amd64"
+XEN_UTILS_PACKAGE = "xen-utils-4.17"
+BUSYBOX_PACKAGE = "busybox-static"
+SUITE = "bookworm"
+
+#: Modules the dom0 initramfs loads to reach its ext4 root on virtio-blk.
+DOM0_INITRAMFS_MODULES = ("virtio_pci", "virtio_blk", "crc32c_generic", "ext4")
+#: Modules a lab guest loads (PVH: Xen front-ends for its disk and network).
+GUEST_INITRAMFS_MODULES = ("xen-blkfront", "xen-netfront")
+
+#: Module trees not needed in a lab dom0 (saves about half of the 390 MB).
+MODULE_DIRS_SKIPPED = (
+    "kernel/drivers/gpu", "kernel/drivers/media", "kernel/drivers/net/wireless",
+    "kernel/drivers/net/ethernet", "kernel/drivers/infiniband", "kernel/drivers/staging",
+    "kernel/drivers/usb", "kernel/drivers/hid", "kernel/drivers/input", "kernel/sound",
+    "kernel/drivers/bluetooth", "kernel/net/bluetooth", "kernel/net/wireless",
+    "kernel/net/mac80211", "kernel/drivers/iio", "kernel/drivers/scsi",
+    "kernel/drivers/isdn", "kernel/drivers/platform",
+)
+
+DOM0_IMAGE_SIZE = "3G"
+
+Progress = Callable[[str], None]
+
+
+# ---------------------------------------------------------------- parsing (pure)
+
+def parse_kernel_package(apt_cache_depends: str) -> str:
+    """The ``linux-image-6.1.0-NN-amd64`` that ``apt-cache depends linux-image-amd64`` names."""
+    for line in apt_cache_depends.splitlines():
+        m = re.match(r"^\s*Depends:\s*(linux-image-\d[\w.+-]*-amd64)\s*$", line)
+        if m:
+            return m.group(1)
+    raise LabError(
+        "`apt-cache depends linux-image-amd64` names no linux-image-*-amd64 package; "
+        "run `apt-get update` and check that the Debian mirror is configured"
+    )
+
+
+def parse_candidate_version(apt_cache_policy: str, package: str) -> str:
+    """The ``Candidate:`` version of ``package`` in ``apt-cache policy`` output."""
+    current = None
+    for line in apt_cache_policy.splitlines():
+        if line and not line[0].isspace() and line.rstrip().endswith(":"):
+            current = line.rstrip()[:-1]
+            continue
+        m = re.match(r"^\s+Candidate:\s*(\S+)", line)
+        if m and current == package:
+            if m.group(1) == "(none)":
+                break
+            return m.group(1)
+    raise LabError(
+        f"apt has no candidate version of {package!r}; run `apt-get update` and check "
+        "that bookworm (and bookworm-security) are in the apt sources"
+    )
+
+
+@dataclass(frozen=True)
+class AptSource:
+    """One Debian archive the host's apt uses."""
+
+    uri: str
+    suites: tuple[str, ...]
+    components: tuple[str, ...]
+
+
+def parse_apt_sources(text: str) -> list[AptSource]:
+    """Parse deb822 ``.sources`` and one-line ``.list`` text (``deb`` entries only)."""
+    sources: list[AptSource] = []
+    for stanza in re.split(r"\n\s*\n", text):
+        fields: dict[str, str] = {}
+        for line in stanza.splitlines():
+            line = line.strip()
+            if not line or line.startswith("#"):
+                continue
+            if line.startswith("deb "):
+                words = [w for w in line.split()[1:] if not w.startswith("[")]
+                if len(words) >= 3 and "]" not in words[0]:
+                    sources.append(AptSource(words[0], (words[1],), tuple(words[2:])))
+                continue
+            if ":" in line:
+                key, _, value = line.partition(":")
+                fields[key.strip().lower()] = value.strip()
+        if fields.get("enabled", "yes").lower() == "no":
+            continue
+        if "deb" in fields.get("types", "").split() and "uris" in fields:
+            for uri in fields["uris"].split():
+                sources.append(AptSource(
+                    uri, tuple(fields.get("suites", "").split()),
+                    tuple(fields.get("components", "main").split()),
+                ))
+    return sources
+
+
+def chroot_sources(sources: Iterable[AptSource], suite: str = SUITE) -> str:
+    """A deb822 sources file for the dom0 image: the host's Debian archives for ``suite``.
+
+    Only archives serving ``suite``, ``suite-updates`` or ``suite-security`` are kept, so a
+    host's third-party repositories (whose keys the image lacks) stay out.
+    """
+    wanted = {suite, f"{suite}-updates", f"{suite}-security"}
+    stanzas = []
+    for src in sources:
+        suites = [s for s in src.suites if s in wanted]
+        if not suites:
+            continue
+        stanzas.append(
+            f"Types: deb\nURIs: {src.uri}\nSuites: {' '.join(suites)}\n"
+            "Components: main\nSigned-By: /usr/share/keyrings/debian-archive-keyring.gpg\n"
+        )
+    if not stanzas:
+        raise LabError(
+            f"the host's apt sources have no {suite} archive; add the Debian mirror "
+            "to /etc/apt/sources.list.d and run `apt-get update`"
+        )
+    return "\n".join(stanzas)
+
+
+def main_mirror(sources: Iterable[AptSource], suite: str = SUITE) -> str:
+    """The archive URI serving ``suite`` itself, for debootstrap."""
+    for src in sources:
+        if suite in src.suites:
+            return src.uri
+    raise LabError(f"the host's apt sources have no archive for {suite!r}")
+
+
+def parse_modules_dep(text: str) -> dict[str, list[str]]:
+    """``modules.dep`` -> {module path: [dependency paths]}."""
+    deps: dict[str, list[str]] = {}
+    for line in text.splitlines():
+        if ":" not in line:
+            continue
+        path, _, rest = line.partition(":")
+        deps[path.strip()] = rest.split()
+    return deps
+
+
+def module_name(path: str) -> str:
+    """``kernel/fs/ext4/ext4.ko`` -> ``ext4`` (dashes and underscores are the same)."""
+    base = path.rsplit("/", 1)[-1]
+    base = re.sub(r"\.ko(\.(xz|zst|gz))?$", "", base)
+    return base.replace("-", "_")
+
+
+def load_order(deps: dict[str, list[str]], wanted: Iterable[str]) -> list[str]:
+    """Module paths to insmod, dependencies first, each once, for the ``wanted`` names."""
+    by_name = {module_name(p): p for p in deps}
+    order: list[str] = []
+
+    def visit(path: str, trail: tuple[str, ...]) -> None:
+        if path in order:
+            return
+        if path in trail:
+            raise LabError(f"modules.dep has a dependency cycle through {path}")
+        for dep in deps.get(path, []):
+            visit(dep, (*trail, path))
+        order.append(path)
+
+    for name in wanted:
+        key = name.replace("-", "_")
+        if key not in by_name:
+            raise LabError(f"kernel module {name!r} is not in this kernel's modules.dep")
+        visit(by_name[key], ())
+    return order
+
+
+def newc_archive(entries: Iterable[tuple[str, int, bytes]]) -> bytes:
+    """A cpio ``newc`` archive of (path, mode, data) entries, as the kernel unpacks it.
+
+    Directories have ``stat.S_IFDIR`` in mode and empty data; symlinks ``S_IFLNK`` with
+    the target as data.
+    """
+    out = bytearray()
+
+    def header(ino: int, mode: int, size: int, name: bytes) -> None:
+        fields = [ino, mode, 0, 0, 1, 0, size, 0, 0, 0, 0, len(name) + 1, 0]
+        out.extend(b"070701" + b"".join(b"%08X" % f for f in fields))
+        out.extend(name + b"\0")
+        out.extend(b"\0" * (-len(out) % 4))
+
+    ino = 1
+    for path, mode, data in entries:
+        header(ino, mode, len(data), path.encode())
+        out.extend(data)
+        out.extend(b"\0" * (-len(out) % 4))
+        ino += 1
+    header(0, 0, 0, b"TRAILER!!!")
+    out.extend(b"\0" * (-len(out) % 512))
+    return bytes(out)
+
+
+# ---------------------------------------------------------------- inputs and cache key
+
+@dataclass(frozen=True)
+class BuildInputs:
+    """What the lab image is made of; its hash is the cache key."""
+
+    xen_version: str
+    xen_utils_version: str
+    kernel_package: str
+    kernel_version: str
+    busybox_version: str
+    files_digest: str
+    build_format: int = BUILD_FORMAT
+
+    @property
+    def key(self) -> str:
+        """16 hex digits naming the cache directory."""
+        blob = json.dumps(asdict(self), sort_keys=True).encode()
+        return hashlib.sha256(blob).hexdigest()[:16]
+
+
+def files_digest(directory: Path = FILES_DIR) -> str:
+    """SHA-256 over the names and contents of the provisioning files."""
+    h = hashlib.sha256()
+    for path in sorted(directory.rglob("*")):
+        if path.is_file():
+            h.update(str(path.relative_to(directory)).encode() + b"\0")
+            h.update(path.read_bytes())
+    return h.hexdigest()
+
+
+def resolve_inputs(runner: Runner = default_runner) -> BuildInputs:
+    """Ask apt which package versions a build would use now."""
+    kernel_pkg = parse_kernel_package(
+        runner.run(["apt-cache", "depends", "linux-image-amd64"]).stdout
+    )
+    policy = runner.run(
+        ["apt-cache", "policy", XEN_PACKAGE, XEN_UTILS_PACKAGE, kernel_pkg, BUSYBOX_PACKAGE]
+    ).stdout
+    return BuildInputs(
+        xen_version=parse_candidate_version(policy, XEN_PACKAGE),
+        xen_utils_version=parse_candidate_version(policy, XEN_UTILS_PACKAGE),
+        kernel_package=kernel_pkg,
+        kernel_version=parse_candidate_version(policy, kernel_pkg),
+        busybox_version=parse_candidate_version(policy, BUSYBOX_PACKAGE),
+        files_digest=files_digest(),
+    )
+
+
+@dataclass(frozen=True)
+class Artifacts:
+    """A finished build in the cache."""
+
+    directory: Path
+
+    @property
+    def xen(self) -> Path:
+        """The hypervisor (multiboot ELF, loaded with QEMU -kernel)."""
+        return self.directory / "xen"
+
+    @property
+    def kernel(self) -> Path:
+        """Debian's kernel, for dom0 and guests."""
+        return self.directory / "vmlinuz"
+
+    @property
+    def initrd(self) -> Path:
+        """The dom0 initramfs."""
+        return self.directory / "initrd.gz"
+
+    @property
+    def dom0_image(self) -> Path:
+        """The dom0 root filesystem (raw ext4; hosts use qcow2 overlays of it)."""
+        return self.directory / "dom0.img"
+
+    @property
+    def ssh_key(self) -> Path:
+        """The lab's private ssh key (generated per build)."""
+        return self.directory / "id_ed25519"
+
+    @property
+    def known_hosts(self) -> Path:
+        """known_hosts naming the dom0s' host key under the alias ``xenwam-lab``."""
+        return self.directory / "known_hosts"
+
+    @property
+    def manifest(self) -> Path:
+        """JSON record of the inputs and the build time."""
+        return self.directory / "manifest.json"
+
+    def complete(self) -> bool:
+        """True when every artifact is present."""
+        return all(p.exists() for p in (self.xen, self.kernel, self.initrd, self.dom0_image,
+                                        self.ssh_key, self.known_hosts, self.manifest))
+
+
+def find_cached(cache_dir: Path, runner: Runner = default_runner) -> Artifacts | None:
+    """The cached build matching the current inputs, if there is one."""
+    arts = Artifacts(cache_dir / resolve_inputs(runner).key)
+    return arts if arts.complete() else None
+
+
+def latest_cached(cache_dir: Path) -> Artifacts | None:
+    """The most recent complete build, without asking apt (for `up` when offline)."""
+    best: tuple[float, Artifacts] | None = None
+    if not cache_dir.is_dir():
+        return None
+    for d in cache_dir.iterdir():
+        arts = Artifacts(d)
+        if d.is_dir() and arts.complete():
+            mtime = arts.manifest.stat().st_mtime
+            if best is None or mtime > best[0]:
+                best = (mtime, arts)
+    return best[1] if best else None
+
+
+# ---------------------------------------------------------------- the build
+
+@dataclass
+class Builder:
+    """Builds the lab into ``cache_dir``; every command goes through ``runner``."""
+
+    cache_dir: Path
+    runner: Runner = default_runner
+    progress: Progress = print
+
+    def build(self, *, force: bool = False) -> Artifacts:
+        """Return the cached build for the current inputs, building it if needed."""
+        if os.geteuid() != 0:
+            raise LabError("`xenwam lab build` needs root (debootstrap, chroot); run it as root")
+        inputs = resolve_inputs(self.runner)
+        arts = Artifacts(self.cache_dir / inputs.key)
+        if arts.complete() and not force:
+            self.progress(f"lab build {inputs.key} is cached in {arts.directory}")
+            return arts
+        work = self.cache_dir / f"tmp-{inputs.key}-{os.getpid()}"
+        if work.exists():
+            shutil.rmtree(work)
+        work.mkdir(parents=True)
+        start = time.monotonic()
+        try:
+            self._build_into(work, inputs)
+            (work / "manifest.json").write_text(json.dumps(
+                {**asdict(inputs), "key": inputs.key,
+                 "build_seconds": round(time.monotonic() - start, 1)}, indent=2) + "\n")
+            if arts.directory.exists():
+                shutil.rmtree(arts.directory)
+            work.rename(arts.directory)
+        finally:
+            self._umount_all(work / "rootfs")
+            if work.exists():
+                shutil.rmtree(work, ignore_errors=True)
+        self.progress(f"lab build {inputs.key} done in {time.monotonic() - start:.0f} s: "
+                      f"{arts.directory}")
+        return arts
+
+    # The steps, in order.
+
+    def _build_into(self, work: Path, inputs: BuildInputs) -> None:
+        debs = work / "debs"
+        extract = work / "extract"
+        debs.mkdir()
+        extract.mkdir()
+        self.progress("downloading Xen, kernel and busybox packages")
+        packages = [f"{XEN_PACKAGE}={inputs.xen_version}",
+                    f"{inputs.kernel_package}={inputs.kernel_version}",
+                    f"{BUSYBOX_PACKAGE}={inputs.busybox_version}"]
+        # apt's sandbox user cannot write into root's directory; let it.
+        os.chmod(debs, 0o777)
+        self.runner.run(["apt-get", "download", "-q", *packages], cwd=str(debs), timeout=600)
+        for deb in sorted(debs.glob("*.deb")):
+            self.runner.run(["dpkg-deb", "-x", str(deb), str(extract)], timeout=300)
+
+        xen_gz = extract / "boot" / "xen-4.17-amd64.gz"
+        with gzip.open(xen_gz, "rb") as src, open(work / "xen", "wb") as dst:
+            shutil.copyfileobj(src, dst)
+        kver = inputs.kernel_package.removeprefix("linux-image-")
+        vmlinuz = extract / "boot" / f"vmlinuz-{kver}"
+        shutil.copy(vmlinuz, work / "vmlinuz")
+        self.runner.run(["depmod", "-b", str(extract), kver], timeout=300)
+        moddir = extract / "lib" / "modules" / kver
+        deps = parse_modules_dep((moddir / "modules.dep").read_text())
+        busybox = (extract / "bin" / "busybox").read_bytes()
+
+        self.progress("making the dom0 and guest initramfs")
+        (work / "initrd.gz").write_bytes(self._initramfs(
+            busybox, moddir, load_order(deps, DOM0_INITRAMFS_MODULES), guest=False))
+        guest_initrd = self._initramfs(
+            busybox, moddir, load_order(deps, GUEST_INITRAMFS_MODULES), guest=True)
+
+        rootfs = work / "rootfs"
+        self._debootstrap(rootfs)
+        self._provision(rootfs)
+        self.progress("installing kernel modules, init scripts and ssh keys")
+        self._install_modules(moddir, rootfs / "lib" / "modules" / kver)
+        self.runner.run(["depmod", "-b", str(rootfs), kver], timeout=300)
+        self._install_files(rootfs, work, guest_initrd)
+        self.progress(f"making the {DOM0_IMAGE_SIZE} dom0 image")
+        self._umount_all(rootfs)
+        self.runner.run(["mkfs.ext4", "-q", "-F", "-L", "xwdom0", "-E", "root_owner=0:0",
+                         "-d", str(rootfs), str(work / "dom0.img"), DOM0_IMAGE_SIZE],
+                        timeout=900)
+        shutil.rmtree(rootfs)
+        shutil.rmtree(extract)
+        shutil.rmtree(debs)
+
+    def _initramfs(self, busybox: bytes, moddir: Path, modules: list[str], *,
+                   guest: bool) -> bytes:
+        entries: list[tuple[str, int, bytes]] = []
+        dirs = ["bin", "dev", "proc", "sys", "newroot", "lib", "lib/modules"]
+        for d in dirs:
+            entries.append((d, stat.S_IFDIR | 0o755, b""))
+        entries.append(("bin/busybox", stat.S_IFREG | 0o755, busybox))
+        entries.append(("bin/sh", stat.S_IFLNK | 0o777, b"busybox"))
+        entries.append(("init", stat.S_IFREG | 0o755,
+                        (FILES_DIR / "initramfs-init.sh").read_bytes()))
+        if guest:
+            entries.append(("guest-init.sh", stat.S_IFREG | 0o755,
+                            (FILES_DIR / "guest-init.sh").read_bytes()))
+        names = []
+        for path in modules:
+            flat = path.rsplit("/", 1)[-1]
+            entries.append((f"lib/modules/{flat}", stat.S_IFREG | 0o644,
+                            (moddir / path).read_bytes()))
+            names.append(flat)
+        entries.append(("modules.list", stat.S_IFREG | 0o644,
+                        ("\n".join(names) + "\n").encode()))
+        return gzip.compress(newc_archive(entries), compresslevel=6)
+
+    def _debootstrap(self, rootfs: Path) -> None:
+        sources = parse_apt_sources(self._host_sources_text())
+        mirror = main_mirror(sources)
+        self.progress(f"debootstrap {SUITE} (minbase) from {mirror}, about a minute")
+        self.runner.run(["debootstrap", "--variant=minbase", SUITE, str(rootfs), mirror],
+                        timeout=1200)
+        (rootfs / "etc" / "apt" / "sources.list.d").mkdir(parents=True, exist_ok=True)
+        (rootfs / "etc" / "apt" / "sources.list.d" / "debian.sources").write_text(
+            chroot_sources(sources))
+        legacy = rootfs / "etc" / "apt" / "sources.list"
+        if legacy.exists():
+            legacy.unlink()
+
+    @staticmethod
+    def _host_sources_text() -> str:
+        parts = []
+        legacy = Path("/etc/apt/sources.list")
+        if legacy.exists():
+            parts.append(legacy.read_text())
+        d = Path("/etc/apt/sources.list.d")
+        if d.is_dir():
+            for f in sorted(d.iterdir()):
+                if f.suffix in (".sources", ".list"):
+                    parts.append(f.read_text())
+        return "\n\n".join(parts)
+
+    def _provision(self, rootfs: Path) -> None:
+        self.progress("installing Xen tools, DRBD, sshd, python3 in the dom0 image "
+                      "(provision-dom0.sh), a minute or two")
+        shutil.copy("/etc/resolv.conf", rootfs / "etc" / "resolv.conf")
+        script = rootfs / "tmp" / "provision-dom0.sh"
+        shutil.copy(FILES_DIR / "provision-dom0.sh", script)
+        self.runner.run(["mount", "-t", "proc", "proc", str(rootfs / "proc")])
+        try:
+            self.runner.run(["chroot", str(rootfs), "/bin/sh", "/tmp/provision-dom0.sh"],
+                            env={"XENWAM_PROVISION_MODE": "image"}, timeout=1800)
+        finally:
+            self._umount_all(rootfs)
+        script.unlink()
+
+    def _umount_all(self, rootfs: Path) -> None:
+        proc = rootfs / "proc"
+        if os.path.ismount(proc):
+            self.runner.run(["umount", "-l", str(proc)], check=False)
+
+    @staticmethod
+    def _install_modules(src: Path, dst: Path) -> None:
+        skipped = {src / d for d in MODULE_DIRS_SKIPPED}
+
+        def ignore(directory: str, names: list[str]) -> list[str]:
+            return [n for n in names if Path(directory) / n in skipped]
+
+        shutil.copytree(src, dst, ignore=ignore, symlinks=True)
+
+    def _install_files(self, rootfs: Path, work: Path, guest_initrd: bytes) -> None:
+        def put(rel: str, data: bytes, mode: int = 0o644) -> None:
+            path = rootfs / rel
+            path.parent.mkdir(parents=True, exist_ok=True)
+            path.write_bytes(data)
+            os.chmod(path, mode)
+
+        put("usr/local/sbin/xenwam-dom0-start",
+            (FILES_DIR / "dom0-start.sh").read_bytes(), 0o755)
+        put("etc/inittab", (FILES_DIR / "dom0-inittab").read_bytes())
+        put("etc/profile.d/xenwam.sh", (FILES_DIR / "profile-xenwam.sh").read_bytes())
+        # dom0 has a fixed dom0_mem; ballooning it would only slow guest creation.
+        put("etc/xen/xl.conf", b'autoballoon="off"\n')
+        put("var/lib/xenwam-lab/vmlinuz", (work / "vmlinuz").read_bytes())
+        put("var/lib/xenwam-lab/guest-initrd.gz", guest_initrd)
+
+        # Fresh keys for every build: nothing fixed ships in the image.
+        host_key = rootfs / "etc" / "ssh" / "ssh_host_ed25519_key"
+        for p in (host_key, host_key.with_suffix(".pub")):
+            if p.exists():
+                p.unlink()
+        self.runner.run(["ssh-keygen", "-q", "-t", "ed25519", "-N", "", "-C", "xenwam-lab-host",
+                         "-f", str(host_key)])
+        self.runner.run(["ssh-keygen", "-q", "-t", "ed25519", "-N", "", "-C", "xenwam-lab",
+                         "-f", str(work / "id_ed25519")])
+        host_pub = host_key.with_suffix(".pub").read_text().split()
+        client_pub = (work / "id_ed25519.pub").read_text()
+        put("etc/ssh/sshd_config.d/xenwam-lab-hostkey.conf",
+            b"HostKey /etc/ssh/ssh_host_ed25519_key\n")
+        put("root/.ssh/authorized_keys", client_pub.encode(), 0o600)
+        # dom0s migrate to each other over ssh with the same key.
+        put("root/.ssh/id_ed25519", (work / "id_ed25519").read_bytes(), 0o600)
+        put("root/.ssh/known_hosts", f"* {host_pub[0]} {host_pub[1]}\n".encode())
+        put("root/.ssh/config",
+            b"Host *\n  StrictHostKeyChecking yes\n  BatchMode yes\n  ConnectTimeout 10\n")
+        (work / "known_hosts").write_text(f"xenwam-lab {host_pub[0]} {host_pub[1]}\n")
+
+
+def check_build_tools() -> None:
+    """Raise :class:`LabError` naming the Debian packages missing for a build."""
+    needed = {"debootstrap": "debootstrap", "mkfs.ext4": "e2fsprogs", "depmod": "kmod",
+              "ssh-keygen": "openssh-client", "dpkg-deb": "dpkg", "apt-get": "apt"}
+    missing = sorted({pkg for tool, pkg in needed.items() if shutil.which(tool) is None})
+    if missing:
+        raise LabError(f"the lab build needs these Debian packages: {' '.join(missing)}; "
+                       f"run `apt-get install -y --no-install-recommends {' '.join(missing)}`")
+
+

@@ -1,0 +1,256 @@
+"""``xenwam lab ...``: build, start, use and stop the QEMU Xen lab."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import sys
+import time
+from dataclasses import asdict
+from pathlib import Path
+from typing import Any
+
+from xenwam.errors import LabError
+from xenwam.lab import config as cfg
+from xenwam.lab.build import Artifacts, Builder, check_build_tools
+from xenwam.lab.config import HOSTS, LabConfig, Layout, Shaping
+from xenwam.lab.lab import Lab, MigrationReport
+from xenwam.lab.qemu import HostFiles
+
+HELP = """\
+The lab: two real Xen 4.17 hosts (PV dom0) under QEMU TCG, site A and site B, joined by a
+shaped WAN link, plus a correspondent in a network namespace. Needs root.
+  xenwam lab demo                 build (cached), boot, create a guest, migrate it, report
+  xenwam lab up --layout lan      boot the hosts (wan: routed subnets; lan: one segment)
+  xenwam lab exec a -- xl list    run a command in a dom0
+  xenwam lab down                 stop everything the lab started
+Run directory: --run-dir or $XENWAM_LAB_RUN (default ~/.cache/xenwam/lab-run).
+"""
+
+
+def _progress(args: argparse.Namespace) -> Any:
+    quiet = getattr(args, "quiet", False) or getattr(args, "json", False)
+
+    def say(msg: str) -> None:
+        if not quiet:
+            print(f"[lab {time.strftime('%H:%M:%S')}] {msg}", file=sys.stderr, flush=True)
+
+    return say
+
+
+def _lab(args: argparse.Namespace) -> Lab:
+    run_dir = Path(args.run_dir) if args.run_dir else cfg.default_run_dir()
+    return Lab(run_dir=run_dir.resolve(), progress=_progress(args))
+
+
+def _cache(args: argparse.Namespace) -> Path:
+    return Path(args.cache_dir) if args.cache_dir else cfg.default_cache_dir()
+
+
+def _build(args: argparse.Namespace) -> Artifacts:
+    check_build_tools()
+    return Builder(_cache(args), progress=_progress(args)).build(
+        force=getattr(args, "force", False))
+
+
+def _config(args: argparse.Namespace, lab: Lab) -> LabConfig:
+    return LabConfig(
+        run_dir=lab.run_dir, layout=Layout(args.layout),
+        shaping=Shaping.parse(args.rtt, args.rate, args.loss),
+        ssh_port_base=args.port_base,
+        source_dir=None if args.no_share else cfg.source_tree(),
+    )
+
+
+def _emit(args: argparse.Namespace, doc: Any, text: str) -> None:
+    if getattr(args, "json", False):
+        print(json.dumps(doc, indent=2, default=str))
+    else:
+        print(text)
+
+
+def cmd_build(args: argparse.Namespace) -> int:
+    """Build (or find cached) the lab's images."""
+    start = time.monotonic()
+    arts = _build(args)
+    _emit(args, {"artifacts": str(arts.directory),
+                 "seconds": round(time.monotonic() - start, 1)}, str(arts.directory))
+    return 0
+
+
+def cmd_up(args: argparse.Namespace) -> int:
+    """Boot the lab."""
+    lab = _lab(args)
+    config = _config(args, lab)  # refuses bad flags before anything is built or started
+    arts = _build(args)
+    state = lab.up(config, arts)
+    _emit(args, asdict(state), f"lab up ({state.layout}) in {state.boot_seconds} s; "
+          f"try `xenwam lab exec a -- xl list`")
+    return 0
+
+
+def cmd_down(args: argparse.Namespace) -> int:
+    """Stop the lab."""
+    done = _lab(args).down()
+    _emit(args, {"done": done}, "\n".join(done) or "nothing was running")
+    return 0
+
+
+def cmd_status(args: argparse.Namespace) -> int:
+    """Report the lab."""
+    doc = _lab(args).status()
+    lines = [f"lab in {doc['run_dir']}: {doc['status']}"]
+    for h in doc["hosts"]:
+        names = ", ".join(f"{d['name']}({d['domid']})" for d in h["domains"])
+        lines.append(f"  host {h['host']}: qemu pid {h['qemu_pid']}, "
+                     f"{'reachable' if h['reachable'] else 'unreachable'}; domains: {names}")
+    for g in doc.get("guests", []):
+        lines.append(f"  guest {g['name']} on {g['host']} at {g['address']}")
+    _emit(args, doc, "\n".join(lines))
+    return 0 if doc["status"] in ("up", "down", "absent") else 1
+
+
+def cmd_exec(args: argparse.Namespace) -> int:
+    """Run a command in a dom0, passing its output through."""
+    command = list(args.cmd)
+    if command and command[0] == "--":
+        command = command[1:]
+    if not command:
+        raise LabError("give the command to run after the host, e.g. "
+                       "`xenwam lab exec a -- xl list`")
+    res = _lab(args).exec(args.host, command, check=False, timeout=args.timeout)
+    sys.stdout.write(res.stdout)
+    sys.stderr.write(res.stderr)
+    return res.exit_status
+
+
+def cmd_ssh(args: argparse.Namespace) -> int:
+    """Interactive ssh into a dom0."""
+    cfg.host_index(args.host)
+    argv = _lab(args).ssh_argv(args.host, tty=True)
+    os.execvp(argv[0], argv)
+    return 1  # not reached
+
+
+def cmd_console(args: argparse.Namespace) -> int:
+    """Attach to a host's serial console (Xen and dom0); Ctrl-] ends."""
+    cfg.host_index(args.host)
+    sock = HostFiles.for_host(_lab(args).run_dir, args.host).serial_socket
+    if not sock.exists():
+        raise LabError(f"no console socket {sock}; is the lab up? (`xenwam lab status`)")
+    print("connected to the console; Ctrl-] to leave", file=sys.stderr)
+    argv = ["socat", "-,raw,echo=0,escape=0x1d", f"UNIX-CONNECT:{sock}"]
+    os.execvp(argv[0], argv)
+    return 1
+
+
+def cmd_guest_create(args: argparse.Namespace) -> int:
+    """Create a PVH guest on a host."""
+    rec = _lab(args).create_guest(args.host, args.name, memory_mib=args.memory)
+    _emit(args, asdict(rec), f"guest {rec.name} on host {rec.host} at {rec.address}")
+    return 0
+
+
+def _report_text(rep: MigrationReport) -> str:
+    gap = (f"{rep.longest_gap_seconds} s" if rep.longest_gap_seconds is not None
+           else "never answered again")
+    return "\n".join([
+        f"stock xl migrate of {rep.domain}: host {rep.source} -> {rep.destination} "
+        f"({rep.layout} layout)",
+        f"  total time            {rep.total_seconds} s",
+        f"  longest ping gap      {gap} (50 ms ping from the correspondent, "
+        f"{rep.ping_replies} replies)",
+        f"  answers at old address after: {'yes' if rep.answered_after else 'no'}",
+        f"  running on {rep.destination}: {'yes' if rep.running_on_destination else 'NO'}; "
+        f"counter {rep.ticks_before} before -> {rep.ticks_after} after",
+    ])
+
+
+def cmd_migrate_baseline(args: argparse.Namespace) -> int:
+    """Stock xl migrate, measured."""
+    rep = _lab(args).migrate_baseline(args.domain, args.to)
+    _emit(args, asdict(rep), _report_text(rep))
+    return 0 if rep.running_on_destination else 1
+
+
+def cmd_demo(args: argparse.Namespace) -> int:
+    """Build, boot, create a guest, migrate it with stock xl, report, tear down."""
+    lab = _lab(args)
+    config = _config(args, lab)
+    t0 = time.monotonic()
+    arts = _build(args)
+    build_s = time.monotonic() - t0
+    try:
+        state = lab.up(config, arts)
+        guest = lab.create_guest("a")
+        rep = lab.migrate_baseline(guest.name)
+    finally:
+        if not args.keep:
+            lab.down()
+    doc = {"build_seconds": round(build_s, 1), "boot_seconds": state.boot_seconds,
+           "migration": asdict(rep)}
+    _emit(args, doc, f"build {build_s:.0f} s (cached if short), boot {state.boot_seconds} s\n"
+          + _report_text(rep))
+    return 0 if rep.running_on_destination else 1
+
+
+def register(subparsers: Any, common: argparse.ArgumentParser) -> None:
+    """Add ``xenwam lab`` and its subcommands."""
+    lab = subparsers.add_parser("lab", parents=[common], help="the QEMU Xen lab",
+                                description=HELP,
+                                formatter_class=argparse.RawDescriptionHelpFormatter)
+    where = argparse.ArgumentParser(add_help=False)
+    where.add_argument("--run-dir", help="lab run directory (default $XENWAM_LAB_RUN or "
+                       "~/.cache/xenwam/lab-run)")
+    where.add_argument("--cache-dir", help="build cache (default $XENWAM_LAB_CACHE or "
+                       "~/.cache/xenwam/lab)")
+    where.add_argument("--json", action="store_true", help="print JSON")
+    boot = argparse.ArgumentParser(add_help=False)
+    boot.add_argument("--layout", choices=[x.value for x in Layout], default="wan",
+                      help="wan: sites on routed subnets (default); lan: one segment")
+    boot.add_argument("--rtt", default="0ms", help="WAN round-trip time, e.g. 40ms")
+    boot.add_argument("--rate", default="0", help="WAN rate, e.g. 50mbit (0: unlimited)")
+    boot.add_argument("--loss", default="0", help="WAN loss in percent, e.g. 0.5")
+    boot.add_argument("--port-base", type=int, default=2201,
+                      help="ssh port of host a in the lab namespace (b: +1)")
+    boot.add_argument("--no-share", action="store_true",
+                      help="do not share the source tree into dom0 at /opt/xenwam")
+    sub = lab.add_subparsers(dest="lab_command", metavar="LAB_COMMAND", required=True)
+    parents = [common, where]
+
+    p = sub.add_parser("build", parents=parents, help="build or reuse the cached images")
+    p.add_argument("--force", action="store_true", help="rebuild even if cached")
+    p.set_defaults(handler=cmd_build)
+    p = sub.add_parser("up", parents=[*parents, boot], help="boot the two hosts")
+    p.set_defaults(handler=cmd_up)
+    p = sub.add_parser("down", parents=parents, help="stop everything the lab started")
+    p.set_defaults(handler=cmd_down)
+    p = sub.add_parser("status", parents=parents, help="hosts, domains, guests")
+    p.set_defaults(handler=cmd_status)
+    for name, handler, what in (("ssh", cmd_ssh, "an interactive shell in a dom0"),
+                                ("console", cmd_console, "a host's serial console")):
+        p = sub.add_parser(name, parents=parents, help=what)
+        p.add_argument("host", choices=HOSTS)
+        p.set_defaults(handler=handler)
+    p = sub.add_parser("exec", parents=parents, help="run a command in a dom0")
+    p.add_argument("host", choices=HOSTS)
+    p.add_argument("--timeout", type=float, default=600.0)
+    p.add_argument("cmd", nargs=argparse.REMAINDER, help="-- COMMAND ARGS...")
+    p.set_defaults(handler=cmd_exec)
+    p = sub.add_parser("guest", parents=parents, help="lab guests")
+    gsub = p.add_subparsers(dest="guest_command", metavar="GUEST_COMMAND", required=True)
+    g = gsub.add_parser("create", parents=parents, help="create a PVH guest on a host")
+    g.add_argument("host", choices=HOSTS)
+    g.add_argument("--name", help="guest name (default gN)")
+    g.add_argument("--memory", type=int, default=128, help="MiB (default 128)")
+    g.set_defaults(handler=cmd_guest_create)
+    p = sub.add_parser("migrate-baseline", parents=parents,
+                       help="stock xl migrate of a guest, timed, with a 50 ms ping")
+    p.add_argument("domain")
+    p.add_argument("--to", choices=HOSTS, help="destination (default: the other host)")
+    p.set_defaults(handler=cmd_migrate_baseline)
+    p = sub.add_parser("demo", parents=[*parents, boot],
+                       help="build, boot, create a guest, migrate it, report, stop")
+    p.add_argument("--keep", action="store_true", help="leave the lab up afterwards")
+    p.set_defaults(handler=cmd_demo)

@@ -1,0 +1,572 @@
+"""A running lab: two Xen hosts under QEMU, their switch, the correspondent.
+
+Everything the lab starts is recorded in ``RUN_DIR/state.json`` before it is started, so
+:meth:`Lab.down` can clean up after a crash of the process that brought the lab up.
+QEMU runs inside the lab's *switch* namespace: its link tap appears there (joined to a
+bridge with the other host's tap and the correspondent's veth), and its user-net ssh
+forward listens on that namespace's 127.0.0.1, which nothing outside the lab can reach.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+import shlex
+import signal
+import time
+from collections.abc import Callable, Sequence
+from dataclasses import asdict, dataclass, field
+from functools import partial
+from pathlib import Path
+from typing import Any
+
+from xenwam.errors import CommandError, ConfigError, LabError
+from xenwam.lab import config as cfg
+from xenwam.lab.build import Artifacts
+from xenwam.lab.config import HOSTS, LabConfig, Layout, Shaping
+from xenwam.lab.qemu import HostFiles, host_argv, overlay_argv
+from xenwam.lab.xl import (
+    GapReport,
+    GuestSpec,
+    Tick,
+    XlDomain,
+    guest_mac,
+    longest_gap,
+    parse_ping,
+    parse_ticks,
+    parse_xl_list,
+)
+from xenwam.netns import Netns
+from xenwam.runner import DEFAULT_TIMEOUT, CommandResult, Runner, default_runner, start_background
+
+log = logging.getLogger(__name__)
+
+STATE_FILE = "state.json"
+#: How long both hosts may take from QEMU start to answering ssh.
+BOOT_TIMEOUT = 300.0
+SWITCH_BRIDGE = "br0"
+
+
+@dataclass
+class GuestRecord:
+    """A guest the lab created, and where it is now."""
+
+    name: str
+    host: str
+    address: str
+    number: int
+
+
+@dataclass
+class LabState:
+    """What ``state.json`` holds."""
+
+    run_dir: str
+    artifacts: str
+    layout: str
+    rtt_ms: float
+    rate_kbit: int
+    loss_percent: float
+    ssh_port_base: int
+    source_dir: str | None
+    status: str = "starting"
+    started_at: float = 0.0
+    boot_seconds: float | None = None
+    guests: list[GuestRecord] = field(default_factory=list)
+
+    @classmethod
+    def from_json(cls, text: str) -> LabState:
+        """Parse ``state.json``."""
+        doc = json.loads(text)
+        doc["guests"] = [GuestRecord(**g) for g in doc.get("guests", [])]
+        return cls(**doc)
+
+    def config(self) -> LabConfig:
+        """The :class:`LabConfig` this state was started with."""
+        return LabConfig(
+            run_dir=Path(self.run_dir), layout=Layout(self.layout),
+            shaping=Shaping(self.rtt_ms, self.rate_kbit, self.loss_percent),
+            ssh_port_base=self.ssh_port_base,
+            source_dir=Path(self.source_dir) if self.source_dir else None,
+        )
+
+
+@dataclass(frozen=True)
+class HostStatus:
+    """One host as ``xenwam lab status`` reports it."""
+
+    host: str
+    qemu_pid: int | None
+    running: bool
+    reachable: bool
+    domains: list[XlDomain]
+
+
+@dataclass(frozen=True)
+class MigrationReport:
+    """What ``xenwam lab migrate-baseline`` measured."""
+
+    domain: str
+    source: str
+    destination: str
+    layout: str
+    total_seconds: float
+    ping_replies: int
+    longest_gap_seconds: float | None
+    answered_after: bool
+    running_on_destination: bool
+    ticks_before: int
+    ticks_after: int
+
+
+def _pid_alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    return True
+
+
+def _cmdline(pid: int) -> str:
+    try:
+        return Path(f"/proc/{pid}/cmdline").read_bytes().replace(b"\0", b" ").decode(
+            errors="replace")
+    except OSError:
+        return ""
+
+
+@dataclass
+class Lab:
+    """Handle on the lab in ``run_dir`` (default: ``$XENWAM_LAB_RUN``)."""
+
+    run_dir: Path = field(default_factory=cfg.default_run_dir)
+    runner: Runner = field(default=default_runner, repr=False)
+    progress: Callable[[str], None] = field(default=lambda msg: log.info("%s", msg),
+                                            repr=False)
+    sleep: Callable[[float], None] = field(default=time.sleep, repr=False)
+
+    # ------------------------------------------------------------ state
+
+    @property
+    def state_path(self) -> Path:
+        """Where the state file lives."""
+        return self.run_dir / STATE_FILE
+
+    def load_state(self) -> LabState | None:
+        """The recorded state, or None if the lab was never brought up here."""
+        try:
+            return LabState.from_json(self.state_path.read_text())
+        except FileNotFoundError:
+            return None
+        except (ValueError, TypeError) as exc:
+            raise LabError(
+                f"{self.state_path} is unreadable ({exc}); run `xenwam lab down` to clean up"
+            ) from exc
+
+    def _save(self, state: LabState) -> None:
+        tmp = self.state_path.with_suffix(".tmp")
+        tmp.write_text(json.dumps(asdict(state), indent=2) + "\n")
+        tmp.replace(self.state_path)
+
+    def _require_up(self) -> LabState:
+        state = self.load_state()
+        if state is None or state.status != "up":
+            raise LabError(f"no lab is up in {self.run_dir}; run `xenwam lab up` first")
+        return state
+
+    def qemu_pid(self, host: str) -> int | None:
+        """The pid of ``host``'s QEMU if it is running and really ours."""
+        pidfile = HostFiles.for_host(self.run_dir, host).pidfile
+        try:
+            pid = int(pidfile.read_text().strip())
+        except (OSError, ValueError):
+            return None
+        # A pid can be reused after a crash: only trust it if the process is a QEMU
+        # started with this run directory.
+        cmd = _cmdline(pid)
+        if _pid_alive(pid) and "qemu" in cmd and str(self.run_dir) in cmd:
+            return pid
+        return None
+
+    # ------------------------------------------------------------ commands in dom0
+
+    def ssh_argv(self, host: str, remote: Sequence[str] | None = None, *,
+                 tty: bool = False) -> list[str]:
+        """argv running ``remote`` (an argv list) in ``host``'s dom0 over the control path."""
+        state = self.load_state()
+        if state is None:
+            raise LabError(f"no lab in {self.run_dir}; run `xenwam lab up` first")
+        config = state.config()
+        arts = Artifacts(Path(state.artifacts))
+        argv = [
+            "ip", "netns", "exec", config.switch_netns,
+            "ssh", "-i", str(arts.ssh_key), "-p", str(config.ssh_port(host)),
+            "-o", "HostKeyAlias=xenwam-lab",
+            "-o", f"UserKnownHostsFile={arts.known_hosts}",
+            "-o", "StrictHostKeyChecking=yes", "-o", "BatchMode=yes",
+            "-o", "ConnectTimeout=5", "-o", "LogLevel=ERROR",
+            "-o", "ServerAliveInterval=10",
+        ]
+        argv.append("-t" if tty else "-T")
+        argv.append("root@127.0.0.1")
+        if remote:
+            argv += ["--", shlex.join(remote)]
+        return argv
+
+    def exec(self, host: str, argv: Sequence[str], *, timeout: float = DEFAULT_TIMEOUT,
+             check: bool = True, input: str | None = None) -> CommandResult:
+        """Run ``argv`` in ``host``'s dom0 and wait for it."""
+        cfg.host_index(host)
+        return self.runner.run(self.ssh_argv(host, argv), timeout=timeout, check=check,
+                               input=input)
+
+    def correspondent(self) -> Netns:
+        """The correspondent's namespace (run commands in it with ``.run([...])``)."""
+        state = self._require_up()
+        return Netns(state.config().correspondent_netns, self.runner)
+
+    # ------------------------------------------------------------ up
+
+    def up(self, config: LabConfig, artifacts: Artifacts) -> LabState:
+        """Boot both hosts, join them, shape the link; return the state once both answer."""
+        if config.run_dir.resolve() != self.run_dir.resolve():
+            raise ConfigError(f"config run_dir {config.run_dir} is not this lab's {self.run_dir}")
+        if os.geteuid() != 0:
+            raise LabError("`xenwam lab up` needs root (network namespaces, taps); run as root")
+        old = self.load_state()
+        if old is not None and any(self.qemu_pid(h) for h in HOSTS):
+            raise LabError(f"a lab is already running in {self.run_dir}; "
+                           "run `xenwam lab down` first (or set XENWAM_LAB_RUN elsewhere)")
+        if old is not None:
+            self.down()
+        self.run_dir.mkdir(parents=True, exist_ok=True)
+        state = LabState(
+            run_dir=str(config.run_dir), artifacts=str(artifacts.directory),
+            layout=config.layout.value, rtt_ms=config.shaping.rtt_ms,
+            rate_kbit=config.shaping.rate_kbit, loss_percent=config.shaping.loss_percent,
+            ssh_port_base=config.ssh_port_base,
+            source_dir=str(config.source_dir) if config.source_dir else None,
+            started_at=time.time(),
+        )
+        self._save(state)
+        try:
+            self._start(config, artifacts)
+            boot_start = time.monotonic()
+            self._wait_for_hosts(config)
+            state.boot_seconds = round(time.monotonic() - boot_start, 1)
+            self._configure_hosts(config)
+        except BaseException:
+            self.progress("lab start failed; cleaning up")
+            self.down()
+            raise
+        state.status = "up"
+        self._save(state)
+        self.progress(f"lab up in {state.boot_seconds} s ({config.layout.value} layout)")
+        return state
+
+    def _start(self, config: LabConfig, artifacts: Artifacts) -> None:
+        sw = Netns(config.switch_netns, self.runner)
+        corr = Netns(config.correspondent_netns, self.runner)
+        self.progress("creating the lab's switch and correspondent namespaces")
+        for ns in (sw, corr):
+            self.runner.run(["ip", "netns", "add", ns.name])
+            ns.ip("link", "set", "lo", "up")
+        sw.ip("link", "add", SWITCH_BRIDGE, "type", "bridge")
+        sw.ip("link", "set", SWITCH_BRIDGE, "up")
+        veth_sw = f"xw{config.tag}s"
+        self.runner.run(["ip", "link", "add", veth_sw, "netns", sw.name, "type", "veth",
+                         "peer", "name", "eth0", "netns", corr.name])
+        sw.ip("link", "set", veth_sw, "master", SWITCH_BRIDGE)
+        sw.ip("link", "set", veth_sw, "up")
+        corr.add_address("eth0", str(cfg.correspondent_address()))
+        for route in cfg.correspondent_routes(config.layout):
+            corr.run(route)
+
+        for host in HOSTS:
+            files = HostFiles.for_host(config.run_dir, host)
+            for stale in (files.disk, files.pidfile, files.serial_socket):
+                stale.unlink(missing_ok=True)
+            self.runner.run(overlay_argv(artifacts.dom0_image, files.disk))
+            argv = host_argv(config, host, xen=artifacts.xen, kernel=artifacts.kernel,
+                             initrd=artifacts.initrd)
+            self.progress(f"starting host {host} (QEMU TCG, Xen 4.17, PV dom0)")
+            start_background(sw.argv(argv), stdout_path=str(files.qemu_log))
+        for host in HOSTS:
+            tap = config.tap_name(host)
+            self._wait(partial(self._link_exists, sw, tap),
+                       30, f"QEMU of host {host} to create its tap {tap}", config, host)
+            sw.ip("link", "set", tap, "master", SWITCH_BRIDGE)
+            sw.ip("link", "set", tap, "up")
+
+    @staticmethod
+    def _link_exists(ns: Netns, ifname: str) -> bool:
+        return ns.run(["ip", "link", "show", ifname], check=False).ok
+
+    def _answers(self, host: str) -> bool:
+        return self.exec(host, ["xl", "list"], check=False, timeout=30).ok
+
+    def _wait(self, ready: Callable[[], bool], timeout: float, what: str,
+              config: LabConfig, host: str | None = None) -> None:
+        deadline = time.monotonic() + timeout
+        while True:
+            if ready():
+                return
+            hosts = [host] if host else list(HOSTS)
+            for h in hosts:
+                files = HostFiles.for_host(config.run_dir, h)
+                if files.pidfile.exists() and self.qemu_pid(h) is None:
+                    raise LabError(
+                        f"QEMU of host {h} exited while waiting for {what}; see "
+                        f"{files.qemu_log} and {files.serial_log}"
+                        + self._tail(files.qemu_log)
+                    )
+            if time.monotonic() > deadline:
+                raise LabError(
+                    f"timed out after {timeout:g} s waiting for {what}; see the consoles in "
+                    f"{config.run_dir}/*.console.log")
+            self.sleep(1.0)
+
+    @staticmethod
+    def _tail(path: Path) -> str:
+        try:
+            text = path.read_text(errors="replace").strip()
+        except OSError:
+            return ""
+        return f"; last output: {text[-500:]!r}" if text else ""
+
+    def _wait_for_hosts(self, config: LabConfig) -> None:
+        self.progress("waiting for both dom0s to answer ssh (about 30-60 s under TCG)")
+        for host in HOSTS:
+            self._wait(partial(self._answers, host), BOOT_TIMEOUT,
+                       f"host {host} to run `xl list`", config)
+            self.progress(f"host {host} is up")
+
+    def _configure_hosts(self, config: LabConfig) -> None:
+        for host in HOSTS:
+            for argv in cfg.dom0_network_commands(config.layout, host):
+                self.exec(host, argv)
+            self.apply_shaping(host, config.shaping)
+
+    def apply_shaping(self, host: str, shaping: Shaping) -> None:
+        """Shape ``host``'s link egress with netem (half the RTT each way)."""
+        self.exec(host, shaping.netem_argv("wan"), check=not shaping.is_null)
+
+    # ------------------------------------------------------------ down and status
+
+    def down(self) -> list[str]:
+        """Stop everything the lab in ``run_dir`` started; return what was done.
+
+        Works from the state file and the derived names alone, so it also cleans up
+        after a crash; safe to run twice.
+        """
+        done: list[str] = []
+        state = self.load_state()
+        config = (state.config() if state is not None
+                  else LabConfig(run_dir=self.run_dir))
+        for host in HOSTS:
+            pid = self.qemu_pid(host)
+            if pid is None:
+                continue
+            os.kill(pid, signal.SIGTERM)
+            deadline = time.monotonic() + 15
+            while _pid_alive(pid) and time.monotonic() < deadline:
+                self.sleep(0.2)
+            if _pid_alive(pid):
+                os.kill(pid, signal.SIGKILL)
+            done.append(f"stopped QEMU of host {host} (pid {pid})")
+        for pidfile in self.run_dir.glob("ping-*.pid"):
+            self._stop_helper(pidfile)
+        existing = self.runner.run(["ip", "netns", "list"], check=False).stdout.split()
+        for ns in (config.switch_netns, config.correspondent_netns):
+            if ns in existing:
+                self.runner.run(["ip", "netns", "del", ns], check=False)
+                done.append(f"removed namespace {ns}")
+        for host in HOSTS:
+            files = HostFiles.for_host(self.run_dir, host)
+            for p in (files.disk, files.pidfile, files.serial_socket):
+                p.unlink(missing_ok=True)
+        if state is not None:
+            state.status = "down"
+            self._save(state)
+        return done
+
+    def _stop_helper(self, pidfile: Path) -> None:
+        try:
+            pid = int(pidfile.read_text())
+        except (OSError, ValueError):
+            pidfile.unlink(missing_ok=True)
+            return
+        if _pid_alive(pid) and "ping" in _cmdline(pid):
+            os.kill(pid, signal.SIGINT)
+            deadline = time.monotonic() + 5
+            while _pid_alive(pid) and time.monotonic() < deadline:
+                self.sleep(0.1)
+        pidfile.unlink(missing_ok=True)
+
+    def status(self) -> dict[str, Any]:
+        """A JSON-ready description of the lab and each host's domains."""
+        state = self.load_state()
+        if state is None:
+            return {"run_dir": str(self.run_dir), "status": "absent", "hosts": []}
+        hosts = []
+        for host in HOSTS:
+            pid = self.qemu_pid(host)
+            domains: list[XlDomain] = []
+            reachable = False
+            if pid is not None:
+                try:
+                    res = self.exec(host, ["xl", "list"], check=False, timeout=20)
+                    if res.ok:
+                        reachable = True
+                        domains = parse_xl_list(res.stdout)
+                except (CommandError, LabError) as exc:
+                    log.info("host %s unreachable: %s", host, exc)
+            hosts.append(asdict(HostStatus(host, pid, pid is not None, reachable, domains)))
+        running = sum(1 for h in hosts if h["running"])
+        overall = state.status if running else ("down" if state.status == "down" else "crashed")
+        config = state.config()
+        return {
+            "run_dir": str(self.run_dir), "status": overall, "layout": state.layout,
+            "shaping": asdict(config.shaping), "boot_seconds": state.boot_seconds,
+            "switch_netns": config.switch_netns,
+            "correspondent_netns": config.correspondent_netns,
+            "correspondent_address": str(cfg.correspondent_address()),
+            "hosts": hosts, "guests": [asdict(g) for g in state.guests],
+        }
+
+    # ------------------------------------------------------------ guests
+
+    def xl_list(self, host: str) -> list[XlDomain]:
+        """``xl list`` on ``host``, parsed."""
+        return parse_xl_list(self.exec(host, ["xl", "list"]).stdout)
+
+    def guest(self, name: str) -> GuestRecord:
+        """The record of guest ``name``."""
+        state = self._require_up()
+        for g in state.guests:
+            if g.name == name:
+                return g
+        known = ", ".join(g.name for g in state.guests) or "none"
+        raise ConfigError(f"the lab has no guest {name!r} (guests: {known}); "
+                          "create one with `xenwam lab guest create HOST`")
+
+    def create_guest(self, host: str, name: str | None = None, *,
+                     memory_mib: int = 128) -> GuestRecord:
+        """Create a PVH guest on ``host`` with an address on that host's site subnet."""
+        state = self._require_up()
+        config = state.config()
+        number = max((g.number for g in state.guests), default=0) + 1
+        name = name or f"g{number}"
+        if any(g.name == name for g in state.guests):
+            raise ConfigError(f"a guest named {name!r} already exists in the lab")
+        address = cfg.guest_address(config.layout, host, number)
+        spec = GuestSpec(name=name, address=address,
+                         gateway=cfg.site_gateway(config.layout, host).ip,
+                         mac=guest_mac(number), memory_mib=memory_mib)
+        # The data disk must exist at the same path on both hosts for xl migrate to
+        # re-attach it (without DRBD its contents do not follow the guest).
+        for h in HOSTS:
+            self.exec(h, ["truncate", "-s", f"{spec.data_disk_mib}M", spec.data_disk])
+        self.exec(host, ["tee", spec.config_path], input=spec.xl_config())
+        self.progress(f"creating PVH guest {name} on host {host} at {address.ip}")
+        self.exec(host, ["xl", "create", spec.config_path], timeout=180)
+        record = GuestRecord(name=name, host=host, address=str(address.ip), number=number)
+        state.guests.append(record)
+        self._save(state)
+        corr = Netns(config.correspondent_netns, self.runner)
+        self._wait(lambda: corr.run(["ping", "-c", "1", "-W", "1", record.address],
+                                    check=False).ok,
+                   120, f"guest {name} to answer ping at {record.address}", config)
+        return record
+
+    def guest_console_text(self, host: str) -> str:
+        """Everything the guests on ``host`` wrote to their consoles (xenconsoled logs)."""
+        res = self.exec(host, ["sh", "-c", "cat /var/log/xen/console/guest-*.log"],
+                        check=False)
+        return res.stdout
+
+    def guest_ticks(self, host: str, name: str) -> list[Tick]:
+        """The counter lines guest ``name`` wrote to its console on ``host``."""
+        res = self.exec(host, ["sh", "-c",
+                               f"cat /var/log/xen/console/guest-{shlex.quote(name)}*.log"],
+                        check=False)
+        return parse_ticks(res.stdout)
+
+    def guest_run(self, name: str, command: str) -> None:
+        """Type ``command`` into guest ``name``'s console shell (no output is returned)."""
+        record = self.guest(name)
+        script = ('tty=$(xenstore-read "/local/domain/$(xl domid "$1")/console/tty") && '
+                  'printf "%s\\n" "$2" > "$tty"')
+        self.exec(record.host, ["sh", "-c", script, "sh", name, command])
+
+    def renumber_guest(self, name: str) -> str:
+        """Give guest ``name`` an address on its current host's site subnet; return it."""
+        state = self._require_up()
+        record = self.guest(name)
+        layout = state.config().layout
+        address = cfg.guest_address(layout, record.host, record.number)
+        gateway = cfg.site_gateway(layout, record.host).ip
+        self.guest_run(name, f"ip addr flush dev eth0 && ip addr add {address} dev eth0 && "
+                             f"ip route replace default via {gateway}")
+        record.address = str(address.ip)
+        for i, g in enumerate(state.guests):
+            if g.name == name:
+                state.guests[i] = record
+        self._save(state)
+        return record.address
+
+    def ping_from_correspondent(self, address: str, count: int = 1) -> bool:
+        """True if ``address`` answers the correspondent."""
+        return self.correspondent().run(
+            ["ping", "-n", "-c", str(count), "-W", "1", address], check=False).ok
+
+    # ------------------------------------------------------------ migration
+
+    def migrate_baseline(self, name: str, destination: str | None = None) -> MigrationReport:
+        """Stock ``xl migrate`` (over ssh between the dom0s), watched by a 50 ms ping."""
+        state = self._require_up()
+        config = state.config()
+        record = self.guest(name)
+        source = record.host
+        destination = destination or HOSTS[1 - cfg.host_index(source)]
+        if destination == source:
+            raise ConfigError(f"guest {name} is already on host {source}")
+        ticks_before = self.guest_ticks(source, name)
+        ping_log = self.run_dir / f"ping-{name}.log"
+        ping_pidfile = self.run_dir / f"ping-{name}.pid"
+        ping_log.unlink(missing_ok=True)
+        corr = Netns(config.correspondent_netns, self.runner)
+        pinger = start_background(corr.argv(["ping", "-n", "-D", "-i", "0.05", "-W", "1",
+                                             record.address]),
+                                  stdout_path=str(ping_log))
+        ping_pidfile.write_text(str(pinger.pid))
+        try:
+            self.sleep(2.0)
+            dest_ip = str(cfg.link_address(destination).ip)
+            self.progress(f"xl migrate {name} {dest_ip} (host {source} -> {destination})")
+            start = time.time()
+            self.exec(source, ["xl", "migrate", name, dest_ip], timeout=900)
+            end = time.time()
+            # Leave the client time to see the guest answer again (lan) or not (wan).
+            self.sleep(5.0)
+        finally:
+            self._stop_helper(ping_pidfile)
+            pinger.wait(timeout=10)
+        gap: GapReport = longest_gap(parse_ping(ping_log.read_text()), start, end)
+        domains = self.xl_list(destination)
+        running = any(d.name == name for d in domains)
+        record.host = destination
+        state.guests = [record if g.name == name else g for g in state.guests]
+        self._save(state)
+        ticks_after = self.guest_ticks(destination, name)
+        return MigrationReport(
+            domain=name, source=source, destination=destination, layout=config.layout.value,
+            total_seconds=round(end - start, 1), ping_replies=gap.replies,
+            longest_gap_seconds=gap.longest_gap, answered_after=gap.answered_after,
+            running_on_destination=running,
+            ticks_before=ticks_before[-1].count if ticks_before else 0,
+            ticks_after=ticks_after[-1].count if ticks_after else 0,
+        )

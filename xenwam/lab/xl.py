@@ -1,0 +1,173 @@
+"""Lab guests and what the lab reads back: guest configs, ``xl list``, ping and tick logs.
+
+All pure: text in, dataclasses out (and the reverse for guest configs).
+"""
+
+from __future__ import annotations
+
+import ipaddress
+import itertools
+import re
+from dataclasses import dataclass
+
+from xenwam.errors import ConfigError, LabError
+
+#: Where the lab image keeps the guest kernel and initramfs, and guest data disks.
+GUEST_DIR = "/var/lib/xenwam-lab"
+
+_NAME = re.compile(r"^[a-z][a-z0-9-]{0,30}$")
+
+
+@dataclass(frozen=True)
+class GuestSpec:
+    """One lab guest: a PVH domU with a busybox initramfs, a vif and a data disk."""
+
+    name: str
+    address: ipaddress.IPv4Interface
+    gateway: ipaddress.IPv4Address
+    mac: str
+    memory_mib: int = 128
+    data_disk_mib: int = 64
+
+    def __post_init__(self) -> None:
+        if not _NAME.match(self.name):
+            raise ConfigError(
+                f"guest name {self.name!r} is not usable; use 1-31 lower-case letters, digits "
+                "or dashes, starting with a letter"
+            )
+        if self.memory_mib < 96:
+            # Debian's kernel does not fit below that ("segment kernel too large").
+            raise ConfigError(
+                f"guest memory {self.memory_mib} MiB is too small for Debian's kernel; "
+                "give at least 96"
+            )
+
+    @property
+    def data_disk(self) -> str:
+        """Path of the data disk file in dom0 (the same on both hosts)."""
+        return f"{GUEST_DIR}/{self.name}-data.img"
+
+    @property
+    def config_path(self) -> str:
+        """Path of the xl config file in dom0."""
+        return f"/etc/xen/{self.name}.cfg"
+
+    def xl_config(self) -> str:
+        """The xl domain configuration text."""
+        cmdline = f"console=hvc0 quiet xw.ip={self.address} xw.gw={self.gateway}"
+        return "\n".join([
+            f'name = "{self.name}"',
+            # PVH, not PV: Debian's Xen has no shadow paging, and PV live migration
+            # needs it for log-dirty mode.
+            'type = "pvh"',
+            f'kernel = "{GUEST_DIR}/vmlinuz"',
+            f'ramdisk = "{GUEST_DIR}/guest-initrd.gz"',
+            f'cmdline = "{cmdline}"',
+            f"memory = {self.memory_mib}",
+            "vcpus = 1",
+            f'vif = ["bridge=xenbr0,mac={self.mac}"]',
+            f'disk = ["format=raw,vdev=xvda,access=rw,target={self.data_disk}"]',
+            'on_crash = "preserve"',
+            "",
+        ])
+
+
+def guest_mac(number: int) -> str:
+    """A MAC in Xen's OUI for guest ``number``."""
+    if not 1 <= number <= 255:
+        raise ConfigError(f"guest number {number} is outside 1-255")
+    return f"00:16:3e:58:57:{number:02x}"
+
+
+@dataclass(frozen=True)
+class XlDomain:
+    """One row of ``xl list``."""
+
+    name: str
+    domid: int
+    memory_mib: int
+    vcpus: int
+    state: str
+    cpu_seconds: float
+
+
+def parse_xl_list(text: str) -> list[XlDomain]:
+    """Parse ``xl list`` output (header line, then one row per domain)."""
+    domains = []
+    lines = [ln for ln in text.splitlines() if ln.strip()]
+    if not lines or not lines[0].startswith("Name"):
+        raise LabError(f"`xl list` output has no header line: {text[:200]!r}")
+    for line in lines[1:]:
+        parts = line.split()
+        if len(parts) < 6:
+            raise LabError(f"cannot read this `xl list` row: {line!r}")
+        # Names may not contain spaces in xl, so the last five fields are fixed.
+        name = " ".join(parts[:-5])
+        try:
+            domains.append(XlDomain(name, int(parts[-5]), int(parts[-4]), int(parts[-3]),
+                                    parts[-2], float(parts[-1])))
+        except ValueError:
+            raise LabError(f"cannot read this `xl list` row: {line!r}") from None
+    return domains
+
+
+@dataclass(frozen=True)
+class PingReply:
+    """One echo reply seen by ``ping -D``."""
+
+    time: float
+    seq: int
+
+
+_PING = re.compile(r"^\[(\d+\.\d+)\]\s+\d+ bytes from [^:]+:\s+icmp_seq=(\d+)")
+
+
+def parse_ping(text: str) -> list[PingReply]:
+    """Replies in ``ping -D -n`` output, in order."""
+    out = []
+    for line in text.splitlines():
+        m = _PING.match(line)
+        if m:
+            out.append(PingReply(float(m.group(1)), int(m.group(2))))
+    return out
+
+
+@dataclass(frozen=True)
+class GapReport:
+    """What a pinging client saw while something happened between ``start`` and ``end``."""
+
+    replies: int
+    longest_gap: float | None
+    answered_after: bool
+
+
+def longest_gap(replies: list[PingReply], start: float, end: float) -> GapReport:
+    """The longest silence between replies around [start, end].
+
+    The gap is measured from the last reply before ``start`` to the first reply after it
+    (and between any replies in between).  If no reply came after ``start``, the guest
+    never answered again: ``answered_after`` is false and the gap is unknown.
+    """
+    before = [r.time for r in replies if r.time <= start]
+    after = [r.time for r in replies if r.time > start]
+    if not after:
+        return GapReport(len(replies), None, False)
+    times = ([before[-1]] if before else [start]) + after
+    gap = max(b - a for a, b in itertools.pairwise(times)) if len(times) > 1 else 0.0
+    return GapReport(len(replies), round(gap, 3), after[-1] >= end)
+
+
+@dataclass(frozen=True)
+class Tick:
+    """One line of a lab guest's counter (``xw-tick N UNIXTIME``)."""
+
+    count: int
+    time: int
+
+
+_TICK = re.compile(r"xw-tick (\d+) (\d+)")
+
+
+def parse_ticks(text: str) -> list[Tick]:
+    """Every counter line in a guest console log, in order."""
+    return [Tick(int(m.group(1)), int(m.group(2))) for m in _TICK.finditer(text)]
