@@ -392,3 +392,44 @@ def test_initiator_refuses_a_puzzle_harder_than_it_will_solve() -> None:
     assert a.drops["R1 puzzle harder than puzzle_solve_max"] == 1
     assert not net.sent_by("a", PacketType.I2)
     assert a.association(b.our_hit).state is State.I1_SENT
+
+
+def test_simultaneous_close() -> None:
+    net = pair()
+    establish(net)
+    a, b = net.hosts["a"], net.hosts["b"]
+    a.close(b.our_hit, net.now)
+    b.close(a.our_hit, net.now)
+    net.run(until=net.now + 0.5)
+    # Each got the other's CLOSE while CLOSING: CLOSED, answered with CLOSE_ACK.
+    assert a.association(b.our_hit).state is State.CLOSED
+    assert b.association(a.our_hit).state is State.CLOSED
+    assert len(net.events_of("a", AssociationClosed)) == 1
+    assert len(net.events_of("b", AssociationClosed)) == 1
+    net.run()
+    assert a.association(b.our_hit) is None and b.association(a.our_hit) is None
+    assert len(net.sent_by("a", PacketType.CLOSE)) == 1  # no retransmission once CLOSED
+
+
+def test_reconnect_after_close_from_either_side() -> None:
+    net = pair()
+    establish(net)
+    a, b = net.hosts["a"], net.hosts["b"]
+    a.close(b.our_hit, net.now)
+    net.run(until=net.now + 0.5)
+    assert b.association(a.our_hit).state is State.CLOSED
+    # a connects again while b still lingers in CLOSED: I2 in CLOSED -> R2-SENT.
+    a.connect(b.our_hit, B_ADDR, net.now)
+    net.run(until=net.now + 0.5)
+    assert a.association(b.our_hit).state is State.ESTABLISHED
+    assert b.association(a.our_hit).state is State.R2_SENT
+    assert_keys_match(net)
+    # Now b closes, and b (CLOSED -> I1-SENT is legal too) reconnects from the other side.
+    net.run()
+    b.close(a.our_hit, net.now)
+    net.run(until=net.now + 0.5)
+    assert a.association(b.our_hit).state is State.CLOSED
+    a.connect(b.our_hit, B_ADDR, net.now)  # CLOSED -> I1-SENT
+    net.run(until=net.now + 0.5)
+    assert a.association(b.our_hit).state is State.ESTABLISHED
+    assert_keys_match(net)
