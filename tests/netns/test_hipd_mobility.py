@@ -370,3 +370,46 @@ def test_ipv6_locators_stream_survives_move(hip_lab: HipLab) -> None:
     assert show["locators"] == ["fd03::3"]
     sa = show["associations"][0]["sa"]  # type: ignore[index]
     assert (sa["own_locator"], sa["peer_locator"]) == ("fd03::3", "fd02::2")
+
+
+def test_hipctl_connect_manual_locators_and_close(hip_lab: HipLab) -> None:
+    lab = hip_lab
+    sock = lab.work / "c.sock"
+    assert sock.stat().st_mode & 0o777 == 0o600  # only root may steer hipd
+
+    def ctl(ns: Netns, role: str, *args: str) -> dict[str, object]:
+        res = ns.run([sys.executable, "-m", "hip.ctl", *args, "--json", "--config-dir",
+                      str(lab.work / role), "--socket", str(lab.work / f"{role}.sock")])
+        return dict(json.loads(res.stdout))
+
+    def state_on(ns: Netns, role: str, hit: str) -> str | None:
+        for assoc in lab.show(ns, role)["associations"]:  # type: ignore[attr-defined]
+            if assoc["peer_hit"] == hit:
+                return str(assoc["state"])
+        return None
+
+    ctl(lab.c, "c", "connect", "mobile")  # name from the hosts file, no traffic needed
+    wait_for(lambda: state_on(lab.c, "c", lab.hits["m"]) == "ESTABLISHED", 10,
+             "hipctl connect to establish")
+    # Locators given by hand switch netlink following off: the second address that
+    # appears next is not announced until hipctl says so.
+    assert ctl(lab.m, "m", "update-locators", "10.1.0.2")["peers_updated"] == 0  # unchanged
+    lab.m.ip("addr", "add", "10.2.0.2/24", "dev", "m2")
+    time.sleep(0.5)
+    assert lab.show(lab.m, "m")["locators"] == ["10.1.0.2"]
+    result = ctl(lab.m, "m", "update-locators", "10.2.0.2", "10.1.0.2")
+    assert result["locators"] == ["10.2.0.2", "10.1.0.2"]
+    assert result["peers_updated"] == 1
+
+    def preferred_on_c() -> str | None:
+        for loc in _peer_locators(lab.show(lab.c, "c"), lab.hits["m"]):
+            if loc["preferred"] and loc["state"] == "ACTIVE":
+                return str(loc["address"])
+        return None
+
+    wait_for(lambda: preferred_on_c() == "10.2.0.2", 10, "C to adopt M's announced locator")
+    ctl(lab.m, "m", "close", "correspondent")
+    wait_for(lambda: state_on(lab.c, "c", lab.hits["m"]) in (None, "CLOSED"), 10,
+             "C to see the CLOSE")
+    wait_for(lambda: state_on(lab.m, "m", lab.hits["c"]) in (None, "CLOSED"), 10,
+             "M to get CLOSE_ACK")
