@@ -3,9 +3,12 @@
 from __future__ import annotations
 
 import hmac
+import shutil
 import struct
+import subprocess
 from hashlib import sha256
-from ipaddress import IPv6Address
+from ipaddress import IPv4Address, IPv6Address
+from pathlib import Path
 
 import pytest
 from cryptography.hazmat.primitives.ciphers import Cipher, algorithms, modes
@@ -21,6 +24,7 @@ from hip.esp import (
     split_inner,
     suite_by_id,
 )
+from hip.pcap import PcapRecord, ip_datagram, pcap_bytes
 
 pytestmark = pytest.mark.unit
 
@@ -162,3 +166,52 @@ def test_sequence_numbers_count_up_from_one() -> None:
     out, _ = _pair(9)
     seqs = [struct.unpack_from("!I", out.encrypt(_tcp_packet(b"a")), 4)[0] for _ in range(3)]
     assert seqs == [1, 2, 3]
+
+
+# -- an independent decoder: tshark decrypts and authenticates what we emit ------------
+#: Wireshark's names (ESP SA table, "uat:esp_sa") for each suite's cipher and integrity.
+TSHARK_NAMES = {
+    1: ("AES-CBC [RFC3602]", "HMAC-SHA-1-96 [RFC2404]"),
+    7: ("NULL", "HMAC-SHA-256-128 [RFC4868]"),
+    8: ("AES-CBC [RFC3602]", "HMAC-SHA-256-128 [RFC4868]"),
+    9: ("AES-CBC [RFC3602]", "HMAC-SHA-256-128 [RFC4868]"),
+    13: ("AES-GCM with 16 octet ICV [RFC4106]", "NULL"),
+}
+
+
+@pytest.mark.parametrize("suite_id", sorted(SUITES))
+def test_tshark_decrypts_and_authenticates_our_esp(suite_id: int, tmp_path: Path) -> None:
+    if shutil.which("tshark") is None:
+        pytest.skip("tshark not installed (Debian package tshark)")
+    out, _ = _pair(suite_id, spi=0x4242)
+    bodies = [b"hello world", b"", b"x" * 100]
+    records = []
+    for body in bodies:
+        udp = struct.pack("!HHHH", 40000, 40001, 8 + len(body), 0) + body
+        esp = out.encrypt(build_inner(HIT_A, HIT_B, 17, udp))
+        records.append(PcapRecord(ip_datagram(esp, IPv4Address("10.0.0.1"),
+                                              IPv4Address("10.0.0.2"), protocol=50)))
+    pcap = tmp_path / f"esp-{suite_id}.pcap"
+    pcap.write_bytes(pcap_bytes(records))
+    enc_name, auth_name = TSHARK_NAMES[suite_id]
+    sa = (f'"IPv4","10.0.0.1","10.0.0.2","0x00004242","{enc_name}",'
+          f'"0x{out.enc_key.hex()}","{auth_name}","0x{out.auth_key.hex()}"')
+    res = subprocess.run(
+        ["tshark", "-r", str(pcap), "-o", "esp.enable_encryption_decode:TRUE",
+         "-o", "esp.enable_authentication_check:TRUE", "-o", f"uat:esp_sa:{sa}",
+         "-T", "fields", "-E", "separator=|", "-e", "esp.sequence", "-e", "esp.icv_good",
+         "-e", "esp.protocol", "-e", "udp.srcport", "-e", "data.data",
+         "-e", "_ws.malformed", "-e", "_ws.expert.message"],
+        capture_output=True, text=True, timeout=60, check=True,
+    )
+    rows = [line.split("|") for line in res.stdout.splitlines()]
+    assert len(rows) == len(bodies), res.stdout + res.stderr
+    for seq, (row, body) in enumerate(zip(rows, bodies, strict=True), start=1):
+        sequence, icv_good, next_header, sport, data, malformed, expert = row
+        assert sequence == str(seq)
+        if auth_name != "NULL":
+            assert icv_good == "1", f"tshark says the ICV is wrong: {row}"
+        assert int(next_header, 0) == 17
+        assert sport == "40000"
+        assert data == body.hex()
+        assert not malformed and not expert, row
