@@ -123,7 +123,9 @@ class Hipd:
         self.hosts = hosts
         self.config = config or HIPConfig()
         self.clock = clock
+        #: Packets hipd itself dropped, by reason; ``stats`` counts what went well.
         self.counters: Counter[str] = Counter()
+        self.stats: Counter[str] = Counter()
         self.locators: tuple[Locator, ...] = options.locators
         self.manual_locators = bool(options.locators)
         self.host: HIPHost | None = None
@@ -166,6 +168,7 @@ class Hipd:
             kernel = KernelDataPlane(self.hit, device=self.options.tun_name)
             kernel.setup()
             self.plane = kernel
+            self.transport.kernel_esp_in_udp = True
         else:
             self.userspace = UserspaceDataPlane(
                 self.hit, tun_name=self.options.tun_name, send_udp=self.transport.send_esp,
@@ -343,7 +346,7 @@ class Hipd:
             return
         for _t, packet in queue.packets:
             if self.userspace.send_inner(packet):
-                self.counters["queued-sent"] += 1
+                self.stats["queued-sent"] += 1
 
     def _expire_queues(self) -> None:
         now = self._now()
@@ -379,7 +382,7 @@ class Hipd:
             ):
                 log.info("ESP with unknown SPI %#x from %s: new base exchange with %s",
                          spi, src, entry.hit)
-                self.counters["base-exchange-on-unknown-spi"] += 1
+                self.stats["base-exchange-on-unknown-spi"] += 1
                 self._start_base_exchange(entry.hit, src)
 
     def _on_udp_esp(self, data: bytes, src: Locator) -> None:
@@ -538,6 +541,7 @@ class Hipd:
             "associations": associations,
             "dropped": dict(dropped),
             "transport": dict(self.transport.counters),
+            "hipd": dict(self.stats),
             "uptime": round(self._now() - self.started_at, 3),
         }
 

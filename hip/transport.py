@@ -35,6 +35,9 @@ NON_ESP_MARKER = b"\0\0\0\0"
 #: ``struct in_pktinfo`` (ifindex, spec_dst, addr) and ``struct in6_pktinfo`` (addr, ifindex).
 IN_PKTINFO = struct.Struct("@i4s4s")
 IN6_PKTINFO = struct.Struct("@16si")
+#: Socket option and value from linux/udp.h that hand ESP-in-UDP to XFRM.
+UDP_ENCAP = 100
+UDP_ENCAP_ESPINUDP = 2
 #: ``IP_PKTINFO`` from linux/in.h; typeshed does not declare it for every platform.
 IP_PKTINFO: int = getattr(socket, "IP_PKTINFO", 8)
 _CMSG_SPACE = socket.CMSG_SPACE(IN6_PKTINFO.size) + socket.CMSG_SPACE(IN_PKTINFO.size)
@@ -110,6 +113,9 @@ class HipTransport:
     on_esp: EspHandler | None = None
     raw: bool = True
     udp_port: int = HIP_UDP_PORT
+    #: With the kernel data plane, the kernel must take ESP out of our UDP socket itself
+    #: (UDP_ENCAP_ESPINUDP); zero-marker HIP packets still reach us.
+    kernel_esp_in_udp: bool = False
     counters: Counter[str] = field(default_factory=Counter)
     sockets: list[tuple[socket.socket, Carrier, int]] = field(default_factory=list)
     _loop: asyncio.AbstractEventLoop | None = None
@@ -142,6 +148,8 @@ class HipTransport:
             else:
                 sock.setsockopt(socket.IPPROTO_IP, IP_PKTINFO, 1)
             if kind == socket.SOCK_DGRAM:
+                if self.kernel_esp_in_udp:
+                    sock.setsockopt(socket.IPPROTO_UDP, UDP_ENCAP, UDP_ENCAP_ESPINUDP)
                 sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
                 sock.bind(("::" if family == socket.AF_INET6 else "0.0.0.0", self.udp_port))
         except OSError:

@@ -413,3 +413,13 @@ def test_hipctl_connect_manual_locators_and_close(hip_lab: HipLab) -> None:
              "C to see the CLOSE")
     wait_for(lambda: state_on(lab.m, "m", lab.hits["c"]) in (None, "CLOSED"), 10,
              "M to get CLOSE_ACK")
+
+
+def test_first_packet_to_unassociated_hit_is_queued_not_lost(hip_lab: HipLab) -> None:
+    lab = hip_lab
+    # One echo request, nothing before it: it must wait for the base exchange and arrive.
+    res = lab.c.run(["ping", "-c", "1", "-W", "5", lab.hits["m"]], check=False)
+    assert res.ok and " 0% packet loss" in res.stdout, res.stdout + res.stderr
+    show = lab.show(lab.c, "c")
+    assert show["hipd"] == {"queued-sent": 1}
+    assert show["associations"][0]["state"] == "ESTABLISHED"  # type: ignore[index]
