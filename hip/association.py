@@ -341,6 +341,10 @@ class Association:
         sig = packet.get(HipSignature)
         if identity is None or sig is None:
             return False
+        # The SIG alg field is outside what the signature covers: it must name the HI's
+        # algorithm (RFC 7401 5.2.14), or a changed field would go unnoticed.
+        if sig.algorithm != identity.signature_algorithm:
+            return False
         return identity.verify(sig.signature, integrity_bytes(packet, ParamType.HIP_SIGNATURE))
 
     def _start_retransmit(self, out: OutgoingPacket, now: float, max_retries: int) -> None:
@@ -367,6 +371,14 @@ class Association:
         i1 = self._packet(PacketType.I1, [DHGroupList(tuple(self.config.dh_groups))])
         out = self._send(i1, peer_locator, self._local_for(peer_locator))
         self._start_retransmit(out, now, self.config.i1_retries_max)
+
+    def i1_answered(self) -> None:
+        """The host answered the peer's I1 with an R1 on this association's behalf.
+
+        R1 comes from the stateless Responder; the state does not change (RFC 7401 4.4.2
+        "send R1 and stay"), but the transition is still taken through the table.
+        """
+        self._apply(Trigger.RECV_I1)
 
     def _decode_host_id(self, param: HostId | None, expected_hit: bytes
                         ) -> PublicHostIdentity | None:
@@ -407,7 +419,8 @@ class Association:
             return
         sig2 = packet.get(HipSignature2)
         assert sig2 is not None
-        if not peer.verify(sig2.signature, integrity_bytes(packet, ParamType.HIP_SIGNATURE_2)):
+        if sig2.algorithm != peer.signature_algorithm or not peer.verify(
+                sig2.signature, integrity_bytes(packet, ParamType.HIP_SIGNATURE_2)):
             self._drop("R1 bad HIP_SIGNATURE_2", packet)
             return
         # Downgrade protection (RFC 7401 6.8): the Responder must have picked the first
@@ -558,6 +571,7 @@ class Association:
         """
         if (self.state is State.R2_SENT and self._r2_packet is not None
                 and self._i2_fingerprint_of(packet) == self._i2_fingerprint):
+            self._apply(Trigger.RECV_I2)  # R2-SENT -> R2-SENT
             self._resend(self._r2_packet)
             self.outbox.drops["I2 duplicate (R2 re-sent)"] += 1
             return True
@@ -715,8 +729,9 @@ class Association:
         Confirms R2-SENT (RFC 7401 4.4.2) and earns credit (RFC 8046 5.5).
         """
         if self.state is State.R2_SENT:
-            self._apply(Trigger.RECV_DATA)
             self._state_deadline = None
+        if allows(self.state, Trigger.RECV_DATA):
+            self._apply(Trigger.RECV_DATA)
         self._credit.earn(nbytes, now)
 
     def data_destination(self, nbytes: int, now: float) -> Address | None:

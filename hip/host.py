@@ -56,7 +56,7 @@ from hip.params import (
 )
 from hip.puzzle import verify_solution
 from hip.random import RandomSource, default_random
-from hip.states import State
+from hip.states import State, Trigger, allows
 
 #: HIT suites we accept from peers, announced in R1's HIT_SUITE_LIST (RFC 7401 5.2.10).
 ACCEPTED_HIT_SUITES = (1, 2, 5)
@@ -405,6 +405,8 @@ class HIPHost:
         r1 = HIPPacket(PacketType.R1, self.our_hit, packet.sender_hit, params)
         self.outbox.packets.append(OutgoingPacket(serialize(r1, dst, src), dst, src))
         self.r1_sent += 1
+        if assoc is not None and allows(assoc.state, Trigger.RECV_I1):
+            assoc.i1_answered()
 
     def _on_i2(self, packet: HIPPacket, src: Address, dst: Address, now: float,
                assoc: Association | None) -> None:

@@ -86,10 +86,10 @@ T = Trigger
 #: before a trigger is applied: the host with the larger HIT acts as Responder, so an I1
 #: or I2 that the comparison says to drop never becomes a trigger.
 TRANSITIONS: dict[tuple[State, Trigger], State] = {
-    # UNASSOCIATED: I1 is answered statelessly by the host; an association object in
-    # this state exists only while a received I2 is being processed.
+    # UNASSOCIATED: "receive I1, send R1, stay" is done by the stateless host with no
+    # association at all; an association object in this state exists only while a
+    # received I2 is being processed.
     (S.UNASSOCIATED, T.CONNECT): S.I1_SENT,
-    (S.UNASSOCIATED, T.RECV_I1): S.UNASSOCIATED,
     (S.UNASSOCIATED, T.RECV_I2): S.R2_SENT,
     # I1-SENT
     (S.I1_SENT, T.RECV_I1): S.I1_SENT,

@@ -67,10 +67,12 @@ class Network:
     _seq: itertools.count[int] = field(default_factory=itertools.count)
 
     def add(self, name: str, address: str, *, kind: str = "ecdsa-p256",
-            config: HIPConfig | None = None, seed: bytes | None = None) -> HIPHost:
-        """A new host ``name`` owning ``address``."""
+            config: HIPConfig | None = None, seed: bytes | None = None,
+            identity: HostIdentity | None = None) -> HIPHost:
+        """A new host ``name`` owning ``address`` (a given ``identity``, or a new one)."""
         rng = SeededRandom(seed or name.encode())
-        identity = HostIdentity.generate(kind, rng)
+        if identity is None:
+            identity = HostIdentity.generate(kind, rng)
         host = HIPHost(identity, [address], config=config or HIPConfig(), rng=rng,
                        now=self.now)
         self.hosts[name] = host

@@ -164,11 +164,20 @@ def test_packets_not_for_us_are_counted_by_reason() -> None:
     assert not host.packets_to_send()
 
 
+IDENTITIES = {name: HostIdentity.generate("ecdsa-p256", SeededRandom(name.encode()))
+              for name in ("a", "b")}
+
+
 def _life() -> list[Sent]:
-    """Every datagram of a whole association life: exchange, move, rekey, NOTIFY, CLOSE."""
+    """Every datagram of a whole association life: exchange, move, rekey, CLOSE.
+
+    The hosts have the identities of the fuzzed pair below but draw their DH keys, SPIs
+    and nonces from other seeds: the recorded packets are genuine, signed by the right
+    keys, yet belong to another session, as a replaying attacker's would.
+    """
     net = Network()
-    a = net.add("a", "192.0.2.1")
-    b = net.add("b", "192.0.2.2")
+    a = net.add("a", "192.0.2.1", identity=IDENTITIES["a"], seed=b"recorded a")
+    b = net.add("b", "192.0.2.2", identity=IDENTITIES["b"], seed=b"recorded b")
     a.connect(b.our_hit, "192.0.2.2", net.now)
     net.run()
     net.move("a", "192.0.2.11")
@@ -189,9 +198,9 @@ LIFE = _life()
 @settings(max_examples=150, deadline=None)
 def test_mutated_real_packets_never_raise_and_change_nothing(
         which: int, flips: list[tuple[int, int]]) -> None:
-    """Bit-flipped copies of real packets (checksum made valid again, so they reach the
-    protocol logic) are dropped or answered, never raised, and leave an established
-    association as it was."""
+    """Bit-flipped copies of real packets of another session between the same two
+    identities (checksum made valid again, so they reach the protocol logic) are dropped
+    or answered, never raised, and leave an established association as it was."""
     original = LIFE[which].packet
     data = bytearray(original.data)
     for pos, mask in flips:
@@ -200,8 +209,8 @@ def test_mutated_real_packets_never_raise_and_change_nothing(
     data[4:6] = checksum(bytes(data), original.src, original.dst).to_bytes(2, "big")
     assume(bytes(data) != original.data)
     net = Network()
-    a = net.add("a", "192.0.2.1")
-    b = net.add("b", "192.0.2.2")
+    a = net.add("a", "192.0.2.1", identity=IDENTITIES["a"])
+    b = net.add("b", "192.0.2.2", identity=IDENTITIES["b"])
     a.connect(b.our_hit, "192.0.2.2", net.now)
     net.run()
     before = {name: (h.association(other.our_hit).state, h.association(other.our_hit).spi_in,

@@ -124,6 +124,8 @@ def _forged(sent: Sent, field: str) -> bytes:
     for p in pkt.params:
         if field == "mac" and isinstance(p, HipMac):
             p = HipMac(bytes([p.hmac[0] ^ 0x80]) + p.hmac[1:])
+        if field == "sigalg" and isinstance(p, HipSignature):
+            p = HipSignature(p.algorithm ^ 0x0100, p.signature)
         if field == "signature" and isinstance(p, HipSignature):
             p = HipSignature(p.algorithm, p.signature[:-1] + bytes([p.signature[-1] ^ 1]))
         if field == "locator" and isinstance(p, LocatorSet):
@@ -138,6 +140,7 @@ def _forged(sent: Sent, field: str) -> bytes:
 @pytest.mark.parametrize(("field", "reason"), [
     ("mac", "UPDATE bad HIP_MAC"),
     ("signature", "UPDATE bad HIP_SIGNATURE"),
+    ("sigalg", "UPDATE bad HIP_SIGNATURE"),  # SIG alg is outside the signed bytes
     ("locator", "UPDATE bad HIP_MAC"),  # a changed LOCATOR_SET breaks the MAC
 ])
 def test_forged_update_changes_nothing(field: str, reason: str) -> None:

@@ -121,3 +121,191 @@ def test_config_defaults_and_refusals() -> None:
     with pytest.raises(ConfigError, match="retransmit_initial"):
         HIPConfig(retransmit_initial=0)
     assert [cfg.retransmit_timeout(n) for n in range(6)] == [1, 2, 4, 8, 16, 16]
+
+
+# --- every row of the table is real behaviour ---------------------------------------------
+
+
+def _scenarios() -> None:
+    """Drive real hosts through every row of TRANSITIONS (see the test below)."""
+    from hip_network import Network, Sent
+
+    from hip.packet import PacketType
+
+    def pair(**cfg: object) -> Network:
+        net = Network()
+        net.add("a", "192.0.2.1", config=HIPConfig(**cfg))  # type: ignore[arg-type]
+        net.add("b", "192.0.2.2", config=HIPConfig(**cfg))  # type: ignore[arg-type]
+        return net
+
+    def lose_once(*types: PacketType):  # type: ignore[no-untyped-def]
+        lost: set[PacketType] = set()
+
+        def policy(sent: Sent, _i: int) -> list[float]:
+            if sent.type in types and sent.type not in lost:
+                lost.add(sent.type)
+                return []
+            return [0.0]
+        return policy
+
+    # Losses, duplicates, replays, data, an UPDATE while R2-SENT, CLOSE with a lost ACK.
+    net = pair()
+    a, b = net.hosts["a"], net.hosts["b"]
+    net.policy = lose_once(PacketType.I1, PacketType.I2, PacketType.CLOSE_ACK)
+    a.connect(b.our_hit, "192.0.2.2", net.now)
+    net.run(until=net.now + 3.5)  # I1 and I2 each re-sent once
+    i1 = net.sent_by("a", PacketType.I1)[-1].packet
+    i2 = net.sent_by("a", PacketType.I2)[-1].packet
+    b.receive_packet(i1.data, i1.src, i1.dst, net.now)  # R2-SENT: I1
+    b.receive_packet(i2.data, i2.src, i2.dst, net.now)  # R2-SENT: duplicate I2
+    b.data_received(a.our_hit, 100, net.now)  # R2-SENT: data
+    b.data_received(a.our_hit, 100, net.now)  # ESTABLISHED: data
+    b.receive_packet(i1.data, i1.src, i1.dst, net.now)  # ESTABLISHED: I1
+    net.run()
+    a.close(b.our_hit, net.now)  # CLOSE_ACK lost: CLOSING re-sends, CLOSED answers again
+    net.run(until=net.now + 1.5)
+    b.receive_packet(i1.data, i1.src, i1.dst, net.now)  # CLOSED: I1
+    a.connect(b.our_hit, "192.0.2.2", net.now)  # UNASSOCIATED again; b gets I2 in CLOSED
+    net.run(until=net.now + 0.5)
+    net.move("a", "192.0.2.11")  # b is R2-SENT: the UPDATE confirms it
+    net.run()
+    b.close(a.our_hit, net.now)
+    net.run(until=net.now + 0.5)
+    a.connect(b.our_hit, "192.0.2.2", net.now)  # CLOSED -> I1-SENT
+    net.run()
+
+    # No answers: E-FAILED, then connect again from E-FAILED; CLOSE without CLOSE_ACK.
+    net = pair(i1_retries_max=1, i2_retries_max=1, close_retries_max=1)
+    a, b = net.hosts["a"], net.hosts["b"]
+    a.connect(b.our_hit, "192.0.2.99", net.now)
+    net.run(until=net.now + 5)
+    a.connect(b.our_hit, "192.0.2.99", net.now)  # E-FAILED -> I1-SENT
+    net.run()  # fails and expires
+    net.policy = lambda sent, _i: [] if sent.type is PacketType.R2 else [0.0]
+    a.connect(b.our_hit, "192.0.2.2", net.now)
+    net.run(until=net.now + 5)  # I2-SENT retries run out
+    net.policy = lambda sent, _i: [0.0]
+    net.run()
+    a.connect(b.our_hit, "192.0.2.2", net.now)
+    net.run()
+    net.policy = lambda sent, _i: [] if sent.sender == "b" else [0.0]
+    a.close(b.our_hit, net.now)
+    net.run()  # CLOSING retries run out
+    net.policy = lambda sent, _i: [0.0]
+
+    # Abort during the base exchange; CLOSE to R2-SENT and from R2-SENT; CLOSE in I2-SENT.
+    net = pair()
+    a, b = net.hosts["a"], net.hosts["b"]
+    a.connect(b.our_hit, "192.0.2.99", net.now)
+    a.close(b.our_hit, net.now)  # I1-SENT -> UNASSOCIATED
+    net.policy = lambda sent, _i: [] if sent.type is PacketType.R2 else [0.0]
+    a.connect(b.our_hit, "192.0.2.2", net.now)
+    net.run(until=net.now + 0.5)
+    a.close(b.our_hit, net.now)  # I2-SENT -> UNASSOCIATED
+    a.connect(b.our_hit, "192.0.2.2", net.now)
+    net.run(until=net.now + 0.5)  # b answers the new I2 in R2-SENT; R2 lost again
+    b.close(a.our_hit, net.now)  # R2-SENT -> CLOSING; a gets CLOSE in I2-SENT
+    net.policy = lambda sent, _i: [0.0]
+    net.run()
+    a.connect(b.our_hit, "192.0.2.2", net.now)
+    net.run(until=net.now + 0.5)
+    a.close(b.our_hit, net.now)  # b gets CLOSE in R2-SENT
+    net.run()
+
+    # Simultaneous opens: plain, and with crossing I2s (both sides in I2-SENT).
+    net = pair()
+    a, b = net.hosts["a"], net.hosts["b"]
+    a.connect(b.our_hit, "192.0.2.2", net.now)
+    b.connect(a.our_hit, "192.0.2.1", net.now)
+    net.run()
+    net = Network()
+    for name in ("a", "b"):
+        net.add(name, "192.0.2.1" if name == "a" else "192.0.2.2")
+    big, small = ((net.hosts["a"], net.hosts["b"]) if net.hosts["a"].our_hit
+                  > net.hosts["b"].our_hit else (net.hosts["b"], net.hosts["a"]))
+    big_addr, small_addr = big.locators[0], small.locators[0]
+
+    def deliver(host: object, ptype: PacketType) -> None:
+        sender = small if host is big else big
+        for pkt in sender.packets_to_send():
+            assert packet_type_of(pkt.data) is ptype, (packet_type_of(pkt.data), ptype)
+            host.receive_packet(pkt.data, pkt.src, pkt.dst, 0.0)  # type: ignore[attr-defined]
+
+    def packet_type_of(data: bytes) -> PacketType:
+        return PacketType(data[2] & 0x7F)
+
+    big.connect(small.our_hit, small_addr, 0.0)
+    deliver(small, PacketType.I1)  # small, still UNASSOCIATED, answers statelessly
+    small.connect(big.our_hit, big_addr, 0.0)
+    for pkt in small.packets_to_send():  # R1 to big, then small's I1
+        big.receive_packet(pkt.data, pkt.src, pkt.dst, 0.0)  # big: I2-SENT, then I1 there
+    out_big = big.packets_to_send()  # big's I2, then big's R1
+    for pkt in reversed(out_big):  # small gets R1 first (-> I2-SENT), then big's I2
+        small.receive_packet(pkt.data, pkt.src, pkt.dst, 0.0)  # small drops it: smaller HIT
+    deliver(big, PacketType.I2)  # big processes small's I2 in I2-SENT
+    deliver(small, PacketType.R2)
+    assert small.association(big.our_hit).state is State.ESTABLISHED
+    assert big.association(small.our_hit).state is State.R2_SENT
+
+    # A peer that lost its state: I2 in ESTABLISHED; a peer reconnecting while CLOSING.
+    net = pair()
+    a, b = net.hosts["a"], net.hosts["b"]
+    a.connect(b.our_hit, "192.0.2.2", net.now)
+    net.run()
+    from hip.host import HIPHost
+    from hip.random import SeededRandom
+
+    fresh_b = HIPHost(b.identity, ["192.0.2.2"], rng=SeededRandom(b"fresh"), now=net.now)
+    net.hosts["b"] = fresh_b
+    fresh_b.connect(a.our_hit, "192.0.2.1", net.now)
+    net.run()
+    net.policy = lambda sent, _i: [] if sent.type is PacketType.CLOSE else [0.0]
+    a.close(fresh_b.our_hit, net.now)  # a: CLOSING; b never hears of it
+    net.hosts["b"] = HIPHost(b.identity, ["192.0.2.2"], rng=SeededRandom(b"again"),
+                             now=net.now)
+    net.hosts["b"].connect(a.our_hit, "192.0.2.1", net.now)  # a gets I1, then I2, in CLOSING
+    net.run(until=net.now + 0.5)
+    net.policy = lambda sent, _i: [0.0]
+    net.run()
+
+    # Simultaneous close; connect again while still CLOSING.
+    net = pair()
+    a, b = net.hosts["a"], net.hosts["b"]
+    a.connect(b.our_hit, "192.0.2.2", net.now)
+    net.run()
+    a.close(b.our_hit, net.now)
+    b.close(a.our_hit, net.now)
+    net.run()
+    a.connect(b.our_hit, "192.0.2.2", net.now)
+    net.run()
+    a.close(b.our_hit, net.now)
+    a.connect(b.our_hit, "192.0.2.2", net.now)  # CLOSING -> I1-SENT
+    net.run()
+
+    # A newer R1 while in I2-SENT (the Responder started a new R1 generation).
+    net = pair()
+    a, b = net.hosts["a"], net.hosts["b"]
+    net.policy = lose_once(PacketType.I2)
+    a.connect(b.our_hit, "192.0.2.2", net.now)
+    net.run(until=net.now + 0.5)
+    b.precompute_r1(net.now + 1000)
+    first_i1 = net.sent_by("a", PacketType.I1)[0].packet
+    b.receive_packet(first_i1.data, first_i1.src, first_i1.dst, net.now + 1000)
+    net.run()
+
+
+def test_every_transition_is_exercised_by_real_hosts(monkeypatch: pytest.MonkeyPatch) -> None:
+    """No row of TRANSITIONS is dead: real hosts exchanging real packets take each one."""
+    taken: set[tuple[State, Trigger]] = set()
+    original = StateMachine.apply
+
+    def recording(self: StateMachine, trigger: Trigger) -> State:
+        before = self.state
+        result = original(self, trigger)
+        taken.add((before, trigger))
+        return result
+
+    monkeypatch.setattr(StateMachine, "apply", recording)
+    _scenarios()
+    missing = sorted(f"{s.value} --{t.value}-->" for (s, t) in set(TRANSITIONS) - taken)
+    assert not missing, f"transitions never taken: {missing}"
