@@ -23,7 +23,15 @@ from hip.events import (
 )
 from hip.host import HIPHost
 from hip.packet import HIPPacket, PacketType, parse, serialize
-from hip.params import DHGroupList, HipMac, Notification, NotifyType, R1Counter, UnknownParam
+from hip.params import (
+    DHGroupList,
+    HipMac,
+    Notification,
+    NotifyType,
+    Puzzle,
+    R1Counter,
+    UnknownParam,
+)
 from hip.random import SeededRandom
 from hip.states import State
 
@@ -433,3 +441,36 @@ def test_reconnect_after_close_from_either_side() -> None:
     net.run(until=net.now + 0.5)
     assert a.association(b.our_hit).state is State.ESTABLISHED
     assert_keys_match(net)
+
+
+@pytest.mark.parametrize(("kind_a", "kind_b"), [
+    ("ed25519", "ecdsa-p256"),  # RHASH is the Responder's: SHA-384
+    ("ecdsa-p256", "ed25519"),  # RHASH cSHAKE128, MAC KMAC128
+    ("rsa", "ecdsa-p384"),  # HIT suite 1 (RSA/SHA-256) meets suite 2
+])
+def test_mixed_hit_suites(kind_a: str, kind_b: str) -> None:
+    from hip.identity import HostIdentity
+
+    net = Network()
+
+    def identity(kind: str, seed: bytes) -> HostIdentity:
+        if kind == "rsa":  # 2048 bits keeps the test fast; suite and encoding are the same
+            return HostIdentity.generate("rsa", rsa_bits=2048)
+        return HostIdentity.generate(kind, SeededRandom(seed))
+
+    a = net.add("a", A_ADDR, identity=identity(kind_a, b"mixed a"))
+    b = net.add("b", B_ADDR, identity=identity(kind_b, b"mixed b"))
+    a.connect(b.our_hit, B_ADDR, net.now)
+    net.run()
+    assert a.association(b.our_hit).state is State.ESTABLISHED
+    assert b.association(a.our_hit).state is State.ESTABLISHED
+    assert_keys_match(net)
+    r1 = parse(net.sent_by("b", PacketType.R1)[0].packet.data, ip_address(B_ADDR),
+               ip_address(A_ADDR))
+    from hip.crypto import rhash_len
+
+    assert len(r1.get(Puzzle).random_i) == rhash_len(b.identity.public.rhash_name)
+    a.rekey(b.our_hit, net.now)
+    net.run()
+    assert_keys_match(net)
+    assert not a.drops and not b.drops
