@@ -415,6 +415,9 @@ class HIPHost:
             return
         counter = packet.get(R1Counter)
         gen = self._generation(counter.counter if counter else None)
+        oldest = now - GENERATIONS_KEPT * self.config.r1_generation_lifetime
+        if gen is not None and gen.created < oldest:
+            gen = None  # even without newer I1s, an R1 is honoured for two lifetimes at most
         if gen is None:
             self.outbox.drop("I2 answers an R1 generation we no longer honour", "I2",
                              packet.sender_hit)

@@ -223,3 +223,19 @@ def test_mutated_real_packets_never_raise_and_change_nothing(
                     h.association(other.our_hit).peer_locator)
              for name, h, other in (("a", a, b), ("b", b, a))}
     assert after == before
+
+
+def test_i2_long_after_its_r1_is_dropped_even_without_new_i1s() -> None:
+    net, _counter = _solve_i2_after(0)  # no rotation: the generation just grew old
+    b, a = net.hosts["b"], net.hosts["a"]
+    assert b.association(a.our_hit).state is State.R2_SENT  # 0.1 s late: fine
+    late = Network()
+    a2 = late.add("a", "192.0.2.1")
+    b2 = late.add("b", "192.0.2.2")
+    late.policy = lambda sent, _i: [] if sent.type is PacketType.I2 else [0.0]
+    a2.connect(b2.our_hit, "192.0.2.2", late.now)
+    late.run(until=0.5)
+    i2 = late.sent_by("a", PacketType.I2)[0].packet
+    b2.receive_packet(i2.data, i2.src, i2.dst, 2 * HIPConfig().r1_generation_lifetime + 1)
+    assert b2.drops["I2 answers an R1 generation we no longer honour"] == 1
+    assert b2.association(a2.our_hit) is None
