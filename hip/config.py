@@ -8,6 +8,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
+from hip.crypto import ESP_SUITES, DHGroup, HipCipherId
 from hip.errors import HIPError
 
 #: DH group ids (RFC 7401 section 5.2.7; 12 is Curve25519 per RFC 9374 / IANA).
@@ -23,10 +24,10 @@ ESP_NULL_HMAC_SHA256 = 7
 ESP_AES_128_CBC_HMAC_SHA256 = 8
 ESP_AES_256_CBC_HMAC_SHA256 = 9
 
-KNOWN_DH_GROUPS = frozenset({DH_NIST_P256, DH_NIST_P384, DH_CURVE25519})
-KNOWN_CIPHERS = frozenset({CIPHER_NULL, CIPHER_AES_128_CBC, CIPHER_AES_256_CBC})
-KNOWN_ESP_TRANSFORMS = frozenset({1, ESP_NULL_HMAC_SHA256, ESP_AES_128_CBC_HMAC_SHA256,
-                                  ESP_AES_256_CBC_HMAC_SHA256})
+#: What hip.crypto can do.  SECP160R1 (group 10) is assigned but not implemented.
+KNOWN_DH_GROUPS = frozenset(int(g) for g in DHGroup if g is not DHGroup.SECP160R1)
+KNOWN_CIPHERS = frozenset(int(c) for c in HipCipherId)
+KNOWN_ESP_TRANSFORMS = frozenset(int(t) for t in ESP_SUITES)
 
 
 class ConfigError(HIPError):

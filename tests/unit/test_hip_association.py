@@ -474,3 +474,26 @@ def test_mixed_hit_suites(kind_a: str, kind_b: str) -> None:
     net.run()
     assert_keys_match(net)
     assert not a.drops and not b.drops
+
+
+@pytest.mark.parametrize("group", [8, 12, 3], ids=["P-384", "X25519", "MODP-1536"])
+def test_other_dh_groups(group: int) -> None:
+    net = pair(config=HIPConfig(dh_groups=(group, 7)))
+    establish(net)
+    from hip.params import DiffieHellman
+
+    i2 = net.sent_by("a", PacketType.I2)[0].packet
+    assert parse(i2.data, i2.src, i2.dst).get(DiffieHellman).group_id == group
+    assert_keys_match(net)
+
+
+def test_no_common_dh_group_fails_without_state() -> None:
+    net = Network()
+    a = net.add("a", A_ADDR, config=HIPConfig(dh_groups=(12,)))
+    b = net.add("b", B_ADDR, config=HIPConfig(dh_groups=(7,)))
+    a.connect(b.our_hit, B_ADDR, net.now)
+    net.run()
+    # b answers with its own group; a's downgrade check refuses it; nothing is created.
+    assert a.drops["R1 DH group is not the one our DH_GROUP_LIST asks for"] >= 1
+    assert net.events_of("a", AssociationFailed)
+    assert b.association(a.our_hit) is None
