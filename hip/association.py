@@ -1032,6 +1032,7 @@ class Association:
         if locator_set is not None:
             announced = [AnnouncedLocator(loc.address, loc.preferred, loc.lifetime)
                          for loc in locator_set.locators]
+            control_before = self.peer_locators.control_locator()
             to_check = self.peer_locators.apply_announcement(announced)
             pending = self._updates.outstanding
             if (pending is not None and pending.purpose is UpdatePurpose.ECHO
@@ -1042,6 +1043,10 @@ class Association:
                     self._updates.outstanding = None
             our, peer = self._event_ids()
             self._emit(PeerLocatorsChanged(our, peer, self.peer_locators.snapshot()))
+            if self.peer_locators.control_locator() != control_before:
+                # The peer now prefers a locator that was verified before: traffic moves
+                # at once, no return routability needed (RFC 8046 5.2).
+                self._emit_sa(SAChangeReason.PEER_MOVED)
         if rekey_request and esp_info is not None:
             if self._rekey is None and new_keymat is not None:
                 self._rekey = _Rekey(self._new_spi(), 0, dh=own_dh, keymat=new_keymat)

@@ -317,3 +317,22 @@ def test_second_move_supersedes_an_unacknowledged_first() -> None:
     assert not echo_to_a2
     assert not net.events_of("a", UpdateFailed)
     assert not net.events_of("b", LocatorVerificationFailed)
+
+
+def test_preference_switch_between_verified_locators_needs_no_new_check() -> None:
+    net = established()
+    a, b = net.hosts["a"], net.hosts["b"]
+    net.owners[ip_address(A2)] = "a"  # a is multihomed: A1 and A2
+    a.update_locators([A2, A1], net.now)
+    net.run()
+    b_assoc = b.association(a.our_hit)
+    states = {e.address: e.state for e in b_assoc.peer_locators.entries()}
+    assert states == {ip_address(A1): LocatorState.ACTIVE, ip_address(A2): LocatorState.ACTIVE}
+    assert latest_sa(net, "b").peer_locator == ip_address(A2)
+    echoes_before = len(net.events_of("b", LocatorVerified))
+    a.update_locators([A1, A2], net.now)  # back to A1, which b verified long ago
+    net.run()
+    assert latest_sa(net, "b").reason is SAChangeReason.PEER_MOVED
+    assert latest_sa(net, "b").peer_locator == ip_address(A1)
+    assert len(net.events_of("b", LocatorVerified)) == echoes_before  # no new check
+    assert set(latest_sa(net, "b").peer_locators) == {ip_address(A1), ip_address(A2)}
