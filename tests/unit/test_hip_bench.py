@@ -1,0 +1,33 @@
+"""``python -m hip.bench`` runs and reports what it measured (no timing is asserted)."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+
+from hip.bench import COMBINATIONS, main, measure, render_table
+
+pytestmark = pytest.mark.unit
+
+
+def test_bench_json_has_every_combination(capsys: pytest.CaptureFixture[str]) -> None:
+    assert main(["--seconds", "0.02", "--json"]) == 0
+    report = json.loads(capsys.readouterr().out)
+    rows = report["results"]
+    assert [r["identity"] for r in rows] == [kind for _label, kind, _group in COMBINATIONS]
+    assert [r["dh_group"] for r in rows] == [7, 12]
+    for row in rows:
+        assert row["base_exchanges_per_s"] > 0 and row["handovers_per_s"] > 0
+        assert row["update_round_trips_per_s"] > 0
+        # I1 + R1 + I2 + R2 of real sizes: a few hundred bytes each.
+        assert 600 < row["base_exchange_bytes"] < 3000
+
+
+def test_bench_table_and_bad_arguments(capsys: pytest.CaptureFixture[str]) -> None:
+    result = measure("ECDSA P-256 + ECDH P-256", "ecdsa-p256", 7, 0.02)
+    table = render_table([result])
+    assert table.splitlines()[2].startswith("| ECDSA P-256 + ECDH P-256 |")
+    with pytest.raises(SystemExit):
+        main(["--seconds", "0"])
+    assert "--seconds must be positive" in capsys.readouterr().err
