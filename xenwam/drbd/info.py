@@ -212,6 +212,11 @@ def _pairs(text: str) -> dict[str, str]:
     return dict(_KV_RE.findall(text))
 
 
+def _replication(value: str | None) -> str | None:
+    # drbdsetup says "Off" where /proc/drbd has no replication state: there is no peer.
+    return None if value in (None, "Off") else value
+
+
 def _kib(value: str | None) -> int:
     # drbdsetup prints sizes and counters in KiB.
     return int(value) if value and value.isdigit() else 0
@@ -236,7 +241,7 @@ def parse_status(text: str) -> list[DeviceState]:
             return
         for vol, kv in sorted(volumes.items()):
             peer = peer_volumes.get(vol, {})
-            repl = peer.get("replication")
+            repl = _replication(peer.get("replication"))
             done = peer.get("done")
             oos = _kib(peer.get("out-of-sync"))
             size = _kib(kv.get("size")) or None
@@ -275,7 +280,7 @@ def parse_status(text: str) -> list[DeviceState]:
             raise DrbdError(f"cannot read drbdsetup status: line {raw!r} before any resource")
         kv = _pairs(body)
         first = body.split(" ", 1)[0]
-        if (first.startswith("volume:") and "replication" in kv) or "peer-disk" in kv:
+        if first.startswith("volume:") and ("replication" in kv or "peer-disk" in kv):
             peer_volumes[kv.get("volume", "0")] = kv
             last = peer_volumes[kv.get("volume", "0")]
         elif first.startswith("volume:"):
@@ -354,7 +359,7 @@ def states_from_events(events: list[Event]) -> list[DeviceState]:
             minor=int(dev.get("minor", "-1")),
             resource=name,
             connection=conn.get("connection", "StandAlone"),
-            replication=peer.get("replication"),
+            replication=_replication(peer.get("replication")),
             role=resources.get(name, {}).get("role", "Unknown"),
             peer_role=conn.get("role", "Unknown"),
             disk=dev.get("disk", "Diskless"),
