@@ -891,6 +891,8 @@ class Association:
         # At most one UPDATE with an unacknowledged SEQ (RFC 7401 6.12).
         while self._updates.outstanding is None and self._update_queue:
             purpose, locator = self._update_queue.popleft()
+            if purpose is UpdatePurpose.REKEY_REPLY and self._rekey is None:
+                continue  # that rekey already completed or was abandoned
             self._send_update_with_seq(purpose, locator, now, ack=None)
 
     def _esp_info_unchanged(self) -> EspInfo:
@@ -1047,12 +1049,24 @@ class Association:
                 # The peer now prefers a locator that was verified before: traffic moves
                 # at once, no return routability needed (RFC 8046 5.2).
                 self._emit_sa(SAChangeReason.PEER_MOVED)
+        pending = self._updates.outstanding
+        abandoned: _Rekey | None = None
+        if (rekey_request and self._rekey is not None and pending is not None
+                and pending.purpose is UpdatePurpose.REKEY):
+            # Both ends started a rekey at once.  As for a simultaneous base exchange, the
+            # larger HIT's goes ahead; the other end gives its own up and answers.
+            if self.our_hit > self.peer_hit:
+                rekey_request = False  # only acknowledged; the peer will answer ours
+            else:
+                abandoned, self._rekey = self._rekey, None
+                self._updates.outstanding = None
         if rekey_request and esp_info is not None:
+            spi = abandoned.new_spi_in if abandoned is not None else self._new_spi()
             if self._rekey is None and new_keymat is not None:
-                self._rekey = _Rekey(self._new_spi(), 0, dh=own_dh, keymat=new_keymat)
+                self._rekey = _Rekey(spi, 0, dh=own_dh, keymat=new_keymat)
             elif self._rekey is None:
                 index = max(esp_info.keymat_index, self._crypto.next_keymat_index)
-                self._rekey = _Rekey(self._new_spi(), index)
+                self._rekey = _Rekey(spi, index)
             self._rekey.peer_new_spi = esp_info.new_spi
         if rekey_request and self._updates.outstanding is None:
             self._send_update_with_seq(UpdatePurpose.REKEY_REPLY, None, now, ack=seq.update_id)

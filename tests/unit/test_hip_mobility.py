@@ -336,3 +336,25 @@ def test_preference_switch_between_verified_locators_needs_no_new_check() -> Non
     assert latest_sa(net, "b").peer_locator == ip_address(A1)
     assert len(net.events_of("b", LocatorVerified)) == echoes_before  # no new check
     assert set(latest_sa(net, "b").peer_locators) == {ip_address(A1), ip_address(A2)}
+
+
+def test_simultaneous_rekey_converges() -> None:
+    net = established()
+    a, b = net.hosts["a"], net.hosts["b"]
+    old_a = latest_sa(net, "a")
+    a.rekey(b.our_hit, net.now)
+    b.rekey(a.our_hit, net.now)
+    net.run()
+    sa_a, sa_b = latest_sa(net, "a"), latest_sa(net, "b")
+    assert sa_a.reason is sa_b.reason is SAChangeReason.REKEYED
+    assert sa_a.spi_in != old_a.spi_in and sa_a.enc_key_out != old_a.enc_key_out
+    assert sa_a.spi_out == sa_b.spi_in and sa_a.spi_in == sa_b.spi_out
+    assert sa_a.enc_key_out == sa_b.enc_key_in and sa_a.auth_key_in == sa_b.auth_key_out
+    for host, other in ((a, b), (b, a)):
+        assoc = host.association(other.our_hit)
+        assert assoc._rekey is None and assoc._updates.outstanding is None
+    assert not net.events_of("a", UpdateFailed) and not net.events_of("b", UpdateFailed)
+    # Still usable: one more rekey from either side.
+    b.rekey(a.our_hit, net.now)
+    net.run()
+    assert latest_sa(net, "a").spi_out == latest_sa(net, "b").spi_in
