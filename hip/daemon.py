@@ -65,14 +65,20 @@ log = logging.getLogger("hipd")
 #: Packets kept per peer while its base exchange runs, and how long they may wait.
 QUEUE_PACKETS = 256
 QUEUE_SECONDS = 30.0
-#: Netlink address events come in bursts (remove, add, route): wait this long for quiet.
-LOCATOR_SETTLE = 0.05
+#: Netlink events come in bursts (address removed, address added, route replaced): wait
+#: this long for quiet before looking at the addresses.
+LOCATOR_SETTLE = 0.01
+#: A new address is announced only once the peers are routable from it (an UPDATE sent
+#: before the route exists is lost and costs a full retransmission timeout); give up
+#: waiting for a route after this long and announce anyway.
+ROUTE_WAIT_MAX = 1.0
 #: Seconds between two reactions to ESP with an unknown SPI from the same locator.
 UNKNOWN_SPI_HOLDOFF = 2.0
 _HITS = IPv6Network(HIT_PREFIX)
 #: Address flags from linux/if_addr.h.
 _IFA_F_TENTATIVE = 0x40
 _IFA_F_DEPRECATED = 0x20
+_LOCATOR_EVENTS = ("RTM_NEWADDR", "RTM_DELADDR", "RTM_NEWROUTE", "RTM_DELROUTE")
 
 
 @dataclass
@@ -147,6 +153,7 @@ class Hipd:
         self._server: asyncio.AbstractServer | None = None
         self._netlink_task: asyncio.Task[None] | None = None
         self._unknown_spi_seen: dict[Locator, float] = {}
+        self._route_wait_since: float | None = None
 
     # -- start and stop -----------------------------------------------------------------
     async def start(self) -> None:
@@ -415,7 +422,7 @@ class Hipd:
             await ipr.bind()
             while True:
                 async for msg in ipr.get():
-                    if msg.get("event") in ("RTM_NEWADDR", "RTM_DELADDR"):
+                    if msg.get("event") in _LOCATOR_EVENTS:
                         self._schedule_locator_check()
 
     async def _read_locators(self) -> tuple[Locator, ...]:
@@ -438,7 +445,39 @@ class Hipd:
         # new address after a move is the one that works.
         kept = [loc for loc in self.locators if loc in current]
         fresh = [loc for loc in current if loc not in kept]
-        return self.set_locators(tuple(fresh + kept))
+        new = tuple(fresh + kept)
+        if not new or new == self.locators:
+            self._route_wait_since = None
+            return 0
+        if not await self._peers_routable_from(new[0]):
+            now = self._now()
+            if self._route_wait_since is None:
+                self._route_wait_since = now
+            if now - self._route_wait_since < ROUTE_WAIT_MAX:
+                # The next route event re-runs this check; the fallback ends the wait.
+                assert self._loop is not None
+                self._loop.call_later(ROUTE_WAIT_MAX, self._schedule_locator_check)
+                return 0
+            log.warning("no route to the peers from %s after %g s; announcing it anyway",
+                        new[0], ROUTE_WAIT_MAX)
+        self._route_wait_since = None
+        return self.set_locators(new)
+
+    async def _peers_routable_from(self, src: Locator) -> bool:
+        """True if every peer locator of ``src``'s family has a route from ``src``."""
+        from pyroute2 import AsyncIPRoute
+        from pyroute2.netlink.exceptions import NetlinkError
+
+        peers = {sa.peer_locator for sa in self.sas.values() if type(sa.peer_locator) is type(src)}
+        if not peers:
+            return True
+        async with AsyncIPRoute() as ipr:
+            for peer in peers:
+                try:
+                    await ipr.route("get", dst=str(peer), src=str(src))
+                except NetlinkError:
+                    return False
+        return True
 
     # -- control socket ------------------------------------------------------------------
     async def _start_control(self) -> None:

@@ -283,6 +283,8 @@ def benchmark(repeats: int) -> dict[str, object]:
         results["base_exchange_ms"] = round((first - again) * 1000, 1)
         results["first_connect_ms"] = round(first * 1000, 1)
         results["associated_connect_ms"] = round(again * 1000, 2)
+        rtt_hit = _rtt_ms(lab, "c", hits["m"])
+        results["rtt_hit_ms"] = round(rtt_hit, 3)
 
         # Throughput: userspace ESP over the HIT vs plain TCP to the locator.
         nbytes = 32 << 20
@@ -325,6 +327,7 @@ def benchmark(repeats: int) -> dict[str, object]:
         med = statistics.median(h["first_record_after_move_ms"] for h in handovers)
         results["handover_median_ms"] = med
         results["handover_median_rtts"] = round(med / rtt, 1)
+        results["handover_median_rtts_over_hit"] = round(med / rtt_hit, 1)
     finally:
         lab.close()
     return results
