@@ -233,7 +233,8 @@ def register(subparsers: Any, common: argparse.ArgumentParser) -> None:
         p = sub.add_parser(name, parents=parents, help=what)
         p.add_argument("host", choices=HOSTS)
         p.set_defaults(handler=handler)
-    p = sub.add_parser("exec", parents=parents, help="run a command in a dom0")
+    p = sub.add_parser("exec", parents=parents,
+                       help="run a command in a dom0 (options before HOST)")
     p.add_argument("host", choices=HOSTS)
     p.add_argument("--timeout", type=float, default=600.0)
     p.add_argument("cmd", nargs=argparse.REMAINDER, help="-- COMMAND ARGS...")

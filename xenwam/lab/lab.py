@@ -197,8 +197,8 @@ class Lab:
                  tty: bool = False) -> list[str]:
         """argv running ``remote`` (an argv list) in ``host``'s dom0 over the control path."""
         state = self.load_state()
-        if state is None:
-            raise LabError(f"no lab in {self.run_dir}; run `xenwam lab up` first")
+        if state is None or state.status == "down":
+            raise LabError(f"no lab is up in {self.run_dir}; run `xenwam lab up` first")
         config = state.config()
         arts = Artifacts(Path(state.artifacts))
         argv = [

@@ -142,19 +142,18 @@ class GapReport:
 
 
 def longest_gap(replies: list[PingReply], start: float, end: float) -> GapReport:
-    """The longest silence between replies around [start, end].
+    """The longest silence a pinging client saw around a migration from ``start`` to ``end``.
 
-    The gap is measured from the last reply before ``start`` to the first reply after it
-    (and between any replies in between).  If no reply came after ``start``, the guest
-    never answered again: ``answered_after`` is false and the gap is unknown.
+    Gaps are measured between consecutive replies from the last one before ``start``
+    onwards.  If no reply came after ``end`` the guest never answered again: the silence
+    has no end, so ``longest_gap`` is None and ``answered_after`` false.
     """
-    before = [r.time for r in replies if r.time <= start]
-    after = [r.time for r in replies if r.time > start]
-    if not after:
+    if not any(r.time > end for r in replies):
         return GapReport(len(replies), None, False)
-    times = ([before[-1]] if before else [start]) + after
-    gap = max(b - a for a, b in itertools.pairwise(times)) if len(times) > 1 else 0.0
-    return GapReport(len(replies), round(gap, 3), after[-1] >= end)
+    before = [r.time for r in replies if r.time <= start]
+    times = ([before[-1]] if before else [start]) + [r.time for r in replies if r.time > start]
+    gap = max(b - a for a, b in itertools.pairwise(times))
+    return GapReport(len(replies), round(gap, 3), True)
 
 
 @dataclass(frozen=True)
@@ -165,9 +164,9 @@ class Tick:
     time: int
 
 
-_TICK = re.compile(r"xw-tick (\d+) (\d+)")
+_TICK = re.compile(r"xw-tick (\d+) (\d+)\r?\n")
 
 
 def parse_ticks(text: str) -> list[Tick]:
-    """Every counter line in a guest console log, in order."""
+    """Every complete counter line in a guest console log, in order."""
     return [Tick(int(m.group(1)), int(m.group(2))) for m in _TICK.finditer(text)]

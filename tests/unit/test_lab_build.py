@@ -1,0 +1,175 @@
+"""Lab build logic: apt output parsing, sources for the image, module order, cpio, cache key."""
+
+from __future__ import annotations
+
+import gzip
+import stat
+from dataclasses import replace
+
+import pytest
+
+from xenwam.errors import LabError
+from xenwam.lab.build import (
+    AptSource,
+    BuildInputs,
+    chroot_sources,
+    load_order,
+    main_mirror,
+    module_name,
+    newc_archive,
+    parse_apt_sources,
+    parse_candidate_version,
+    parse_kernel_package,
+    parse_modules_dep,
+)
+
+pytestmark = pytest.mark.unit
+
+DEPENDS = """\
+linux-image-amd64
+  Depends: linux-image-6.1.0-56-amd64
+"""
+
+POLICY = """\
+xen-hypervisor-4.17-amd64:
+  Installed: (none)
+  Candidate: 4.17.7+13-g2445b30a44-0+deb12u1
+  Version table:
+     4.17.7+13-g2445b30a44-0+deb12u1 500
+        500 http://deb.debian.org/debian-security bookworm-security/main amd64 Packages
+     4.17.5+72-g01140da4e8-1 500
+        500 http://deb.debian.org/debian bookworm/main amd64 Packages
+busybox-static:
+  Installed: (none)
+  Candidate: 1:1.35.0-4+deb12u1+b1
+  Version table:
+gone-package:
+  Installed: (none)
+  Candidate: (none)
+"""
+
+SOURCES = """\
+Types: deb
+# http://snapshot.debian.org/archive/debian/20250520T000000Z
+URIs: http://deb.debian.org/debian
+Suites: bookworm bookworm-updates
+Components: main
+Signed-By: /usr/share/keyrings/debian-archive-keyring.gpg
+
+Types: deb
+URIs: http://deb.debian.org/debian-security
+Suites: bookworm-security
+Components: main
+
+Types: deb
+URIs: https://example.invalid/node
+Suites: nodistro
+Components: main
+
+Enabled: no
+Types: deb
+URIs: http://disabled.invalid/debian
+Suites: bookworm
+"""
+
+
+def test_kernel_package_from_apt_cache_depends() -> None:
+    assert parse_kernel_package(DEPENDS) == "linux-image-6.1.0-56-amd64"
+    with pytest.raises(LabError, match="apt-get update"):
+        parse_kernel_package("linux-image-amd64\n")
+
+
+def test_candidate_versions() -> None:
+    assert parse_candidate_version(POLICY, "xen-hypervisor-4.17-amd64") == \
+        "4.17.7+13-g2445b30a44-0+deb12u1"
+    assert parse_candidate_version(POLICY, "busybox-static") == "1:1.35.0-4+deb12u1+b1"
+    with pytest.raises(LabError, match="gone-package"):
+        parse_candidate_version(POLICY, "gone-package")
+    with pytest.raises(LabError, match="absent"):
+        parse_candidate_version(POLICY, "absent")
+
+
+def test_apt_sources_deb822_and_one_line() -> None:
+    sources = parse_apt_sources(SOURCES + "\ndeb [arch=amd64] http://x.invalid/d bookworm main\n")
+    uris = [s.uri for s in sources]
+    assert uris == ["http://deb.debian.org/debian", "http://deb.debian.org/debian-security",
+                    "https://example.invalid/node", "http://x.invalid/d"]
+    assert sources[0].suites == ("bookworm", "bookworm-updates")
+    assert main_mirror(sources) == "http://deb.debian.org/debian"
+
+
+def test_image_sources_keep_only_debian_suites() -> None:
+    text = chroot_sources(parse_apt_sources(SOURCES))
+    assert "debian-security" in text and "Suites: bookworm bookworm-updates" in text
+    assert "example.invalid" not in text and "disabled.invalid" not in text
+    with pytest.raises(LabError, match="bookworm"):
+        chroot_sources([AptSource("http://x", ("sid",), ("main",))])
+
+
+MODULES_DEP = """\
+kernel/fs/ext4/ext4.ko: kernel/lib/crc16.ko kernel/fs/mbcache.ko kernel/fs/jbd2/jbd2.ko
+kernel/fs/jbd2/jbd2.ko:
+kernel/fs/mbcache.ko:
+kernel/lib/crc16.ko:
+kernel/drivers/block/virtio_blk.ko: kernel/drivers/virtio/virtio.ko
+kernel/drivers/virtio/virtio.ko:
+kernel/drivers/block/xen-blkfront.ko:
+"""
+
+
+def test_load_order_puts_dependencies_first_once() -> None:
+    deps = parse_modules_dep(MODULES_DEP)
+    order = load_order(deps, ["virtio_blk", "ext4", "jbd2"])
+    assert order == ["kernel/drivers/virtio/virtio.ko", "kernel/drivers/block/virtio_blk.ko",
+                     "kernel/lib/crc16.ko", "kernel/fs/mbcache.ko", "kernel/fs/jbd2/jbd2.ko",
+                     "kernel/fs/ext4/ext4.ko"]
+
+
+def test_module_names_treat_dash_and_underscore_alike() -> None:
+    assert module_name("kernel/drivers/block/xen-blkfront.ko") == "xen_blkfront"
+    assert module_name("a/b/c.ko.xz") == "c"
+    assert load_order(parse_modules_dep(MODULES_DEP), ["xen_blkfront"]) == [
+        "kernel/drivers/block/xen-blkfront.ko"]
+
+
+def test_missing_module_is_named() -> None:
+    with pytest.raises(LabError, match="'nosuch'"):
+        load_order(parse_modules_dep(MODULES_DEP), ["nosuch"])
+
+
+def _read_newc(blob: bytes) -> list[tuple[str, int, bytes]]:
+    out = []
+    pos = 0
+    while True:
+        assert blob[pos:pos + 6] == b"070701"
+        fields = [int(blob[pos + 6 + 8 * i: pos + 14 + 8 * i], 16) for i in range(13)]
+        mode, size, namesize = fields[1], fields[6], fields[11]
+        pos += 110
+        name = blob[pos:pos + namesize - 1].decode()
+        pos += namesize
+        pos += -pos % 4
+        data = blob[pos:pos + size]
+        pos += size
+        pos += -pos % 4
+        if name == "TRAILER!!!":
+            return out
+        out.append((name, mode, data))
+
+
+def test_newc_archive_round_trips() -> None:
+    entries = [("bin", stat.S_IFDIR | 0o755, b""),
+               ("bin/busybox", stat.S_IFREG | 0o755, b"\x7fELF" + b"x" * 13),
+               ("bin/sh", stat.S_IFLNK | 0o777, b"busybox"),
+               ("init", stat.S_IFREG | 0o755, b"#!/bin/sh\n")]
+    blob = newc_archive(entries)
+    assert len(blob) % 512 == 0
+    assert _read_newc(blob) == entries
+    assert gzip.decompress(gzip.compress(blob)) == blob
+
+
+def test_cache_key_changes_with_any_input() -> None:
+    base = BuildInputs("1", "1", "linux-image-6.1.0-56-amd64", "6.1.192-2", "1", "abc")
+    assert len(base.key) == 16
+    assert base.key == replace(base).key
+    assert base.key != replace(base, kernel_version="6.1.193-1").key
+    assert base.key != replace(base, files_digest="abd").key

@@ -1,0 +1,115 @@
+"""Lab guests and readers: xl config text, captured `xl list`, ping gaps, tick logs."""
+
+from __future__ import annotations
+
+import ipaddress
+from pathlib import Path
+
+import pytest
+
+from xenwam.errors import ConfigError, LabError
+from xenwam.lab.xl import (
+    GuestSpec,
+    PingReply,
+    guest_mac,
+    longest_gap,
+    parse_ping,
+    parse_ticks,
+    parse_xl_list,
+)
+
+pytestmark = pytest.mark.unit
+
+DATA = Path(__file__).parent.parent / "data"
+
+
+def _spec(**kw: object) -> GuestSpec:
+    args: dict[str, object] = {
+        "name": "g1", "address": ipaddress.IPv4Interface("10.1.0.10/24"),
+        "gateway": ipaddress.IPv4Address("10.1.0.1"), "mac": guest_mac(1),
+    }
+    args.update(kw)
+    return GuestSpec(**args)  # type: ignore[arg-type]
+
+
+def test_xl_list_dom0_only() -> None:
+    doms = parse_xl_list((DATA / "xl-list-4.17-dom0-only.txt").read_text())
+    assert len(doms) == 1
+    assert doms[0].name == "Domain-0" and doms[0].domid == 0
+    assert doms[0].memory_mib == 512 and doms[0].vcpus == 1
+    assert doms[0].state == "r-----"
+
+
+def test_xl_list_with_pvh_guest() -> None:
+    doms = parse_xl_list((DATA / "xl-list-4.17-one-pvh-guest.txt").read_text())
+    assert [(d.name, d.domid, d.memory_mib, d.state) for d in doms] == [
+        ("Domain-0", 0, 512, "r-----"), ("g1", 1, 128, "-b----")]
+    assert doms[1].cpu_seconds == pytest.approx(7.7)
+
+
+def test_xl_list_after_migration_keeps_the_name() -> None:
+    doms = parse_xl_list((DATA / "xl-list-4.17-after-migration.txt").read_text())
+    assert [d.name for d in doms] == ["Domain-0", "g1"]
+
+
+@pytest.mark.parametrize("bad", ["", "garbage\n", "Name ID\nDomain-0 zero 512 1 r----- 1.0\n"])
+def test_bad_xl_list_raises(bad: str) -> None:
+    with pytest.raises(LabError):
+        parse_xl_list(bad)
+
+
+def test_guest_config_is_pvh_with_vif_and_disk() -> None:
+    text = _spec().xl_config()
+    assert 'type = "pvh"' in text
+    assert 'name = "g1"' in text
+    assert "memory = 128" in text
+    assert 'vif = ["bridge=xenbr0,mac=00:16:3e:58:57:01"]' in text
+    assert "target=/var/lib/xenwam-lab/g1-data.img" in text
+    assert "xw.ip=10.1.0.10/24 xw.gw=10.1.0.1" in text
+
+
+@pytest.mark.parametrize("name", ["G1", "1g", "g 1", "a" * 40, "g1;rm"])
+def test_bad_guest_name_refused(name: str) -> None:
+    with pytest.raises(ConfigError, match="guest name"):
+        _spec(name=name)
+
+
+def test_too_little_guest_memory_refused() -> None:
+    with pytest.raises(ConfigError, match="96"):
+        _spec(memory_mib=64)
+
+
+PING = """\
+PING 10.0.0.10 (10.0.0.10) 56(84) bytes of data.
+[1795331000.100000] 64 bytes from 10.0.0.10: icmp_seq=1 ttl=64 time=1.21 ms
+[1795331000.150000] 64 bytes from 10.0.0.10: icmp_seq=2 ttl=64 time=1.05 ms
+[1795331006.300000] 64 bytes from 10.0.0.10: icmp_seq=125 ttl=64 time=2.80 ms
+[1795331006.350000] 64 bytes from 10.0.0.10: icmp_seq=126 ttl=64 time=1.10 ms
+"""
+
+
+def test_ping_parse() -> None:
+    replies = parse_ping(PING)
+    assert replies[0] == PingReply(1795331000.1, 1)
+    assert [r.seq for r in replies] == [1, 2, 125, 126]
+
+
+def test_gap_spans_the_silence_around_the_migration() -> None:
+    rep = longest_gap(parse_ping(PING), start=1795331000.12, end=1795331005.0)
+    assert rep.answered_after
+    assert rep.longest_gap == pytest.approx(6.15)
+    assert rep.replies == 4
+
+
+def test_no_reply_after_the_migration_means_no_gap_figure() -> None:
+    rep = longest_gap(parse_ping(PING), start=1795331000.12, end=1795331007.0)
+    assert not rep.answered_after
+    assert rep.longest_gap is None
+
+
+def test_ticks_from_console_log() -> None:
+    text = "/ # \x1b[6nxw-tick 2 1795331014\nxw-tick 3 1795331015\r\nnoise\nxw-tick 4 17953310"
+    ticks = parse_ticks(text)
+    # The last line is still being written: it is not counted.
+    assert [t.count for t in ticks] == [2, 3]
+    assert ticks[0].time == 1795331014
