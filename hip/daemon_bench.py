@@ -21,18 +21,16 @@ import argparse
 import json
 import os
 import shutil
-import signal
 import socket
 import statistics
 import struct
-import subprocess
 import sys
 import tempfile
 import time
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
-from hip.runner import CommandResult, SubprocessRunner
+from hip.runner import BackgroundProcess, CommandResult, SubprocessRunner
 
 #: One stream record: sequence number, send time (CLOCK_MONOTONIC, ns; the clock is
 #: shared by every namespace on the host, so sender and receiver times compare).
@@ -162,7 +160,7 @@ class Lab:
     prefix: str = field(default_factory=lambda: f"hipb{os.getpid() % 10000}")
     runner: SubprocessRunner = field(default_factory=SubprocessRunner)
     created: list[str] = field(default_factory=list)
-    procs: list[subprocess.Popen[bytes]] = field(default_factory=list)
+    procs: list[BackgroundProcess] = field(default_factory=list)
     workdir: Path = field(default_factory=lambda: Path(tempfile.mkdtemp(prefix="hipbench")))
 
     def ns(self, role: str) -> str:
@@ -209,23 +207,15 @@ class Lab:
         self.in_ns(role, "ip", "route", "replace", "default", "via", f"10.{subnet}.0.1")
         return moved_at
 
-    def start(self, role: str, argv: list[str], log: str) -> subprocess.Popen[bytes]:
-        out = open(self.workdir / log, "wb")  # noqa: SIM115  (owned by the child)
-        proc = subprocess.Popen(["ip", "netns", "exec", self.ns(role), *argv],
-                                stdout=out, stderr=subprocess.STDOUT)
-        out.close()
+    def start(self, role: str, argv: list[str], log: str) -> BackgroundProcess:
+        proc = BackgroundProcess(["ip", "netns", "exec", self.ns(role), *argv],
+                                 str(self.workdir / log))
         self.procs.append(proc)
         return proc
 
     def close(self) -> None:
         for proc in self.procs:
-            if proc.poll() is None:
-                proc.send_signal(signal.SIGTERM)
-                try:
-                    proc.wait(timeout=5)
-                except subprocess.TimeoutExpired:
-                    proc.kill()
-                    proc.wait()
+            proc.stop()
         for name in reversed(self.created):
             self.sh("ip", "netns", "del", name, check=False)
         shutil.rmtree(self.workdir, ignore_errors=True)

@@ -130,3 +130,33 @@ class SubprocessRunner:
 
 #: The runner used when a caller does not inject one.
 default_runner: Runner = SubprocessRunner()
+
+
+class BackgroundProcess:
+    """A long-running child (a daemon, a traffic source) that its starter must stop."""
+
+    def __init__(self, argv: Sequence[str], log_path: str) -> None:
+        args = [str(a) for a in argv]
+        try:
+            with open(log_path, "ab") as out:
+                self._proc = subprocess.Popen(
+                    args, stdin=subprocess.DEVNULL, stdout=out, stderr=subprocess.STDOUT
+                )
+        except FileNotFoundError as exc:
+            raise CommandError(f"cannot start {shlex.join(args)!r}: {args[0]!r} not found") from exc
+        self.argv = tuple(args)
+        self.pid = self._proc.pid
+
+    def running(self) -> bool:
+        """True while the process has not exited."""
+        return self._proc.poll() is None
+
+    def stop(self, timeout: float = 5.0) -> int:
+        """SIGTERM, then SIGKILL after ``timeout`` seconds; return the exit status."""
+        if self._proc.poll() is None:
+            self._proc.terminate()
+            try:
+                return self._proc.wait(timeout=timeout)
+            except subprocess.TimeoutExpired:
+                self._proc.kill()
+        return self._proc.wait()

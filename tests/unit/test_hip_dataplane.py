@@ -5,6 +5,7 @@ from __future__ import annotations
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from ipaddress import IPv4Address, IPv6Address
+from pathlib import Path
 
 import pytest
 
@@ -129,3 +130,14 @@ def test_udp_marker_framing() -> None:
     assert classify_udp(frame_udp(b"HIPHEADER")).data == b"HIPHEADER"
     assert classify_udp(b"\x00\x00\x01\x00" + bytes(20)).kind is UdpKind.ESP
     assert classify_udp(b"\x00\x00").kind is UdpKind.MALFORMED
+
+
+def test_only_hip_runner_starts_processes() -> None:
+    # hip must not import xenwam, and inside hip one module starts processes (STYLE.md 4).
+    root = Path(__file__).resolve().parents[2] / "hip"
+    offenders = [str(p.relative_to(root)) for p in root.rglob("*.py")
+                 if p.name != "runner.py" and "import subprocess" in p.read_text()]
+    assert offenders == []
+    importers = [str(p.relative_to(root)) for p in root.rglob("*.py")
+                 if "import xenwam" in p.read_text() or "from xenwam" in p.read_text()]
+    assert importers == []
