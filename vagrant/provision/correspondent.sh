@@ -1,0 +1,10 @@
+#!/bin/sh
+# Provision the Vagrant lab's correspondent: the lab address plan on its link NIC.
+set -eu
+layout="$1"
+export DEBIAN_FRONTEND=noninteractive
+apt-get update -q
+apt-get install -y -q --no-install-recommends python3 python3-cryptography \
+    python3-pyroute2 iproute2 iputils-ping tcpdump
+ifname=$(ip -o link | awk -F': ' '/52:54:00:00:0c:02/ {print $2}')
+PYTHONPATH=/opt/xenwam python3 -m xenwam.lab.hostnet --correspondent "$ifname" --layout "$layout"
