@@ -63,6 +63,6 @@ def test_correspondent_gets_address_and_site_routes() -> None:
 
 def test_missing_link_nic_is_a_clear_error(monkeypatch: pytest.MonkeyPatch,
                                            capsys: pytest.CaptureFixture[str]) -> None:
-    monkeypatch.setattr(hostnet, "nic_with_mac", lambda mac: None)
+    monkeypatch.setattr(hostnet, "nic_with_mac", lambda mac, sysfs=None: None)
     assert hostnet.main(["--host", "a"]) == 1
     assert "52:54:00:00:0a:02" in capsys.readouterr().err
