@@ -361,13 +361,25 @@ class Association:
 
     # --- the base exchange: initiator ------------------------------------------------
 
+    def _reset_session(self) -> None:
+        # A new base exchange starts a new session: nothing of an earlier one (SPIs,
+        # UPDATE sequence numbers, a rekey, queued UPDATEs, locators) carries over.
+        self._crypto = None
+        self.spi_in = self.spi_out = 0
+        self.peer_locators = None
+        self._updates = UpdateSequencer()
+        self._update_queue.clear()
+        self._rekey = None
+        self._close_nonce = None
+        self._r1_counter = None
+
     def connect(self, peer_locator: Address, now: float) -> None:
         """Start the base exchange by sending I1 to ``peer_locator`` (RFC 7401 6.6)."""
         self._apply(Trigger.CONNECT)  # raises StateTransitionError when misused
+        self._reset_session()
         self.initiator = True
         self._peer_addr = peer_locator
         self._state_deadline = None
-        self._crypto = None
         i1 = self._packet(PacketType.I1, [DHGroupList(tuple(self.config.dh_groups))])
         out = self._send(i1, peer_locator, self._local_for(peer_locator))
         self._start_retransmit(out, now, self.config.i1_retries_max)
@@ -647,6 +659,7 @@ class Association:
             return False
         # All checks passed: commit (a previous association's keys are replaced).
         self._apply(Trigger.RECV_I2)
+        self._reset_session()
         self.initiator = False
         self._retransmit = None
         self._crypto = keys
@@ -657,8 +670,6 @@ class Association:
         self._peer_addr = src
         self.local_locator = dst
         self.peer_locators = PeerLocatorSet(src)
-        self._updates = UpdateSequencer()
-        self._rekey = None
         own_host_id = host_id_param(self.identity.public)
         r2 = self._packet(PacketType.R2, [EspInfo(keys.esp_keymat_index, 0, self.spi_in)])
         r2 = self._with_mac(r2, mac2_host_id=own_host_id)

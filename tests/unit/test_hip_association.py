@@ -61,6 +61,11 @@ def assert_keys_match(net: Network) -> tuple[SecurityAssociationsChanged,
     return sa_a, sa_b
 
 
+def latest_reason(net: Network) -> tuple[SAChangeReason, SAChangeReason]:
+    return (net.events_of("a", SecurityAssociationsChanged)[-1].reason,
+            net.events_of("b", SecurityAssociationsChanged)[-1].reason)
+
+
 def establish(net: Network) -> None:
     a, b = net.hosts["a"], net.hosts["b"]
     a.connect(b.our_hit, B_ADDR, net.now)
@@ -432,15 +437,30 @@ def test_reconnect_after_close_from_either_side() -> None:
     assert a.association(b.our_hit).state is State.ESTABLISHED
     assert b.association(a.our_hit).state is State.R2_SENT
     assert_keys_match(net)
-    # Now b closes, and b (CLOSED -> I1-SENT is legal too) reconnects from the other side.
+    # Now b closes, and a reconnects from CLOSED (CLOSED -> I1-SENT), reusing its
+    # association object: nothing of this session (SEQ numbers, SPIs) may carry over.
+    net.run()
+    a.rekey(b.our_hit, net.now)
+    net.run()
+    b.rekey(a.our_hit, net.now)
     net.run()
     b.close(a.our_hit, net.now)
     net.run(until=net.now + 0.5)
     assert a.association(b.our_hit).state is State.CLOSED
+    old_spi = a.association(b.our_hit).spi_in
     a.connect(b.our_hit, B_ADDR, net.now)  # CLOSED -> I1-SENT
     net.run(until=net.now + 0.5)
     assert a.association(b.our_hit).state is State.ESTABLISHED
+    assert a.association(b.our_hit).spi_in != old_spi  # a new session, a new SPI
     assert_keys_match(net)
+    # UPDATE sequence numbers start afresh with the new session on both sides.
+    a.rekey(b.our_hit, net.now)
+    net.run()
+    b.rekey(a.our_hit, net.now)
+    net.run()
+    assert_keys_match(net)
+    assert latest_reason(net) == (SAChangeReason.REKEYED, SAChangeReason.REKEYED)
+    assert not a.drops and not b.drops
 
 
 @pytest.mark.parametrize(("kind_a", "kind_b"), [
