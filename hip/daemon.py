@@ -35,7 +35,7 @@ import time
 from collections import Counter, deque
 from collections.abc import Callable
 from dataclasses import dataclass, field
-from ipaddress import IPv4Address, IPv6Address, IPv6Network, ip_address
+from ipaddress import IPv6Address, IPv6Network, ip_address
 from pathlib import Path
 from typing import Any
 
@@ -187,8 +187,8 @@ class Hipd:
         self.transport.open()
         self.transport.attach(self._loop)
         await self._start_control()
-        if not self.manual_locators:
-            self._netlink_task = asyncio.create_task(self._watch_netlink())
+        # Always watch: `hipctl update-locators` with no addresses turns following back on.
+        self._netlink_task = asyncio.create_task(self._watch_netlink())
         log.info("hipd ready: HIT %s, locators %s, control socket %s", self.hit,
                  ", ".join(map(str, self.locators)) or "(none)", self.options.socket_path)
 
@@ -229,7 +229,7 @@ class Hipd:
     def _on_hip(self, data: bytes, src: Locator, dst: Locator, carrier: Carrier) -> None:
         if self.host is None:
             return
-        self.carriers[src] = carrier
+        _remember(self.carriers, src, carrier)
         try:
             self.host.receive_packet(data, src, dst, self._now())
         except Exception:  # a peer must never crash hipd: count it, log it as our bug
@@ -260,7 +260,12 @@ class Hipd:
             event = host.next_event()
             if event is None:
                 break
-            self._on_event(event)
+            try:
+                self._on_event(event)
+            except HIPError as exc:
+                # The data plane refused (e.g. `ip xfrm` failed): keep serving the rest.
+                self.counters["data-plane-error"] += 1
+                log.error("cannot apply %s: %s", type(event).__name__, exc)
         self._expire_queues()
         deadline = host.get_timer()
         if self._timer is not None:
@@ -382,7 +387,7 @@ class Hipd:
         now = self._now()
         if now - self._unknown_spi_seen.get(src, -UNKNOWN_SPI_HOLDOFF) < UNKNOWN_SPI_HOLDOFF:
             return
-        self._unknown_spi_seen[src] = now
+        _remember(self._unknown_spi_seen, src, now)
         for entry in self.hosts.entries:
             if src in entry.locators and self._state_of(entry.hit) in (
                 "UNASSOCIATED", "CLOSED", "E-FAILED"
@@ -585,6 +590,18 @@ class Hipd:
         }
 
 
+#: Per-address memories (carrier, unknown-SPI hold-off) keep at most this many entries,
+#: so packets from forged sources cannot grow them without bound.
+ADDRESS_MEMORY = 4096
+
+
+def _remember(table: dict[Locator, Any], key: Locator, value: Any) -> None:
+    table.pop(key, None)
+    table[key] = value  # re-inserted last: dicts keep insertion order, oldest first
+    while len(table) > ADDRESS_MEMORY:
+        del table[next(iter(table))]
+
+
 # -- views of the core for `hipctl show` --------------------------------------------------
 def _associations(host: HIPHost | None) -> dict[IPv6Address, Association]:
     if host is None:
@@ -674,4 +691,4 @@ if __name__ == "__main__":
     main()
 
 
-__all__ = ["DaemonOptions", "Hipd", "IPv4Address", "main", "read_locators"]
+__all__ = ["DaemonOptions", "Hipd", "main", "read_locators", "usable_locator"]
