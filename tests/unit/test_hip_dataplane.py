@@ -141,3 +141,22 @@ def test_only_hip_runner_starts_processes() -> None:
     importers = [str(p.relative_to(root)) for p in root.rglob("*.py")
                  if "import xenwam" in p.read_text() or "from xenwam" in p.read_text()]
     assert importers == []
+
+
+def test_locator_filter_and_bounded_memory() -> None:
+    from hip.daemon import ADDRESS_MEMORY, _remember, usable_locator
+
+    assert usable_locator(IPv4Address("10.1.0.2"), "eth0", ())
+    assert usable_locator(IPv6Address("fd01::2"), "eth0", ())
+    assert not usable_locator(IPv4Address("127.0.0.1"), "lo", ())
+    assert not usable_locator(IPv6Address("fe80::1"), "eth0", ())
+    assert not usable_locator(IPv6Address("2001:22::5"), "hip0", ())  # a HIT, on the TUN
+    assert not usable_locator(IPv4Address("10.1.0.2"), "mgmt0", ("mgmt0",))
+    table: dict[IPv4Address | IPv6Address, int] = {}
+    for i in range(ADDRESS_MEMORY + 10):
+        _remember(table, IPv4Address(i + 1), i)
+    assert len(table) == ADDRESS_MEMORY
+    assert IPv4Address(1) not in table and IPv4Address(ADDRESS_MEMORY + 10) in table
+    _remember(table, IPv4Address(11), -1)  # refreshed: now the newest
+    _remember(table, IPv4Address(0xFFFFFF), 0)
+    assert IPv4Address(11) in table and IPv4Address(12) not in table
