@@ -48,7 +48,7 @@ from hip.mobility import (
     UpdatePurpose,
     UpdateSequencer,
 )
-from hip.packet import HIPPacket, PacketType, integrity_bytes, serialize
+from hip.packet import HIPPacket, PacketType, integrity_bytes, parse, serialize
 from hip.params import (
     Ack,
     DHGroupList,
@@ -871,10 +871,26 @@ class Association:
             raise ProtocolError("update_locators needs at least one locator; got none")
         self.local_locators = tuple(locators)
         self.local_locator = locators[0]
+        # A packet being retransmitted (I1, I2, CLOSE, an UPDATE) must leave from an
+        # address we still have, or its answer would go to the old one.
+        if self._retransmit is not None:
+            self._retransmit.packet = self._readdressed(self._retransmit.packet)
+        pending = self._updates.outstanding
+        if pending is not None:
+            moved = self._readdressed(OutgoingPacket(pending.data, pending.src, pending.dst))
+            pending.data, pending.src = moved.data, moved.src
         if self.state not in (State.ESTABLISHED, State.R2_SENT) or self._crypto is None:
             return  # nothing to announce yet; later packets simply use the new source
         self._emit_sa(SAChangeReason.LOCAL_MOVED)
         self._queue_update(UpdatePurpose.LOCATORS, None, now)
+
+    def _readdressed(self, out: OutgoingPacket) -> OutgoingPacket:
+        src = self._local_for(out.dst)
+        if src == out.src or type(src) is not type(out.dst):
+            return out
+        # MACs and signatures do not cover the locators; only the checksum changes.
+        return OutgoingPacket(serialize(parse(out.data, out.src, out.dst), src, out.dst),
+                              src, out.dst)
 
     def rekey(self, now: float) -> None:
         """Start a rekey: UPDATE with ESP_INFO carrying a new SPI (RFC 7402 6.9)."""

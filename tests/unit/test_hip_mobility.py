@@ -358,3 +358,24 @@ def test_simultaneous_rekey_converges() -> None:
     b.rekey(a.our_hit, net.now)
     net.run()
     assert latest_sa(net, "a").spi_out == latest_sa(net, "b").spi_in
+
+
+def test_moving_during_the_base_exchange() -> None:
+    """The Initiator moves while its I1 goes unanswered: the retransmission leaves from
+    the new address, and the association is set up there."""
+    net = Network()
+    a = net.add("a", A1)
+    b = net.add("b", B1)
+    net.policy = lambda sent, _i: [] if sent.type is PacketType.R1 and sent.time < 0.5 else [0.0]
+    a.connect(b.our_hit, B1, net.now)
+    net.run(until=0.5)
+    net.move("a", A2)
+    net.policy = lambda sent, _i: [0.0]
+    net.run()
+    i1s = net.sent_by("a", PacketType.I1)
+    assert [s.packet.src for s in i1s] == [ip_address(A1), ip_address(A2)]
+    assert a.association(b.our_hit).state is State.ESTABLISHED
+    sa_b = latest_sa(net, "b")
+    assert sa_b.peer_locator == ip_address(A2) and latest_sa(net, "a").local_locator == (
+        ip_address(A2))
+    assert not a.drops and not b.drops
