@@ -132,6 +132,7 @@ class Hipd:
         #: Packets hipd itself dropped, by reason; ``stats`` counts what went well.
         self.counters: Counter[str] = Counter()
         self.stats: Counter[str] = Counter()
+        self.puzzle_peak = 0
         self.locators: tuple[Locator, ...] = options.locators
         self.manual_locators = bool(options.locators)
         self.host: HIPHost | None = None
@@ -230,8 +231,11 @@ class Hipd:
         if self.host is None:
             return
         _remember(self.carriers, src, carrier)
+        now = self._now()
         try:
-            self.host.receive_packet(data, src, dst, self._now())
+            self.host.receive_packet(data, src, dst, now)
+            # Under an I1 flood the core raises the puzzle difficulty; keep the peak.
+            self.puzzle_peak = max(self.puzzle_peak, self.host.puzzle_difficulty(now))
         except Exception:  # a peer must never crash hipd: count it, log it as our bug
             self.counters["core-exception"] += 1
             log.exception("the HIP core raised on a packet from %s; dropped", src)
@@ -586,6 +590,12 @@ class Hipd:
             "dropped": dict(dropped),
             "transport": dict(self.transport.counters),
             "hipd": dict(self.stats),
+            "responder": {
+                "r1_sent": self.host.r1_sent if self.host else 0,
+                "puzzle_difficulty": (self.host.puzzle_difficulty(self._now())
+                                      if self.host else None),
+                "puzzle_difficulty_peak": self.puzzle_peak,
+            },
             "uptime": round(self._now() - self.started_at, 3),
         }
 

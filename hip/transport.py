@@ -35,6 +35,8 @@ NON_ESP_MARKER = b"\0\0\0\0"
 #: ``struct in_pktinfo`` (ifindex, spec_dst, addr) and ``struct in6_pktinfo`` (addr, ifindex).
 IN_PKTINFO = struct.Struct("@i4s4s")
 IN6_PKTINFO = struct.Struct("@16si")
+#: Receive buffer asked for on every socket (the kernel caps it at net.core.rmem_max).
+RECEIVE_BUFFER = 4 << 20
 #: Socket option and value from linux/udp.h that hand ESP-in-UDP to XFRM.
 UDP_ENCAP = 100
 UDP_ENCAP_ESPINUDP = 2
@@ -140,6 +142,8 @@ class HipTransport:
         sock = socket.socket(family, kind, proto)
         try:
             sock.setblocking(False)
+            # Room for bursts (an I1 flood, a window of UDP-encapsulated ESP).
+            sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, RECEIVE_BUFFER)
             if family == socket.AF_INET6:
                 if kind == socket.SOCK_DGRAM:
                     # Keep IPv4 on its own socket (raw IPv6 sockets never see IPv4).

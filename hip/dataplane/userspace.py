@@ -256,6 +256,7 @@ class UserspaceDataPlane:
             self.raw6 = socket.socket(socket.AF_INET6, socket.SOCK_RAW, IPPROTO_ESP)
             for sock in (self.raw4, self.raw6):
                 sock.setblocking(False)
+                sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4 << 20)
         except Exception:
             self.close()
             raise

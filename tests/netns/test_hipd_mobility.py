@@ -323,11 +323,17 @@ def test_hipd_survives_garbage_and_i1_flood(hip_lab: HipLab) -> None:
     show = lab.show(lab.m, "m")
     dropped = show["dropped"]
     assert isinstance(dropped, dict)
-    print(f"M dropped: {dropped}; transport: {show['transport']}")
+    print(f"M dropped: {dropped}; transport: {show['transport']}; "
+          f"responder: {show['responder']}")
     assert "hipd:core-exception" not in dropped
     # Every random blob was dropped somewhere and counted; the I1s were answered with
     # R1s without creating associations (stateless responder).
     assert sum(dropped.values()) >= n
+    responder = show["responder"]
+    assert isinstance(responder, dict)
+    # The I1 flood was answered from pre-computed R1s, and #K rose above the default 1.
+    assert responder["r1_sent"] >= n // 4  # some I1s may overflow the socket buffer
+    assert responder["puzzle_difficulty_peak"] > 1
     assert [a["peer_hit"] for a in show["associations"]] == [lab.hits["c"]]  # type: ignore[attr-defined]
 
 
