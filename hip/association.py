@@ -229,6 +229,9 @@ class Association:
         self.spi_out = 0
         self._retransmit: _Retransmit | None = None
         self._state_deadline: float | None = None
+        #: Last sign of life from the peer (for the idle timeout).
+        self._last_activity = 0.0
+        self._close_reason = CloseReason.LOCAL_CLOSE
         self._updates = UpdateSequencer()
         self._update_queue: deque[tuple[UpdatePurpose, Address | None]] = deque()
         self._rekey: _Rekey | None = None
@@ -260,8 +263,14 @@ class Association:
             self._retransmit.deadline if self._retransmit else None,
             self._updates.outstanding.deadline if self._updates.outstanding else None,
             self._state_deadline,
+            self._idle_deadline(),
         ) if t is not None]
         return min(times) if times else None
+
+    def _idle_deadline(self) -> float | None:
+        if self.config.idle_timeout is None or self.state is not State.ESTABLISHED:
+            return None
+        return self._last_activity + self.config.idle_timeout
 
     # --- small helpers ---------------------------------------------------------------
 
@@ -551,6 +560,7 @@ class Association:
         self._established(now)
 
     def _established(self, now: float) -> None:
+        self._last_activity = now
         our, peer = self._event_ids()
         assert self.peer_locator is not None
         self._emit(AssociationEstablished(our, peer, self.initiator, self.peer_locator,
@@ -706,6 +716,9 @@ class Association:
         pending = self._updates.outstanding
         if pending is not None and now >= pending.deadline:
             self._update_timeout(pending, now)
+        idle = self._idle_deadline()
+        if idle is not None and now >= idle:
+            self._close(now, Trigger.IDLE_TIMEOUT, CloseReason.IDLE)
         if self._state_deadline is not None and now >= self._state_deadline:
             self._state_deadline = None
             if self.state is State.R2_SENT:
@@ -743,6 +756,7 @@ class Association:
             self._state_deadline = None
         if allows(self.state, Trigger.RECV_DATA):
             self._apply(Trigger.RECV_DATA)
+            self._last_activity = now
         self._credit.earn(nbytes, now)
 
     def data_destination(self, nbytes: int, now: float) -> Address | None:
@@ -793,7 +807,11 @@ class Association:
             our, peer = self._event_ids()
             self._emit(AssociationClosed(our, peer, CloseReason.ABORTED))
             return
-        self._apply(Trigger.CLOSE)  # raises StateTransitionError when not allowed
+        self._close(now, Trigger.CLOSE, CloseReason.LOCAL_CLOSE)
+
+    def _close(self, now: float, trigger: Trigger, reason: CloseReason) -> None:
+        self._apply(trigger)  # raises StateTransitionError when not allowed
+        self._close_reason = reason
         self._state_deadline = None
         self._updates.outstanding = None
         self._update_queue.clear()
@@ -851,7 +869,7 @@ class Association:
         self._apply(Trigger.RECV_CLOSE_ACK)
         self._retransmit = None
         our, peer = self._event_ids()
-        self._emit(AssociationClosed(our, peer, CloseReason.LOCAL_CLOSE))
+        self._emit(AssociationClosed(our, peer, self._close_reason))
 
     # --- UPDATE: mobility and rekeying ------------------------------------------------
 
@@ -1017,6 +1035,7 @@ class Association:
                 self._drop("UPDATE DIFFIE_HELLMAN public value invalid", packet)
                 return
         self._apply(Trigger.RECV_UPDATE)
+        self._last_activity = now
         if state is State.R2_SENT:
             self._state_deadline = None
         assert self.peer_locators is not None

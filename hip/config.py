@@ -73,6 +73,9 @@ class HIPConfig:
     close_retries_max: int = 4
     #: R2-SENT moves to ESTABLISHED after this long without traffic (RFC 7401 4.4.2).
     r2_sent_timeout: float = 10.0
+    #: Close an ESTABLISHED association after this long without traffic (RFC 7401
+    #: 4.4.2 "timeout: send CLOSE"); None leaves that decision to the driver.
+    idle_timeout: float | None = None
     #: CLOSED and E-FAILED state is kept this long (UAL + 2 MSL) before it is discarded.
     closed_linger: float = 15.0
     #: Credit-based authorization (RFC 8046 section 5.5 / RFC 4225): at most this many
@@ -118,6 +121,8 @@ class HIPConfig:
             value = getattr(self, name)
             if not value > 0:
                 refuse(name, value, "must be a positive number of seconds")
+        if self.idle_timeout is not None and not self.idle_timeout > 0:
+            refuse("idle_timeout", self.idle_timeout, "must be positive seconds, or None")
         if self.retransmit_max < self.retransmit_initial:
             refuse("retransmit_max", self.retransmit_max, "must be >= retransmit_initial")
         for name in ("i1_retries_max", "i2_retries_max", "update_retries_max",

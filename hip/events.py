@@ -40,6 +40,7 @@ class CloseReason(enum.Enum):
     PEER_CLOSE = "closed by the peer (CLOSE received)"
     CLOSE_TIMEOUT = "closed by us, no CLOSE_ACK before retries ran out"
     ABORTED = "closed by us before the base exchange completed"
+    IDLE = "closed by us after the idle timeout, CLOSE_ACK received"
 
 
 @dataclass(frozen=True)

@@ -67,6 +67,8 @@ class Trigger(enum.Enum):
     CONFIRM_TIMEOUT = "confirm timeout"
     #: CLOSED or E-FAILED lingered long enough; the state can be discarded.
     EXPIRE = "expire"
+    #: ESTABLISHED saw no traffic for the idle timeout (UAL): a CLOSE is sent.
+    IDLE_TIMEOUT = "idle timeout"
 
 
 @dataclass(frozen=True)
@@ -122,6 +124,7 @@ TRANSITIONS: dict[tuple[State, Trigger], State] = {
     (S.ESTABLISHED, T.RECV_DATA): S.ESTABLISHED,
     (S.ESTABLISHED, T.RECV_CLOSE): S.CLOSED,
     (S.ESTABLISHED, T.CLOSE): S.CLOSING,
+    (S.ESTABLISHED, T.IDLE_TIMEOUT): S.CLOSING,
     # CLOSING
     (S.CLOSING, T.CONNECT): S.I1_SENT,
     (S.CLOSING, T.RECV_I1): S.CLOSING,

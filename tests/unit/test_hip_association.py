@@ -517,3 +517,20 @@ def test_no_common_dh_group_fails_without_state() -> None:
     assert a.drops["R1 DH group is not the one our DH_GROUP_LIST asks for"] >= 1
     assert net.events_of("a", AssociationFailed)
     assert b.association(a.our_hit) is None
+
+
+def test_idle_association_is_closed_after_the_timeout() -> None:
+    net = Network()
+    a = net.add("a", A_ADDR, config=HIPConfig(idle_timeout=60.0))
+    b = net.add("b", B_ADDR)
+    a.connect(b.our_hit, B_ADDR, net.now)
+    net.run(until=50.0)
+    a.data_received(b.our_hit, 1000, net.now)  # traffic at t=50 keeps it open
+    net.run(until=100.0)
+    assert a.association(b.our_hit).state is State.ESTABLISHED
+    net.run()
+    closes = net.sent_by("a", PacketType.CLOSE)
+    assert len(closes) == 1 and closes[0].time == pytest.approx(110.0)
+    assert [e.reason for e in net.events_of("a", AssociationClosed)] == [CloseReason.IDLE]
+    assert [e.reason for e in net.events_of("b", AssociationClosed)] == [CloseReason.PEER_CLOSE]
+    assert a.association(b.our_hit) is None and b.association(a.our_hit) is None

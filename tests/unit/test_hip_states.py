@@ -282,6 +282,12 @@ def _scenarios() -> None:
     a.connect(b.our_hit, "192.0.2.2", net.now)  # CLOSING -> I1-SENT
     net.run()
 
+    # The idle timeout closes an ESTABLISHED association.
+    net = pair(idle_timeout=30.0)
+    a, b = net.hosts["a"], net.hosts["b"]
+    a.connect(b.our_hit, "192.0.2.2", net.now)
+    net.run()
+
     # A newer R1 while in I2-SENT (the Responder started a new R1 generation).
     net = pair()
     a, b = net.hosts["a"], net.hosts["b"]
