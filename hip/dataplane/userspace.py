@@ -49,6 +49,7 @@ IFREQ = struct.Struct("16sH22x")
 DEFAULT_MTU = 1380
 DEFAULT_TUN_NAME = "hip0"
 IPPROTO_ESP = 50
+_HIT_NETWORK = IPv6Network(HIT_PREFIX)
 
 
 @dataclass(frozen=True)
@@ -169,9 +170,6 @@ class EspEngine:
                 "peer_locator": str(entry.peer_locator),
             }
         return {"dropped": dict(self.dropped), "peers": per_peer}
-
-
-_HIT_NETWORK = IPv6Network(HIT_PREFIX)
 
 
 class TunDevice:
