@@ -181,7 +181,7 @@ class Hipd:
             self.userspace = UserspaceDataPlane(
                 self.hit, tun_name=self.options.tun_name, send_udp=self.transport.send_esp,
                 on_no_association=self._on_no_association, on_received=self._on_esp_received,
-                on_unknown_spi=self._on_unknown_spi,
+                on_unknown_spi=self._on_unknown_spi, destination=self._esp_destination,
             )
             self.userspace.attach(self._loop)
             self.plane = self.userspace
@@ -383,6 +383,16 @@ class Hipd:
             self.host.data_received(peer_hit, nbytes, self._now())
         except HIPError:
             self.counters["esp-for-unknown-association"] += 1
+
+    def _esp_destination(self, peer_hit: IPv6Address, nbytes: int) -> Locator | None:
+        # The core decides where data may go: the verified preferred locator, or a new
+        # unverified one while credit lasts (RFC 8046 5.5).
+        if self.host is None:
+            return None
+        try:
+            return self.host.data_destination(peer_hit, nbytes, self._now())
+        except HIPError:
+            return None
 
     def _on_unknown_spi(self, spi: int, src: Locator) -> None:
         # RFC 7401 4.5.4 (loss of state): a peer keeps sending on SAs we no longer have,
@@ -590,6 +600,7 @@ class Hipd:
             "dropped": dict(dropped),
             "transport": dict(self.transport.counters),
             "hipd": dict(self.stats),
+            "esp_sent_on_credit": plane_counters.get("sent_on_credit", {}),
             "responder": {
                 "r1_sent": self.host.r1_sent if self.host else 0,
                 "puzzle_difficulty": (self.host.puzzle_difficulty(self._now())

@@ -87,12 +87,18 @@ class EspEngine:
     """
 
     random: Callable[[int], bytes] = os.urandom
+    #: Asked per packet where it may go (RFC 8046 5.5 credit-based authorization lets a
+    #: peer's new, still unverified locator be used a little); ``None`` from it, or no
+    #: callback, means the locator of the last SA event.
+    destination: Callable[[IPv6Address, int], Locator | None] | None = None
     peers: dict[IPv6Address, _Peer] = field(default_factory=dict)
     inbound: dict[int, InboundSA] = field(default_factory=dict)
     #: Inbound SPIs per peer, newest last; one older generation is kept across a rekey
     #: so packets already in flight on the old SA are not lost.
     spis_by_peer: dict[IPv6Address, list[int]] = field(default_factory=dict)
     dropped: Counter[str] = field(default_factory=Counter)
+    #: Packets sent to a peer's unverified new locator on credit, per peer HIT.
+    moved_early: Counter[str] = field(default_factory=Counter)
 
     def install(self, sa: SecurityAssociation) -> None:
         """Install or rekey both directions of ``sa``."""
@@ -143,7 +149,13 @@ class EspEngine:
             log.debug("outbound packet dropped: %s", exc)
             self.dropped["outbound-refused"] += 1
             return None
-        return EspDatagram(data, entry.own_locator, entry.peer_locator, entry.sa.encapsulation)
+        outer_dst = entry.peer_locator
+        if self.destination is not None:
+            granted = self.destination(entry.sa.peer_hit, len(data))
+            if granted is not None and granted != outer_dst:
+                self.moved_early[str(entry.sa.peer_hit)] += 1
+                outer_dst = granted
+        return EspDatagram(data, entry.own_locator, outer_dst, entry.sa.encapsulation)
 
     def decapsulate(self, data: bytes) -> bytes | None:
         """Return the inner packet carried by the ESP payload ``data``, or ``None``."""
@@ -169,7 +181,8 @@ class EspEngine:
                 "own_locator": str(entry.own_locator),
                 "peer_locator": str(entry.peer_locator),
             }
-        return {"dropped": dict(self.dropped), "peers": per_peer}
+        return {"dropped": dict(self.dropped), "peers": per_peer,
+                "sent_on_credit": dict(self.moved_early)}
 
 
 class TunDevice:
@@ -236,10 +249,11 @@ class UserspaceDataPlane:
         on_no_association: Callable[[NoAssociation], None] | None = None,
         on_received: Callable[[IPv6Address, int], None] | None = None,
         on_unknown_spi: Callable[[int, Locator], None] | None = None,
+        destination: Callable[[IPv6Address, int], Locator | None] | None = None,
         random: Callable[[int], bytes] = os.urandom,
     ) -> None:
         self.own_hit = own_hit
-        self.engine = EspEngine(random=random)
+        self.engine = EspEngine(random=random, destination=destination)
         self.send_udp = send_udp
         self.on_no_association = on_no_association
         self.on_received = on_received

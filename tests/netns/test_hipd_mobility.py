@@ -217,6 +217,8 @@ def test_stream_survives_both_ends_moving(hip_lab: HipLab) -> None:
     seqs = [s for s, _sent, _arr in timeline]
     assert seqs == list(range(count))
     c_show = lab.show(lab.c, "c")
+    print(f"ESP sent on credit to unverified locators: C {c_show['esp_sent_on_credit']}, "
+          f"M {lab.show(lab.m, 'm')['esp_sent_on_credit']}")
     assoc = c_show["associations"][0]  # type: ignore[index]
     assert assoc["state"] == "ESTABLISHED"
     assert assoc["sa"]["peer_locator"] == "10.2.0.2"

@@ -160,3 +160,23 @@ def test_locator_filter_and_bounded_memory() -> None:
     _remember(table, IPv4Address(11), -1)  # refreshed: now the newest
     _remember(table, IPv4Address(0xFFFFFF), 0)
     assert IPv4Address(11) in table and IPv4Address(12) not in table
+
+
+def test_engine_asks_where_each_packet_may_go() -> None:
+    new_loc = IPv4Address("10.2.0.2")
+    answers: list[IPv4Address | None] = [new_loc, None]
+    asked: list[tuple[IPv6Address, int]] = []
+
+    def destination(peer: IPv6Address, nbytes: int) -> IPv4Address | None:
+        asked.append((peer, nbytes))
+        return answers.pop(0)
+
+    engine = EspEngine(destination=destination)
+    engine.install(static_sa(HIT_M, HIT_C, LOC_M, LOC_C, "k"))
+    inner = build_inner(HIT_M, HIT_C, 6, b"segment")
+    first, second = engine.encapsulate(inner), engine.encapsulate(inner)
+    assert isinstance(first, EspDatagram) and first.dst == new_loc  # on credit
+    assert isinstance(second, EspDatagram) and second.dst == LOC_C  # no credit: SA's locator
+    assert [peer for peer, _ in asked] == [HIT_C, HIT_C]
+    assert asked[0][1] == len(first.data)
+    assert engine.counters()["sent_on_credit"] == {str(HIT_C): 1}
