@@ -354,7 +354,13 @@ class Builder:
         """Return the cached build for the current inputs, building it if needed."""
         if os.geteuid() != 0:
             raise LabError("`xenwam lab build` needs root (debootstrap, chroot); run it as root")
-        inputs = resolve_inputs(self.runner)
+        try:
+            inputs = resolve_inputs(self.runner)
+        except LabError:
+            # A fresh machine may have no package lists yet.
+            self.progress("apt knows none of the lab's packages; running apt-get update")
+            self.runner.run(["apt-get", "update", "-q"], timeout=600)
+            inputs = resolve_inputs(self.runner)
         arts = Artifacts(self.cache_dir / inputs.key)
         if arts.complete() and not force:
             self.progress(f"lab build {inputs.key} is cached in {arts.directory}")
