@@ -58,6 +58,7 @@ from hip.host import HIPHost
 from hip.hosts import HostsFile, load_hosts
 from hip.identity import HostIdentity
 from hip.mobility import PeerLocatorSet
+from hip.runner import LineStream
 from hip.transport import Carrier, HipTransport
 
 log = logging.getLogger("hipd")
@@ -153,6 +154,8 @@ class Hipd:
         self._stopped = asyncio.Event()
         self._server: asyncio.AbstractServer | None = None
         self._netlink_task: asyncio.Task[None] | None = None
+        self._acquire_task: asyncio.Task[None] | None = None
+        self._acquire_stream: LineStream | None = None
         self._unknown_spi_seen: dict[Locator, float] = {}
         self._route_wait_since: float | None = None
 
@@ -177,6 +180,7 @@ class Hipd:
             kernel.setup()
             self.plane = kernel
             self.transport.kernel_esp_in_udp = True
+            self._acquire_task = asyncio.create_task(self._watch_acquires())
         else:
             self.userspace = UserspaceDataPlane(
                 self.hit, tun_name=self.options.tun_name, send_udp=self.transport.send_esp,
@@ -210,8 +214,11 @@ class Hipd:
 
     def close(self) -> None:
         """Release sockets, the TUN device and the control socket."""
-        if self._netlink_task is not None:
-            self._netlink_task.cancel()
+        for task in (self._netlink_task, self._acquire_task):
+            if task is not None:
+                task.cancel()
+        if self._acquire_stream is not None:
+            self._acquire_stream.stop()
         for handle in (self._timer, self._settle):
             if handle is not None:
                 handle.cancel()
@@ -393,6 +400,25 @@ class Hipd:
             return self.host.data_destination(peer_hit, nbytes, self._now())
         except HIPError:
             return None
+
+    async def _watch_acquires(self) -> None:
+        """Kernel data plane: turn XFRM ACQUIREs for unknown HITs into base exchanges."""
+        from hip.dataplane.kernel import acquire_monitor_argv, parse_acquires
+
+        self._acquire_stream = LineStream(acquire_monitor_argv())
+        await self._acquire_stream.start()
+        event: list[str] = []
+        async for line in self._acquire_stream.lines():
+            # Events are separated by blank lines; parse each one when it is complete.
+            if line.strip():
+                event.append(line)
+                continue
+            for hit in parse_acquires("".join(event)):
+                if self._state_of(hit) in ("UNASSOCIATED", "CLOSED", "E-FAILED"):
+                    self.stats["base-exchange-on-acquire"] += 1
+                    if not self._start_base_exchange(hit):
+                        self.counters["no-locator-for-hit"] += 1
+            event.clear()
 
     def _on_unknown_spi(self, spi: int, src: Locator) -> None:
         # RFC 7401 4.5.4 (loss of state): a peer keeps sending on SAs we no longer have,

@@ -10,11 +10,12 @@ kernel XFRM data plane, the probe) takes a :class:`Runner` parameter defaulting 
 
 from __future__ import annotations
 
+import asyncio
 import logging
 import shlex
 import subprocess
 import time
-from collections.abc import Sequence
+from collections.abc import AsyncIterator, Sequence
 from dataclasses import dataclass
 from typing import Protocol
 
@@ -160,3 +161,35 @@ class BackgroundProcess:
             except subprocess.TimeoutExpired:
                 self._proc.kill()
         return self._proc.wait()
+
+
+class LineStream:
+    """A long-running command whose stdout is read line by line on an asyncio loop
+    (``ip xfrm monitor acquire``).  Stop it with :meth:`stop`."""
+
+    def __init__(self, argv: Sequence[str]) -> None:
+        self.argv = tuple(str(a) for a in argv)
+        self._proc: asyncio.subprocess.Process | None = None
+
+    async def start(self) -> None:
+        """Start the command; raise :class:`CommandError` if it cannot be started."""
+        try:
+            self._proc = await asyncio.create_subprocess_exec(
+                *self.argv, stdin=asyncio.subprocess.DEVNULL, stdout=asyncio.subprocess.PIPE,
+                stderr=asyncio.subprocess.DEVNULL,
+            )
+        except FileNotFoundError as exc:
+            raise CommandError(
+                f"cannot start {shlex.join(self.argv)!r}: {self.argv[0]!r} not found"
+            ) from exc
+
+    async def lines(self) -> AsyncIterator[str]:
+        """Every line the command prints, until it exits."""
+        assert self._proc is not None and self._proc.stdout is not None, "start() first"
+        while line := await self._proc.stdout.readline():
+            yield line.decode("utf-8", errors="replace")
+
+    def stop(self) -> None:
+        """Terminate the command (it is reaped by the event loop)."""
+        if self._proc is not None and self._proc.returncode is None:
+            self._proc.terminate()

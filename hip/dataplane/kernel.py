@@ -6,14 +6,20 @@ move replaces only the outer addresses: the states are re-added with the same SP
 keys and the policies' templates updated in place (``ip xfrm policy update``).
 iproute2 has no XFRM_MSG_MIGRATE, hence delete-and-add of the states.
 
-A dummy device holds our HIT and the route to ``2001:20::/28`` so that applications
-can bind to and reach HITs; the XFRM policies then catch that traffic.  Limitation:
-a packet to a HIT with no SA is not turned into a base exchange in this mode (that
-needs an XFRM ACQUIRE listener); ``hipctl peer add`` plus a connect does it instead.
+A dummy device (a TUN device where the dummy driver is missing) holds our HIT and the
+route to ``2001:20::/28`` so that applications can bind to and reach HITs; the XFRM
+policies then catch that traffic.  A catch-all policy from our HIT to the whole ORCHID
+prefix, below every per-peer policy, makes the kernel report a packet to a HIT with no
+SA as an XFRM ACQUIRE; :func:`parse_acquires` reads ``ip xfrm monitor acquire`` and
+hipd starts the base exchange.  (It has to be a transport-mode template: a BEET
+template with wildcard endpoints makes the kernel fail the route lookup instead of
+asking.)  The kernel drops the packet that caused the ACQUIRE (``xfrm_larval_drop``);
+TCP sends its SYN again a second later, over the new SA.
 """
 
 from __future__ import annotations
 
+import contextlib
 from dataclasses import dataclass, field, replace
 from ipaddress import IPv6Address
 
@@ -22,6 +28,9 @@ from hip.errors import DataPlaneError
 from hip.runner import Runner, default_runner
 
 DEFAULT_DEVICE = "hip0"
+#: Priority of the catch-all ACQUIRE policy: numerically above (so weaker than) the
+#: per-peer policies, which keep the default 0.
+ACQUIRE_POLICY_PRIORITY = 2000
 
 
 def algorithm_args(suite_id: int, enc_key: bytes, auth_key: bytes) -> list[str]:
@@ -94,6 +103,39 @@ def policy_delete_argv(
             "dir", "out" if outbound else "in"]
 
 
+def acquire_policy_argv(own_hit: IPv6Address, verb: str = "update") -> list[str]:
+    """The catch-all policy that turns traffic to unknown HITs into XFRM ACQUIREs."""
+    return ["ip", "xfrm", "policy", verb, "src", f"{own_hit}/128", "dst", HIT_PREFIX,
+            "dir", "out", "priority", str(ACQUIRE_POLICY_PRIORITY),
+            "tmpl", "proto", "esp", "mode", "transport"]
+
+
+def acquire_monitor_argv() -> list[str]:
+    """The command whose output :func:`parse_acquires` reads."""
+    return ["ip", "xfrm", "monitor", "acquire"]
+
+
+def parse_acquires(text: str) -> list[IPv6Address]:
+    """Peer HITs of every ACQUIRE in ``ip xfrm monitor acquire`` output, in order.
+
+    Each event starts ``acquire proto esp`` and its ``sel`` line names the flow; the
+    destination of the selector is the HIT the kernel needs an SA for.
+    """
+    hits: list[IPv6Address] = []
+    in_event = False
+    for line in text.splitlines():
+        words = line.split()
+        if words[:1] == ["acquire"]:
+            in_event = True
+        elif in_event and words[:1] == ["sel"] and "dst" in words:
+            target = words[words.index("dst") + 1].split("/")[0]
+            # An IPv4 selector is not ours: HITs are IPv6.
+            with contextlib.suppress(ValueError):
+                hits.append(IPv6Address(target))
+            in_event = False
+    return hits
+
+
 @dataclass
 class KernelDataPlane:
     """ESP in the kernel: hipd only programs XFRM; the kernel moves the packets."""
@@ -105,12 +147,16 @@ class KernelDataPlane:
     kind: str = "kernel"
 
     def setup(self) -> None:
-        """Create the dummy device with our HIT and the ORCHID route."""
-        self.runner.run(["ip", "link", "add", self.device, "type", "dummy"], check=False)
+        """Create the HIT device, the ORCHID route and the catch-all ACQUIRE policy."""
+        made = self.runner.run(["ip", "link", "add", self.device, "type", "dummy"], check=False)
+        if not made.ok and "File exists" not in made.stderr:
+            # No dummy driver in this kernel: a TUN device nobody reads does the same job.
+            self.runner.run(["ip", "tuntap", "add", "dev", self.device, "mode", "tun"])
         self.runner.run(["ip", "link", "set", "dev", self.device, "up"])
         self.runner.run(["ip", "-6", "addr", "replace", f"{self.own_hit}/128", "dev",
                          self.device, "nodad"])
         self.runner.run(["ip", "-6", "route", "replace", HIT_PREFIX, "dev", self.device])
+        self.runner.run(acquire_policy_argv(self.own_hit))
 
     def install(self, sa: SecurityAssociation) -> None:
         """Install ``sa`` (replacing an earlier pair with the same peer)."""
@@ -155,7 +201,9 @@ class KernelDataPlane:
         return {"peers": {str(h): sa.redacted() for h, sa in self.installed.items()}}
 
     def close(self) -> None:
-        """Remove every SA and the dummy device."""
+        """Remove every SA, the catch-all policy and the HIT device."""
         for hit in list(self.installed):
             self.remove(hit)
+        self.runner.run(["ip", "xfrm", "policy", "delete", "src", f"{self.own_hit}/128",
+                         "dst", HIT_PREFIX, "dir", "out"], check=False)
         self.runner.run(["ip", "link", "del", self.device], check=False)

@@ -98,3 +98,62 @@ def test_ping_hit_over_static_userspace_esp(
     assert sent_a["packets"] >= 5
     assert recv_b["packets"] >= 5
     assert recv_b["dropped"] == {}
+
+
+ACQUIRE_PROBE = r"""
+import asyncio, json, socket, sys
+from ipaddress import IPv6Address
+from hip.dataplane.kernel import KernelDataPlane, acquire_monitor_argv, parse_acquires
+from hip.runner import LineStream
+
+own, peers = IPv6Address(sys.argv[1]), sys.argv[2:]
+plane = KernelDataPlane(own)
+plane.setup()
+
+def poke(peer):
+    s = socket.socket(socket.AF_INET6, socket.SOCK_STREAM)
+    s.setblocking(False)
+    try:
+        s.connect((peer, 443))
+    except OSError:
+        pass
+    return s
+
+async def main():
+    stream = LineStream(acquire_monitor_argv())
+    await stream.start()
+    await asyncio.sleep(0.3)
+    keep = [poke(p) for p in peers]
+    found, text = [], ""
+    async def read():
+        nonlocal text
+        async for line in stream.lines():
+            text += line
+            found[:] = parse_acquires(text)
+            if len(found) >= len(peers):
+                return
+    try:
+        await asyncio.wait_for(read(), 10)
+    finally:
+        stream.stop()
+    print(json.dumps([str(h) for h in found]))
+
+try:
+    asyncio.run(main())
+finally:
+    plane.close()
+"""
+
+
+def test_kernel_acquire_for_unknown_hit_is_reported(netns: NetnsSet) -> None:
+    """The kernel data plane's catch-all policy turns traffic to a HIT without SA into
+    an XFRM ACQUIRE that hipd reads: real policy, real kernel, real `ip xfrm monitor`."""
+    if not Path("/dev/net/tun").exists():
+        pytest.skip("no /dev/net/tun (needed where the dummy driver is missing)")
+    ns = netns.add("acq")
+    own, peers = "2001:22::1", ["2001:2f:aaaa::7", "2001:22:1234:5678::9"]
+    res = ns.run([sys.executable, "-c", ACQUIRE_PROBE, own, *peers], check=False, timeout=30)
+    assert res.ok, res.stdout + res.stderr
+    assert json.loads(res.stdout.strip().splitlines()[-1]) == peers
+    # close() removed the catch-all policy and the device again.
+    assert "2001:20::/28" not in ns.run(["ip", "xfrm", "policy"]).stdout

@@ -10,7 +10,13 @@ from pathlib import Path
 import pytest
 
 from hip.dataplane import Encapsulation, SecurityAssociation
-from hip.dataplane.kernel import KernelDataPlane, policy_argv, state_add_argv
+from hip.dataplane.kernel import (
+    KernelDataPlane,
+    acquire_policy_argv,
+    parse_acquires,
+    policy_argv,
+    state_add_argv,
+)
 from hip.dataplane.probe import DataPlaneKind, choose
 from hip.dataplane.userspace import EspDatagram, EspEngine, NoAssociation, static_sa
 from hip.errors import DataPlaneError
@@ -180,3 +186,29 @@ def test_engine_asks_where_each_packet_may_go() -> None:
     assert [peer for peer, _ in asked] == [HIT_C, HIT_C]
     assert asked[0][1] == len(first.data)
     assert engine.counters()["sent_on_credit"] == {str(HIT_C): 1}
+
+
+DATA = Path(__file__).resolve().parents[1] / "data" / "hipd"
+
+
+def test_parse_acquires_on_captured_output() -> None:
+    one = (DATA / "ip-xfrm-monitor-acquire-iproute2-6.1-tcp-syn.txt").read_text()
+    assert parse_acquires(one) == [IPv6Address("2001:22::2")]
+    two = (DATA / "ip-xfrm-monitor-acquire-iproute2-6.1-udp-and-tcp.txt").read_text()
+    assert parse_acquires(two) == [IPv6Address("2001:2f:aaaa::7"),
+                                   IPv6Address("2001:22:1234:5678::9")]
+    assert parse_acquires("") == []
+    # A policy line alone (no acquire header) or an IPv4 selector yields nothing.
+    assert parse_acquires("  sel src 10.0.0.1/32 dst 10.0.0.2/32\n") == []
+    assert parse_acquires("acquire proto esp\n  sel src 10.0.0.1/32 dst 10.0.0.2/32\n") == []
+
+
+def test_kernel_setup_falls_back_to_tun_and_installs_catch_all_policy() -> None:
+    runner = RecordingRunner(fail=("ip", "link", "add"), stderr="Error: Unknown device type.")
+    plane = KernelDataPlane(HIT_M, runner=runner)
+    plane.setup()
+    assert ["ip", "tuntap", "add", "dev", "hip0", "mode", "tun"] in runner.calls
+    assert acquire_policy_argv(HIT_M) == runner.calls[-1]
+    assert runner.calls[-1][-5:] == ["tmpl", "proto", "esp", "mode", "transport"]
+    plane.close()
+    assert runner.calls[-1] == ["ip", "link", "del", "hip0"]
