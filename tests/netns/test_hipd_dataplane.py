@@ -157,3 +157,31 @@ def test_kernel_acquire_for_unknown_hit_is_reported(netns: NetnsSet) -> None:
     assert json.loads(res.stdout.strip().splitlines()[-1]) == peers
     # close() removed the catch-all policy and the device again.
     assert "2001:20::/28" not in ns.run(["ip", "xfrm", "policy"]).stdout
+
+
+def test_hipd_refuses_bad_start_before_changing_anything(netns: NetnsSet, tmp_path: Path) -> None:
+    ns = netns.add("bad")
+    cfg = tmp_path / "hip"
+    hipd = [sys.executable, "-m", "hip.daemon", "--config-dir", str(cfg),
+            "--socket", str(tmp_path / "hipd.sock")]
+    res = ns.run(hipd, check=False, timeout=30)
+    assert res.exit_status == 1
+    assert "no host identity" in res.stderr and "hipctl keygen" in res.stderr
+    subprocess.run([sys.executable, "-m", "hip.ctl", "keygen", "--config-dir", str(cfg)],
+                   check=True, capture_output=True, cwd=REPO, env={**os.environ,
+                                                                     "PYTHONPATH": str(REPO)})
+    (cfg / "hosts").write_text("peer 10.0.0.1\n")  # a locator where the HIT should be
+    res = ns.run(hipd, check=False, timeout=30)
+    assert res.exit_status == 1
+    assert "'10.0.0.1' is not a HIT" in res.stderr and "hosts:1" in res.stderr
+    (cfg / "hosts").unlink()
+    probe = ns.run([sys.executable, "-c", "from hip.dataplane.probe import probe_kernel; "
+                    "print(probe_kernel().kernel_beet)"])
+    if probe.stdout.strip() == "False":
+        res = ns.run([*hipd, "--data-plane", "kernel", "--locator", "10.9.9.9"], check=False,
+                     timeout=30)
+        assert res.exit_status == 1
+        assert "--data-plane userspace" in res.stderr
+    links = ns.ip("link", "show").stdout
+    assert "hip0" not in links  # nothing was set up by the refused starts
+    assert not (tmp_path / "hipd.sock").exists()
