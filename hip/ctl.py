@@ -78,6 +78,9 @@ def build_parser() -> argparse.ArgumentParser:
     upd.add_argument("locators", nargs="*", help="our locators, preferred first")
     close = sub.add_parser("close", parents=[common], help="close the association with a peer")
     close.add_argument("peer", help="name or HIT")
+    rekey = sub.add_parser("rekey", parents=[common],
+                           help="new ESP keys and SPIs with a peer (UPDATE with ESP_INFO)")
+    rekey.add_argument("peer", help="name or HIT")
     connect = sub.add_parser("connect", parents=[common],
                              help="start a base exchange with a peer now")
     connect.add_argument("peer", help="name or HIT")
@@ -185,7 +188,7 @@ def _dispatch(args: argparse.Namespace, out: TextIO, caller: Caller) -> int:
               f"locators now {', '.join(result.get('locators', []))}; UPDATE sent to "
               f"{result.get('peers_updated', 0)} peer(s)")
         return EXIT_OK
-    if command in ("close", "connect"):
+    if command in ("close", "connect", "rekey"):
         hit = _resolve_peer(args, args.peer)
         request_args: dict[str, Any] = {"peer": hit}
         if command == "connect" and args.locator:

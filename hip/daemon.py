@@ -584,9 +584,12 @@ class Hipd:
             if not self._start_base_exchange(peer, ip_address(loc) if loc else None):
                 raise HIPError(f"no locator known for {peer}; give one or add it to hosts")
             return {"state": self._state_of(peer)}
-        if request.command == "close":
+        if request.command in ("close", "rekey"):
             assert self.host is not None
-            self.host.close(peer.packed, self._now())
+            if request.command == "close":
+                self.host.close(peer.packed, self._now())
+            else:
+                self.host.rekey(peer.packed, self._now())
             self._pump()
             return {"state": self._state_of(peer)}
         raise HIPError(f"unhandled control command {request.command!r}")

@@ -469,3 +469,25 @@ def test_kernel_and_userspace_data_planes_interoperate(hip_lab: HipLab) -> None:
     assert (report["lost"], report["duplicated"], report["out_of_order"]) == (0, 0, 0)
     states = lab.m.run(["ip", "xfrm", "state"]).stdout
     assert "mode beet" in states and "10.2.0.2" in states
+
+
+def test_rekey_during_stream_changes_spis_and_loses_nothing(hip_lab: HipLab) -> None:
+    lab = hip_lab
+    count = 400
+    out = lab.start_stream(7700, count, 0.01)
+    wait_for(lambda: out.exists() and json.loads(out.read_text())["records"] >= 100, 20,
+             "the stream to start")
+    before = lab.show(lab.c, "c")["associations"][0]["sa"]  # type: ignore[index]
+    lab.c.run([sys.executable, "-m", "hip.ctl", "rekey", "mobile", "--config-dir",
+               str(lab.work / "c"), "--socket", str(lab.work / "c.sock")])
+
+    def spis() -> tuple[str, str]:
+        sa = lab.show(lab.c, "c")["associations"][0]["sa"]  # type: ignore[index]
+        return sa["spi_in"], sa["spi_out"]
+
+    wait_for(lambda: spis()[0] != before["spi_in"] and spis()[1] != before["spi_out"], 10,
+             "new SPIs after the rekey")
+    report = stream_report(out, count, 60)
+    assert (report["lost"], report["duplicated"], report["out_of_order"]) == (0, 0, 0)
+    m_sa = lab.show(lab.m, "m")["associations"][0]["sa"]  # type: ignore[index]
+    assert (m_sa["spi_in"], m_sa["spi_out"]) == (spis()[1], spis()[0])

@@ -115,11 +115,13 @@ def test_daemon_commands_send_requests(tmp_path: Path) -> None:
     assert status == 0 and json.loads(out) == {"state": "CLOSING"}
     status, _, _ = _run(["connect", HIT_C, "10.3.0.2", "--config-dir", cfg], daemon)
     assert status == 0
+    assert _run(["rekey", "corr", "--config-dir", cfg], daemon)[0] == 0
     sent = [(r.command, r.args) for r in daemon.requests if r.command != "reload-hosts"]
     assert sent == [
         ("update-locators", {"locators": ["10.2.0.2"]}),
         ("close", {"peer": HIT_C}),
         ("connect", {"peer": HIT_C, "locator": "10.3.0.2"}),
+        ("rekey", {"peer": HIT_C}),
     ]
 
 
