@@ -141,6 +141,9 @@ class LabConfig:
     ssh_port_base: int = 2201
     memory_mib: int = 1536
     dom0_mem_mib: int = 512
+    #: TCG translation cache per QEMU.  QEMU's default (1 GiB) makes each host's RSS
+    #: about 2.5 GB; a quarter of it is plenty for Xen, dom0 and a small guest.
+    tcg_cache_mib: int = 256
     source_dir: Path | None = None
 
     def __post_init__(self) -> None:

@@ -71,7 +71,7 @@ def host_argv(
     argv = [
         qemu,
         "-name", f"xwlab-{config.tag}-{host}",
-        "-accel", "tcg",
+        "-accel", f"tcg,tb-size={config.tcg_cache_mib}",
         "-cpu", "qemu64,+npt",
         "-m", str(config.memory_mib),
         "-smp", "1",
