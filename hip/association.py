@@ -181,7 +181,10 @@ class _Rekey:
 
     new_spi_in: int
     keymat_index: int
+    #: The peer's new inbound SPI, from its ESP_INFO (request or reply).
     peer_new_spi: int | None = None
+    #: Our own ESP_INFO (request or reply) has been acknowledged.
+    own_acked: bool = False
     #: Set when this rekey runs a new Diffie-Hellman exchange (KEYMAT ran out).
     dh: crypto.DHKeyPair | None = None
     keymat: crypto.Keymat | None = None
@@ -232,6 +235,12 @@ class Association:
         #: Last sign of life from the peer (for the idle timeout).
         self._last_activity = 0.0
         self._close_reason = CloseReason.LOCAL_CLOSE
+        #: The peer sent an I1 after this session was set up (a restart, not a race).
+        self._fresh_i1 = False
+        #: R1_COUNTER of the I2 this session was set up with, as Responder.
+        self._accepted_i2_counter: int | None = None
+        #: Our own keys and SPI of a crossing exchange we gave up as Initiator.
+        self._abandoned_initiator: tuple[_Crypto, int] | None = None
         self._updates = UpdateSequencer()
         self._update_queue: deque[tuple[UpdatePurpose, Address | None]] = deque()
         self._rekey: _Rekey | None = None
@@ -381,6 +390,9 @@ class Association:
         self._rekey = None
         self._close_nonce = None
         self._r1_counter = None
+        self._fresh_i1 = False
+        self._accepted_i2_counter = None
+        self._abandoned_initiator = None
 
     def connect(self, peer_locator: Address, now: float) -> None:
         """Start the base exchange by sending I1 to ``peer_locator`` (RFC 7401 6.6)."""
@@ -400,6 +412,8 @@ class Association:
         "send R1 and stay"), but the transition is still taken through the table.
         """
         self._apply(Trigger.RECV_I1)
+        if self.state is State.ESTABLISHED:
+            self._fresh_i1 = True
 
     def _decode_host_id(self, param: HostId | None, expected_hit: bytes
                         ) -> PublicHostIdentity | None:
@@ -532,17 +546,24 @@ class Association:
 
     def receive_r2(self, packet: HIPPacket, src: Address, dst: Address, now: float) -> None:
         """Process an R2 (RFC 7401 6.11): verify HIP_MAC_2 and signature; ESTABLISHED."""
-        if self.state is not State.I2_SENT:
+        adopting = self.state is State.R2_SENT and self._abandoned_initiator is not None
+        if self.state is not State.I2_SENT and not adopting:
             self._drop(f"R2 unexpected in state {self.state.value}", packet)
             return
-        assert self._crypto is not None and self._peer_host_id is not None
+        keys = self._crypto
+        if adopting:
+            # We answered the peer's I2 of a crossing exchange, but the peer took ours
+            # (it had given its own up): follow it, or the two ends keep different keys.
+            assert self._abandoned_initiator is not None
+            keys, spi_in = self._abandoned_initiator
+        assert keys is not None and self._peer_host_id is not None
         mac2 = packet.get(HipMac2)
         info = packet.get(EspInfo)
         if mac2 is None or info is None:
             self._drop("R2 lacks HIP_MAC_2 or ESP_INFO", packet)
             return
         covered = integrity_bytes(packet, ParamType.HIP_MAC_2, extra_params=(self._peer_host_id,))
-        expected = crypto.hmac_digest(self._crypto.rhash, self._crypto.hip_in_mac, covered)
+        expected = crypto.hmac_digest(keys.rhash, keys.hip_in_mac, covered)
         if not _hmac.compare_digest(expected, mac2.hmac):
             self._drop("R2 bad HIP_MAC_2", packet)
             return
@@ -552,6 +573,10 @@ class Association:
         if info.new_spi < MIN_SPI:
             self._drop("R2 ESP_INFO carries a reserved SPI", packet)
             return
+        if adopting:
+            self._reset_session()
+            self._crypto, self.spi_in, self.initiator = keys, spi_in, True
+            self._state_deadline = None
         self.spi_out = info.new_spi
         self._apply(Trigger.RECV_R2)
         self._retransmit = None
@@ -615,6 +640,20 @@ class Association:
             # Simultaneous base exchange: the larger HIT is Responder (RFC 7401 6.10).
             self._drop("I2 in I2-SENT, the peer's larger HIT makes it the Responder", packet)
             return False
+        # RFC 7401 4.4.2 lets an I2 replace an ESTABLISHED or R2-SENT association (the
+        # peer lost its state).  A late I2 of a simultaneous exchange that the peer has
+        # itself abandoned looks the same and would leave the two ends with different
+        # keys, so: in ESTABLISHED only after the peer started anew with an I1, and in
+        # R2-SENT only for an R1 at least as new as the one this session answered.
+        if state is State.ESTABLISHED and not self._fresh_i1:
+            self._drop("I2 in ESTABLISHED without a new I1 (late I2 of an earlier exchange)",
+                       packet)
+            return False
+        counter = packet.get(R1Counter)
+        if (state is State.R2_SENT and self._accepted_i2_counter is not None
+                and (counter is None or counter.counter < self._accepted_i2_counter)):
+            self._drop("I2 in R2-SENT answers an older R1 than this session's", packet)
+            return False
         ciphers = packet.get(HipCipher)
         transforms = packet.get(EspTransform)
         info = packet.get(EspInfo)
@@ -668,8 +707,11 @@ class Association:
             self._drop("I2 ESP_INFO carries a reserved SPI", packet)
             return False
         # All checks passed: commit (a previous association's keys are replaced).
+        abandoned = ((self._crypto, self.spi_in)
+                     if state is State.I2_SENT and self._crypto is not None else None)
         self._apply(Trigger.RECV_I2)
         self._reset_session()
+        self._abandoned_initiator = abandoned
         self.initiator = False
         self._retransmit = None
         self._crypto = keys
@@ -686,6 +728,7 @@ class Association:
         r2 = self._with_signature(r2)
         self._r2_packet = self._send(r2, src, dst)
         self._i2_fingerprint = self._i2_fingerprint_of(packet)
+        self._accepted_i2_counter = counter.counter if counter is not None else None
         self._state_deadline = now + self.config.r2_sent_timeout
         self._established(now)
         return True
@@ -913,7 +956,7 @@ class Association:
     def rekey(self, now: float) -> None:
         """Start a rekey: UPDATE with ESP_INFO carrying a new SPI (RFC 7402 6.9)."""
         self._require_established("rekey")
-        if self._rekey is not None:
+        if self._rekey is not None or (UpdatePurpose.REKEY, None) in self._update_queue:
             raise ProtocolError(
                 f"a rekey with {IPv6Address(self.peer_hit)} is already in progress; wait "
                 "for SecurityAssociationsChanged(reason=REKEYED)"
@@ -937,7 +980,9 @@ class Association:
         while self._updates.outstanding is None and self._update_queue:
             purpose, locator = self._update_queue.popleft()
             if purpose is UpdatePurpose.REKEY_REPLY and self._rekey is None:
-                continue  # that rekey already completed or was abandoned
+                continue  # that rekey already completed or failed
+            if purpose is UpdatePurpose.REKEY and self._rekey is not None:
+                continue  # a rekey the peer started meanwhile gives new keys already
             self._send_update_with_seq(purpose, locator, now, ack=None)
 
     def _esp_info_unchanged(self) -> EspInfo:
@@ -1050,28 +1095,36 @@ class Association:
                 our, peer = self._event_ids()
                 self._emit(LocatorVerified(our, peer, verified))
                 self._emit_sa(SAChangeReason.PEER_MOVED)
-        if acked is not None and acked.purpose is UpdatePurpose.REKEY and esp_info is not None \
-                and self._rekey is not None and esp_info.old_spi != esp_info.new_spi:
-            # The peer's reply to our rekey: both new SPIs known, switch now.
-            self._rekey.peer_new_spi = esp_info.new_spi
-            if self._rekey.dh is not None:
-                if new_keymat is None:
-                    self._drop("UPDATE answers our DH rekey without DIFFIE_HELLMAN", packet)
-                    self._rekey = None
-                else:
-                    self._rekey.keymat = new_keymat
-            if self._rekey is not None:
-                self._finish_rekey()
-        elif acked is not None and acked.purpose is UpdatePurpose.REKEY_REPLY \
-                and self._rekey is not None:
-            self._finish_rekey()
+        if (acked is not None and self._rekey is not None
+                and acked.purpose in (UpdatePurpose.REKEY, UpdatePurpose.REKEY_REPLY)):
+            self._rekey.own_acked = True
         if seq is None:
+            self._maybe_finish_rekey()
             self._send_queued(now)
             return
         self._updates.last_received = seq.update_id
         locator_set = packet.get(LocatorSet)
-        rekey_request = (esp_info is not None and esp_info.old_spi != esp_info.new_spi
-                         and (acked is None or acked.purpose is not UpdatePurpose.REKEY))
+        # A rekey is symmetric (RFC 7402 6.9): each end sends one ESP_INFO with its new
+        # SPI and gets it acknowledged.  An ESP_INFO with a new SPI is the peer's part of
+        # the rekey in progress, or, when none is, a request that we must answer.
+        rekey_request = False
+        if esp_info is not None and esp_info.old_spi != esp_info.new_spi:
+            if self._rekey is None:
+                rekey_request = True
+                if new_keymat is not None:
+                    self._rekey = _Rekey(self._new_spi(), 0, dh=own_dh, keymat=new_keymat)
+                else:
+                    index = max(esp_info.keymat_index, self._crypto.next_keymat_index)
+                    self._rekey = _Rekey(self._new_spi(), index)
+                self._rekey.peer_new_spi = esp_info.new_spi
+            elif self._rekey.peer_new_spi is None:
+                if self._rekey.dh is not None and new_keymat is None:
+                    self._drop("UPDATE answers our DH rekey without DIFFIE_HELLMAN", packet)
+                    self._rekey = None
+                else:
+                    self._rekey.peer_new_spi = esp_info.new_spi
+                    if new_keymat is not None:
+                        self._rekey.keymat = new_keymat
         echo_req = packet.get(EchoRequestSigned)
         reply_extra: list[Param] = []
         if echo_req is not None:
@@ -1095,25 +1148,7 @@ class Association:
                 # The peer now prefers a locator that was verified before: traffic moves
                 # at once, no return routability needed (RFC 8046 5.2).
                 self._emit_sa(SAChangeReason.PEER_MOVED)
-        pending = self._updates.outstanding
-        abandoned: _Rekey | None = None
-        if (rekey_request and self._rekey is not None and pending is not None
-                and pending.purpose is UpdatePurpose.REKEY):
-            # Both ends started a rekey at once.  As for a simultaneous base exchange, the
-            # larger HIT's goes ahead; the other end gives its own up and answers.
-            if self.our_hit > self.peer_hit:
-                rekey_request = False  # only acknowledged; the peer will answer ours
-            else:
-                abandoned, self._rekey = self._rekey, None
-                self._updates.outstanding = None
-        if rekey_request and esp_info is not None:
-            spi = abandoned.new_spi_in if abandoned is not None else self._new_spi()
-            if self._rekey is None and new_keymat is not None:
-                self._rekey = _Rekey(spi, 0, dh=own_dh, keymat=new_keymat)
-            elif self._rekey is None:
-                index = max(esp_info.keymat_index, self._crypto.next_keymat_index)
-                self._rekey = _Rekey(spi, index)
-            self._rekey.peer_new_spi = esp_info.new_spi
+        self._maybe_finish_rekey()
         if rekey_request and self._updates.outstanding is None:
             self._send_update_with_seq(UpdatePurpose.REKEY_REPLY, None, now, ack=seq.update_id)
         elif to_check and self._updates.outstanding is None and not reply_extra:
@@ -1129,6 +1164,12 @@ class Association:
             for extra in to_check:
                 self._update_queue.append((UpdatePurpose.ECHO, extra))
         self._send_queued(now)
+
+    def _maybe_finish_rekey(self) -> None:
+        # Switch once both halves are done: the peer's new SPI is known and ours is ACKed.
+        rk = self._rekey
+        if rk is not None and rk.own_acked and rk.peer_new_spi is not None:
+            self._finish_rekey()
 
     def _finish_rekey(self) -> None:
         assert self._rekey is not None and self._crypto is not None

@@ -112,6 +112,9 @@ TRANSITIONS: dict[tuple[State, Trigger], State] = {
     # R2-SENT
     (S.R2_SENT, T.RECV_I1): S.R2_SENT,
     (S.R2_SENT, T.RECV_I2): S.R2_SENT,
+    # R2 in R2-SENT: the peer answered our own I2 of a crossing exchange after all (it
+    # had abandoned its I2, which we answered); we follow the peer's choice.
+    (S.R2_SENT, T.RECV_R2): S.ESTABLISHED,
     (S.R2_SENT, T.RECV_UPDATE): S.ESTABLISHED,
     (S.R2_SENT, T.RECV_DATA): S.ESTABLISHED,
     (S.R2_SENT, T.RECV_CLOSE): S.CLOSED,

@@ -3,11 +3,15 @@ simultaneous open, CLOSE, retransmission exhausted (RFC 7401)."""
 
 from __future__ import annotations
 
+import contextlib
 import itertools
 from ipaddress import IPv6Address, ip_address
 
 import pytest
 from hip_network import Network, Sent, packet_type
+from hypothesis import HealthCheck, settings
+from hypothesis import strategies as st
+from hypothesis.stateful import RuleBasedStateMachine, invariant, rule
 
 from hip.config import HIPConfig
 from hip.errors import ProtocolError, StateTransitionError
@@ -16,10 +20,12 @@ from hip.events import (
     AssociationEstablished,
     AssociationFailed,
     CloseReason,
+    LocatorVerificationFailed,
     NotifyReceived,
     PacketDropped,
     SAChangeReason,
     SecurityAssociationsChanged,
+    UpdateFailed,
 )
 from hip.host import HIPHost
 from hip.packet import HIPPacket, PacketType, parse, serialize
@@ -534,3 +540,124 @@ def test_idle_association_is_closed_after_the_timeout() -> None:
     assert [e.reason for e in net.events_of("a", AssociationClosed)] == [CloseReason.IDLE]
     assert [e.reason for e in net.events_of("b", AssociationClosed)] == [CloseReason.PEER_CLOSE]
     assert a.association(b.our_hit) is None and b.association(a.our_hit) is None
+
+
+# --- stateful fuzzing: random user calls, losses, duplicates, delays and timers --------
+
+ADDRESSES = {"a": ("192.0.2.1", "192.0.2.11", "192.0.2.21"),
+             "b": ("192.0.2.2", "192.0.2.12", "192.0.2.22")}
+
+
+class TwoHostsUnderStress(RuleBasedStateMachine):
+    """Whatever the users do and however the wire misbehaves, nothing but the documented
+    misuse errors is raised, and two ESTABLISHED ends at rest agree on their SAs."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.net = Network()
+        for name in ("a", "b"):
+            self.net.add(name, ADDRESSES[name][0], config=HIPConfig(update_retries_max=8))
+        self.where = {"a": 0, "b": 0}
+        self.mode = "deliver"
+        self.net.policy = self._policy
+
+    def _policy(self, sent: Sent, index: int) -> list[float]:
+        if self.mode == "drop" and index % 2 == 0:
+            return []
+        if self.mode == "duplicate":
+            return [0.0, 0.0]
+        if self.mode == "delay" and index % 3 == 0:
+            return [1.7]
+        return [0.0]
+
+    def _pair(self, who: str) -> tuple[HIPHost, HIPHost, str]:
+        other = "b" if who == "a" else "a"
+        return self.net.hosts[who], self.net.hosts[other], other
+
+    @rule(who=st.sampled_from("ab"))
+    def connect(self, who: str) -> None:
+        host, peer, other = self._pair(who)
+        # connect in a state that does not allow it is our misuse, and it says so
+        with contextlib.suppress(StateTransitionError):
+            host.connect(peer.our_hit, ADDRESSES[other][self.where[other]], self.net.now)
+
+    @rule(who=st.sampled_from("ab"))
+    def close(self, who: str) -> None:
+        host, peer, _other = self._pair(who)
+        with contextlib.suppress(ProtocolError):
+            host.close(peer.our_hit, self.net.now)
+
+    @rule(who=st.sampled_from("ab"))
+    def rekey(self, who: str) -> None:
+        host, peer, _other = self._pair(who)
+        with contextlib.suppress(ProtocolError):
+            host.rekey(peer.our_hit, self.net.now)
+
+    @rule(who=st.sampled_from("ab"), where=st.integers(0, 2))
+    def move(self, who: str, where: int) -> None:
+        self.where[who] = where
+        self.net.move(who, ADDRESSES[who][where])
+
+    @rule(mode=st.sampled_from(["deliver", "drop", "duplicate", "delay"]))
+    def wire(self, mode: str) -> None:
+        self.mode = mode
+
+    @rule(seconds=st.floats(0.0, 40.0))
+    def time_passes(self, seconds: float) -> None:
+        self.net.run(until=self.net.now + seconds)
+
+    @invariant()
+    def established_ends_at_rest_agree(self) -> None:
+        a, b = self.net.hosts["a"], self.net.hosts["b"]
+        x, y = a.association(b.our_hit), b.association(a.our_hit)
+        if x is None or y is None or self.net._queue:
+            return
+        if x.state is not State.ESTABLISHED or y.state is not State.ESTABLISHED:
+            return
+        if any(assoc._rekey is not None or assoc._updates.outstanding is not None
+               for assoc in (x, y)):
+            return
+        if any(self.net.events_of(n, cls) for n in "ab"
+               for cls in (UpdateFailed, LocatorVerificationFailed)):
+            return  # a peer out of reach for every retry may legitimately lag behind
+        assert x.spi_out == y.spi_in and x.spi_in == y.spi_out
+        assert x._crypto is not None and y._crypto is not None
+        assert x._crypto.esp_out_enc == y._crypto.esp_in_enc
+
+
+TwoHostsUnderStress.TestCase.settings = settings(
+    max_examples=40, stateful_step_count=25, deadline=None,
+    suppress_health_check=[HealthCheck.too_slow])
+test_two_hosts_under_stress = TwoHostsUnderStress.TestCase
+
+
+def crossing_exchange_after_an_abort() -> TwoHostsUnderStress:
+    """Found by the stateful test: a (larger HIT) and b connect at once, b aborts its
+    attempt, and late packets cross.  a answers b's abandoned I2 while b answers a's I2;
+    a must follow b's R2 (R2-SENT -> ESTABLISHED) or the two keep different keys."""
+    s = TwoHostsUnderStress()
+    if s.net.hosts["a"].our_hit < s.net.hosts["b"].our_hit:
+        raise AssertionError("the recorded sequence assumes a has the larger HIT")
+    s.wire("drop")
+    s.connect("a")
+    s.close("a")
+    s.connect("a")
+    s.time_passes(31.0)
+    s.connect("a")
+    s.time_passes(0.0)
+    s.connect("b")
+    s.wire("delay")
+    s.time_passes(0.0)
+    s.close("b")
+    s.time_passes(13.0)
+    return s
+
+
+def test_crossing_exchange_after_an_abort_converges() -> None:
+    s = crossing_exchange_after_an_abort()
+    a, b = s.net.hosts["a"], s.net.hosts["b"]
+    x, y = a.association(b.our_hit), b.association(a.our_hit)
+    assert x.state is y.state is State.ESTABLISHED
+    assert x.initiator and not y.initiator
+    assert x.spi_out == y.spi_in and x.spi_in == y.spi_out
+    s.established_ends_at_rest_agree()

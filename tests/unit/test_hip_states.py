@@ -282,6 +282,11 @@ def _scenarios() -> None:
     a.connect(b.our_hit, "192.0.2.2", net.now)  # CLOSING -> I1-SENT
     net.run()
 
+    # A crossing exchange after an abort: R2 in R2-SENT (see test_hip_association).
+    from test_hip_association import crossing_exchange_after_an_abort
+
+    crossing_exchange_after_an_abort()
+
     # The idle timeout closes an ESTABLISHED association.
     net = pair(idle_timeout=30.0)
     a, b = net.hosts["a"], net.hosts["b"]
