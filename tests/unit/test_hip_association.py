@@ -632,7 +632,7 @@ class TwoHostsUnderStress(RuleBasedStateMachine):
 
 
 TwoHostsUnderStress.TestCase.settings = settings(
-    max_examples=40, stateful_step_count=25, deadline=None,
+    max_examples=100, stateful_step_count=30, deadline=None,
     suppress_health_check=[HealthCheck.too_slow])
 test_two_hosts_under_stress = TwoHostsUnderStress.TestCase
 
