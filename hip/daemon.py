@@ -31,6 +31,7 @@ import signal
 import socket
 import struct
 import sys
+import threading
 import time
 from collections import Counter, deque
 from collections.abc import Callable
@@ -153,7 +154,6 @@ class Hipd:
         self._loop: asyncio.AbstractEventLoop | None = None
         self._stopped = asyncio.Event()
         self._server: asyncio.AbstractServer | None = None
-        self._netlink_task: asyncio.Task[None] | None = None
         self._acquire_task: asyncio.Task[None] | None = None
         self._acquire_stream: LineStream | None = None
         self._unknown_spi_seen: dict[Locator, float] = {}
@@ -193,7 +193,7 @@ class Hipd:
         self.transport.attach(self._loop)
         await self._start_control()
         # Always watch: `hipctl update-locators` with no addresses turns following back on.
-        self._netlink_task = asyncio.create_task(self._watch_netlink())
+        self._start_netlink_watch()
         log.info("hipd ready: HIT %s, locators %s, control socket %s", self.hit,
                  ", ".join(map(str, self.locators)) or "(none)", self.options.socket_path)
 
@@ -214,9 +214,9 @@ class Hipd:
 
     def close(self) -> None:
         """Release sockets, the TUN device and the control socket."""
-        for task in (self._netlink_task, self._acquire_task):
-            if task is not None:
-                task.cancel()
+        self._stopped.set()  # late netlink events must not start new work
+        if self._acquire_task is not None:
+            self._acquire_task.cancel()
         if self._acquire_stream is not None:
             self._acquire_stream.stop()
         for handle in (self._timer, self._settle):
@@ -460,21 +460,26 @@ class Hipd:
         self._pump()
         return len(self.sas)
 
-    async def _watch_netlink(self) -> None:
-        from pyroute2 import AsyncIPRoute
+    def _start_netlink_watch(self) -> None:
+        """Follow address and route events in a thread (works with pyroute2 0.7 and 0.9:
+        the synchronous API, kept off the event loop)."""
+        loop = self._loop
+        assert loop is not None
 
-        async with AsyncIPRoute() as ipr:
-            await ipr.bind()
-            while True:
-                async for msg in ipr.get():
-                    if msg.get("event") in _LOCATOR_EVENTS:
-                        self._schedule_locator_check()
+        def on_event() -> None:
+            loop.call_soon_threadsafe(self._schedule_locator_check)
+
+        thread = threading.Thread(target=watch_netlink, args=(on_event,), daemon=True,
+                                  name="hipd-netlink")
+        thread.start()
 
     async def _read_locators(self) -> tuple[Locator, ...]:
-        return await read_locators((*self.options.ignore_interfaces, self.options.tun_name))
+        return await asyncio.to_thread(
+            read_locators, (*self.options.ignore_interfaces, self.options.tun_name)
+        )
 
     def _schedule_locator_check(self) -> None:
-        if self._loop is None or self.manual_locators:
+        if self._loop is None or self.manual_locators or self._stopped.is_set():
             return
         if self._settle is not None:
             self._settle.cancel()
@@ -510,19 +515,10 @@ class Hipd:
 
     async def _peers_routable_from(self, src: Locator) -> bool:
         """True if every peer locator of ``src``'s family has a route from ``src``."""
-        from pyroute2 import AsyncIPRoute
-        from pyroute2.netlink.exceptions import NetlinkError
-
-        peers = {sa.peer_locator for sa in self.sas.values() if type(sa.peer_locator) is type(src)}
+        peers = [sa.peer_locator for sa in self.sas.values() if type(sa.peer_locator) is type(src)]
         if not peers:
             return True
-        async with AsyncIPRoute() as ipr:
-            for peer in peers:
-                try:
-                    await ipr.route("get", dst=str(peer), src=str(src))
-                except NetlinkError:
-                    return False
-        return True
+        return await asyncio.to_thread(routable, src, peers)
 
     # -- control socket ------------------------------------------------------------------
     async def _start_control(self) -> None:
@@ -670,15 +666,18 @@ def _peer_locator_items(peer_set: PeerLocatorSet | None) -> list[dict[str, Any]]
              "lifetime": e.lifetime} for e in peer_set.entries()]
 
 
-async def read_locators(ignored: tuple[str, ...]) -> tuple[Locator, ...]:
-    """Every usable address of this host (IPv4 first, then IPv6), read over netlink."""
-    from pyroute2 import AsyncIPRoute
+def read_locators(ignored: tuple[str, ...]) -> tuple[Locator, ...]:
+    """Every usable address of this host (IPv4 first, then IPv6), read over netlink.
+
+    Blocking (pyroute2's synchronous API): hipd calls it in a worker thread.
+    """
+    from pyroute2 import IPRoute
 
     found: list[Locator] = []
-    async with AsyncIPRoute() as ipr:
-        names = {link["index"]: link.get("ifname") async for link in await ipr.get_links()}
-        async for msg in await ipr.get_addr():
-            text = msg.get("address")
+    with IPRoute() as ipr:
+        names = {link["index"]: link.get_attr("IFLA_IFNAME") for link in ipr.get_links()}
+        for msg in ipr.get_addr():
+            text = msg.get_attr("IFA_ADDRESS")
             if text is None:
                 continue
             address = ip_address(text)
@@ -690,6 +689,32 @@ async def read_locators(ignored: tuple[str, ...]) -> tuple[Locator, ...]:
                 found.append(address)
     found.sort(key=lambda a: (a.version, a.packed))
     return tuple(found)
+
+
+def routable(src: Locator, peers: list[Locator]) -> bool:
+    """True if the kernel has a route from ``src`` to every one of ``peers`` (blocking)."""
+    from pyroute2 import IPRoute
+    from pyroute2.netlink.exceptions import NetlinkError
+
+    with IPRoute() as ipr:
+        for peer in peers:
+            try:
+                ipr.route("get", dst=str(peer), src=str(src))
+            except NetlinkError:
+                return False
+    return True
+
+
+def watch_netlink(on_event: Callable[[], None]) -> None:
+    """Call ``on_event`` for every address or route change, forever (thread target)."""
+    from pyroute2 import IPRoute
+
+    with IPRoute() as ipr:
+        ipr.bind()
+        while True:
+            for msg in ipr.get():
+                if msg.get("event") in _LOCATOR_EVENTS:
+                    on_event()
 
 
 def build_parser() -> argparse.ArgumentParser:
