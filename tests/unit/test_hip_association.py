@@ -558,6 +558,7 @@ class TwoHostsUnderStress(RuleBasedStateMachine):
         for name in ("a", "b"):
             self.net.add(name, ADDRESSES[name][0], config=HIPConfig(update_retries_max=8))
         self.where = {"a": 0, "b": 0}
+        self.restarts = 0
         self.mode = "deliver"
         self.net.policy = self._policy
 
@@ -597,6 +598,23 @@ class TwoHostsUnderStress(RuleBasedStateMachine):
     def move(self, who: str, where: int) -> None:
         self.where[who] = where
         self.net.move(who, ADDRESSES[who][where])
+
+    @rule(who=st.sampled_from("ab"))
+    def restart(self, who: str) -> None:
+        """The host loses all state (reboot) but keeps its identity and address."""
+        old = self.net.hosts[who]
+        self.restarts += 1
+        self.net.hosts[who] = HIPHost(old.identity, list(old.locators),
+                                      config=old.config,
+                                      rng=SeededRandom(f"restart {self.restarts}".encode()),
+                                      now=self.net.now)
+
+    @rule(who=st.sampled_from("ab"), nbytes=st.integers(1, 3000))
+    def data(self, who: str, nbytes: int) -> None:
+        host, peer, _other = self._pair(who)
+        if host.association(peer.our_hit) is not None:
+            host.data_received(peer.our_hit, nbytes, self.net.now)
+            host.data_destination(peer.our_hit, nbytes, self.net.now)
 
     @rule(mode=st.sampled_from(["deliver", "drop", "duplicate", "delay"]))
     def wire(self, mode: str) -> None:
