@@ -647,6 +647,9 @@ class TwoHostsUnderStress(RuleBasedStateMachine):
         assert x.spi_out == y.spi_in and x.spi_in == y.spi_out
         assert x._crypto is not None and y._crypto is not None
         assert x._crypto.esp_out_enc == y._crypto.esp_in_enc
+        # Each end sends to where the other one is now (moves have been verified).
+        assert y.peer_locator == a.locators[0], (y.peer_locator, a.locators)
+        assert x.peer_locator == b.locators[0], (x.peer_locator, b.locators)
 
 
 TwoHostsUnderStress.TestCase.settings = settings(
