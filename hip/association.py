@@ -250,7 +250,6 @@ class Association:
         self._i2_fingerprint: bytes | None = None
         self._r2_packet: OutgoingPacket | None = None
         self._close_nonce: bytes | None = None
-        self._last_reply_to: tuple[Address, Address] = (self.local_locator, self.local_locator)
 
     # --- introspection ---------------------------------------------------------------
 
@@ -940,6 +939,9 @@ class Association:
         if pending is not None:
             moved = self._readdressed(OutgoingPacket(pending.data, pending.src, pending.dst))
             pending.data, pending.src = moved.data, moved.src
+        if self._updates.last_reply is not None:
+            reply = self._readdressed(OutgoingPacket(*self._updates.last_reply))
+            self._updates.last_reply = (reply.data, reply.src, reply.dst)
         if self.state not in (State.ESTABLISHED, State.R2_SENT) or self._crypto is None:
             return  # nothing to announce yet; later packets simply use the new source
         self._emit_sa(SAChangeReason.LOCAL_MOVED)
@@ -1034,14 +1036,12 @@ class Association:
             uid, purpose, out.data, out.src, out.dst,
             now + self.config.retransmit_timeout(0), locator=locator)
         if ack is not None:
-            self._updates.last_reply = out.data
-            self._last_reply_to = (out.src, out.dst)
+            self._updates.last_reply = (out.data, out.src, out.dst)
 
     def _send_ack(self, update_id: int, dst: Address, extra: list[Param]) -> None:
         packet = self._signed(PacketType.UPDATE, [Ack((update_id,)), *extra])
         out = self._send(packet, dst, self._local_for(dst))
-        self._updates.last_reply = out.data
-        self._last_reply_to = (out.src, out.dst)
+        self._updates.last_reply = (out.data, out.src, out.dst)
 
     def receive_update(self, packet: HIPPacket, src: Address, dst: Address, now: float) -> None:
         """Process an UPDATE (RFC 7401 6.12, RFC 7402 6.9, RFC 8046 5.3)."""
@@ -1059,8 +1059,7 @@ class Association:
         if seq is not None and not self._updates.is_new(seq.update_id):
             # A retransmission: our answer was lost; send it again (RFC 7401 6.12.1).
             if self._updates.last_reply is not None:
-                rsrc, rdst = self._last_reply_to
-                self._resend(OutgoingPacket(self._updates.last_reply, rsrc, rdst))
+                self._resend(OutgoingPacket(*self._updates.last_reply))
             self.outbox.drops["UPDATE duplicate SEQ (re-acknowledged)"] += 1
             return
         # A new DH value (rekey after KEYMAT ran out) is checked before anything changes.

@@ -19,7 +19,7 @@ from __future__ import annotations
 
 import enum
 from collections.abc import Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 
 from hip.events import Address, PeerLocator
 
@@ -222,9 +222,9 @@ class UpdateSequencer:
     #: The highest peer Update ID processed, ``None`` before the first.
     last_received: int | None = None
     outstanding: PendingUpdate | None = None
-    #: Reply (params) to the last processed peer SEQ, re-sent on a duplicate.
-    last_reply: bytes | None = None
-    queued: list[UpdatePurpose] = field(default_factory=list)
+    #: Our answer to the last processed peer SEQ (packet, source, destination), re-sent
+    #: when that SEQ arrives again.
+    last_reply: tuple[bytes, Address, Address] | None = None
 
     def allocate(self) -> int:
         """A fresh Update ID (32-bit, wrapping)."""
