@@ -10,8 +10,10 @@ part of the image (it is shared into dom0 at boot), so a code change costs no re
 
 from __future__ import annotations
 
+import fcntl
 import gzip
 import hashlib
+import io
 import json
 import logging
 import os
@@ -19,9 +21,11 @@ import re
 import shutil
 import stat
 import time
+import zipfile
 from collections.abc import Callable, Iterable
 from dataclasses import asdict, dataclass
 from pathlib import Path
+from typing import IO
 
 from xenwam.errors import LabError
 from xenwam.runner import Runner, default_runner
@@ -29,7 +33,7 @@ from xenwam.runner import Runner, default_runner
 log = logging.getLogger(__name__)
 
 #: Bumped when the image layout changes in a way the file digests would not show.
-BUILD_FORMAT = 1
+BUILD_FORMAT = 2
 
 FILES_DIR = Path(__file__).parent / "files"
 
@@ -54,6 +58,24 @@ MODULE_DIRS_SKIPPED = (
 )
 
 DOM0_IMAGE_SIZE = "3G"
+
+#: What of dom0's Python a guest carries (appended to its initramfs by
+#: ``xenwam lab guest create --python``): the interpreter, the standard library without
+#: what no daemon needs, and the ``cryptography`` package hip uses.
+GUEST_PYTHON_SKIPPED = ("test", "idlelib", "tkinter", "turtledemo", "ensurepip", "lib2to3",
+                        "pydoc_data", "distutils", "__pycache__", "config-3.11-x86_64-linux-gnu",
+                        "site-packages", "dist-packages", "sqlite3", "curses", "dbm",
+                        "unittest", "lib-dynload")
+#: Extension modules guests get (name prefixes in lib-dynload); the rest pull in large
+#: libraries (sqlite, Berkeley DB, ncurses, the CJK codecs) nothing in hip needs.
+GUEST_PYTHON_EXTENSIONS = ("_asyncio", "_bisect", "_blake2", "_contextvars", "_csv",
+                           "_ctypes.", "_datetime", "_decimal", "_hashlib", "_heapq", "_json",
+                           "_lsprof", "_md5", "_multiprocessing", "_opcode", "_pickle",
+                           "_posixshmem", "_posixsubprocess", "_queue", "_random", "_sha1",
+                           "_sha256", "_sha3", "_sha512", "_socket", "_ssl", "_statistics",
+                           "_struct", "_uuid", "_zoneinfo", "array", "binascii", "cmath",
+                           "fcntl", "grp", "math", "mmap", "resource", "select", "termios",
+                           "unicodedata", "zlib", "_bz2", "_lzma")
 
 Progress = Callable[[str], None]
 
@@ -224,6 +246,50 @@ def newc_archive(entries: Iterable[tuple[str, int, bytes]]) -> bytes:
     return bytes(out)
 
 
+def with_parents(files: dict[str, tuple[int, bytes]]) -> list[tuple[str, int, bytes]]:
+    """Archive entries for ``files`` (path -> (mode, data)), every parent directory first.
+
+    The kernel's initramfs unpacker does not create missing parents, and a later
+    archive appended to the first may name directories the first already has.
+    """
+    dirs: set[str] = set()
+    for path in files:
+        parts = path.split("/")[:-1]
+        for i in range(1, len(parts) + 1):
+            dirs.add("/".join(parts[:i]))
+    ordered = sorted(dirs, key=lambda d: (d.count("/"), d))
+    entries = [(d, stat.S_IFDIR | 0o755, b"") for d in ordered]
+    entries += [(p, mode, data) for p, (mode, data) in sorted(files.items())]
+    return entries
+
+
+def parse_ldd(text: str) -> set[str]:
+    """Absolute paths of the shared objects ``ldd`` output names."""
+    found = set()
+    for line in text.splitlines():
+        m = re.search(r"(?:=>\s*)?(/\S+)\s+\(0x", line)
+        if m:
+            found.add(m.group(1))
+    return found
+
+
+def package_piece(package_dir: Path, dest: str) -> bytes:
+    """A gzip'd newc archive of the Python package in ``package_dir`` placed at ``dest``.
+
+    Appended to a guest's initramfs so the guest runs the project's current code (e.g.
+    ``hip`` at ``opt/xenwam/hip``) without an image rebuild.
+    """
+    files: dict[str, tuple[int, bytes]] = {}
+    for path in sorted(package_dir.rglob("*.py")):
+        if "__pycache__" in path.parts:
+            continue
+        rel = path.relative_to(package_dir)
+        files[f"{dest.strip('/')}/{rel}"] = (stat.S_IFREG | 0o644, path.read_bytes())
+    if not files:
+        raise LabError(f"{package_dir} holds no Python files; is the source tree complete?")
+    return gzip.compress(newc_archive(with_parents(files)), compresslevel=6)
+
+
 # ---------------------------------------------------------------- inputs and cache key
 
 @dataclass(frozen=True)
@@ -246,11 +312,11 @@ class BuildInputs:
 
 
 def files_digest(directory: Path = FILES_DIR) -> str:
-    """SHA-256 over the names and contents of the provisioning files."""
+    """SHA-256 over the provisioning files and this build module (names and contents)."""
     h = hashlib.sha256()
-    for path in sorted(directory.rglob("*")):
-        if path.is_file():
-            h.update(str(path.relative_to(directory)).encode() + b"\0")
+    for path in [*sorted(directory.rglob("*")), Path(__file__)]:
+        if path.is_file() and "__pycache__" not in path.parts:
+            h.update(path.name.encode() + b"\0")
             h.update(path.read_bytes())
     return h.hexdigest()
 
@@ -300,6 +366,11 @@ class Artifacts:
         return self.directory / "dom0.img"
 
     @property
+    def guest_python(self) -> Path:
+        """Python and ``cryptography`` for guests, an initramfs piece to append."""
+        return self.directory / "guest-python.cpio.gz"
+
+    @property
     def ssh_key(self) -> Path:
         """The lab's private ssh key (generated per build)."""
         return self.directory / "id_ed25519"
@@ -317,27 +388,8 @@ class Artifacts:
     def complete(self) -> bool:
         """True when every artifact is present."""
         return all(p.exists() for p in (self.xen, self.kernel, self.initrd, self.dom0_image,
-                                        self.ssh_key, self.known_hosts, self.manifest))
-
-
-def find_cached(cache_dir: Path, runner: Runner = default_runner) -> Artifacts | None:
-    """The cached build matching the current inputs, if there is one."""
-    arts = Artifacts(cache_dir / resolve_inputs(runner).key)
-    return arts if arts.complete() else None
-
-
-def latest_cached(cache_dir: Path) -> Artifacts | None:
-    """The most recent complete build, without asking apt (for `up` when offline)."""
-    best: tuple[float, Artifacts] | None = None
-    if not cache_dir.is_dir():
-        return None
-    for d in cache_dir.iterdir():
-        arts = Artifacts(d)
-        if d.is_dir() and arts.complete():
-            mtime = arts.manifest.stat().st_mtime
-            if best is None or mtime > best[0]:
-                best = (mtime, arts)
-    return best[1] if best else None
+                                        self.guest_python, self.ssh_key, self.known_hosts,
+                                        self.manifest))
 
 
 # ---------------------------------------------------------------- the build
@@ -365,6 +417,20 @@ class Builder:
         if arts.complete() and not force:
             self.progress(f"lab build {inputs.key} is cached in {arts.directory}")
             return arts
+        self.cache_dir.mkdir(parents=True, exist_ok=True)
+        # Several labs (and test sessions) share the cache: one build per key at a time,
+        # and a finished build is never replaced under a running lab (its ssh keys and
+        # dom0 image are in use).
+        with open(self.cache_dir / f"{inputs.key}.lock", "w") as lock:
+            if not _try_lock(lock):
+                self.progress(f"another process is building {inputs.key}; waiting for it")
+                fcntl.flock(lock, fcntl.LOCK_EX)
+            if arts.complete() and not force:
+                self.progress(f"lab build {inputs.key} is cached in {arts.directory}")
+                return arts
+            return self._build_locked(inputs, arts)
+
+    def _build_locked(self, inputs: BuildInputs, arts: Artifacts) -> Artifacts:
         work = self.cache_dir / f"tmp-{inputs.key}-{os.getpid()}"
         if work.exists():
             shutil.rmtree(work)
@@ -376,7 +442,9 @@ class Builder:
                 {**asdict(inputs), "key": inputs.key,
                  "build_seconds": round(time.monotonic() - start, 1)}, indent=2) + "\n")
             if arts.directory.exists():
-                shutil.rmtree(arts.directory)
+                # Only reached with --force: move the old build aside rather than delete
+                # files a running lab may still have open.
+                arts.directory.rename(self.cache_dir / f"old-{inputs.key}-{int(time.time())}")
             work.rename(arts.directory)
         finally:
             self._umount_all(work / "rootfs")
@@ -426,7 +494,11 @@ class Builder:
         self.progress("installing kernel modules, init scripts and ssh keys")
         self._install_modules(moddir, rootfs / "lib" / "modules" / kver)
         self.runner.run(["depmod", "-b", str(rootfs), kver], timeout=300)
+        python_piece = self._guest_python(rootfs)
+        (work / "guest-python.cpio.gz").write_bytes(python_piece)
         self._install_files(rootfs, work, guest_initrd)
+        put_python = rootfs / "var" / "lib" / "xenwam-lab" / "guest-python.cpio.gz"
+        put_python.write_bytes(python_piece)
         self.progress(f"making the {DOM0_IMAGE_SIZE} dom0 image")
         self._umount_all(rootfs)
         self.runner.run(["mkfs.ext4", "-q", "-F", "-L", "xwdom0", "-E", "root_owner=0:0",
@@ -457,6 +529,58 @@ class Builder:
             names.append(flat)
         entries.append(("modules.list", stat.S_IFREG | 0o644,
                         ("\n".join(names) + "\n").encode()))
+        return gzip.compress(newc_archive(entries), compresslevel=6)
+
+    def _guest_python(self, rootfs: Path) -> bytes:
+        self.progress("packing Python and cryptography for guests")
+        files: dict[str, tuple[int, bytes]] = {}
+        objects = ["/usr/bin/python3.11"]
+        stdlib = rootfs / "usr/lib/python3.11"
+        # Pure-Python modules go into python311.zip (on the default sys.path): a guest
+        # unpacks its initramfs into RAM, and the zip is a quarter of the plain files.
+        zipped = io.BytesIO()
+        with zipfile.ZipFile(zipped, "w", zipfile.ZIP_DEFLATED) as zf:
+            for path in sorted(stdlib.rglob("*.py")):
+                rel = path.relative_to(stdlib)
+                if any(part in GUEST_PYTHON_SKIPPED for part in rel.parts[:-1]):
+                    continue
+                zf.write(path, str(rel))
+        files["usr/lib/python311.zip"] = (stat.S_IFREG | 0o644, zipped.getvalue())
+        # getpath looks for os.py to find the standard library's prefix.
+        files["usr/lib/python3.11/os.py"] = (stat.S_IFREG | 0o644,
+                                             (stdlib / "os.py").read_bytes())
+        for ext in sorted((stdlib / "lib-dynload").glob("*.so")):
+            if ext.name.startswith(GUEST_PYTHON_EXTENSIONS):
+                ext_rel = str(ext.relative_to(rootfs))
+                files[ext_rel] = (stat.S_IFREG | 0o644, ext.read_bytes())
+                objects.append("/" + ext_rel)
+        crypto = rootfs / "usr/lib/python3/dist-packages"
+        for path in sorted((crypto / "cryptography").rglob("*")):
+            if "__pycache__" in path.parts or path.is_symlink() or not path.is_file():
+                continue
+            crypto_rel = str(path.relative_to(rootfs))
+            files[crypto_rel] = (stat.S_IFREG | 0o644, path.read_bytes())
+            if path.name.endswith(".so"):
+                objects.append("/" + crypto_rel)
+        for cffi in crypto.glob("_cffi_backend*.so"):
+            cffi_rel = str(cffi.relative_to(rootfs))
+            files[cffi_rel] = (stat.S_IFREG | 0o644, cffi.read_bytes())
+            objects.append("/" + cffi_rel)
+        # cryptography asks OpenSSL for its legacy provider and fails if it cannot load.
+        for provider in sorted((rootfs / "usr/lib/x86_64-linux-gnu/ossl-modules").glob("*.so")):
+            provider_rel = str(provider.relative_to(rootfs))
+            files[provider_rel] = (stat.S_IFREG | 0o644, provider.read_bytes())
+        if (rootfs / "etc/ssl/openssl.cnf").is_file():
+            files["etc/ssl/openssl.cnf"] = (stat.S_IFREG | 0o644,
+                                            (rootfs / "etc/ssl/openssl.cnf").read_bytes())
+        res = self.runner.run(["chroot", str(rootfs), "ldd", *objects], check=False,
+                              timeout=300)
+        for lib in sorted(parse_ldd(res.stdout)):
+            files[lib.lstrip("/")] = (stat.S_IFREG | 0o755, _read_in_root(rootfs, lib))
+        files["usr/bin/python3.11"] = (stat.S_IFREG | 0o755,
+                                       (rootfs / "usr/bin/python3.11").read_bytes())
+        entries = with_parents(files)
+        entries.append(("usr/bin/python3", stat.S_IFLNK | 0o777, b"python3.11"))
         return gzip.compress(newc_archive(entries), compresslevel=6)
 
     def _debootstrap(self, rootfs: Path) -> None:
@@ -549,6 +673,26 @@ class Builder:
         put("root/.ssh/config",
             b"Host *\n  StrictHostKeyChecking yes\n  BatchMode yes\n  ConnectTimeout 10\n")
         (work / "known_hosts").write_text(f"xenwam-lab {host_pub[0]} {host_pub[1]}\n")
+
+
+def _try_lock(lock: IO[str]) -> bool:
+    try:
+        fcntl.flock(lock, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except BlockingIOError:
+        return False
+    return True
+
+
+def _read_in_root(rootfs: Path, path: str) -> bytes:
+    """Read ``path`` as seen from inside ``rootfs`` (symlinks resolved within it)."""
+    current = rootfs / path.lstrip("/")
+    for _ in range(40):
+        if not current.is_symlink():
+            return current.read_bytes()
+        target = os.readlink(current)
+        current = (rootfs / target.lstrip("/")) if target.startswith("/") \
+            else current.parent / target
+    raise LabError(f"too many symlinks resolving {path} in the dom0 image")
 
 
 def check_build_tools() -> None:

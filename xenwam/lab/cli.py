@@ -147,7 +147,8 @@ def cmd_console(args: argparse.Namespace) -> int:
 
 def cmd_guest_create(args: argparse.Namespace) -> int:
     """Create a PVH guest on a host."""
-    rec = _lab(args).create_guest(args.host, args.name, memory_mib=args.memory)
+    rec = _lab(args).create_guest(args.host, args.name, memory_mib=args.memory,
+                                  python=args.python)
     _emit(args, asdict(rec), f"guest {rec.name} on host {rec.host} at {rec.address}")
     return 0
 
@@ -244,7 +245,9 @@ def register(subparsers: Any, common: argparse.ArgumentParser) -> None:
     g = gsub.add_parser("create", parents=parents, help="create a PVH guest on a host")
     g.add_argument("host", choices=HOSTS)
     g.add_argument("--name", help="guest name (default gN)")
-    g.add_argument("--memory", type=int, default=128, help="MiB (default 128)")
+    g.add_argument("--memory", type=int, help="MiB (default 128, 192 with --python)")
+    g.add_argument("--python", action="store_true",
+                   help="also carry python3, cryptography and the current hip package")
     g.set_defaults(handler=cmd_guest_create)
     p = sub.add_parser("migrate-baseline", parents=parents,
                        help="stock xl migrate of a guest, timed, with a 50 ms ping")

@@ -16,17 +16,18 @@ import shlex
 import signal
 import time
 from collections.abc import Callable, Sequence
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, replace
 from functools import partial
 from pathlib import Path
 from typing import Any
 
 from xenwam.errors import CommandError, ConfigError, LabError
 from xenwam.lab import config as cfg
-from xenwam.lab.build import Artifacts
+from xenwam.lab.build import Artifacts, package_piece
 from xenwam.lab.config import HOSTS, LabConfig, Layout, Shaping
 from xenwam.lab.qemu import HostFiles, host_argv, overlay_argv
 from xenwam.lab.xl import (
+    GUEST_DIR,
     GapReport,
     GuestSpec,
     Tick,
@@ -454,8 +455,15 @@ class Lab:
                           "create one with `xenwam lab guest create HOST`")
 
     def create_guest(self, host: str, name: str | None = None, *,
-                     memory_mib: int = 128) -> GuestRecord:
-        """Create a PVH guest on ``host`` with an address on that host's site subnet."""
+                     memory_mib: int | None = None, python: bool = False) -> GuestRecord:
+        """Create a PVH guest on ``host`` with an address on that host's site subnet.
+
+        With ``python`` the guest also carries python3, ``cryptography`` and the
+        project's current ``hip`` package (at /opt/xenwam, on its PYTHONPATH); it
+        needs more memory (default 192 MiB instead of 128) to unpack them.
+        """
+        if memory_mib is None:
+            memory_mib = 192 if python else 128
         state = self._require_up()
         config = state.config()
         number = max((g.number for g in state.guests), default=0) + 1
@@ -466,10 +474,18 @@ class Lab:
         spec = GuestSpec(name=name, address=address,
                          gateway=cfg.site_gateway(config.layout, host).ip,
                          mac=guest_mac(number), memory_mib=memory_mib)
-        # The data disk must exist at the same path on both hosts for xl migrate to
-        # re-attach it (without DRBD its contents do not follow the guest).
+        if python:
+            spec = replace(spec, ramdisk=f"{GUEST_DIR}/{name}-initrd.gz")
+            hip_piece = package_piece(cfg.source_tree() / "hip", "opt/xenwam/hip")
+        # The data disk (and ramdisk) must exist at the same path on both hosts for xl
+        # migrate to re-attach it (without DRBD its contents do not follow the guest).
         for h in HOSTS:
             self.exec(h, ["truncate", "-s", f"{spec.data_disk_mib}M", spec.data_disk])
+            if python:
+                self.runner.run(self.ssh_argv(h, [
+                    "sh", "-c", f"cat {GUEST_DIR}/guest-initrd.gz "
+                                f"{GUEST_DIR}/guest-python.cpio.gz - > {spec.ramdisk}"]),
+                    input=hip_piece)
         self.exec(host, ["tee", spec.config_path], input=spec.xl_config())
         self.progress(f"creating PVH guest {name} on host {host} at {address.ip}")
         self.exec(host, ["xl", "create", spec.config_path], timeout=180)

@@ -28,6 +28,8 @@ class GuestSpec:
     mac: str
     memory_mib: int = 128
     data_disk_mib: int = 64
+    #: Initramfs file in dom0; guests with Python get their own (base + python + hip).
+    ramdisk: str = f"{GUEST_DIR}/guest-initrd.gz"
 
     def __post_init__(self) -> None:
         if not _NAME.match(self.name):
@@ -61,7 +63,7 @@ class GuestSpec:
             # needs it for log-dirty mode.
             'type = "pvh"',
             f'kernel = "{GUEST_DIR}/vmlinuz"',
-            f'ramdisk = "{GUEST_DIR}/guest-initrd.gz"',
+            f'ramdisk = "{self.ramdisk}"',
             f'cmdline = "{cmdline}"',
             f"memory = {self.memory_mib}",
             "vcpus = 1",

@@ -3,7 +3,9 @@
 # (xw.ip=CIDR xw.gw=ADDR), writes a timestamped counter to its console once a second so a
 # test can see that it kept running across a migration, and reads commands from its
 # console so the lab can renumber it (`xenwam lab guest-run`).
-export PATH=/bin
+export PATH=/bin:/usr/bin
+# Guests made with --python carry python3 and the project's hip package there.
+export PYTHONPATH=/opt/xenwam PYTHONDONTWRITEBYTECODE=1
 mkdir -p /tmp /run
 mount -t tmpfs tmpfs /tmp
 ip=""
