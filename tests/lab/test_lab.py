@@ -94,6 +94,15 @@ def test_lan_guest_migrates_and_still_answers(lab) -> None:
     assert lan.ping_from_correspondent(guest.address, count=3)
 
 
+def test_python_guest_runs_the_projects_hip(lab) -> None:
+    lan = lab.use(Layout.LAN)
+    guest = lan.create_guest("b", "pyguest", python=True)
+    result = lan.guest_exec(
+        guest.name, "python3 -c 'import hip, cryptography; print(hip.__file__)'", timeout=120)
+    assert result.exit_status == 0, result
+    assert result.output.splitlines()[-1] == "/opt/xenwam/hip/__init__.py"
+
+
 # ---------------------------------------------------------------- teardown
 
 def test_down_leaves_no_process_or_namespace(lab) -> None:

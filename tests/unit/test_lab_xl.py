@@ -113,3 +113,20 @@ def test_ticks_from_console_log() -> None:
     # The last line is still being written: it is not counted.
     assert [t.count for t in ticks] == [2, 3]
     assert ticks[0].time == 1795331014
+
+
+def test_console_exec_round_trip_skips_echo_and_ticks() -> None:
+    from xenwam.lab.xl import console_exec_script, parse_console_exec
+
+    line = console_exec_script("uname -r", "ab12")
+    console = (f"/ # {line}\r\n"          # the shell echoes the typed line
+               "XWBEGIN-ab12\r\n"
+               "xw-tick 41 1795331014\r\n"
+               "6.1.0-56-amd64\r\n"
+               "XWEND-ab12 0\r\n/ # ")
+    result = parse_console_exec(console, "ab12")
+    assert result is not None
+    assert result.exit_status == 0
+    assert result.output == "6.1.0-56-amd64"
+    assert parse_console_exec(console, "ffff") is None
+    assert parse_console_exec(f"/ # {line}\r\nXWBEGIN-ab12\r\nhalf", "ab12") is None

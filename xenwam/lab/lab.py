@@ -12,6 +12,7 @@ from __future__ import annotations
 import json
 import logging
 import os
+import secrets
 import shlex
 import signal
 import time
@@ -28,12 +29,15 @@ from xenwam.lab.config import HOSTS, LabConfig, Layout, Shaping
 from xenwam.lab.qemu import HostFiles, host_argv, overlay_argv
 from xenwam.lab.xl import (
     GUEST_DIR,
+    ConsoleExec,
     GapReport,
     GuestSpec,
     Tick,
     XlDomain,
+    console_exec_script,
     guest_mac,
     longest_gap,
+    parse_console_exec,
     parse_ping,
     parse_ticks,
     parse_xl_list,
@@ -517,6 +521,26 @@ class Lab:
         script = ('tty=$(xenstore-read "/local/domain/$(xl domid "$1")/console/tty") && '
                   'printf "%s\\n" "$2" > "$tty"')
         self.exec(record.host, ["sh", "-c", script, "sh", name, command])
+
+    def guest_exec(self, name: str, command: str, *, timeout: float = 60.0) -> ConsoleExec:
+        """Run a shell ``command`` in guest ``name`` through its console; its result.
+
+        The output is read back from the console log, so it is text only and shares the
+        console with the guest's counter (whose lines are left out).
+        """
+        record = self.guest(name)
+        nonce = secrets.token_hex(4)
+        self.guest_run(name, console_exec_script(command, nonce))
+        deadline = time.monotonic() + timeout
+        while True:
+            result = parse_console_exec(self.guest_console_text(record.host), nonce)
+            if result is not None:
+                return result
+            if time.monotonic() > deadline:
+                raise LabError(f"guest {name} did not finish {command!r} within {timeout:g} s; "
+                               f"see `xenwam lab exec {record.host} -- cat "
+                               f"/var/log/xen/console/guest-{name}.log`")
+            self.sleep(0.5)
 
     def renumber_guest(self, name: str) -> str:
         """Give guest ``name`` an address on its current host's site subnet; return it."""

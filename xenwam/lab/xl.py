@@ -172,3 +172,35 @@ _TICK = re.compile(r"xw-tick (\d+) (\d+)\r?\n")
 def parse_ticks(text: str) -> list[Tick]:
     """Every complete counter line in a guest console log, in order."""
     return [Tick(int(m.group(1)), int(m.group(2))) for m in _TICK.finditer(text)]
+
+
+@dataclass(frozen=True)
+class ConsoleExec:
+    """A command typed into a guest's console shell, and what it printed."""
+
+    exit_status: int
+    output: str
+
+
+def console_exec_script(command: str, nonce: str) -> str:
+    """The line typed into the guest shell for ``command``, framed by markers.
+
+    The quotes inside the markers keep the echoed input line from matching them.
+    """
+    return (f'echo XW""BEGIN-{nonce}; ( {command} ) 2>&1; '
+            f'echo XW""END-{nonce} $?')
+
+
+def parse_console_exec(text: str, nonce: str) -> ConsoleExec | None:
+    """The result framed by :func:`console_exec_script`'s markers, or None if unfinished.
+
+    The guest's counter writes to the same console, so its lines are dropped.
+    """
+    begin = f"XWBEGIN-{nonce}"
+    m = re.search(re.escape(begin) + r"\r?\n(.*?)XWEND-" + re.escape(nonce) + r" (\d+)",
+                  text, re.S)
+    if not m:
+        return None
+    lines = [ln.rstrip("\r") for ln in m.group(1).split("\n")]
+    kept = [ln for ln in lines if ln and not _TICK.match(ln + "\n")]
+    return ConsoleExec(int(m.group(2)), "\n".join(kept))
