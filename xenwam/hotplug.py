@@ -13,6 +13,9 @@ with ``add`` or ``remove`` and ``XENBUS_PATH`` (``backend/vbd/DOMID/DEVID``); th
 * Any failure: ``hotplug-error`` with a message that says what to do, and
   ``hotplug-status error``.
 
+Each call is recorded as one JSON line in ``/run/xenwam/hotplug.log`` (action, backend
+path, outcome, seconds), so an operator can see what ran inside the downtime window.
+
 Nothing here looks at the domain's name: xl renames a migrating domain
 ``NAME--incoming`` / ``NAME--migratedaway``.  The xenstore client is injected; dom0 uses
 pyxs when it is installed and the ``xenstore-*`` tools otherwise.
@@ -21,6 +24,7 @@ pyxs when it is installed and the ``xenstore-*`` tools otherwise.
 from __future__ import annotations
 
 import argparse
+import json
 import logging
 import os
 import sys
@@ -135,6 +139,8 @@ class BlockHotplug:
     make_device: Callable[[Resource], DrbdDevice]
     stat_rdev: Callable[[str], int] = lambda path: os.stat(path).st_rdev
     clock: Callable[[], float] = time.monotonic
+    #: Receives one record per call (action, path, outcome, seconds); None keeps nothing.
+    journal: Callable[[dict[str, object]], None] | None = None
 
     def _resource_name(self, xenbus_path: str) -> str:
         name = self.xenstore.read(f"{xenbus_path}/params")
@@ -216,24 +222,44 @@ class BlockHotplug:
 
     def run(self, action: str, xenbus_path: str) -> int:
         """Run ``action`` and report failure through xenstore; return the exit status."""
+        start = self.clock()
+        status, outcome = 0, ""
         try:
             if action == "add":
-                self.add(xenbus_path)
+                outcome = self.add(xenbus_path)
             elif action == "remove":
-                self.remove(xenbus_path)
+                outcome = self.remove(xenbus_path)
             else:
                 raise XenError(f"unknown hotplug action {action!r}: use add or remove")
         except Exception as exc:  # every failure must reach libxl, not only ours
             message = str(exc) if isinstance(exc, XenwamError) else (
                 f"internal error {type(exc).__name__}: {exc}; report it with the xl log")
             log.error("block-xenwam %s %s: %s", action, xenbus_path, message)
+            status, outcome = 1, f"error: {message}"
             try:
                 self.xenstore.write(f"{xenbus_path}/hotplug-error", message)
                 self.xenstore.write(f"{xenbus_path}/hotplug-status", "error")
             except Exception as report_exc:
                 log.error("could not report the failure in xenstore: %s", report_exc)
-            return 1
-        return 0
+        if self.journal is not None:
+            try:
+                self.journal({"action": action, "xenbus_path": xenbus_path,
+                              "outcome": outcome, "status": status,
+                              "seconds": round(self.clock() - start, 4)})
+            except OSError as exc:
+                log.warning("could not record the hotplug call: %s", exc)
+        return status
+
+
+#: One JSON line per hook call, for operators and the lab tests (tmpfs: gone at reboot).
+JOURNAL_PATH = Path("/run/xenwam/hotplug.log")
+
+
+def append_journal(record: dict[str, object], path: Path = JOURNAL_PATH) -> None:
+    """Append ``record`` as one JSON line to ``path``, with the wall-clock time."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    with open(path, "a") as out:
+        out.write(json.dumps({"time": round(time.time(), 3), **record}) + "\n")
 
 
 def real_hotplug(config_dir: Path = DEFAULT_CONFIG_DIR) -> BlockHotplug:
@@ -242,6 +268,7 @@ def real_hotplug(config_dir: Path = DEFAULT_CONFIG_DIR) -> BlockHotplug:
         xenstore=default_xenstore(),
         load_resource=lambda name: load(name, config_dir),
         make_device=lambda resource: DrbdDevice(resource),
+        journal=append_journal,
     )
 
 

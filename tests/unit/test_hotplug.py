@@ -214,3 +214,25 @@ def test_hook_shell_syntax_and_usage() -> None:
                             env={"PATH": os.environ["PATH"]})
     assert result.returncode == 1
     assert "XENBUS_PATH is not set" in result.stderr
+
+
+def test_each_call_is_journaled_with_outcome(tmp_path: Path) -> None:
+    from xenwam.hotplug import append_journal
+
+    log = tmp_path / "hotplug.log"
+    runner = ScriptedRunner([PROC_SECONDARY])
+    xs = DictXenstore({f"{BACKEND}/params": "guest1"})
+    hook = make_hook(xs, runner)
+    hook.journal = lambda record: append_journal(record, log)
+    hook.run("add", BACKEND)
+    hook.run("add", BACKEND)
+    xs.data.clear()
+    hook.run("remove", BACKEND)
+    import json
+
+    lines = [json.loads(line) for line in log.read_text().splitlines()]
+    assert [(r["action"], r["outcome"], r["status"]) for r in lines] == [
+        ("add", "promoted", 0), ("add", "already primary", 0),
+        ("remove", lines[2]["outcome"], 1)]
+    assert lines[2]["outcome"].startswith("error: ") and "params is empty" in lines[2]["outcome"]
+    assert all(r["xenbus_path"] == BACKEND and r["seconds"] >= 0 for r in lines)
