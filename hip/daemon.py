@@ -158,6 +158,8 @@ class Hipd:
         self._acquire_stream: LineStream | None = None
         self._unknown_spi_seen: dict[Locator, float] = {}
         self._route_wait_since: float | None = None
+        #: Peers whose queued packets go out at the end of the current pump.
+        self._to_flush: list[IPv6Address] = []
 
     # -- start and stop -----------------------------------------------------------------
     async def start(self) -> None:
@@ -260,13 +262,18 @@ class Hipd:
         self._pump()
 
     def _pump(self) -> None:
-        """Send what the core wants sent, act on its events, re-arm its timer."""
+        """Act on the core's events, send what it wants sent, re-arm its timer.
+
+        Events come first: a responder must have its SAs in place before its R2 leaves,
+        or the initiator's first ESP packets (its queue, flushed when R2 arrives) can
+        overtake a slow SA install (``ip xfrm`` takes most of a second in the QEMU lab)
+        and be dropped.  Our own queued packets go last, after the R2, for the mirror
+        reason: the initiator installs its inbound SA only when R2 arrives.
+        """
         host = self.host
         if host is None:
             return
-        for packet in host.packets_to_send():
-            carrier = self.carriers.get(packet.dst, self.options.carrier)
-            self.transport.send_hip(packet.data, packet.src, packet.dst, carrier)
+        self._to_flush = []
         while True:
             event = host.next_event()
             if event is None:
@@ -277,6 +284,12 @@ class Hipd:
                 # The data plane refused (e.g. `ip xfrm` failed): keep serving the rest.
                 self.counters["data-plane-error"] += 1
                 log.error("cannot apply %s: %s", type(event).__name__, exc)
+        for packet in host.packets_to_send():
+            carrier = self.carriers.get(packet.dst, self.options.carrier)
+            self.transport.send_hip(packet.data, packet.src, packet.dst, carrier)
+        flush, self._to_flush = self._to_flush, []
+        for peer_hit in flush:
+            self._flush_queue(peer_hit)
         self._expire_queues()
         deadline = host.get_timer()
         if self._timer is not None:
@@ -329,7 +342,7 @@ class Hipd:
         self.sas[event.peer_hit] = sa
         log.info("SAs with %s (%s): %s -> %s, SPI in %#x out %#x", event.peer_hit,
                  event.reason.value, sa.own_locator, sa.peer_locator, sa.spi_in, sa.spi_out)
-        self._flush_queue(event.peer_hit)
+        self._to_flush.append(event.peer_hit)
 
     # -- packets waiting for a base exchange ---------------------------------------------
     def _on_no_association(self, miss: NoAssociation) -> None:
