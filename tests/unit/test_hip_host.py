@@ -3,7 +3,7 @@ R1 generations, and drops counted by reason."""
 
 from __future__ import annotations
 
-from ipaddress import ip_address
+from ipaddress import IPv6Address, ip_address
 
 import pytest
 from hip_network import Network, Sent, packet_type
@@ -239,3 +239,34 @@ def test_i2_long_after_its_r1_is_dropped_even_without_new_i1s() -> None:
     b2.receive_packet(i2.data, i2.src, i2.dst, 2 * HIPConfig().r1_generation_lifetime + 1)
     assert b2.drops["I2 answers an R1 generation we no longer honour"] == 1
     assert b2.association(a2.our_hit) is None
+
+
+def test_one_host_many_peers() -> None:
+    """One HIPHost keeps separate associations, demultiplexed by HIT, and a move updates
+    every peer."""
+    net = Network()
+    a = net.add("a", "192.0.2.1")
+    peers = {name: net.add(name, f"192.0.2.{n}") for n, name in ((2, "b"), (3, "c"),
+                                                                 (4, "d"))}
+    for peer in peers.values():
+        a.connect(peer.our_hit, peer.locators[0], net.now)
+    net.run()
+    assert {IPv6Address(h) for h in a.associations} == {
+        IPv6Address(p.our_hit) for p in peers.values()}
+    net.move("a", "203.0.113.5")
+    net.run()
+    for name, peer in peers.items():
+        assoc = peer.association(a.our_hit)
+        assert assoc.state is State.ESTABLISHED
+        assert assoc.peer_locator == ip_address("203.0.113.5"), name
+    a.rekey(peers["b"].our_hit, net.now)
+    a.close(peers["c"].our_hit, net.now)
+    net.run()
+    assert a.association(peers["c"].our_hit) is None
+    assert a.association(peers["b"].our_hit).state is State.ESTABLISHED
+    assert a.association(peers["d"].our_hit).state is State.ESTABLISHED
+    for name in ("b", "d"):
+        mine = a.association(peers[name].our_hit)
+        theirs = peers[name].association(a.our_hit)
+        assert mine.spi_out == theirs.spi_in and mine.spi_in == theirs.spi_out
+    assert not a.drops and not any(p.drops for p in peers.values())
