@@ -51,6 +51,10 @@ class DictXenstore:
         self.data[absolute(path)] = value
         self.writes.append((path, value))
 
+    def write_all(self, pairs: Sequence[tuple[str, str]]) -> None:
+        for path, value in pairs:
+            self.write(path, value)
+
     def list(self, path: str) -> list[str]:
         prefix = absolute(path).rstrip("/") + "/"
         return sorted({k[len(prefix):].split("/")[0] for k in self.data if k.startswith(prefix)})
@@ -198,9 +202,12 @@ def test_cli_xenstore_builds_absolute_paths() -> None:
     xs = CliXenstore(runner=echo)
     assert xs.read(f"{BACKEND}/params") == "guest1"
     xs.write(f"{BACKEND}/hotplug-status", "connected")
+    xs.write_all([(f"{BACKEND}/physical-device", "93:0"), ("/abs/key", "v")])
     assert echo.calls == [
         ["xenstore-read", f"/local/domain/0/{BACKEND}/params"],
         ["xenstore-write", f"/local/domain/0/{BACKEND}/hotplug-status", "connected"],
+        ["xenstore-write", f"/local/domain/0/{BACKEND}/physical-device", "93:0",
+         "/abs/key", "v"],
     ]
 
 
