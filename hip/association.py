@@ -1148,9 +1148,14 @@ class Association:
                 # at once, no return routability needed (RFC 8046 5.2).
                 self._emit_sa(SAChangeReason.PEER_MOVED)
         self._maybe_finish_rekey()
-        if rekey_request and self._updates.outstanding is None:
+        # One answer carries the ACK: our rekey reply, or the first return routability
+        # check, or else a plain ACK (with any echo response); the rest is queued.
+        if rekey_request and self._updates.outstanding is None and not reply_extra:
             self._send_update_with_seq(UpdatePurpose.REKEY_REPLY, None, now, ack=seq.update_id)
-        elif to_check and self._updates.outstanding is None and not reply_extra:
+            for extra in to_check:
+                self._update_queue.append((UpdatePurpose.ECHO, extra))
+        elif (to_check and not rekey_request and self._updates.outstanding is None
+              and not reply_extra):
             # Return routability (RFC 8046 3.2.1): SEQ, ACK and ECHO_REQUEST_SIGNED in one
             # UPDATE sent to the new locator itself.
             self._send_update_with_seq(UpdatePurpose.ECHO, to_check[0], now, ack=seq.update_id)

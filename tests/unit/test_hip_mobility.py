@@ -379,3 +379,33 @@ def test_moving_during_the_base_exchange() -> None:
     assert sa_b.peer_locator == ip_address(A2) and latest_sa(net, "a").local_locator == (
         ip_address(A2))
     assert not a.drops and not b.drops
+
+
+def test_combined_move_and_rekey_from_the_peer() -> None:
+    """RFC 8046 3.2.2: one UPDATE carries LOCATOR_SET and a rekeying ESP_INFO.  We never
+    send that combination, but a peer may: the receiver must answer the rekey and verify
+    the new locator too."""
+    from hip.association import _Rekey
+    from hip.mobility import PendingUpdate, UpdatePurpose
+    from hip.params import Locator
+
+    net = established()
+    a, b = net.hosts["a"], net.hosts["b"]
+    x = a.association(b.our_hit)
+    net.owners[ip_address(A2)] = "a"
+    x.local_locators, x.local_locator = (ip_address(A2),), ip_address(A2)
+    uid = x._updates.allocate()
+    x._rekey = _Rekey(x._new_spi(), x._crypto.next_keymat_index)
+    params = [Seq(uid), EspInfo(x._rekey.keymat_index, x.spi_in, x._rekey.new_spi_in),
+              LocatorSet((Locator(0, 1, True, 600, ip_address(A2), x._rekey.new_spi_in),))]
+    out = x._send(x._signed(PacketType.UPDATE, params), ip_address(B1), ip_address(A2))
+    x._updates.outstanding = PendingUpdate(uid, UpdatePurpose.REKEY, out.data, out.src,
+                                           out.dst, net.now + 1.0)
+    net.run()
+    y = b.association(a.our_hit)
+    assert y.peer_locators.get(ip_address(A2)).state is LocatorState.ACTIVE
+    assert latest_sa(net, "a").reason is SAChangeReason.REKEYED
+    assert x.spi_out == y.spi_in and x.spi_in == y.spi_out
+    assert x._crypto.esp_out_enc == y._crypto.esp_in_enc
+    assert latest_sa(net, "b").peer_locator == ip_address(A2)
+    assert not a.drops and not b.drops
