@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import subprocess
 import sys
 import time
@@ -94,6 +95,11 @@ def test_kernel_dom0_and_userspace_correspondent_exchange_esp(
     states = lab.exec("a", ["ip", "-s", "xfrm", "state"]).stdout
     print(states)
     assert states.count("mode beet") == 2
+    # Both kernel states carried the pings: 8 packets each way (5 + 3 echo requests and
+    # replies), and the kernel rejected none of the userspace end's packets.
+    counts = [int(m) for m in re.findall(r"\(bytes\), (\d+)\(packets\)", states)]
+    assert len(counts) == 2 and min(counts) >= 8, counts
+    assert re.findall(r"replay \d+ failed (\d+)", states) == ["0", "0"]
     show = json.loads(corr.run([sys.executable, "-m", "hip.ctl", "show", "--json",
                                 "--socket", str(hipd_pair["sock_c"])]).stdout)
     esp = show["associations"][0]["esp"]
