@@ -688,3 +688,26 @@ def test_crossing_exchange_after_an_abort_converges() -> None:
     assert x.initiator and not y.initiator
     assert x.spi_out == y.spi_in and x.spi_in == y.spi_out
     s.established_ends_at_rest_agree()
+
+
+def test_r1_echo_request_unsigned_is_echoed_in_i2() -> None:
+    """RFC 7401 5.2.21/5.2.23: an ECHO_REQUEST_UNSIGNED after R1's signature comes back
+    as ECHO_RESPONSE_UNSIGNED in I2 (outside the I2's MAC and signature)."""
+    from hip.params import EchoRequestUnsigned, EchoResponseUnsigned
+
+    net = pair()
+    a, b = net.hosts["a"], net.hosts["b"]
+    a.connect(b.our_hit, B_ADDR, net.now)
+    (i1,) = a.packets_to_send()
+    b.receive_packet(i1.data, i1.src, i1.dst, net.now)
+    (r1_out,) = b.packets_to_send()
+    r1 = parse(r1_out.data, r1_out.src, r1_out.dst)
+    with_echo = HIPPacket(r1.packet_type, r1.sender_hit, r1.receiver_hit,
+                          (*r1.params, EchoRequestUnsigned(b"cookie42")))
+    a.receive_packet(serialize(with_echo, r1_out.src, r1_out.dst), r1_out.src, r1_out.dst,
+                     net.now)
+    (i2_out,) = a.packets_to_send()
+    i2 = parse(i2_out.data, i2_out.src, i2_out.dst)
+    assert i2.get(EchoResponseUnsigned) == EchoResponseUnsigned(b"cookie42")
+    b.receive_packet(i2_out.data, i2_out.src, i2_out.dst, net.now)
+    assert b.association(a.our_hit).state is State.R2_SENT
