@@ -5,10 +5,12 @@ Ordered wan first, then lan, then teardown, so the session boots each layout onc
 
 from __future__ import annotations
 
+import json
 import time
 
 import pytest
 
+from xenwam.cli import main
 from xenwam.lab import Layout
 from xenwam.lab.config import correspondent_address
 
@@ -92,6 +94,17 @@ def test_lan_guest_migrates_and_still_answers(lab) -> None:
     assert report.answered_after, report
     assert report.longest_gap_seconds is not None
     assert lan.ping_from_correspondent(guest.address, count=3)
+
+
+def test_cli_status_and_exec_reach_the_lab(lab, capsys) -> None:
+    lan = lab.use(Layout.LAN)
+    capsys.readouterr()
+    assert main(["lab", "status", "--json", "--run-dir", str(lan.run_dir)]) == 0
+    doc = json.loads(capsys.readouterr().out)
+    assert doc["status"] == "up" and doc["layout"] == "lan"
+    assert [h["reachable"] for h in doc["hosts"]] == [True, True]
+    assert main(["lab", "exec", "--run-dir", str(lan.run_dir), "b", "--", "hostname"]) == 0
+    assert capsys.readouterr().out.strip() == "b"
 
 
 def test_python_guest_runs_the_projects_hip(lab) -> None:

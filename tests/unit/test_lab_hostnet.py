@@ -66,3 +66,4 @@ def test_missing_link_nic_is_a_clear_error(monkeypatch: pytest.MonkeyPatch,
     monkeypatch.setattr(hostnet, "nic_with_mac", lambda mac, sysfs=None: None)
     assert hostnet.main(["--host", "a"]) == 1
     assert "52:54:00:00:0a:02" in capsys.readouterr().err
+
