@@ -77,3 +77,18 @@ def test_digest_command_matches_for_equal_contents(tmp_path: Path,
     main(["disk", "digest", str(b)])
     first, second = capsys.readouterr().out.split()
     assert first == second
+
+
+def test_progress_as_log_lines_when_not_a_terminal(capsys: pytest.CaptureFixture[str]) -> None:
+    from xenwam.drbd.cli import _progress_reporter
+    from xenwam.drbd.device import Progress
+
+    show, done = _progress_reporter(quiet=False)
+    show(Progress(percent=42.5, out_of_sync_kib=1000, rate_kib_s=250.0, eta_seconds=4.0,
+                  replication="SyncSource", elapsed=3.0))
+    show(Progress(percent=0.0, out_of_sync_kib=5, rate_kib_s=None, eta_seconds=None,
+                  replication=None, elapsed=0.0))
+    done()
+    err = capsys.readouterr().err.splitlines()
+    assert err == ["sync  42.5% 1000 KiB left 250 KiB/s ETA 4 s",
+                   "sync   0.0% 5 KiB left rate ? ETA ?"]
