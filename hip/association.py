@@ -247,6 +247,9 @@ class Association:
         self._credit = CreditAccount(config.credit_limit, config.credit_aging_interval)
         # Base exchange memory, for duplicate and late packets.
         self._r1_counter: int | None = None
+        #: DH public value and #J of the I2 this session was set up with, as Responder.
+        #: Kept for the whole session (``_reset_session`` leaves it) so a replay of that
+        #: I2 is recognised in every state.
         self._i2_fingerprint: bytes | None = None
         self._r2_packet: OutgoingPacket | None = None
         self._close_nonce: bytes | None = None
@@ -634,6 +637,14 @@ class Association:
         solution = packet.get(Solution)
         if not allows(state, Trigger.RECV_I2):
             self._drop(f"I2 unexpected in state {state.value}", packet)
+            return False
+        if (self._i2_fingerprint is not None
+                and self._i2_fingerprint_of(packet) == self._i2_fingerprint):
+            # The I2 this session was set up with, seen again (R2-SENT duplicates were
+            # answered before this point).  A genuine restart by the peer always carries
+            # a new Diffie-Hellman value, so this is a captured I2 being replayed: after
+            # any spoofed I1 it would otherwise reset an established session.
+            self._drop("I2 replay", packet)
             return False
         if state is State.I2_SENT and self.our_hit < self.peer_hit:
             # Simultaneous base exchange: the larger HIT is Responder (RFC 7401 6.10).

@@ -402,6 +402,42 @@ def test_peer_that_lost_its_state_reestablishes() -> None:
     assert_keys_match(net)
 
 
+def test_replayed_i2_after_a_spoofed_i1_changes_nothing() -> None:
+    """Found in review: an unauthenticated I1 carrying the peer's HIT, followed by a
+    captured genuine I2 (its R1 generation still honoured), used to reset an ESTABLISHED
+    session (new spi_in, R2-SENT, UPDATE sequence restarted).  The I2 fingerprint is kept
+    for the session, so the replay is dropped in every state."""
+    net = pair()
+    establish(net)
+    a, b = net.hosts["a"], net.hosts["b"]
+    ab, ba = a.association(b.our_hit), b.association(a.our_hit)
+    # The session is in use: one UPDATE (a rekey) has been exchanged.
+    b.rekey(a.our_hit, net.now)
+    net.run()
+    spi_in, spi_out = ba.spi_in, ba.spi_out
+    next_seq = ba._updates.next_id
+    assert ab.spi_out == spi_in
+    i1 = net.sent_by("a", PacketType.I1)[0].packet
+    i2 = net.sent_by("a", PacketType.I2)[0].packet
+    for later in (1.0, 5.0, 60.0):  # all well inside two R1 generation lifetimes
+        t = net.now + later
+        b.receive_packet(i1.data, i1.src, i1.dst, t)  # the spoofed I1 (answered by R1)
+        b.receive_packet(i2.data, i2.src, i2.dst, t)  # the captured I2, replayed
+        assert b.association(a.our_hit) is ba and ba.state is State.ESTABLISHED
+        assert (ba.spi_in, ba.spi_out) == (spi_in, spi_out)
+        assert ba._updates.next_id == next_seq
+        assert [packet_type(p.data) for p in b.packets_to_send()] == [PacketType.R1]
+    assert b.drops["I2 replay"] == 3
+    # A genuine restart by a (it lost its state) still works: its I2 has a new DH value.
+    a = HIPHost(a.identity, [A_ADDR], rng=SeededRandom(b"rebooted"), now=net.now)
+    net.hosts["a"] = a
+    a.connect(b.our_hit, B_ADDR, net.now)
+    net.run()
+    assert a.association(b.our_hit).state is State.ESTABLISHED
+    assert ba.state is State.ESTABLISHED and ba.spi_in != spi_in
+    assert_keys_match(net)
+
+
 def test_initiator_refuses_a_puzzle_harder_than_it_will_solve() -> None:
     net = Network()
     a = net.add("a", A_ADDR, config=HIPConfig(puzzle_solve_max=3))
