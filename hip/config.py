@@ -89,6 +89,12 @@ class HIPConfig:
     echo_nonce_length: int = 16
     #: Bytes of KEYMAT derived at the base exchange (rekeys draw further along it).
     keymat_length: int = 1024
+    #: Signed NOTIFYs answering an unsupported critical parameter (RFC 7401 5.2.1) are
+    #: rate-limited by a token bucket: ``notify_rate`` per second, bursts of
+    #: ``notify_burst`` (0 never answers).  Each costs a signature, so unbounded answers
+    #: would let spoofed packets spend our CPU.
+    notify_rate: float = 10.0
+    notify_burst: int = 20
 
     def __post_init__(self) -> None:
         def refuse(name: str, value: object, hint: str) -> None:
@@ -117,7 +123,7 @@ class HIPConfig:
                    "need 0 <= puzzle_difficulty <= puzzle_difficulty_max <= 255")
         for name in ("retransmit_initial", "retransmit_max", "r2_sent_timeout",
                      "closed_linger", "i1_rate_window", "credit_aging_interval",
-                     "r1_generation_lifetime"):
+                     "r1_generation_lifetime", "notify_rate"):
             value = getattr(self, name)
             if not value > 0:
                 refuse(name, value, "must be a positive number of seconds")
@@ -126,7 +132,8 @@ class HIPConfig:
         if self.retransmit_max < self.retransmit_initial:
             refuse("retransmit_max", self.retransmit_max, "must be >= retransmit_initial")
         for name in ("i1_retries_max", "i2_retries_max", "update_retries_max",
-                     "close_retries_max", "credit_limit", "i1_rate_threshold"):
+                     "close_retries_max", "credit_limit", "i1_rate_threshold",
+                     "notify_burst"):
             value = getattr(self, name)
             if not (isinstance(value, int) and value >= 0):
                 refuse(name, value, "must be a non-negative integer")

@@ -92,6 +92,25 @@ class _Generation:
     templates: dict[tuple[int, int], HIPPacket] = field(default_factory=dict)
 
 
+@dataclass
+class TokenBucket:
+    """``rate`` tokens per second up to ``burst``; driven by the ``now`` passed in."""
+
+    rate: float
+    burst: int
+    tokens: float
+    last: float
+
+    def take(self, now: float) -> bool:
+        """Spend one token if there is one (refilled for the time since the last call)."""
+        self.tokens = min(float(self.burst), self.tokens + max(0.0, now - self.last) * self.rate)
+        self.last = max(self.last, now)
+        if self.tokens >= 1.0:
+            self.tokens -= 1.0
+            return True
+        return False
+
+
 class HIPHost:
     """Our side of every HIP association, behind one sans-I/O interface."""
 
@@ -124,6 +143,8 @@ class HIPHost:
         self._previous_count = 0
         #: I1s answered (statelessly) since start; for the benchmark and tests.
         self.r1_sent = 0
+        self._notify_budget = TokenBucket(self.config.notify_rate, self.config.notify_burst,
+                                          float(self.config.notify_burst), now)
 
     # --- outputs ---------------------------------------------------------------------
 
@@ -322,7 +343,7 @@ class HIPHost:
         except UnsupportedCriticalParam as exc:
             self.outbox.drop("unsupported critical parameter")
             if isinstance(exc.packet, HIPPacket):
-                self._notify_unsupported(exc.packet, exc.param_type, src_addr, dst_addr)
+                self._notify_unsupported(exc.packet, exc.param_type, dst_addr, now)
             return
         except ParseError:
             self.outbox.drop("malformed packet")
@@ -336,10 +357,30 @@ class HIPHost:
                              packet.packet_type.name, packet.sender_hit)
         self._reap()
 
-    def _notify_unsupported(self, packet: HIPPacket, param_type: int, src: Address,
-                            dst: Address) -> None:
-        if packet.sender_hit == self.our_hit or packet.receiver_hit not in (self.our_hit,
-                                                                             bytes(16)):
+    def _notify_unsupported(self, packet: HIPPacket, param_type: int, dst: Address,
+                            now: float) -> None:
+        # The NOTIFY is signed, and the packet's source address is spoofable: answering
+        # everyone would let a flood of forged packets spend a signature each and reflect
+        # NOTIFYs at any address, bypassing the stateless Responder.  So: only a peer we
+        # hold an association with is answered, at the locator we know for it (not the
+        # packet's source), and no faster than the token bucket allows.
+        if packet.sender_hit == self.our_hit or packet.receiver_hit != self.our_hit:
+            return
+        assoc = self.associations.get(packet.sender_hit)
+        to = assoc.peer_locator if assoc is not None else None
+        if assoc is None or to is None:
+            self.outbox.drop("NOTIFY not sent: no association with the sender",
+                             packet.packet_type.name, packet.sender_hit)
+            return
+        if type(to) is not type(dst):
+            dst = next((a for a in self.locators if type(a) is type(to)), dst)
+            if type(to) is not type(dst):
+                self.outbox.drop("NOTIFY not sent: no local locator in the peer's family",
+                                 packet.packet_type.name, packet.sender_hit)
+                return
+        if not self._notify_budget.take(now):
+            self.outbox.drop("NOTIFY not sent: rate limit",
+                             packet.packet_type.name, packet.sender_hit)
             return
         notify = HIPPacket(PacketType.NOTIFY, self.our_hit, packet.sender_hit, (
             Notification(int(NotifyType.UNSUPPORTED_CRITICAL_PARAMETER_TYPE),
@@ -349,7 +390,7 @@ class HIPHost:
                            self.identity.sign(integrity_bytes(notify, ParamType.HIP_SIGNATURE)))
         notify = HIPPacket(PacketType.NOTIFY, self.our_hit, packet.sender_hit,
                            (*notify.params, sig))
-        self.outbox.packets.append(OutgoingPacket(serialize(notify, dst, src), dst, src))
+        self.outbox.packets.append(OutgoingPacket(serialize(notify, dst, to), dst, to))
 
     def _dispatch(self, packet: HIPPacket, src: Address, dst: Address, now: float) -> None:
         ptype = packet.packet_type

@@ -255,20 +255,66 @@ def test_retransmission_exhausted_leads_to_e_failed() -> None:
     assert a.association(peer_hit) is None
 
 
-def test_unknown_critical_parameter_answers_notify() -> None:
+def _with_unknown_critical(sender: HIPHost, receiver: HIPHost, src: str) -> bytes:
+    i1 = HIPPacket(PacketType.I1, sender.our_hit, receiver.our_hit,
+                   (DHGroupList((7,)), UnknownParam(1001, b"\x00\x01")))
+    return serialize(i1, ip_address(src), ip_address(B_ADDR))
+
+
+def test_unknown_critical_parameter_from_a_stranger_is_dropped_unanswered() -> None:
+    """Found in review: every spoofed packet with an unknown critical parameter used to
+    get a freshly signed NOTIFY at its (spoofable) source, bypassing the stateless
+    Responder.  Without an association with the sender nothing is sent or signed."""
     net = pair()
     a, b = net.hosts["a"], net.hosts["b"]
-    i1 = HIPPacket(PacketType.I1, a.our_hit, b.our_hit,
-                   (DHGroupList((7,)), UnknownParam(1001, b"\x00\x01")))
-    b.receive_packet(serialize(i1, ip_address(A_ADDR), ip_address(B_ADDR)), A_ADDR, B_ADDR, 0.0)
+    for n in range(5):
+        b.receive_packet(_with_unknown_critical(a, b, A_ADDR), A_ADDR, B_ADDR, n * 0.1)
+    assert b.packets_to_send() == []
+    assert b.drops["unsupported critical parameter"] == 5
+    assert b.drops["NOTIFY not sent: no association with the sender"] == 5
+    assert not b.associations
+
+
+def test_unknown_critical_parameter_from_a_peer_answers_notify_at_its_locator() -> None:
+    net = pair()
+    establish(net)
+    a, b = net.hosts["a"], net.hosts["b"]
+    spoofed = "203.0.113.9"  # the packet claims a's HIT but comes from elsewhere
+    b.receive_packet(_with_unknown_critical(a, b, spoofed), spoofed, B_ADDR, net.now)
     out = b.packets_to_send()
     assert len(out) == 1 and packet_type(out[0].data) is PacketType.NOTIFY
+    assert out[0].dst == ip_address(A_ADDR)  # where a is known to be, not the source
     notify = parse(out[0].data, out[0].src, out[0].dst)
     note = notify.get(Notification)
     assert note.notify_type == NotifyType.UNSUPPORTED_CRITICAL_PARAMETER_TYPE
     assert int.from_bytes(note.data, "big") == 1001
     assert b.drops["unsupported critical parameter"] == 1
-    assert not b.associations
+
+
+def test_notify_answers_are_rate_limited_by_a_token_bucket() -> None:
+    net = pair(config=HIPConfig(notify_rate=2.0, notify_burst=3))
+    establish(net)
+    a, b = net.hosts["a"], net.hosts["b"]
+    t0 = net.now
+
+    def burst(at: float, count: int) -> int:
+        for _ in range(count):
+            b.receive_packet(_with_unknown_critical(a, b, A_ADDR), A_ADDR, B_ADDR, at)
+        return sum(packet_type(p.data) is PacketType.NOTIFY for p in b.packets_to_send())
+
+    assert burst(t0, 10) == 3  # the burst, then nothing
+    assert b.drops["NOTIFY not sent: rate limit"] == 7
+    assert burst(t0 + 1.0, 10) == 2  # refilled at 2 per second
+    assert burst(t0 + 100.0, 10) == 3  # never more than the burst
+    assert b.drops["NOTIFY not sent: rate limit"] == 7 + 8 + 7
+
+
+@pytest.mark.parametrize("field,value", [("notify_rate", 0.0), ("notify_burst", -1)])
+def test_bad_notify_budget_is_refused(field: str, value: float) -> None:
+    from hip.config import ConfigError
+
+    with pytest.raises(ConfigError, match=field):
+        HIPConfig(**{field: value})
 
 
 def test_unknown_non_critical_parameter_is_skipped() -> None:
