@@ -130,3 +130,16 @@ def test_console_exec_round_trip_skips_echo_and_ticks() -> None:
     assert result.output == "6.1.0-56-amd64"
     assert parse_console_exec(console, "ffff") is None
     assert parse_console_exec(f"/ # {line}\r\nXWBEGIN-ab12\r\nhalf", "ab12") is None
+
+
+def test_migrate_argv_per_transport() -> None:
+    from xenwam.lab.xl import migrate_argv, receive_listener_argv
+
+    assert migrate_argv("g1", "10.0.0.2", "ssh") == ["xl", "migrate", "g1", "10.0.0.2"]
+    assert migrate_argv("g1", "10.0.0.2", "socat") == [
+        "xl", "migrate", "-s", "", "g1", "socat - TCP:10.0.0.2:8002"]
+    with pytest.raises(ConfigError, match="'scp'"):
+        migrate_argv("g1", "10.0.0.2", "scp")
+    listener = receive_listener_argv("10.0.0.2")
+    assert listener[1] == "TCP-LISTEN:8002,bind=10.0.0.2,reuseaddr"
+    assert "fork" not in listener[1]

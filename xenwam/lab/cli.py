@@ -17,6 +17,7 @@ from xenwam.lab.build import Artifacts, Builder, check_build_tools
 from xenwam.lab.config import HOSTS, LabConfig, Layout, Shaping
 from xenwam.lab.lab import Lab, MigrationReport
 from xenwam.lab.qemu import HostFiles
+from xenwam.lab.xl import TRANSPORTS
 
 HELP = """\
 The lab: two real Xen 4.17 hosts (PV dom0) under QEMU TCG, site A and site B, joined by a
@@ -158,7 +159,7 @@ def _report_text(rep: MigrationReport) -> str:
            else "never answered again")
     return "\n".join([
         f"stock xl migrate of {rep.domain}: host {rep.source} -> {rep.destination} "
-        f"({rep.layout} layout)",
+        f"({rep.layout} layout, over {rep.transport})",
         f"  total time            {rep.total_seconds} s",
         f"  longest ping gap      {gap} (50 ms ping from the correspondent, "
         f"{rep.ping_replies} replies)",
@@ -170,7 +171,7 @@ def _report_text(rep: MigrationReport) -> str:
 
 def cmd_migrate_baseline(args: argparse.Namespace) -> int:
     """Stock xl migrate, measured."""
-    rep = _lab(args).migrate_baseline(args.domain, args.to)
+    rep = _lab(args).migrate_baseline(args.domain, args.to, transport=args.transport)
     _emit(args, asdict(rep), _report_text(rep))
     return 0 if rep.running_on_destination else 1
 
@@ -186,7 +187,7 @@ def cmd_demo(args: argparse.Namespace) -> int:
     try:
         state = lab.up(config, arts)
         guest = lab.create_guest("a")
-        rep = lab.migrate_baseline(guest.name)
+        rep = lab.migrate_baseline(guest.name, transport=args.transport)
         if config.layout is Layout.WAN and rep.running_on_destination:
             # What the rest of xenwam automates: the guest needs an address of its new site.
             t0 = time.monotonic()
@@ -268,8 +269,13 @@ def register(subparsers: Any, common: argparse.ArgumentParser) -> None:
                        help="stock xl migrate of a guest, timed, with a 50 ms ping")
     p.add_argument("domain")
     p.add_argument("--to", choices=HOSTS, help="destination (default: the other host)")
+    p.add_argument("--transport", choices=TRANSPORTS, default="ssh",
+                   help="ssh (xl's default) or socat (xl -s with a one-shot TCP listener "
+                        "on the destination's link address)")
     p.set_defaults(handler=cmd_migrate_baseline)
     p = sub.add_parser("demo", parents=[*parents, boot],
                        help="build, boot, create a guest, migrate it, report, stop")
     p.add_argument("--keep", action="store_true", help="leave the lab up afterwards")
+    p.add_argument("--transport", choices=TRANSPORTS, default="ssh",
+                   help="how xl migrate carries the stream (default ssh)")
     p.set_defaults(handler=cmd_demo)

@@ -29,6 +29,7 @@ from xenwam.lab.config import HOSTS, LabConfig, Layout, Shaping
 from xenwam.lab.qemu import HostFiles, host_argv, overlay_argv
 from xenwam.lab.xl import (
     GUEST_DIR,
+    RECEIVE_PORT,
     ConsoleExec,
     GapReport,
     GuestSpec,
@@ -37,10 +38,12 @@ from xenwam.lab.xl import (
     console_exec_script,
     guest_mac,
     longest_gap,
+    migrate_argv,
     parse_console_exec,
     parse_ping,
     parse_ticks,
     parse_xl_list,
+    receive_listener_argv,
 )
 from xenwam.netns import Netns
 from xenwam.runner import DEFAULT_TIMEOUT, CommandResult, Runner, default_runner, start_background
@@ -116,6 +119,7 @@ class MigrationReport:
     source: str
     destination: str
     layout: str
+    transport: str
     total_seconds: float
     ping_replies: int
     longest_gap_seconds: float | None
@@ -565,8 +569,30 @@ class Lab:
 
     # ------------------------------------------------------------ migration
 
-    def migrate_baseline(self, name: str, destination: str | None = None) -> MigrationReport:
-        """Stock ``xl migrate`` (over ssh between the dom0s), watched by a 50 ms ping."""
+    def _start_receiver(self, host: str, bind_ip: str) -> int:
+        """Start the one-shot socat migrate-receive listener in ``host``; its pid there."""
+        argv = shlex.join(receive_listener_argv(bind_ip))
+        out = self.exec(host, ["sh", "-c", f"setsid {argv} </dev/null "
+                                           ">>/var/log/xen/xenwam-receive.log 2>&1 & echo $!"])
+        pid = int(out.stdout.strip())
+        deadline = time.monotonic() + 20
+        while not self.exec(host, ["sh", "-c", f"ss -ltn | grep -q '{bind_ip}:{RECEIVE_PORT} '"],
+                            check=False).ok:
+            if time.monotonic() > deadline:
+                raise LabError(f"the migrate-receive listener on host {host} did not start; "
+                               "see /var/log/xen/xenwam-receive.log there")
+            self.sleep(0.3)
+        return pid
+
+    def migrate_baseline(self, name: str, destination: str | None = None, *,
+                         transport: str = "ssh") -> MigrationReport:
+        """Stock ``xl migrate``, watched by a 50 ms ping from the correspondent.
+
+        ``transport`` ``ssh`` (xl's default, between the dom0s over the link) or
+        ``socat`` (xl's ``-s`` hook and a one-shot listener on the destination's link
+        address).
+        """
+        migrate_argv(name, "0.0.0.0", transport)  # refuse a bad transport before acting
         state = self._require_up()
         config = state.config()
         record = self.guest(name)
@@ -586,9 +612,19 @@ class Lab:
         try:
             self.sleep(2.0)
             dest_ip = str(cfg.link_address(destination).ip)
-            self.progress(f"xl migrate {name} {dest_ip} (host {source} -> {destination})")
+            listener = self._start_receiver(destination, dest_ip) if transport == "socat" \
+                else None
+            self.progress(f"xl migrate {name} {dest_ip} over {transport} "
+                          f"(host {source} -> {destination})")
             start = time.time()
-            self.exec(source, ["xl", "migrate", name, dest_ip], timeout=900)
+            try:
+                self.exec(source, migrate_argv(name, dest_ip, transport), timeout=900)
+            finally:
+                if listener is not None:
+                    # Gone by itself after one connection; this covers a failed start.
+                    self.exec(destination, ["sh", "-c",
+                                            f'[ "$(cat /proc/{listener}/comm 2>/dev/null)" '
+                                            f'= socat ] && kill {listener}; true'])
             end = time.time()
             # Leave the client time to see the guest answer again (lan) or not (wan).
             self.sleep(5.0)
@@ -604,6 +640,7 @@ class Lab:
         ticks_after = self.guest_ticks(destination, name)
         return MigrationReport(
             domain=name, source=source, destination=destination, layout=config.layout.value,
+            transport=transport,
             total_seconds=round(end - start, 1), ping_replies=gap.replies,
             longest_gap_seconds=gap.longest_gap, answered_after=gap.answered_after,
             running_on_destination=running,

@@ -204,3 +204,29 @@ def parse_console_exec(text: str, nonce: str) -> ConsoleExec | None:
     lines = [ln.rstrip("\r") for ln in m.group(1).split("\n")]
     kept = [ln for ln in lines if ln and not _TICK.match(ln + "\n")]
     return ConsoleExec(int(m.group(2)), "\n".join(kept))
+
+
+#: Ways ``migrate-baseline`` can carry the stream between the dom0s.
+TRANSPORTS = ("ssh", "socat")
+#: Port of the one-shot ``xl migrate-receive`` listener for the socat transport.
+RECEIVE_PORT = 8002
+
+
+def migrate_argv(name: str, dest_ip: str, transport: str, port: int = RECEIVE_PORT) -> list[str]:
+    """Stock ``xl migrate`` argv run in the source dom0.
+
+    ``ssh`` is xl's default (``ssh HOST xl migrate-receive``); ``socat`` uses xl's own
+    ``-s`` hook with an empty ssh command, so xl runs the "host" string itself and
+    streams through plain TCP to :func:`receive_listener_argv` on the destination.
+    """
+    if transport == "ssh":
+        return ["xl", "migrate", name, dest_ip]
+    if transport == "socat":
+        return ["xl", "migrate", "-s", "", name, f"socat - TCP:{dest_ip}:{port}"]
+    raise ConfigError(f"unknown transport {transport!r}; use one of {', '.join(TRANSPORTS)}")
+
+
+def receive_listener_argv(bind_ip: str, port: int = RECEIVE_PORT) -> list[str]:
+    """A one-connection ``xl migrate-receive`` listener bound to the lab link address only."""
+    return ["socat", f"TCP-LISTEN:{port},bind={bind_ip},reuseaddr",
+            "SYSTEM:xl migrate-receive"]
