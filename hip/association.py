@@ -460,11 +460,14 @@ class Association:
                 sig2.signature, integrity_bytes(packet, ParamType.HIP_SIGNATURE_2)):
             self._drop("R1 bad HIP_SIGNATURE_2", packet)
             return
-        # Downgrade protection (RFC 7401 6.8): the Responder must have picked the first
-        # group of ours that it supports.
-        ours = [g for g in self.config.dh_groups if g in groups.group_ids]
-        if not ours or dh.group_id != ours[0]:
-            self._drop("R1 DH group is not the one our DH_GROUP_LIST asks for", packet)
+        # Downgrade protection (RFC 7401 6.8): the group must be the first one of the
+        # Responder's (signed) DH_GROUP_LIST that our I1's DH_GROUP_LIST contained, i.e.
+        # the Responder's best choice among ours (5.2.6).  Anything else means our I1's
+        # list was tampered with on the way.
+        best = next((g for g in groups.group_ids if g in self.config.dh_groups), None)
+        if best is None or dh.group_id != best:
+            self._drop("R1 DH group is not the Responder's best choice among our "
+                       "DH_GROUP_LIST", packet)
             return
         cipher = next((c for c in ciphers.cipher_ids if c in self.config.offered_ciphers()), None)
         if cipher is None:

@@ -434,9 +434,11 @@ class HIPHost:
         self._count_i1(now)
         offered = packet.get(DHGroupList)
         ids = offered.group_ids if offered else ()
-        # The first group of the Initiator's list that we support (RFC 7401 6.7);
-        # with none in common, our own first choice (the Initiator will then fail).
-        group = next((g for g in ids if g in self.config.dh_groups), self.config.dh_groups[0])
+        # RFC 7401 5.2.6: the DH_GROUP_LIST lets the Responder pick the group preferred by
+        # itself and supported by the Initiator, so: the first of OUR list that the I1
+        # offers.  The Initiator checks exactly that against the list in our R1 (6.8).
+        # With none in common, our own first choice (the Initiator will then give up).
+        group = next((g for g in self.config.dh_groups if g in ids), self.config.dh_groups[0])
         gen = self._current_generation(now)
         k = self.puzzle_difficulty(now)
         template = self._r1_template(gen, group, k)

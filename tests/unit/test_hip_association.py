@@ -595,6 +595,50 @@ def test_other_dh_groups(group: int) -> None:
     assert_keys_match(net)
 
 
+@pytest.mark.parametrize("a_groups,b_groups,chosen", [
+    ((12, 7), (7, 12), 7),
+    ((7, 12), (12, 7), 12),
+    ((8, 12, 7), (7, 12), 7),
+    ((8, 12), (7, 12, 8), 12),
+])
+def test_responder_preference_picks_the_dh_group(a_groups: tuple[int, ...],
+                                                 b_groups: tuple[int, ...],
+                                                 chosen: int) -> None:
+    """RFC 7401 5.2.6/6.8: the Responder (b) picks the first group of its own list that
+    the Initiator (a) offers; the Initiator's downgrade check accepts exactly that."""
+    from hip.params import DiffieHellman
+
+    net = Network()
+    a = net.add("a", A_ADDR, config=HIPConfig(dh_groups=a_groups))
+    b = net.add("b", B_ADDR, config=HIPConfig(dh_groups=b_groups))
+    a.connect(b.our_hit, B_ADDR, net.now)
+    net.run()
+    r1 = net.sent_by("b", PacketType.R1)[0].packet
+    assert parse(r1.data, r1.src, r1.dst).get(DiffieHellman).group_id == chosen
+    assert a.association(b.our_hit).state is State.ESTABLISHED
+    assert not a.drops and not b.drops
+    assert_keys_match(net)
+
+
+def test_rewritten_i1_dh_group_list_is_detected_as_a_downgrade() -> None:
+    """An attacker strips the Responder's favourite group from the I1: the Responder
+    then picks a weaker one, which the Initiator refuses (RFC 7401 6.8)."""
+    net = Network()
+    a = net.add("a", A_ADDR, config=HIPConfig(dh_groups=(7, 12)))
+    b = net.add("b", B_ADDR, config=HIPConfig(dh_groups=(12, 7)))
+    a.connect(b.our_hit, B_ADDR, net.now)
+    (i1_out,) = a.packets_to_send()
+    i1 = parse(i1_out.data, i1_out.src, i1_out.dst)
+    forged = HIPPacket(PacketType.I1, i1.sender_hit, i1.receiver_hit, (DHGroupList((7,)),))
+    b.receive_packet(serialize(forged, i1_out.src, i1_out.dst), i1_out.src, i1_out.dst,
+                     net.now)
+    (r1_out,) = b.packets_to_send()
+    a.receive_packet(r1_out.data, r1_out.src, r1_out.dst, net.now)
+    assert a.drops["R1 DH group is not the Responder's best choice among our DH_GROUP_LIST"] == 1
+    assert a.packets_to_send() == []  # no I2
+    assert a.association(b.our_hit).state is State.I1_SENT
+
+
 def test_no_common_dh_group_fails_without_state() -> None:
     net = Network()
     a = net.add("a", A_ADDR, config=HIPConfig(dh_groups=(12,)))
@@ -602,7 +646,7 @@ def test_no_common_dh_group_fails_without_state() -> None:
     a.connect(b.our_hit, B_ADDR, net.now)
     net.run()
     # b answers with its own group; a's downgrade check refuses it; nothing is created.
-    assert a.drops["R1 DH group is not the one our DH_GROUP_LIST asks for"] >= 1
+    assert a.drops["R1 DH group is not the Responder's best choice among our DH_GROUP_LIST"] >= 1
     assert net.events_of("a", AssociationFailed)
     assert b.association(a.our_hit) is None
 

@@ -71,10 +71,12 @@ def test_r1_is_signed_once_per_generation_and_verifies() -> None:
     host.receive_packet(serialize(i1, src, R_ADDR), src, R_ADDR, 0.0)
     host.receive_packet(serialize(i1, src, R_ADDR), src, R_ADDR, 0.5)
     first, second = (parse(p.data, p.src, p.dst) for p in host.packets_to_send())
-    # The Initiator's first listed group that we support is chosen (RFC 7401 6.7).
+    # Our own first group that the Initiator offers is chosen (RFC 7401 5.2.6): the
+    # default list prefers 7 (P-256) to 12, whatever the Initiator's order.
     from hip.params import DiffieHellman
 
-    assert first.get(DiffieHellman).group_id == 12
+    assert host.config.dh_groups.index(7) < host.config.dh_groups.index(12)
+    assert first.get(DiffieHellman).group_id == 7
     # The same I1 gets the same #I (stateless, derived), the same pre-computed signature.
     assert first.get(Puzzle).random_i == second.get(Puzzle).random_i
     assert first.get(HipSignature2) == second.get(HipSignature2)
