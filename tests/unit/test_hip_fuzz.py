@@ -57,7 +57,13 @@ def test_decode_params_arbitrary_bytes(data: bytes) -> None:
         decoded = P.decode_params(data)
     except ParseError:
         return
-    assert isinstance(decoded, list)
+    # Whatever decodes re-encodes to the same TLVs (headers and contents byte for byte;
+    # only padding, which carries nothing, is normalised to zeros) and decodes again
+    # to the same parameters.
+    again = P.encode_params(decoded)
+    assert P.decode_params(again) == decoded
+    original, reencoded = P.iter_tlvs(data), P.iter_tlvs(again)
+    assert [(t, v) for t, v, _raw in reencoded] == [(t, v) for t, v, _raw in original]
 
 
 # Parameter areas built from plausible TLV headers with arbitrary contents: this reaches
