@@ -29,8 +29,8 @@ from hashlib import sha1, sha256
 from ipaddress import IPv6Address
 
 from cryptography.hazmat.primitives.ciphers import Cipher, algorithms, modes
-from cryptography.hazmat.primitives.ciphers.aead import AESGCM
 
+from hip.crypto import ESP_SUITES, EspSuite
 from hip.errors import CryptoError, DataPlaneError
 
 #: ESP header: SPI and sequence number, both network order.
@@ -45,47 +45,18 @@ DEFAULT_REPLAY_WINDOW = 64
 MAX_SEQUENCE = 0xFFFFFFFF
 
 
-class CipherKind(enum.Enum):
-    """How the transform encrypts."""
-
-    NULL = "null"
-    AES_CBC = "aes-cbc"
-    AES_GCM = "aes-gcm"
-
-
-@dataclass(frozen=True)
-class EspSuite:
-    """One ESP transform suite (RFC 7402 section 5.1.2 numbering).
-
-    Lengths are in bytes.  ``enc_key_length`` includes the 4-byte salt for GCM
-    (RFC 4106 section 8.1), which is how KEYMAT is drawn for it.
-    """
-
-    suite_id: int
-    name: str
-    cipher: CipherKind
-    enc_key_length: int
-    auth_key_length: int
-    icv_length: int
-    iv_length: int
-    block_size: int
-    #: Hash for HMAC ICVs; ``None`` for AEAD suites whose tag is the ICV.
-    hmac_hash: Callable[[], object] | None = None
-
-
-_CBC = CipherKind.AES_CBC
-
-#: The suites this userspace ESP implements, by RFC 7402 suite id.  The negotiation
-#: default of deployed HIPv2 peers is 9 (AES-256-CBC with HMAC-SHA-256).
+#: HMAC hashes by the ``auth_algorithm`` names of :data:`hip.crypto.ESP_SUITES`.
+_HMAC_HASHES: dict[str, Callable[[], object]] = {"hmac-sha1": sha1, "hmac-sha256": sha256}
+#: Encryption algorithms this module implements, by the same table's ``enc_algorithm``.
+_CIPHERS = frozenset({"null", "aes-cbc"})
+#: The suites this userspace ESP implements: every one of :data:`hip.crypto.ESP_SUITES`
+#: (the one table of transforms, shared with the kernel data plane and the negotiation)
+#: whose algorithms are implemented here.  Combined-mode suites (AES-GCM, 13) are not in
+#: that table, so they are neither negotiated nor implemented.
 SUITES: dict[int, EspSuite] = {
-    s.suite_id: s
-    for s in (
-        EspSuite(1, "AES-128-CBC with HMAC-SHA1", _CBC, 16, 20, 12, 16, 16, sha1),
-        EspSuite(7, "NULL with HMAC-SHA-256", CipherKind.NULL, 0, 32, 16, 0, 4, sha256),
-        EspSuite(8, "AES-128-CBC with HMAC-SHA-256", _CBC, 16, 32, 16, 16, 16, sha256),
-        EspSuite(9, "AES-256-CBC with HMAC-SHA-256", _CBC, 32, 32, 16, 16, 16, sha256),
-        EspSuite(13, "AES-GCM with a 16 octet ICV", CipherKind.AES_GCM, 16 + 4, 0, 16, 8, 4),
-    )
+    int(transform): suite
+    for transform, suite in ESP_SUITES.items()
+    if suite.enc_algorithm in _CIPHERS and suite.auth_algorithm in _HMAC_HASHES
 }
 
 
@@ -246,18 +217,13 @@ class OutboundSA:
             )
         self.seq += 1
         header = ESP_HEADER.pack(self.spi, self.seq)
-        plain = payload + _pad(len(payload), self.suite.block_size) + bytes(
-            [(-(len(payload) + 2)) % self.suite.block_size, next_header]
+        plain = payload + _pad(len(payload), self.suite.block_len) + bytes(
+            [(-(len(payload) + 2)) % self.suite.block_len, next_header]
         )
-        iv = self.random(self.suite.iv_length)
-        if self.suite.cipher is CipherKind.AES_GCM:
-            key, salt = self.enc_key[:-4], self.enc_key[-4:]
-            sealed = AESGCM(key).encrypt(salt + iv, plain, header)
-            out = header + iv + sealed
-        else:
-            cipher_text = _cbc(self.suite, self.enc_key, iv, plain, encrypt=True)
-            body = header + iv + cipher_text
-            out = body + _icv(self.suite, self.auth_key, body)
+        iv = self.random(self.suite.iv_len)
+        cipher_text = _cbc(self.suite, self.enc_key, iv, plain, encrypt=True)
+        body = header + iv + cipher_text
+        out = body + _icv(self.suite, self.auth_key, body)
         self.counters.packets += 1
         self.counters.bytes += len(payload)
         return out
@@ -290,9 +256,7 @@ class InboundSA:
     def open(self, data: bytes) -> EspPlain | None:
         """Verify and decrypt ``data``; return its protocol and payload, or ``None``."""
         suite = self.suite
-        minimum = ESP_HEADER.size + suite.iv_length + suite.icv_length + suite.block_size
-        if suite.cipher is CipherKind.AES_GCM:
-            minimum = ESP_HEADER.size + suite.iv_length + 2 + suite.icv_length
+        minimum = ESP_HEADER.size + suite.iv_len + suite.icv_len + suite.block_len
         if len(data) < minimum:
             return self._drop(DropReason.TRUNCATED)
         spi, seq = ESP_HEADER.unpack_from(data)
@@ -300,23 +264,14 @@ class InboundSA:
             return self._drop(DropReason.UNKNOWN_SPI)
         if not self.window.check(seq):
             return self._drop(DropReason.REPLAY)
-        header = data[: ESP_HEADER.size]
-        iv = data[ESP_HEADER.size : ESP_HEADER.size + suite.iv_length]
-        if suite.cipher is CipherKind.AES_GCM:
-            key, salt = self.enc_key[:-4], self.enc_key[-4:]
-            try:
-                sealed = data[ESP_HEADER.size + suite.iv_length :]
-                plain = AESGCM(key).decrypt(salt + iv, sealed, header)
-            except Exception:  # cryptography raises InvalidTag; any failure is a bad ICV
-                return self._drop(DropReason.BAD_ICV)
-        else:
-            body, icv = data[: -suite.icv_length], data[-suite.icv_length :]
-            if not hmac.compare_digest(icv, _icv(suite, self.auth_key, body)):
-                return self._drop(DropReason.BAD_ICV)
-            cipher_text = body[ESP_HEADER.size + suite.iv_length :]
-            if len(cipher_text) % suite.block_size:
-                return self._drop(DropReason.TRUNCATED)
-            plain = _cbc(suite, self.enc_key, iv, cipher_text, encrypt=False)
+        iv = data[ESP_HEADER.size : ESP_HEADER.size + suite.iv_len]
+        body, icv = data[: -suite.icv_len], data[-suite.icv_len :]
+        if not hmac.compare_digest(icv, _icv(suite, self.auth_key, body)):
+            return self._drop(DropReason.BAD_ICV)
+        cipher_text = body[ESP_HEADER.size + suite.iv_len :]
+        if len(cipher_text) % suite.block_len:
+            return self._drop(DropReason.TRUNCATED)
+        plain = _cbc(suite, self.enc_key, iv, cipher_text, encrypt=False)
         if len(plain) < 2:
             return self._drop(DropReason.TRUNCATED)
         pad_len, nh = plain[-2], plain[-1]
@@ -338,15 +293,16 @@ def _check_keys(suite: EspSuite, enc_key: bytes, auth_key: bytes, spi: int) -> N
     if not 256 <= spi <= 0xFFFFFFFF:
         # RFC 4303 section 2.1: SPIs 1-255 are reserved, 0 is local-only.
         raise DataPlaneError(f"SPI {spi!r} is reserved or out of range; use 256..2**32-1")
-    if len(enc_key) != suite.enc_key_length or len(auth_key) != suite.auth_key_length:
+    if len(enc_key) != suite.enc_key_len or len(auth_key) != suite.auth_key_len:
         raise CryptoError(
-            f"{suite.name} needs a {suite.enc_key_length}-byte encryption key and a "
-            f"{suite.auth_key_length}-byte integrity key, got {len(enc_key)} and {len(auth_key)}"
+            f"ESP transform {int(suite.transform)} ({suite.enc_algorithm} with "
+            f"{suite.auth_algorithm}) needs a {suite.enc_key_len}-byte encryption key and a "
+            f"{suite.auth_key_len}-byte integrity key, got {len(enc_key)} and {len(auth_key)}"
         )
 
 
 def _cbc(suite: EspSuite, key: bytes, iv: bytes, data: bytes, *, encrypt: bool) -> bytes:
-    if suite.cipher is CipherKind.NULL:
+    if suite.enc_algorithm == "null":
         return data
     cipher = Cipher(algorithms.AES(key), modes.CBC(iv))
     ctx = cipher.encryptor() if encrypt else cipher.decryptor()
@@ -354,7 +310,6 @@ def _cbc(suite: EspSuite, key: bytes, iv: bytes, data: bytes, *, encrypt: bool) 
 
 
 def _icv(suite: EspSuite, key: bytes, body: bytes) -> bytes:
-    assert suite.hmac_hash is not None
-    digest = hmac.new(key, body, suite.hmac_hash).digest()  # type: ignore[arg-type]
+    digest = hmac.new(key, body, _HMAC_HASHES[suite.auth_algorithm]).digest()  # type: ignore[arg-type]
     # HMAC-SHA1-96 (RFC 2404) and HMAC-SHA-256-128 (RFC 4868) are truncations.
-    return digest[: suite.icv_length]
+    return digest[: suite.icv_len]

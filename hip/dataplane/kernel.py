@@ -23,6 +23,7 @@ import contextlib
 from dataclasses import dataclass, field, replace
 from ipaddress import IPv6Address
 
+from hip.crypto import ESP_SUITES, EspTransform
 from hip.dataplane import HIP_UDP_PORT, HIT_PREFIX, Encapsulation, Locator, SecurityAssociation
 from hip.errors import DataPlaneError
 from hip.runner import Runner, default_runner
@@ -34,21 +35,22 @@ ACQUIRE_POLICY_PRIORITY = 2000
 
 
 def algorithm_args(suite_id: int, enc_key: bytes, auth_key: bytes) -> list[str]:
-    """The ``enc``/``auth-trunc``/``aead`` arguments for ``suite_id`` (RFC 7402 ids)."""
-    if suite_id in (8, 9):
-        return ["enc", "cbc(aes)", "0x" + enc_key.hex(),
-                "auth-trunc", "hmac(sha256)", "0x" + auth_key.hex(), "128"]
-    if suite_id == 1:
-        return ["enc", "cbc(aes)", "0x" + enc_key.hex(),
-                "auth-trunc", "hmac(sha1)", "0x" + auth_key.hex(), "96"]
-    if suite_id == 7:
-        return ["enc", "ecb(cipher_null)", "",
-                "auth-trunc", "hmac(sha256)", "0x" + auth_key.hex(), "128"]
-    if suite_id == 13:
-        return ["aead", "rfc4106(gcm(aes))", "0x" + enc_key.hex(), "128"]
-    raise DataPlaneError(
-        f"ESP transform {suite_id!r} has no XFRM mapping; use one of 1, 7, 8, 9, 13"
-    )
+    """The ``enc``/``auth-trunc`` arguments for ``suite_id`` (RFC 7402 ids).
+
+    The kernel's algorithm names and the ICV length come from :data:`hip.crypto.ESP_SUITES`,
+    the one table of transforms that negotiation and the userspace data plane also read.
+    """
+    try:
+        suite = ESP_SUITES[EspTransform(suite_id)]
+    except (ValueError, KeyError):
+        raise DataPlaneError(
+            f"ESP transform {suite_id!r} has no XFRM mapping; use one of "
+            f"{sorted(int(t) for t in ESP_SUITES)}"
+        ) from None
+    # NULL encryption takes an empty key: ``ip xfrm`` wants the argument present.
+    enc_arg = "0x" + enc_key.hex() if suite.enc_key_len else ""
+    return ["enc", suite.xfrm_enc, enc_arg,
+            "auth-trunc", suite.xfrm_auth, "0x" + auth_key.hex(), str(8 * suite.icv_len)]
 
 
 def _reqid(sa: SecurityAssociation) -> str:

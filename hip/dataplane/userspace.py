@@ -412,8 +412,8 @@ def static_sa(
     def keys(src: IPv6Address, dst: IPv6Address) -> tuple[bytes, bytes, int]:
         label = f"{src}>{dst}"
         spi = 0x100 + int.from_bytes(derive(label + "spi", 3), "big")
-        return derive(label + "enc", suite.enc_key_length), derive(
-            label + "auth", suite.auth_key_length
+        return derive(label + "enc", suite.enc_key_len), derive(
+            label + "auth", suite.auth_key_len
         ), spi
 
     enc_out, auth_out, spi_out = keys(own_hit, peer_hit)

@@ -9,10 +9,12 @@ from pathlib import Path
 
 import pytest
 
+from hip.crypto import ESP_SUITES, EspTransform
 from hip.dataplane import Encapsulation, SecurityAssociation
 from hip.dataplane.kernel import (
     KernelDataPlane,
     acquire_policy_argv,
+    algorithm_args,
     parse_acquires,
     policy_argv,
     state_add_argv,
@@ -66,6 +68,28 @@ def test_state_add_argv_is_beet_between_locators_with_hit_selectors() -> None:
     assert inbound[inbound.index("src") + 1] == "10.3.0.2"
     udp = state_add_argv(_sa(encapsulation=Encapsulation.UDP), outbound=True)
     assert udp[-5:] == ["encap", "espinudp", "10500", "10500", "0.0.0.0"]
+
+
+#: The argv each negotiable transform must give ``ip xfrm`` (linux/xfrm algorithm names,
+#: ICV bits per RFC 2404 / RFC 4868), written out so a change to the table shows here.
+XFRM_EXPECTED = {
+    1: ["enc", "cbc(aes)", "0x" + "11" * 16, "auth-trunc", "hmac(sha1)", "0x" + "22" * 20, "96"],
+    7: ["enc", "ecb(cipher_null)", "", "auth-trunc", "hmac(sha256)", "0x" + "22" * 32, "128"],
+    8: ["enc", "cbc(aes)", "0x" + "11" * 16, "auth-trunc", "hmac(sha256)", "0x" + "22" * 32,
+        "128"],
+    9: ["enc", "cbc(aes)", "0x" + "11" * 32, "auth-trunc", "hmac(sha256)", "0x" + "22" * 32,
+        "128"],
+}
+
+
+def test_xfrm_algorithms_come_from_the_one_transform_table() -> None:
+    assert sorted(XFRM_EXPECTED) == sorted(int(t) for t in ESP_SUITES)
+    for suite_id, expected in XFRM_EXPECTED.items():
+        suite = ESP_SUITES[EspTransform(suite_id)]
+        enc, auth = b"\x11" * suite.enc_key_len, b"\x22" * suite.auth_key_len
+        assert algorithm_args(suite_id, enc, auth) == expected
+    with pytest.raises(DataPlaneError, match="13 has no XFRM mapping; use one of"):
+        algorithm_args(13, bytes(20), b"")
 
 
 def test_kernel_move_replaces_outer_addresses_only() -> None:
