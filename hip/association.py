@@ -1197,14 +1197,10 @@ class Association:
             self._crypto.keymat = rk.keymat  # new DH: the new KEYMAT replaces the old one
         keys = crypto.draw_esp_keys(self._crypto.keymat, self._crypto.esp_transform,
                                     rk.keymat_index)
-        greater = self.our_hit > self.peer_hit
+        mine = keys.for_host(self.our_hit, self.peer_hit)
         c = self._crypto
-        if greater:
-            c.esp_out_enc, c.esp_out_auth = keys.gl_enc, keys.gl_auth
-            c.esp_in_enc, c.esp_in_auth = keys.lg_enc, keys.lg_auth
-        else:
-            c.esp_out_enc, c.esp_out_auth = keys.lg_enc, keys.lg_auth
-            c.esp_in_enc, c.esp_in_auth = keys.gl_enc, keys.gl_auth
+        c.esp_out_enc, c.esp_out_auth = mine.out_enc, mine.out_auth
+        c.esp_in_enc, c.esp_in_auth = mine.in_enc, mine.in_auth
         c.next_keymat_index = keys.next_keymat_index
         self.spi_in = rk.new_spi_in
         self.spi_out = rk.peer_new_spi

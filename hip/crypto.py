@@ -75,6 +75,7 @@ __all__ = [
     "EspSuite",
     "EspTransform",
     "HipCipherId",
+    "HostEspKeys",
     "HostKeys",
     "KeyMaterial",
     "Keymat",
@@ -667,13 +668,29 @@ class EspKeys:
     keymat_index: int
     next_keymat_index: int
 
-    def for_host(self, local_hit: bytes, peer_hit: bytes) -> tuple[bytes, bytes, bytes, bytes]:
-        """(out_enc, out_auth, in_enc, in_auth) for the host owning ``local_hit``."""
-        if bytes(local_hit) == bytes(peer_hit):
-            raise CryptoError("local and peer HIT are equal; keys cannot be oriented")
-        if bytes(local_hit) > bytes(peer_hit):
-            return self.gl_enc, self.gl_auth, self.lg_enc, self.lg_auth
-        return self.lg_enc, self.lg_auth, self.gl_enc, self.gl_auth
+    def for_host(self, local_hit: bytes, peer_hit: bytes) -> HostEspKeys:
+        """These keys oriented for the host owning ``local_hit``."""
+        if _local_is_greater(local_hit, peer_hit):
+            return HostEspKeys(self.gl_enc, self.gl_auth, self.lg_enc, self.lg_auth)
+        return HostEspKeys(self.lg_enc, self.lg_auth, self.gl_enc, self.gl_auth)
+
+
+def _local_is_greater(local_hit: bytes, peer_hit: bytes) -> bool:
+    # The one place that decides key direction (RFC 7401 6.5, RFC 7402 7): "gl" keys
+    # protect what the host with the greater HIT sends.
+    if bytes(local_hit) == bytes(peer_hit):
+        raise CryptoError("local and peer HIT are equal; keys cannot be oriented")
+    return bytes(local_hit) > bytes(peer_hit)
+
+
+@dataclass(frozen=True)
+class HostEspKeys:
+    """One draw of ESP keys oriented for one host: ``out_*`` protect what it sends."""
+
+    out_enc: bytes
+    out_auth: bytes
+    in_enc: bytes
+    in_auth: bytes
 
 
 @dataclass(frozen=True)
@@ -716,18 +733,14 @@ class KeyMaterial:
 
     def for_host(self, local_hit: bytes, peer_hit: bytes) -> HostKeys:
         """Orient the keys for the host owning ``local_hit``."""
-        if bytes(local_hit) == bytes(peer_hit):
-            raise CryptoError("local and peer HIT are equal; keys cannot be oriented")
-        greater = bytes(local_hit) > bytes(peer_hit)
-        if greater:
-            return HostKeys(
-                self.hip_gl_enc, self.hip_gl_integ, self.hip_lg_enc, self.hip_lg_integ,
-                self.esp_gl_enc, self.esp_gl_auth, self.esp_lg_enc, self.esp_lg_auth,
-            )
-        return HostKeys(
-            self.hip_lg_enc, self.hip_lg_integ, self.hip_gl_enc, self.hip_gl_integ,
-            self.esp_lg_enc, self.esp_lg_auth, self.esp_gl_enc, self.esp_gl_auth,
-        )
+        esp = EspKeys(self.esp_transform, self.esp_gl_enc, self.esp_gl_auth, self.esp_lg_enc,
+                      self.esp_lg_auth, self.esp_keymat_index,
+                      self.next_keymat_index).for_host(local_hit, peer_hit)
+        if _local_is_greater(local_hit, peer_hit):
+            hip = (self.hip_gl_enc, self.hip_gl_integ, self.hip_lg_enc, self.hip_lg_integ)
+        else:
+            hip = (self.hip_lg_enc, self.hip_lg_integ, self.hip_gl_enc, self.hip_gl_integ)
+        return HostKeys(*hip, esp.out_enc, esp.out_auth, esp.in_enc, esp.in_auth)
 
 
 def _read(keymat: bytes | Keymat, offset: int, length: int) -> bytes:

@@ -5,6 +5,7 @@ from __future__ import annotations
 import hashlib
 import hmac
 import json
+from dataclasses import FrozenInstanceError
 from pathlib import Path
 
 import pytest
@@ -19,6 +20,7 @@ from hip.crypto import (
     DHGroup,
     EspTransform,
     HipCipherId,
+    HostEspKeys,
     Keymat,
     cipher_key_len,
     decrypt_encrypted_param,
@@ -373,10 +375,15 @@ def test_rekey_draws_continue_from_keymat_index() -> None:
     assert again.gl_enc == km.read(keys.next_keymat_index, 16)
     assert again.gl_enc != keys.esp_gl_enc
     greater, lower = max(HIT_A, HIT_B), min(HIT_A, HIT_B)
-    assert again.for_host(greater, lower) == (again.gl_enc, again.gl_auth, again.lg_enc,
-                                              again.lg_auth)
-    assert again.for_host(lower, greater) == (again.lg_enc, again.lg_auth, again.gl_enc,
-                                              again.gl_auth)
+    g, lo = again.for_host(greater, lower), again.for_host(lower, greater)
+    assert g == HostEspKeys(out_enc=again.gl_enc, out_auth=again.gl_auth,
+                            in_enc=again.lg_enc, in_auth=again.lg_auth)
+    assert (lo.out_enc, lo.out_auth) == (g.in_enc, g.in_auth)
+    assert (lo.in_enc, lo.in_auth) == (g.out_enc, g.out_auth)
+    with pytest.raises(CryptoError, match="equal"):
+        again.for_host(HIT_A, HIT_A)
+    with pytest.raises(FrozenInstanceError):
+        g.out_enc = b""  # type: ignore[misc]
 
 
 def test_esp_suite_table() -> None:
