@@ -36,7 +36,7 @@ import time
 from collections import Counter, deque
 from collections.abc import Callable
 from dataclasses import dataclass, field
-from ipaddress import IPv6Address, IPv6Network, ip_address
+from ipaddress import IPv6Address, ip_address
 from pathlib import Path
 from typing import Any
 
@@ -44,7 +44,7 @@ from hip import keystore
 from hip.association import Association
 from hip.config import HIPConfig
 from hip.control import DEFAULT_SOCKET, MAX_MESSAGE, ControlRequest, encode_response
-from hip.dataplane import HIT_PREFIX, DataPlane, Encapsulation, Locator, SecurityAssociation
+from hip.dataplane import DataPlane, Encapsulation, Locator, SecurityAssociation
 from hip.dataplane.probe import DataPlaneKind, choose
 from hip.dataplane.userspace import DEFAULT_TUN_NAME, NoAssociation, UserspaceDataPlane
 from hip.errors import HIPError
@@ -59,6 +59,7 @@ from hip.host import HIPHost
 from hip.hosts import HostsFile, load_hosts
 from hip.identity import HostIdentity
 from hip.mobility import PeerLocatorSet
+from hip.orchid import ORCHID_PREFIX
 from hip.runner import LineStream
 from hip.transport import Carrier, HipTransport
 
@@ -76,7 +77,6 @@ LOCATOR_SETTLE = 0.01
 ROUTE_WAIT_MAX = 1.0
 #: Seconds between two reactions to ESP with an unknown SPI from the same locator.
 UNKNOWN_SPI_HOLDOFF = 2.0
-_HITS = IPv6Network(HIT_PREFIX)
 #: Address flags from linux/if_addr.h.
 _IFA_F_TENTATIVE = 0x40
 _IFA_F_DEPRECATED = 0x20
@@ -110,7 +110,7 @@ def usable_locator(address: Locator, label: str, ignored: tuple[str, ...]) -> bo
         return False
     if address.is_loopback or address.is_link_local or address.is_multicast:
         return False
-    return not (isinstance(address, IPv6Address) and address in _HITS)
+    return not (isinstance(address, IPv6Address) and address in ORCHID_PREFIX)
 
 
 class Hipd:

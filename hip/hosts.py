@@ -18,14 +18,14 @@ import os
 import re
 import tempfile
 from dataclasses import dataclass, field
-from ipaddress import IPv4Address, IPv6Address, IPv6Network, ip_address
+from ipaddress import IPv4Address, IPv6Address, ip_address
 from pathlib import Path
 
-from hip.errors import DaemonError
+from hip.errors import DaemonError, IdentityError
+from hip.orchid import ORCHID_PREFIX, hit_from_str
 
 #: Default place of the hosts file; hipd and hipctl take ``--config-dir``.
 DEFAULT_HOSTS_FILE = "/etc/hip/hosts"
-_ORCHID = IPv6Network("2001:20::/28")
 _NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,62}$")
 
 
@@ -47,16 +47,12 @@ class PeerEntry:
 
 
 def parse_hit(text: str) -> IPv6Address:
-    """Parse a HIT, refusing anything outside the ORCHIDv2 prefix."""
+    """Parse a HIT, refusing anything outside the ORCHIDv2 prefix (:func:`hit_from_str`)."""
     try:
-        hit = IPv6Address(text)
-    except ValueError:
-        raise HostsFileError(
-            f"{text!r} is not a HIT: it is not an IPv6 address; a HIT looks like 2001:2a:...:55d0"
-        ) from None
-    if hit not in _ORCHID:
-        raise HostsFileError(f"{text!r} is not a HIT: HITs lie in {_ORCHID} (RFC 7343)")
-    return hit
+        return IPv6Address(hit_from_str(text))
+    except IdentityError as exc:
+        # A hosts-file or command-line mistake: hipctl reports it as a usage error.
+        raise HostsFileError(str(exc)) from None
 
 
 def parse_locator(text: str) -> IPv4Address | IPv6Address:
@@ -67,7 +63,7 @@ def parse_locator(text: str) -> IPv4Address | IPv6Address:
         raise HostsFileError(
             f"{text!r} is not an IP address; give a locator like 10.3.0.2"
         ) from None
-    if isinstance(loc, IPv6Address) and loc in _ORCHID:
+    if isinstance(loc, IPv6Address) and loc in ORCHID_PREFIX:
         raise HostsFileError(f"{text!r} is a HIT, not a locator; locators are routable addresses")
     return loc
 

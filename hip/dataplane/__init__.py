@@ -18,11 +18,14 @@ from dataclasses import dataclass
 from ipaddress import IPv4Address, IPv6Address
 from typing import Protocol
 
+from hip.orchid import ORCHID_PREFIX
+
 #: Inner addresses (HITs) are IPv6 ORCHIDs; locators are either family.
 Locator = IPv4Address | IPv6Address
 
-#: The ORCHIDv2 prefix every HIT lives in (RFC 7343): routed into the data plane.
-HIT_PREFIX = "2001:20::/28"
+#: The ORCHIDv2 prefix every HIT lives in (hip.orchid's, RFC 7343), as ``ip`` wants it:
+#: routed into the data plane.
+HIT_PREFIX = str(ORCHID_PREFIX)
 #: UDP port of RFC 5770 encapsulation, shared by HIP control and ESP.
 HIP_UDP_PORT = 10500
 

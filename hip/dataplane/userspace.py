@@ -24,7 +24,7 @@ import struct
 from collections import Counter
 from collections.abc import Callable
 from dataclasses import dataclass, field
-from ipaddress import IPv4Address, IPv6Address, IPv6Network, ip_address
+from ipaddress import IPv4Address, IPv6Address, ip_address
 
 from hip.dataplane import (
     HIT_PREFIX,
@@ -34,6 +34,7 @@ from hip.dataplane import (
 )
 from hip.errors import DataPlaneError
 from hip.esp import InboundSA, OutboundSA, suite_by_id
+from hip.orchid import ORCHID_PREFIX
 from hip.runner import Runner, default_runner
 
 log = logging.getLogger(__name__)
@@ -49,7 +50,6 @@ IFREQ = struct.Struct("16sH22x")
 DEFAULT_MTU = 1380
 DEFAULT_TUN_NAME = "hip0"
 IPPROTO_ESP = 50
-_HIT_NETWORK = IPv6Network(HIT_PREFIX)
 
 
 @dataclass(frozen=True)
@@ -139,7 +139,7 @@ class EspEngine:
         dst = IPv6Address(inner[24:40])
         entry = self.peers.get(dst)
         if entry is None:
-            if not dst.is_multicast and dst in _HIT_NETWORK:
+            if not dst.is_multicast and dst in ORCHID_PREFIX:
                 return NoAssociation(dst, inner)
             self.dropped["not-a-hit"] += 1  # e.g. router solicitations the kernel sends
             return None

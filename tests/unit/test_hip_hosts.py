@@ -43,7 +43,7 @@ def test_round_trip() -> None:
     ("line", "message"),
     [
         ("lonely", "needs at least a name and a HIT"),
-        ("peer 10.0.0.1", "is not a HIT"),
+        ("peer 10.0.0.1", "is not an IPv6 address"),
         ("peer fd00::1", "is not a HIT"),
         ("peer not-an-address", "is not an IPv6 address"),
         (f"peer {HIT_C} 10.0.0.300", "is not an IP address"),

@@ -82,7 +82,8 @@ def test_peer_add_list_del(tmp_path: Path) -> None:
 @pytest.mark.parametrize(
     ("argv", "message"),
     [
-        (["peer", "add", "x", "10.0.0.1"], "is not a HIT"),
+        (["peer", "add", "x", "10.0.0.1"], "'10.0.0.1' is not an IPv6 address; write a HIT"),
+        (["peer", "add", "x", "fd00::1"], "'fd00::1' is not a HIT: HITs lie in 2001:20::/28"),
         (["peer", "add", "x", HIT_C, "nowhere"], "'nowhere' is not an IP address"),
         (["peer", "add", "bad name!", HIT_C], "peer name 'bad name!' is invalid"),
         (["peer", "del", "ghost"], "no peer 'ghost'"),
