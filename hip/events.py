@@ -89,12 +89,25 @@ class SecurityAssociationsChanged(Event):
     peer_locators: tuple[Address, ...]
 
 
+class LocatorState(enum.StrEnum):
+    """RFC 8046 section 5.2 address states of a peer locator.
+
+    A ``StrEnum`` so that ``str()``, comparisons with the plain names and JSON (hipd's
+    status output) keep giving ``"UNVERIFIED"``, ``"ACTIVE"``, ``"DEPRECATED"``.
+    The transitions are in :data:`hip.mobility.LOCATOR_TRANSITIONS`.
+    """
+
+    UNVERIFIED = "UNVERIFIED"
+    ACTIVE = "ACTIVE"
+    DEPRECATED = "DEPRECATED"
+
+
 @dataclass(frozen=True)
 class PeerLocator:
     """One locator of the peer with its RFC 8046 state."""
 
     address: Address
-    state: str
+    state: LocatorState
     preferred: bool
     lifetime: int
 

@@ -18,23 +18,40 @@ builds the packets.  Three pieces:
 from __future__ import annotations
 
 import enum
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
+from types import MappingProxyType
 
-from hip.events import Address, PeerLocator
+from hip.errors import StateTransitionError
+from hip.events import Address, LocatorState, PeerLocator
 
+__all__ = [
+    "LOCATOR_TRANSITIONS",
+    "AnnouncedLocator",
+    "CreditAccount",
+    "LocatorState",
+    "PeerLocatorEntry",
+    "PeerLocatorSet",
+    "PendingUpdate",
+    "UpdatePurpose",
+    "UpdateSequencer",
+]
 
-class LocatorState(enum.Enum):
-    """RFC 8046 section 5.2 address states."""
-
-    UNVERIFIED = "UNVERIFIED"
-    ACTIVE = "ACTIVE"
-    DEPRECATED = "DEPRECATED"
+_S = LocatorState
+#: Every legal change of a peer locator's state (RFC 8046 5.2), in one table.  A new
+#: locator starts UNVERIFIED (the base-exchange address ACTIVE); it becomes ACTIVE when
+#: its return routability check succeeds; any locator the peer no longer lists becomes
+#: DEPRECATED; a DEPRECATED one listed again must be verified again.
+LOCATOR_TRANSITIONS: Mapping[LocatorState, frozenset[LocatorState]] = MappingProxyType({
+    _S.UNVERIFIED: frozenset({_S.ACTIVE, _S.DEPRECATED}),
+    _S.ACTIVE: frozenset({_S.DEPRECATED}),
+    _S.DEPRECATED: frozenset({_S.UNVERIFIED}),
+})
 
 
 @dataclass
 class PeerLocatorEntry:
-    """One locator of the peer."""
+    """One locator of the peer.  Change ``state`` only through :meth:`move_to`."""
 
     address: Address
     state: LocatorState
@@ -42,6 +59,16 @@ class PeerLocatorEntry:
     lifetime: int = 0
     #: Nonce of the ECHO_REQUEST_SIGNED sent to verify this locator, if one is in flight.
     nonce: bytes | None = None
+
+    def move_to(self, new: LocatorState) -> None:
+        """Take the transition to ``new``; an illegal one raises and changes nothing."""
+        if new not in LOCATOR_TRANSITIONS[self.state]:
+            raise StateTransitionError(
+                f"peer locator {self.address}: {self.state} -> {new} is not a legal "
+                f"RFC 8046 locator transition (from {self.state} only to "
+                f"{sorted(LOCATOR_TRANSITIONS[self.state]) or 'nothing'})"
+            )
+        self.state = new
 
 
 @dataclass(frozen=True)
@@ -105,17 +132,19 @@ class PeerLocatorSet:
         listed = {a.address for a in announced}
         for entry in self._entries.values():
             entry.preferred = False
-            if entry.address not in listed:
-                entry.state = LocatorState.DEPRECATED
+            if entry.address not in listed and entry.state is not LocatorState.DEPRECATED:
+                entry.move_to(LocatorState.DEPRECATED)
                 entry.nonce = None
         needs_check: list[Address] = []
         for a in announced:
             known = self._entries.get(a.address)
-            if known is None or known.state is LocatorState.DEPRECATED:
+            if known is None:
                 entry = PeerLocatorEntry(a.address, LocatorState.UNVERIFIED)
                 self._entries[a.address] = entry
             else:
                 entry = known
+                if entry.state is LocatorState.DEPRECATED:
+                    entry.move_to(LocatorState.UNVERIFIED)
             entry.lifetime = a.lifetime
             entry.preferred = a.address == pref_addr
             if entry.state is LocatorState.UNVERIFIED:
@@ -133,7 +162,8 @@ class PeerLocatorSet:
         for entry in self._entries.values():
             if entry.nonce is not None and entry.nonce == nonce:
                 entry.nonce = None
-                entry.state = LocatorState.ACTIVE
+                if entry.state is not LocatorState.ACTIVE:
+                    entry.move_to(LocatorState.ACTIVE)
                 self._last_verified = entry.address
                 return entry.address
         return None
@@ -147,7 +177,7 @@ class PeerLocatorSet:
     def snapshot(self) -> tuple[PeerLocator, ...]:
         """An immutable view for events."""
         return tuple(
-            PeerLocator(e.address, e.state.value, e.preferred, e.lifetime)
+            PeerLocator(e.address, e.state, e.preferred, e.lifetime)
             for e in self._entries.values()
         )
 

@@ -409,3 +409,54 @@ def test_combined_move_and_rekey_from_the_peer() -> None:
     assert x._crypto.esp_out_enc == y._crypto.esp_in_enc
     assert latest_sa(net, "b").peer_locator == ip_address(A2)
     assert not a.drops and not b.drops
+
+
+# --- the locator state table (RFC 8046 5.2) ----------------------------------------------
+
+def test_locator_transitions_table_is_complete_and_enforced() -> None:
+    from hip.errors import StateTransitionError
+    from hip.mobility import LOCATOR_TRANSITIONS, PeerLocatorEntry
+
+    assert set(LOCATOR_TRANSITIONS) == set(LocatorState)
+    addr = ip_address(A2)
+    for old in LocatorState:
+        for new in LocatorState:
+            entry = PeerLocatorEntry(addr, old, nonce=b"n")
+            if new in LOCATOR_TRANSITIONS[old]:
+                entry.move_to(new)
+                assert entry.state is new
+            else:
+                with pytest.raises(StateTransitionError, match=f"{old} -> {new}"):
+                    entry.move_to(new)
+                assert entry.state is old  # unchanged
+    # The ones the protocol needs, and the ones it must never take.
+    assert LocatorState.ACTIVE in LOCATOR_TRANSITIONS[LocatorState.UNVERIFIED]
+    assert LocatorState.ACTIVE not in LOCATOR_TRANSITIONS[LocatorState.DEPRECATED]
+
+
+def test_deprecated_locator_listed_again_is_verified_again() -> None:
+    from hip.mobility import AnnouncedLocator, PeerLocatorSet
+
+    a1, a2 = ip_address(A1), ip_address(A2)
+    peers = PeerLocatorSet(a1)
+    assert peers.apply_announcement([AnnouncedLocator(a2, True, 600)]) == [a2]
+    assert peers.get(a1).state is LocatorState.DEPRECATED
+    assert peers.apply_announcement([AnnouncedLocator(a2, True, 600)]) == [a2]  # no change
+    peers.start_check(a2, b"nonce")
+    assert peers.complete_check(b"nonce") == a2 and peers.get(a2).state is LocatorState.ACTIVE
+    assert peers.apply_announcement([AnnouncedLocator(a1, True, 600)]) == [a1]
+    assert peers.get(a1).state is LocatorState.UNVERIFIED
+    assert peers.get(a2).state is LocatorState.DEPRECATED
+
+
+def test_peer_locator_event_state_is_the_enum_and_prints_as_its_name() -> None:
+    import json
+
+    net = established()
+    net.move("a", A2)
+    net.run()
+    (changed, *_rest) = net.events_of("b", PeerLocatorsChanged)
+    states = {loc.address: loc.state for loc in changed.locators}
+    assert states[ip_address(A2)] is LocatorState.UNVERIFIED
+    assert str(states[ip_address(A1)]) == "DEPRECATED" == states[ip_address(A1)]
+    assert json.dumps([loc.state for loc in changed.locators]) == '["DEPRECATED", "UNVERIFIED"]'
