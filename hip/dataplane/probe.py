@@ -8,13 +8,13 @@ refuse the add ("Requested type not found" or similar), and that refusal is the 
 from __future__ import annotations
 
 import enum
-import os
 from dataclasses import dataclass
 from ipaddress import IPv4Address, IPv6Address
 
 from hip.dataplane import SecurityAssociation
 from hip.dataplane.kernel import state_add_argv, state_delete_argv
 from hip.errors import DataPlaneError
+from hip.random import RandomSource, default_random
 from hip.runner import CommandError, Runner, default_runner
 
 
@@ -43,10 +43,15 @@ def _probe_sa(spi: int) -> SecurityAssociation:
     )
 
 
-def probe_kernel(runner: Runner = default_runner) -> ProbeResult:
-    """Try to add and delete a BEET ESP state; report whether the kernel accepted it."""
+def probe_kernel(
+    runner: Runner = default_runner, rng: RandomSource | None = None
+) -> ProbeResult:
+    """Try to add and delete a BEET ESP state; report whether the kernel accepted it.
+
+    ``rng`` draws the throwaway SPI (default: the system's CSPRNG).
+    """
     # A random SPI in the top range keeps clear of anything hipd or an admin installed.
-    spi = 0xF0000000 | int.from_bytes(os.urandom(3), "big")
+    spi = 0xF0000000 | int.from_bytes(default_random(rng).bytes(3), "big")
     argv = state_add_argv(_probe_sa(spi), outbound=True)
     try:
         result = runner.run(argv, check=False)
@@ -69,11 +74,13 @@ class DataPlaneChoice:
     reason: str
 
 
-def choose(kind: DataPlaneKind, runner: Runner = default_runner) -> DataPlaneChoice:
+def choose(
+    kind: DataPlaneKind, runner: Runner = default_runner, rng: RandomSource | None = None
+) -> DataPlaneChoice:
     """Resolve AUTO by probing; refuse KERNEL when the kernel cannot do it."""
     if kind is DataPlaneKind.USERSPACE:
         return DataPlaneChoice(kind, "userspace data plane requested")
-    result = probe_kernel(runner)
+    result = probe_kernel(runner, rng)
     if result.kernel_beet:
         return DataPlaneChoice(DataPlaneKind.KERNEL, result.reason)
     if kind is DataPlaneKind.KERNEL:

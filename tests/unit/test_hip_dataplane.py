@@ -19,10 +19,11 @@ from hip.dataplane.kernel import (
     policy_argv,
     state_add_argv,
 )
-from hip.dataplane.probe import DataPlaneKind, choose
+from hip.dataplane.probe import DataPlaneKind, choose, probe_kernel
 from hip.dataplane.userspace import EspDatagram, EspEngine, NoAssociation, static_sa
 from hip.errors import DataPlaneError
 from hip.esp import build_inner
+from hip.random import SeededRandom
 from hip.runner import DEFAULT_TIMEOUT, CommandResult
 from hip.transport import UdpKind, classify_udp, frame_udp
 
@@ -119,6 +120,22 @@ def test_probe_falls_back_to_userspace_and_refuses_forced_kernel() -> None:
     accepting = RecordingRunner()
     assert choose(DataPlaneKind.AUTO, accepting).kind is DataPlaneKind.KERNEL
     assert accepting.calls[-1][:4] == ["ip", "xfrm", "state", "delete"]
+
+
+def test_probe_spi_comes_from_the_injected_random_source() -> None:
+    runner = RecordingRunner()
+    result = probe_kernel(runner, SeededRandom(b"probe"))
+    assert result.kernel_beet
+    spi = 0xF0000000 | int.from_bytes(SeededRandom(b"probe").bytes(3), "big")
+    add, delete = runner.calls
+    assert add[add.index("spi") + 1] == f"{spi:#010x}"
+    assert delete[delete.index("spi") + 1] == f"{spi:#010x}"  # deletes what it added
+    # The same seed, the same SPI; another seed, another one.
+    again = RecordingRunner()
+    choose(DataPlaneKind.AUTO, again, SeededRandom(b"probe"))
+    other = RecordingRunner()
+    choose(DataPlaneKind.AUTO, other, SeededRandom(b"other"))
+    assert again.calls == runner.calls != other.calls
 
 
 def test_engine_round_trip_move_and_miss() -> None:
