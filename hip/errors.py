@@ -37,3 +37,7 @@ class DataPlaneError(HIPError):
 
 class DaemonError(HIPError):
     """hipd or hipctl failed (socket, configuration, permissions)."""
+
+
+class CommandError(HIPError):
+    """An external command (``ip``, ``ip xfrm``) failed, timed out or could not be started."""

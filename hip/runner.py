@@ -19,16 +19,14 @@ from collections.abc import AsyncIterator, Sequence
 from dataclasses import dataclass
 from typing import Protocol
 
-from hip.errors import HIPError
+# CommandError lives in the package's one error tree; it stays importable from here
+# because callers written before the move import it from hip.runner.
+from hip.errors import CommandError
 
 log = logging.getLogger(__name__)
 
 #: Default timeout of one command, in seconds.  ``ip xfrm`` answers in milliseconds.
 DEFAULT_TIMEOUT = 20.0
-
-
-class CommandError(HIPError):
-    """An external command failed, timed out or could not be started."""
 
 
 @dataclass(frozen=True)

@@ -13,9 +13,9 @@ from ipaddress import IPv4Address, IPv6Address
 
 from hip.dataplane import SecurityAssociation
 from hip.dataplane.kernel import state_add_argv, state_delete_argv
-from hip.errors import DataPlaneError
+from hip.errors import CommandError, DataPlaneError
 from hip.random import RandomSource, default_random
-from hip.runner import CommandError, Runner, default_runner
+from hip.runner import Runner, default_runner
 
 
 class DataPlaneKind(enum.Enum):

@@ -190,6 +190,17 @@ def test_only_hip_runner_starts_processes() -> None:
     assert importers == []
 
 
+def test_command_error_is_in_the_one_error_tree() -> None:
+    import hip.errors
+    import hip.runner
+
+    # Moved to hip.errors; still importable from hip.runner, and the same class.
+    assert hip.runner.CommandError is hip.errors.CommandError
+    assert issubclass(hip.errors.CommandError, hip.errors.HIPError)
+    with pytest.raises(hip.errors.CommandError, match="'no-such-program-xw' not found"):
+        hip.runner.SubprocessRunner().run(["no-such-program-xw"])
+
+
 def test_locator_filter_and_bounded_memory() -> None:
     from hip.daemon import ADDRESS_MEMORY, _remember, usable_locator
 
