@@ -154,6 +154,19 @@ def cmd_guest_create(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_guest_exec(args: argparse.Namespace) -> int:
+    """Run a shell command in a guest through its console."""
+    command = list(args.cmd)
+    if command and command[0] == "--":
+        command = command[1:]
+    if not command:
+        raise LabError("give the command after the guest name, e.g. "
+                       "`xenwam lab guest exec g1 -- ip addr`")
+    res = _lab(args).guest_exec(args.name, " ".join(command), timeout=args.timeout)
+    _emit(args, asdict(res), res.output)
+    return res.exit_status
+
+
 def _report_text(rep: MigrationReport) -> str:
     gap = (f"{rep.longest_gap_seconds} s" if rep.longest_gap_seconds is not None
            else "never answered again")
@@ -265,6 +278,12 @@ def register(subparsers: Any, common: argparse.ArgumentParser) -> None:
     g.add_argument("--python", action="store_true",
                    help="also carry python3, cryptography and the current hip package")
     g.set_defaults(handler=cmd_guest_create)
+    g = gsub.add_parser("exec", parents=parents,
+                        help="run a shell command in a guest via its console (text output)")
+    g.add_argument("name")
+    g.add_argument("--timeout", type=float, default=60.0)
+    g.add_argument("cmd", nargs=argparse.REMAINDER, help="-- SHELL COMMAND...")
+    g.set_defaults(handler=cmd_guest_exec)
     p = sub.add_parser("migrate-baseline", parents=parents,
                        help="stock xl migrate of a guest, timed, with a 50 ms ping")
     p.add_argument("domain")
