@@ -51,19 +51,29 @@ class LabSession:
     layout: Layout | None = None
     #: Every QEMU pid the session saw, so the last test can check they are gone.
     qemu_pids: set[int] = field(default_factory=set)
+    #: Why bringing a layout up failed: later tests fail at once instead of each
+    #: waiting out the boot timeout again.
+    failures: dict[Layout, str] = field(default_factory=dict)
 
     def __post_init__(self) -> None:
         self.lab = Lab(self.run_dir, progress=lambda msg: print(f"[lab] {msg}", flush=True))
 
     def use(self, layout: Layout) -> Lab:
         """The lab, up in ``layout``."""
+        if layout in self.failures:
+            pytest.fail(f"the {layout.value} lab did not come up earlier in this session: "
+                        f"{self.failures[layout]}")
         if self.layout is not layout:
             if self.layout is not None:
                 self.lab.down()
             self.layout = None
             shaping = WAN_SHAPING if layout is Layout.WAN else Shaping()
-            self.lab.up(LabConfig(run_dir=self.run_dir, layout=layout, shaping=shaping,
-                                  source_dir=source_tree()), self.artifacts)
+            try:
+                self.lab.up(LabConfig(run_dir=self.run_dir, layout=layout, shaping=shaping,
+                                      source_dir=source_tree()), self.artifacts)
+            except Exception as exc:
+                self.failures[layout] = str(exc)
+                raise
             self.layout = layout
             for host in ("a", "b"):
                 pid = self.lab.qemu_pid(host)
