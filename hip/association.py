@@ -190,6 +190,23 @@ class _Rekey:
     keymat: crypto.Keymat | None = None
 
 
+@dataclass(frozen=True)
+class _AbandonedInitiator:
+    """Our keys and inbound SPI of a crossing exchange we gave up as Initiator."""
+
+    keys: _Crypto
+    spi_in: int
+
+
+@dataclass(frozen=True)
+class _QueuedUpdate:
+    """An UPDATE with SEQ waiting for the previous one's ACK (RFC 7401 6.12)."""
+
+    purpose: UpdatePurpose
+    #: For ECHO: the peer locator to verify.
+    locator: Address | None = None
+
+
 def _sorted(params: list[Param]) -> tuple[Param, ...]:
     # Parameters must be in ascending type order (RFC 7401 5.2.1); sort is stable.
     return tuple(sorted(params, key=lambda p: p.param_type))
@@ -240,9 +257,9 @@ class Association:
         #: R1_COUNTER of the I2 this session was set up with, as Responder.
         self._accepted_i2_counter: int | None = None
         #: Our own keys and SPI of a crossing exchange we gave up as Initiator.
-        self._abandoned_initiator: tuple[_Crypto, int] | None = None
+        self._abandoned_initiator: _AbandonedInitiator | None = None
         self._updates = UpdateSequencer()
-        self._update_queue: deque[tuple[UpdatePurpose, Address | None]] = deque()
+        self._update_queue: deque[_QueuedUpdate] = deque()
         self._rekey: _Rekey | None = None
         self._credit = CreditAccount(config.credit_limit, config.credit_aging_interval)
         # Base exchange memory, for duplicate and late packets.
@@ -560,7 +577,7 @@ class Association:
             # We answered the peer's I2 of a crossing exchange, but the peer took ours
             # (it had given its own up): follow it, or the two ends keep different keys.
             assert self._abandoned_initiator is not None
-            keys, spi_in = self._abandoned_initiator
+            keys, spi_in = self._abandoned_initiator.keys, self._abandoned_initiator.spi_in
         assert keys is not None and self._peer_host_id is not None
         mac2 = packet.get(HipMac2)
         info = packet.get(EspInfo)
@@ -720,7 +737,7 @@ class Association:
             self._drop("I2 ESP_INFO carries a reserved SPI", packet)
             return False
         # All checks passed: commit (a previous association's keys are replaced).
-        abandoned = ((self._crypto, self.spi_in)
+        abandoned = (_AbandonedInitiator(self._crypto, self.spi_in)
                      if state is State.I2_SENT and self._crypto is not None else None)
         self._apply(Trigger.RECV_I2)
         self._reset_session()
@@ -954,8 +971,7 @@ class Association:
             moved = self._readdressed(OutgoingPacket(pending.data, pending.src, pending.dst))
             pending.data, pending.src = moved.data, moved.src
         if self._updates.last_reply is not None:
-            reply = self._readdressed(OutgoingPacket(*self._updates.last_reply))
-            self._updates.last_reply = (reply.data, reply.src, reply.dst)
+            self._updates.last_reply = self._readdressed(self._updates.last_reply)
         if self.state not in (State.ESTABLISHED, State.R2_SENT) or self._crypto is None:
             return  # nothing to announce yet; later packets simply use the new source
         self._emit_sa(SAChangeReason.LOCAL_MOVED)
@@ -972,7 +988,7 @@ class Association:
     def rekey(self, now: float) -> None:
         """Start a rekey: UPDATE with ESP_INFO carrying a new SPI (RFC 7402 6.9)."""
         self._require_established("rekey")
-        if self._rekey is not None or (UpdatePurpose.REKEY, None) in self._update_queue:
+        if self._rekey is not None or _QueuedUpdate(UpdatePurpose.REKEY) in self._update_queue:
             raise ProtocolError(
                 f"a rekey with {IPv6Address(self.peer_hit)} is already in progress; wait "
                 "for SecurityAssociationsChanged(reason=REKEYED)"
@@ -984,17 +1000,18 @@ class Association:
             # A newer announcement supersedes an older one, sent or not: the older one
             # may name (and come from) an address we no longer have.
             self._update_queue = deque(q for q in self._update_queue
-                                       if q[0] is not UpdatePurpose.LOCATORS)
+                                       if q.purpose is not UpdatePurpose.LOCATORS)
             pending = self._updates.outstanding
             if pending is not None and pending.purpose is UpdatePurpose.LOCATORS:
                 self._updates.outstanding = None
-        self._update_queue.append((purpose, locator))
+        self._update_queue.append(_QueuedUpdate(purpose, locator))
         self._send_queued(now)
 
     def _send_queued(self, now: float) -> None:
         # At most one UPDATE with an unacknowledged SEQ (RFC 7401 6.12).
         while self._updates.outstanding is None and self._update_queue:
-            purpose, locator = self._update_queue.popleft()
+            queued = self._update_queue.popleft()
+            purpose, locator = queued.purpose, queued.locator
             if purpose is UpdatePurpose.REKEY_REPLY and self._rekey is None:
                 continue  # that rekey already completed or failed
             if purpose is UpdatePurpose.REKEY and self._rekey is not None:
@@ -1050,12 +1067,12 @@ class Association:
             uid, purpose, out.data, out.src, out.dst,
             now + self.config.retransmit_timeout(0), locator=locator)
         if ack is not None:
-            self._updates.last_reply = (out.data, out.src, out.dst)
+            self._updates.last_reply = out
 
     def _send_ack(self, update_id: int, dst: Address, extra: list[Param]) -> None:
         packet = self._signed(PacketType.UPDATE, [Ack((update_id,)), *extra])
         out = self._send(packet, dst, self._local_for(dst))
-        self._updates.last_reply = (out.data, out.src, out.dst)
+        self._updates.last_reply = out
 
     def receive_update(self, packet: HIPPacket, src: Address, dst: Address, now: float) -> None:
         """Process an UPDATE (RFC 7401 6.12, RFC 7402 6.9, RFC 8046 5.3)."""
@@ -1073,7 +1090,7 @@ class Association:
         if seq is not None and not self._updates.is_new(seq.update_id):
             # A retransmission: our answer was lost; send it again (RFC 7401 6.12.1).
             if self._updates.last_reply is not None:
-                self._resend(OutgoingPacket(*self._updates.last_reply))
+                self._resend(self._updates.last_reply)
             self.outbox.drops["UPDATE duplicate SEQ (re-acknowledged)"] += 1
             return
         # A new DH value (rekey after KEYMAT ran out) is checked before anything changes.
@@ -1167,20 +1184,20 @@ class Association:
         if rekey_request and self._updates.outstanding is None and not reply_extra:
             self._send_update_with_seq(UpdatePurpose.REKEY_REPLY, None, now, ack=seq.update_id)
             for extra in to_check:
-                self._update_queue.append((UpdatePurpose.ECHO, extra))
+                self._update_queue.append(_QueuedUpdate(UpdatePurpose.ECHO, extra))
         elif (to_check and not rekey_request and self._updates.outstanding is None
               and not reply_extra):
             # Return routability (RFC 8046 3.2.1): SEQ, ACK and ECHO_REQUEST_SIGNED in one
             # UPDATE sent to the new locator itself.
             self._send_update_with_seq(UpdatePurpose.ECHO, to_check[0], now, ack=seq.update_id)
             for extra in to_check[1:]:
-                self._update_queue.append((UpdatePurpose.ECHO, extra))
+                self._update_queue.append(_QueuedUpdate(UpdatePurpose.ECHO, extra))
         else:
             self._send_ack(seq.update_id, src, reply_extra)
             if rekey_request:
-                self._update_queue.append((UpdatePurpose.REKEY_REPLY, None))
+                self._update_queue.append(_QueuedUpdate(UpdatePurpose.REKEY_REPLY))
             for extra in to_check:
-                self._update_queue.append((UpdatePurpose.ECHO, extra))
+                self._update_queue.append(_QueuedUpdate(UpdatePurpose.ECHO, extra))
         self._send_queued(now)
 
     def _maybe_finish_rekey(self) -> None:

@@ -21,9 +21,13 @@ import enum
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from types import MappingProxyType
+from typing import TYPE_CHECKING
 
 from hip.errors import StateTransitionError
 from hip.events import Address, LocatorState, PeerLocator
+
+if TYPE_CHECKING:  # hip.association imports this module; the type is only annotated here
+    from hip.association import OutgoingPacket
 
 __all__ = [
     "LOCATOR_TRANSITIONS",
@@ -252,9 +256,8 @@ class UpdateSequencer:
     #: The highest peer Update ID processed, ``None`` before the first.
     last_received: int | None = None
     outstanding: PendingUpdate | None = None
-    #: Our answer to the last processed peer SEQ (packet, source, destination), re-sent
-    #: when that SEQ arrives again.
-    last_reply: tuple[bytes, Address, Address] | None = None
+    #: Our answer to the last processed peer SEQ, re-sent when that SEQ arrives again.
+    last_reply: OutgoingPacket | None = None
 
     def allocate(self) -> int:
         """A fresh Update ID (32-bit, wrapping)."""

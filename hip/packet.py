@@ -51,6 +51,7 @@ __all__ = [
     "MAX_PACKET_LENGTH",
     "HIPPacket",
     "PacketType",
+    "WireParam",
     "checksum",
     "integrity_bytes",
     "parse",
@@ -82,6 +83,14 @@ P = TypeVar("P")
 
 
 @dataclass(frozen=True)
+class WireParam:
+    """A parsed parameter with the exact bytes it had on the wire (padding included)."""
+
+    param: Param
+    raw: bytes
+
+
+@dataclass(frozen=True)
 class HIPPacket:
     """A HIP packet; HITs are the raw 16 bytes.
 
@@ -99,7 +108,7 @@ class HIPPacket:
     controls: int = 0
     version: int = HIP_VERSION
     next_header: int = IPPROTO_NONE
-    wire: tuple[tuple[Param, bytes], ...] = field(default=(), compare=False, repr=False)
+    wire: tuple[WireParam, ...] = field(default=(), compare=False, repr=False)
     reserved: int = field(default=0, compare=False, repr=False)
 
     def get(self, cls: type[P]) -> P | None:
@@ -154,9 +163,9 @@ def checksum(hip_bytes: bytes, src: IPAddress, dst: IPAddress) -> int:
 
 
 def _wire_of(packet: HIPPacket, param: Param) -> bytes:
-    for original, raw in packet.wire:
-        if original is param:
-            return raw
+    for seen in packet.wire:
+        if seen.param is param:
+            return seen.raw
     return encode_param(param)
 
 
@@ -304,14 +313,13 @@ def parse(
         except EncodeError as exc:
             raise ParseError(str(exc)) from exc
     controls = struct.unpack_from("!H", data, 6)[0]
-    wire: list[tuple[Param, bytes]] = []
-    for param_type, value, raw in iter_tlvs(hip_bytes[HEADER_LENGTH:]):
-        wire.append((decode_one(param_type, value), raw))
+    wire = [WireParam(decode_one(tlv.param_type, tlv.contents), tlv.raw)
+            for tlv in iter_tlvs(hip_bytes[HEADER_LENGTH:])]
     packet = HIPPacket(
         packet_type=packet_type,
         sender_hit=data[8:24],
         receiver_hit=data[24:40],
-        params=tuple(p for p, _raw in wire),
+        params=tuple(w.param for w in wire),
         controls=controls,
         version=version,
         next_header=next_header,

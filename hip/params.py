@@ -68,6 +68,7 @@ __all__ = [
     "R1Counter",
     "Seq",
     "Solution",
+    "Tlv",
     "TrafficType",
     "TransportFormat",
     "TransportFormatList",
@@ -1023,12 +1024,23 @@ def decode_one(param_type: int, value: bytes) -> Param:
     return decoded
 
 
-def iter_tlvs(data: bytes) -> list[tuple[int, bytes, bytes]]:
-    """Split a parameter area into ``(type, contents, whole TLV with padding)`` triples.
+@dataclass(frozen=True)
+class Tlv:
+    """One parameter as found on the wire, before its contents are interpreted."""
+
+    param_type: int
+    #: The Length bytes of contents.
+    contents: bytes
+    #: The whole TLV: header, contents and padding.
+    raw: bytes
+
+
+def iter_tlvs(data: bytes) -> list[Tlv]:
+    """Split a parameter area into its TLVs.
 
     Checks lengths, padding presence and type order; does not interpret the contents.
     """
-    out: list[tuple[int, bytes, bytes]] = []
+    out: list[Tlv] = []
     off = 0
     previous = -1
     while off < len(data):
@@ -1050,7 +1062,7 @@ def iter_tlvs(data: bytes) -> list[tuple[int, bytes, bytes]]:
                 "RFC 7401 5.2.1 requires ascending type order"
             )
         previous = param_type
-        out.append((param_type, data[off + 4:off + 4 + length], data[off:off + total]))
+        out.append(Tlv(param_type, data[off + 4:off + 4 + length], data[off:off + total]))
         off += total
     return out
 
@@ -1061,7 +1073,7 @@ def decode_params(data: bytes) -> list[Param]:
     Raises :class:`ParseError` for malformed data.  Unknown types come back as
     :class:`UnknownParam`; see :func:`first_unknown_critical`.
     """
-    return [decode_one(t, v) for t, v, _raw in iter_tlvs(bytes(data))]
+    return [decode_one(tlv.param_type, tlv.contents) for tlv in iter_tlvs(bytes(data))]
 
 
 def first_unknown_critical(params: Iterable[Param]) -> int | None:

@@ -315,3 +315,13 @@ def test_pcap_bytes_layout() -> None:
     sec, usec, incl, orig = struct.unpack_from("!IIII", pcap, 24)
     assert (sec, usec, incl, orig) == (1, 250000, len(datagram), len(datagram))
     assert pcap[40:] == datagram
+
+
+def test_parse_keeps_each_parameter_with_its_wire_bytes() -> None:
+    from hip.packet import WireParam
+
+    src, dst = IPv4Address("192.0.2.1"), IPv4Address("192.0.2.2")
+    pkt = HIPPacket(PacketType.I1, bytes(range(16)), bytes(range(16, 32)),
+                    (P.DHGroupList((7, 12)),))
+    parsed = parse(serialize(pkt, src, dst), src, dst)
+    assert parsed.wire == (WireParam(parsed.params[0], P.encode_param(P.DHGroupList((7, 12)))),)

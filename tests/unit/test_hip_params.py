@@ -233,3 +233,15 @@ def test_hit_suite_ids_sit_in_the_high_nibble() -> None:
     assert P.encode_param(suites) == bytes.fromhex("02cb0002 2010 0000".replace(" ", ""))
     with pytest.raises(P.EncodeError):
         P.HitSuiteList.of_suites(16)
+
+
+def test_iter_tlvs_gives_records_with_contents_and_raw_bytes() -> None:
+    area = P.encode_params([P.R1Counter(7), P.DHGroupList((7, 12, 8))])
+    first, second = P.iter_tlvs(area)
+    assert isinstance(first, P.Tlv) and first.param_type == int(P.ParamType.R1_COUNTER)
+    assert first.contents == P.R1Counter(7).encode_value()
+    assert first.raw == P.encode_param(P.R1Counter(7))
+    assert second.contents == bytes([7, 12, 8]) and len(second.raw) == 8  # padded
+    assert first.raw + second.raw == area
+    with pytest.raises(AttributeError):
+        first.raw = b""  # type: ignore[misc]  # frozen
