@@ -30,6 +30,7 @@ from dataclasses import asdict, dataclass
 from ipaddress import ip_address
 
 from hip.config import HIPConfig
+from hip.errors import HIPError
 from hip.events import Address
 from hip.host import HIPHost
 from hip.identity import HostIdentity
@@ -41,6 +42,10 @@ COMBINATIONS: tuple[tuple[str, str, int], ...] = (
     ("ECDSA P-256 + ECDH P-256", "ecdsa-p256", 7),
     ("Ed25519 + X25519", "ed25519", 12),
 )
+
+
+class BenchmarkError(HIPError):
+    """The benchmark's own protocol run went wrong, so its figures would mean nothing."""
 
 
 @dataclass(frozen=True)
@@ -109,7 +114,10 @@ def measure(label: str, kind: str, group: int, seconds: float) -> Result:
         wire.pump(clock[0])
         assoc = initiator.association(id_r.hit)
         if assoc is None or assoc.state is not State.ESTABLISHED:
-            raise RuntimeError("benchmark base exchange did not complete")
+            state = assoc.state.value if assoc is not None else "no association"
+            raise BenchmarkError(
+                f"{label}: the benchmark's base exchange did not complete ({state}); "
+                "run the unit tests (tests/unit/test_hip_association.py) to find out why")
         responder.associations.clear()  # keep the Responder's table from growing
 
     base_rate = _rate(base_exchange, seconds)
@@ -143,7 +151,10 @@ def measure(label: str, kind: str, group: int, seconds: float) -> Result:
 
     rekey_rate = _rate(rekey, seconds)
     if initiator.drops or responder.drops:
-        raise RuntimeError(f"benchmark saw drops: {initiator.drops} {responder.drops}")
+        raise BenchmarkError(
+            f"{label}: the benchmark's packets were dropped (initiator "
+            f"{dict(initiator.drops)}, responder {dict(responder.drops)}); the figures "
+            "would not measure the normal path, so none are reported")
     return Result(label, kind, group, round(base_rate, 1), round(handover_rate, 1),
                   round(rekey_rate, 1), base_bytes)
 

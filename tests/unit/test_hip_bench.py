@@ -31,3 +31,15 @@ def test_bench_table_and_bad_arguments(capsys: pytest.CaptureFixture[str]) -> No
     with pytest.raises(SystemExit):
         main(["--seconds", "0"])
     assert "--seconds must be positive" in capsys.readouterr().err
+
+
+def test_a_failed_run_raises_a_hip_error(monkeypatch: pytest.MonkeyPatch) -> None:
+    from hip.bench import BenchmarkError
+    from hip.errors import HIPError
+    from hip.host import HIPHost
+
+    assert issubclass(BenchmarkError, HIPError)
+    # An Initiator that never sends its I1: the base exchange cannot complete.
+    monkeypatch.setattr(HIPHost, "packets_to_send", lambda self: [])
+    with pytest.raises(BenchmarkError, match="did not complete"):
+        measure("ECDSA P-256 + ECDH P-256", "ecdsa-p256", 7, 0.01)
