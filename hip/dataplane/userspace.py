@@ -307,8 +307,9 @@ class UserspaceDataPlane:
     def attach(self, loop: asyncio.AbstractEventLoop) -> None:
         """Start reading the TUN device and the raw ESP sockets on ``loop``."""
         self._loop = loop
+        if self.raw4 is None or self.raw6 is None or self.tun.fd < 0:
+            raise DataPlaneError("the userspace data plane is closed; start a new one to attach")
         loop.add_reader(self.tun.fd, self._on_tun)
-        assert self.raw4 is not None and self.raw6 is not None
         loop.add_reader(self.raw4.fileno(), self._on_raw, self.raw4, True)
         loop.add_reader(self.raw6.fileno(), self._on_raw, self.raw6, False)
 
@@ -370,20 +371,39 @@ class UserspaceDataPlane:
 
     def _send(self, packet: EspDatagram) -> None:
         try:
-            if packet.encapsulation is Encapsulation.UDP:
-                if self.send_udp is None:
-                    raise DataPlaneError("UDP-encapsulated SA but no UDP transport is attached")
-                self.send_udp(packet.data, packet.src, packet.dst)
-            elif isinstance(packet.dst, IPv4Address):
-                assert self.raw4 is not None
-                self.raw4.sendto(packet.data, (str(packet.dst), 0))
-            else:
-                assert self.raw6 is not None
-                self.raw6.sendto(packet.data, (str(packet.dst), 0))
+            refused = send_datagram(packet, self.raw4, self.raw6, self.send_udp)
         except OSError as exc:
             # A locator that just vanished (the host is moving) fails here until UPDATE
             # completes; TCP retransmits, so count and carry on.
             self.io_errors[f"send-{errno.errorcode.get(exc.errno or 0, 'E?')}"] += 1
+            return
+        if refused is not None:
+            self.engine.dropped[refused] += 1
+
+
+def send_datagram(
+    packet: EspDatagram,
+    raw4: socket.socket | None,
+    raw6: socket.socket | None,
+    send_udp: Callable[[bytes, Locator, Locator], None] | None,
+) -> str | None:
+    """Send ``packet`` the way its SA says; return ``None``, or why it could not go.
+
+    A missing way out (no UDP transport for a UDP-encapsulated SA, a raw socket already
+    closed) is a drop reason to count, not an exception: the send path runs inside the
+    event loop's readers, where nothing may escape.  ``OSError`` from the socket does
+    propagate; the caller counts it as an I/O error.
+    """
+    if packet.encapsulation is Encapsulation.UDP:
+        if send_udp is None:
+            return "no-udp-transport"
+        send_udp(packet.data, packet.src, packet.dst)
+        return None
+    sock = raw4 if isinstance(packet.dst, IPv4Address) else raw6
+    if sock is None or sock.fileno() < 0:
+        return f"no-raw-socket-ipv{packet.dst.version}"
+    sock.sendto(packet.data, (str(packet.dst), 0))
+    return None
 
 
 def static_sa(

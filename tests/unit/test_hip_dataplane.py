@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import socket
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from ipaddress import IPv4Address, IPv6Address
@@ -20,7 +21,13 @@ from hip.dataplane.kernel import (
     state_add_argv,
 )
 from hip.dataplane.probe import DataPlaneKind, choose, probe_kernel
-from hip.dataplane.userspace import EspDatagram, EspEngine, NoAssociation, static_sa
+from hip.dataplane.userspace import (
+    EspDatagram,
+    EspEngine,
+    NoAssociation,
+    send_datagram,
+    static_sa,
+)
 from hip.errors import DataPlaneError
 from hip.esp import build_inner
 from hip.random import SeededRandom
@@ -199,6 +206,21 @@ def test_command_error_is_in_the_one_error_tree() -> None:
     assert issubclass(hip.errors.CommandError, hip.errors.HIPError)
     with pytest.raises(hip.errors.CommandError, match="'no-such-program-xw' not found"):
         hip.runner.SubprocessRunner().run(["no-such-program-xw"])
+
+
+def test_send_refusals_are_drop_reasons_not_exceptions() -> None:
+    udp_sent: list[tuple[bytes, object, object]] = []
+    v4 = EspDatagram(b"esp", LOC_M, LOC_C, Encapsulation.RAW)
+    v6 = EspDatagram(b"esp", IPv6Address("fd00::1"), IPv6Address("fd00::2"), Encapsulation.RAW)
+    in_udp = EspDatagram(b"esp", LOC_M, LOC_C, Encapsulation.UDP)
+    assert send_datagram(in_udp, None, None, None) == "no-udp-transport"
+    assert send_datagram(v4, None, None, None) == "no-raw-socket-ipv4"
+    assert send_datagram(v6, None, None, None) == "no-raw-socket-ipv6"
+    closed = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+    closed.close()
+    assert send_datagram(v4, closed, None, None) == "no-raw-socket-ipv4"
+    assert send_datagram(in_udp, None, None, lambda *a: udp_sent.append(a)) is None
+    assert udp_sent == [(b"esp", LOC_M, LOC_C)]
 
 
 def test_locator_filter_and_bounded_memory() -> None:
