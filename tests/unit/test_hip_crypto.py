@@ -298,7 +298,7 @@ def test_keymat_matches_independent_hkdf(name: str, length: int) -> None:
 def test_keymat_known_answer_regression() -> None:
     # RFC 7401 publishes no KEYMAT test vectors; this file pins our output (which the
     # test above checks against an independent HKDF) so that it cannot drift.
-    doc = json.loads((DATA / "keymat-rfc7401-6.5-regression.json").read_text())
+    doc = json.loads((DATA / "keymat-hip-regression.json").read_text())
     for case in doc["cases"]:
         got = derive_keymat(
             case["rhash"],
@@ -420,3 +420,15 @@ def test_system_random_and_default() -> None:
     assert isinstance(default_random(None), SystemRandom)
     seeded = SeededRandom(b"x")
     assert default_random(seeded) is seeded
+
+
+def test_vectors_of_our_own_making_are_named_and_described_as_regression() -> None:
+    """STYLE rule 12: only RFC vectors may look like RFC vectors.  Every JSON file in
+    tests/data/hip-crypto was produced by our code, so its name ends in -regression and
+    its description says so."""
+    files = sorted(DATA.glob("*.json"))
+    assert files
+    for path in files:
+        assert path.name.endswith("-regression.json"), path.name
+        assert "rfc" not in path.name.lower(), path.name
+        assert "regression vectors" in json.loads(path.read_text())["description"].lower()

@@ -88,7 +88,7 @@ def test_sign_verify_and_tamper_detection(identities, kind: str) -> None:
 
 
 def test_seeded_generation_is_deterministic_and_pinned() -> None:
-    doc = json.loads((DATA / "identity-seeded-hits.json").read_text())
+    doc = json.loads((DATA / "identity-seeded-hip-regression.json").read_text())
     assert doc["cases"]
     for case in doc["cases"]:
         ident = HostIdentity.generate(case["kind"], SeededRandom(case["seed"].encode()))

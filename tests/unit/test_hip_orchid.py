@@ -60,7 +60,7 @@ def test_xof_orchid_takes_96_bits_directly() -> None:
 
 
 def test_regression_vectors() -> None:
-    vectors = json.loads((DATA / "orchid-rfc7343-hip-vectors.json").read_text())
+    vectors = json.loads((DATA / "orchid-hip-regression.json").read_text())
     assert vectors["cases"], "vector file must not be empty"
     for case in vectors["cases"]:
         hit = make_orchid(case["ogaid"], bytes.fromhex(case["input_hex"]), case["hash"])
