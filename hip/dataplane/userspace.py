@@ -406,6 +406,15 @@ def send_datagram(
     return None
 
 
+@dataclass(frozen=True)
+class StaticKeys:
+    """The SPI and keys of one direction of a manually keyed SA (see :func:`static_sa`)."""
+
+    spi: int
+    enc_key: bytes
+    auth_key: bytes
+
+
 def static_sa(
     own_hit: IPv6Address,
     peer_hit: IPv6Address,
@@ -429,18 +438,20 @@ def static_sa(
             out += hashlib.sha256(f"{secret}|{label}|{len(out)}".encode()).digest()
         return out[:n]
 
-    def keys(src: IPv6Address, dst: IPv6Address) -> tuple[bytes, bytes, int]:
+    def keys(src: IPv6Address, dst: IPv6Address) -> StaticKeys:
         label = f"{src}>{dst}"
-        spi = 0x100 + int.from_bytes(derive(label + "spi", 3), "big")
-        return derive(label + "enc", suite.enc_key_len), derive(
-            label + "auth", suite.auth_key_len
-        ), spi
+        return StaticKeys(
+            spi=0x100 + int.from_bytes(derive(label + "spi", 3), "big"),
+            enc_key=derive(label + "enc", suite.enc_key_len),
+            auth_key=derive(label + "auth", suite.auth_key_len),
+        )
 
-    enc_out, auth_out, spi_out = keys(own_hit, peer_hit)
-    enc_in, auth_in, spi_in = keys(peer_hit, own_hit)
+    out, into = keys(own_hit, peer_hit), keys(peer_hit, own_hit)
     return SecurityAssociation(
-        own_hit, peer_hit, spi_in, spi_out, suite_id, enc_in, auth_in, enc_out, auth_out,
-        own_locator, peer_locator, encapsulation,
+        own_hit=own_hit, peer_hit=peer_hit, spi_in=into.spi, spi_out=out.spi,
+        suite_id=suite_id, enc_key_in=into.enc_key, auth_key_in=into.auth_key,
+        enc_key_out=out.enc_key, auth_key_out=out.auth_key,
+        own_locator=own_locator, peer_locator=peer_locator, encapsulation=encapsulation,
     )
 
 

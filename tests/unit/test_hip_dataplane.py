@@ -223,6 +223,18 @@ def test_send_refusals_are_drop_reasons_not_exceptions() -> None:
     assert udp_sent == [(b"esp", LOC_M, LOC_C)]
 
 
+@pytest.mark.parametrize("suite_id", sorted(int(t) for t in ESP_SUITES))
+def test_static_sa_ends_mirror_each_other(suite_id: int) -> None:
+    m = static_sa(HIT_M, HIT_C, LOC_M, LOC_C, "k", suite_id=suite_id)
+    c = static_sa(HIT_C, HIT_M, LOC_C, LOC_M, "k", suite_id=suite_id)
+    assert (m.spi_out, m.enc_key_out, m.auth_key_out) == (c.spi_in, c.enc_key_in, c.auth_key_in)
+    assert (m.spi_in, m.enc_key_in, m.auth_key_in) == (c.spi_out, c.enc_key_out, c.auth_key_out)
+    assert m.spi_in != m.spi_out and m.auth_key_in != m.auth_key_out
+    suite = ESP_SUITES[EspTransform(suite_id)]
+    assert len(m.enc_key_in) == suite.enc_key_len and len(m.auth_key_out) == suite.auth_key_len
+    assert m.own_locator == LOC_M and m.peer_locator == LOC_C and m.suite_id == suite_id
+
+
 def test_locator_filter_and_bounded_memory() -> None:
     from hip.daemon import ADDRESS_MEMORY, _remember, usable_locator
 
