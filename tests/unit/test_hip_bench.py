@@ -43,3 +43,31 @@ def test_a_failed_run_raises_a_hip_error(monkeypatch: pytest.MonkeyPatch) -> Non
     monkeypatch.setattr(HIPHost, "packets_to_send", lambda self: [])
     with pytest.raises(BenchmarkError, match="did not complete"):
         measure("ECDSA P-256 + ECDH P-256", "ecdsa-p256", 7, 0.01)
+
+
+def test_cryptobench_codec_table_and_arguments(capsys: pytest.CaptureFixture[str]) -> None:
+    from hip import cryptobench
+
+    assert cryptobench.main(["--only", "codec", "--codec-runs", "1"]) == 0
+    lines = capsys.readouterr().out.splitlines()
+    assert lines[0].startswith("| packet | bytes |")
+    assert [line.split(" | ")[0] for line in lines[2:]] == [
+        "| I1", "| R1", "| I2", "| R2", "| UPDATE"]
+    for line in lines[2:]:
+        cells = [c.strip() for c in line.strip("|").split("|")]
+        assert int(cells[1]) >= 48 and int(cells[2]) >= 1
+        assert all(c.endswith("µs") for c in cells[3:])
+    with pytest.raises(SystemExit):
+        cryptobench.main(["--codec-runs", "0"])
+    assert "--codec-runs must be at least 1" in capsys.readouterr().err
+
+
+def test_benchmarks_are_wired_into_xenwam_bench() -> None:
+    import importlib
+    import inspect
+
+    from xenwam.bench import BENCHMARKS
+
+    for name in ("hip", "hip-crypto"):
+        module = importlib.import_module(BENCHMARKS[name][0])
+        assert list(inspect.signature(module.main).parameters) == ["argv"]
