@@ -460,3 +460,23 @@ def test_peer_locator_event_state_is_the_enum_and_prints_as_its_name() -> None:
     assert states[ip_address(A2)] is LocatorState.UNVERIFIED
     assert str(states[ip_address(A1)]) == "DEPRECATED" == states[ip_address(A1)]
     assert json.dumps([loc.state for loc in changed.locators]) == '["DEPRECATED", "UNVERIFIED"]'
+
+
+def test_mover_sends_no_echo_request_the_peer_does() -> None:
+    """RFC 8046 3.2.1 (documented in docs/hip.md, RFC 8046 coverage): the mover's UPDATE
+    has LOCATOR_SET and SEQ only; the peer sends ECHO_REQUEST_SIGNED to the new locator
+    and the mover answers it with ECHO_RESPONSE_SIGNED."""
+    net = established()
+    mark = len(net.log)
+    net.move("a", A2)
+    net.run()
+    updates = [(s.sender, parse(s.packet.data, s.packet.src, s.packet.dst), s.packet.dst)
+               for s in net.log[mark:] if s.type is PacketType.UPDATE]
+    first_sender, first, _dst = updates[0]
+    assert first_sender == "a"
+    assert first.get(LocatorSet) is not None and first.get(Seq) is not None
+    assert first.get(EchoRequestSigned) is None
+    requests = [(who, dst) for who, pkt, dst in updates if pkt.get(EchoRequestSigned)]
+    assert requests == [("b", ip_address(A2))]
+    responses = [who for who, pkt, _dst in updates if pkt.get(EchoResponseSigned)]
+    assert responses == ["a"]
