@@ -12,7 +12,27 @@ import hashlib
 import os
 from typing import Protocol, runtime_checkable
 
-__all__ = ["RandomSource", "SeededRandom", "SystemRandom", "default_random"]
+from hip.errors import HIPError
+
+__all__ = [
+    "RandomSource",
+    "RandomSourceError",
+    "SeedTypeError",
+    "SeededRandom",
+    "SystemRandom",
+    "default_random",
+]
+
+
+class RandomSourceError(HIPError, ValueError):
+    """A random source was asked for something impossible (our own misuse).
+
+    Also a ``ValueError``, which is what such a request raised before.
+    """
+
+
+class SeedTypeError(RandomSourceError, TypeError):
+    """A :class:`SeededRandom` seed that is not bytes (also a ``TypeError``)."""
 
 
 @runtime_checkable
@@ -30,7 +50,8 @@ class SystemRandom:
     def bytes(self, n: int) -> bytes:
         """Return ``n`` bytes from ``os.urandom``."""
         if n < 0:
-            raise ValueError(f"cannot draw a negative number of random bytes ({n})")
+            raise RandomSourceError(
+                f"cannot draw a negative number of random bytes ({n}); ask for 0 or more")
         return os.urandom(n)
 
 
@@ -43,7 +64,8 @@ class SeededRandom:
 
     def __init__(self, seed: bytes) -> None:
         if not isinstance(seed, bytes | bytearray):
-            raise TypeError(f"seed must be bytes, not {type(seed).__name__}")
+            raise SeedTypeError(
+                f"seed must be bytes, not {type(seed).__name__} ({seed!r}); e.g. b\"test\"")
         self._seed = bytes(seed)
         self._counter = 0
         self._buffer = b""
@@ -51,7 +73,8 @@ class SeededRandom:
     def bytes(self, n: int) -> bytes:
         """Return the next ``n`` bytes of the stream."""
         if n < 0:
-            raise ValueError(f"cannot draw a negative number of random bytes ({n})")
+            raise RandomSourceError(
+                f"cannot draw a negative number of random bytes ({n}); ask for 0 or more")
         chunks = [self._buffer]
         have = len(self._buffer)
         while have < n:

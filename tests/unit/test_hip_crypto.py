@@ -407,8 +407,18 @@ def test_seeded_random_is_a_sha256_counter_stream() -> None:
     assert whole[:32] == hashlib.sha256(b"seed" + (0).to_bytes(8, "big")).digest()
     assert whole[32:64] == hashlib.sha256(b"seed" + (1).to_bytes(8, "big")).digest()
     assert SeededRandom(b"other").bytes(100) != whole
+    # Misuse raises the package's own errors (hip.errors.HIPError), which are also the
+    # ValueError / TypeError callers may expect.
+    from hip.errors import HIPError
+    from hip.random import SystemRandom
+
+    for source in (split, SystemRandom()):
+        with pytest.raises(HIPError, match="negative number of random bytes"):
+            source.bytes(-1)
     with pytest.raises(ValueError):
         split.bytes(-1)
+    with pytest.raises(HIPError, match="seed must be bytes, not str"):
+        SeededRandom("text")  # type: ignore[arg-type]
     with pytest.raises(TypeError):
         SeededRandom("text")  # type: ignore[arg-type]
 

@@ -9,6 +9,7 @@ import stat
 from pathlib import Path
 
 import pytest
+from cryptography.exceptions import InvalidSignature
 from cryptography.hazmat.primitives import hashes
 from cryptography.hazmat.primitives.asymmetric import ec, ed25519
 from cryptography.hazmat.primitives.asymmetric.utils import encode_dss_signature
@@ -116,8 +117,12 @@ def test_encodings_match_rfc_layouts(identities) -> None:
 def test_ecdsa_signature_is_raw_r_s_over_sha384(identities) -> None:
     ident = identities["ecdsa-p256"]
     sig = ident.sign(b"data")
+    assert len(sig) == 64  # r | s, 32 bytes each (RFC 7401 5.2.11: no DER)
     der = encode_dss_signature(int.from_bytes(sig[:32], "big"), int.from_bytes(sig[32:], "big"))
+    # cryptography's verify raises InvalidSignature unless r, s sign SHA-384 of the data.
     ident.public.public_key.verify(der, b"data", ec.ECDSA(hashes.SHA384()))  # type: ignore
+    with pytest.raises(InvalidSignature):
+        ident.public.public_key.verify(der, b"data", ec.ECDSA(hashes.SHA256()))  # type: ignore
 
 
 def test_long_rsa_exponent_form_decodes() -> None:
