@@ -11,6 +11,7 @@ from __future__ import annotations
 import argparse
 import contextlib
 import json
+import os
 import sys
 from collections.abc import Callable, Sequence
 from ipaddress import ip_address
@@ -157,6 +158,9 @@ def run(
         return int(exc.code or 0)
     try:
         return _dispatch(args, out, caller)
+    except BrokenPipeError:
+        # The reader went away (`hipctl show --json | head`): nothing more to tell it.
+        return EXIT_FAILURE
     except HIPError as exc:
         if args.json:
             _emit(out, True, {"ok": False, "error": str(exc)}, "")
@@ -235,7 +239,16 @@ def _tell_daemon(args: argparse.Namespace, caller: Caller) -> None:
 
 def main() -> None:
     """Console entry point of ``hipctl``."""
-    raise SystemExit(run())
+    status = run()
+    try:
+        sys.stdout.flush()
+    except BrokenPipeError:
+        # Output is still pending for a reader that went away; the interpreter's own
+        # flush at exit would fail again with a traceback: send it to /dev/null instead.
+        status = EXIT_FAILURE
+        with contextlib.suppress(OSError, ValueError):
+            os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+    raise SystemExit(status)
 
 
 __all__ = ["HostsFile", "build_parser", "main", "render_show", "run"]

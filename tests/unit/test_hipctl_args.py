@@ -159,3 +159,18 @@ def test_control_protocol_lines() -> None:
     with pytest.raises(DaemonError, match="no known command"):
         ControlRequest.decode(b'{"command": "rm -rf"}')
     assert json.loads(encode_response(error="boom")) == {"ok": False, "error": "boom"}
+
+
+class _GoneReader(io.StringIO):
+    """stdout whose reader has exited, as with ``hipctl peer --json | head -c1``."""
+
+    def write(self, text: str) -> int:
+        raise BrokenPipeError(32, "Broken pipe")
+
+
+def test_reader_gone_is_a_quiet_failure(tmp_path: Path) -> None:
+    err = io.StringIO()
+    status = run(["peer", "--json", "--config-dir", str(tmp_path)], out=_GoneReader(), err=err,
+                 caller=Recorder(fail=True))
+    assert status == 1
+    assert err.getvalue() == ""
