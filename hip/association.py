@@ -629,9 +629,7 @@ class Association:
 
     @staticmethod
     def _i2_fingerprint_of(packet: HIPPacket) -> bytes:
-        dh = packet.get(DiffieHellman)
-        solution = packet.get(Solution)
-        return (dh.public_value if dh else b"") + (solution.solution_j if solution else b"")
+        return i2_fingerprint(packet)
 
     def resend_r2_if_duplicate(self, packet: HIPPacket) -> bool:
         """An I2 we already answered, in R2-SENT: send the same R2 again (RFC 7401 4.4.2).
@@ -1223,6 +1221,17 @@ class Association:
         self.spi_out = rk.peer_new_spi
         self._rekey = None
         self._emit_sa(SAChangeReason.REKEYED)
+
+
+def i2_fingerprint(packet: HIPPacket) -> bytes:
+    """What makes an I2 unique: the Initiator's DH public value and puzzle solution #J.
+
+    A genuine new I2 always has a new DH value, so an I2 with a fingerprint seen before
+    is a duplicate (answered in R2-SENT) or a replay (dropped).
+    """
+    dh = packet.get(DiffieHellman)
+    solution = packet.get(Solution)
+    return (dh.public_value if dh else b"") + (solution.solution_j if solution else b"")
 
 
 def host_id_param(public: PublicHostIdentity) -> HostId:

@@ -29,6 +29,7 @@ from hip.association import (
     OutgoingPacket,
     ResponderOffer,
     host_id_param,
+    i2_fingerprint,
 )
 from hip.config import HIPConfig
 from hip.errors import HIPError, ParseError, ProtocolError
@@ -90,6 +91,10 @@ class _Generation:
     dh_keys: dict[int, crypto.DHKeyPair] = field(default_factory=dict)
     #: (DH group, #K) -> R1 signed with zero Receiver's HIT and zero #I/Opaque.
     templates: dict[tuple[int, int], HIPPacket] = field(default_factory=dict)
+    #: Fingerprints of the I2s accepted against this generation's R1s.  Only I2s of an
+    #: honoured generation are processed, so this remembers every I2 that could still
+    #: be replayed, even one of a session that was since replaced or closed.
+    accepted_i2: set[bytes] = field(default_factory=set)
 
 
 @dataclass
@@ -479,13 +484,22 @@ class HIPHost:
         if dh.group_id not in self.config.dh_groups:
             self.outbox.drop("I2 DH group not offered", "I2", packet.sender_hit)
             return
+        fingerprint = i2_fingerprint(packet)
+        if fingerprint in gen.accepted_i2:
+            # Accepted once already (duplicates in R2-SENT were answered above): a
+            # captured I2 replayed, perhaps after a spoofed I1, must not reset anything.
+            self.outbox.drop("I2 replay", "I2", packet.sender_hit)
+            return
         offer = ResponderOffer(self._dh_key(gen, dh.group_id), solution.random_i,
                                tuple(self.config.offered_ciphers()),
                                tuple(self.config.esp_transforms))
         if assoc is None:
             fresh = Association(self.identity, packet.sender_hit, local_locators=self.locators,
                                 config=self.config, rng=self.rng, outbox=self.outbox)
-            if fresh.receive_i2(packet, src, dst, now, offer):
+            accepted = fresh.receive_i2(packet, src, dst, now, offer)
+            if accepted:
                 self.associations[packet.sender_hit] = fresh
         else:
-            assoc.receive_i2(packet, src, dst, now, offer)
+            accepted = assoc.receive_i2(packet, src, dst, now, offer)
+        if accepted:
+            gen.accepted_i2.add(fingerprint)

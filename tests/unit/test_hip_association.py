@@ -491,6 +491,36 @@ def test_replayed_i2_after_a_spoofed_i1_changes_nothing() -> None:
     assert_keys_match(net)
 
 
+def test_replayed_i2_of_an_earlier_session_is_dropped_too() -> None:
+    """The peer restarted and set up a new session inside the R1 honour window: the I2 of
+    the first session is still within its generation's lifetime, and replaying it after
+    a spoofed I1 must not reset the new session (the host remembers every I2 accepted
+    against a generation it still honours)."""
+    net = pair()
+    establish(net)
+    a, b = net.hosts["a"], net.hosts["b"]
+    first_i1 = net.sent_by("a", PacketType.I1)[0].packet
+    first_i2 = net.sent_by("a", PacketType.I2)[0].packet
+    a2 = HIPHost(a.identity, [A_ADDR], rng=SeededRandom(b"rebooted"), now=net.now)
+    net.hosts["a"] = a2
+    a2.connect(b.our_hit, B_ADDR, net.now)
+    net.run()
+    ba = b.association(a.our_hit)
+    assert ba.state is State.ESTABLISHED
+    spis = (ba.spi_in, ba.spi_out)
+    t = net.now + 1.0
+    b.receive_packet(first_i1.data, first_i1.src, first_i1.dst, t)
+    b.receive_packet(first_i2.data, first_i2.src, first_i2.dst, t)
+    assert ba.state is State.ESTABLISHED and (ba.spi_in, ba.spi_out) == spis
+    assert b.drops["I2 replay"] == 1
+    # And with no association left at all (closed), the replay creates none.
+    b.close(a.our_hit, net.now)
+    net.run()
+    assert b.association(a.our_hit) is None
+    b.receive_packet(first_i2.data, first_i2.src, first_i2.dst, net.now)
+    assert b.association(a.our_hit) is None and b.drops["I2 replay"] == 2
+
+
 def test_initiator_refuses_a_puzzle_harder_than_it_will_solve() -> None:
     net = Network()
     a = net.add("a", A_ADDR, config=HIPConfig(puzzle_solve_max=3))
