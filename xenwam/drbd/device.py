@@ -26,7 +26,7 @@ log = logging.getLogger(__name__)
 
 PROC_DRBD = Path("/proc/drbd")
 #: drbdmeta's words when a device has no metadata yet (the only case create-md may force).
-NO_METADATA_MARKERS = ("No valid meta data found", "no valid meta data", "not found")
+NO_METADATA_MARKERS = ("No valid meta data found", "no suitable meta data found")
 
 
 def read_proc_drbd() -> str:
