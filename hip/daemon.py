@@ -740,7 +740,9 @@ def build_parser() -> argparse.ArgumentParser:
                         default="auto", help="ESP data plane (default: probe the kernel)")
     parser.add_argument("--udp", action="store_true",
                         help="send HIP and ESP in UDP port 10500 (RFC 5770) instead of raw IP")
-    parser.add_argument("--udp-port", type=int, default=10500)
+    parser.add_argument("--udp-port", type=int, default=10500,
+                        help="UDP port of HIP and ESP encapsulation, ours and the peers' "
+                        "(default 10500; 0: no UDP)")
     parser.add_argument("--tun", default=DEFAULT_TUN_NAME, help="name of the HIT device")
     parser.add_argument("--locator", action="append", default=[], type=ip_address,
                         help="use this locator (repeat; default: every global address, "
