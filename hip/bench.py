@@ -37,10 +37,20 @@ from hip.identity import HostIdentity
 from hip.random import SeededRandom
 from hip.states import State
 
-#: (label, identity kind, DH group): the two combinations issue 3 asks for.
-COMBINATIONS: tuple[tuple[str, str, int], ...] = (
-    ("ECDSA P-256 + ECDH P-256", "ecdsa-p256", 7),
-    ("Ed25519 + X25519", "ed25519", 12),
+
+@dataclass(frozen=True)
+class Combination:
+    """A host identity type and DH group measured together."""
+
+    label: str
+    identity: str
+    dh_group: int
+
+
+#: The two combinations issue 3 asks for.
+COMBINATIONS: tuple[Combination, ...] = (
+    Combination("ECDSA P-256 + ECDH P-256", "ecdsa-p256", 7),
+    Combination("Ed25519 + X25519", "ed25519", 12),
 )
 
 
@@ -183,7 +193,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     args = parser.parse_args(argv)
     if not args.seconds > 0:
         parser.error(f"--seconds must be positive, got {args.seconds}")
-    results = [measure(label, kind, group, args.seconds) for label, kind, group in COMBINATIONS]
+    results = [measure(c.label, c.identity, c.dh_group, args.seconds) for c in COMBINATIONS]
     if args.json:
         print(json.dumps({
             "python": platform.python_version(),

@@ -244,14 +244,23 @@ _MODP_GENERATOR = 2
 # (RFC 3526 section 8 estimates at most 210 bits for 3072-bit MODP).
 _MODP_EXPONENT_BYTES = 64
 
+@dataclass(frozen=True)
+class _NistCurve:
+    """An ECDH group's curve, coordinate size in bytes and order n."""
+
+    curve: ec.EllipticCurve
+    size: int
+    order: int
+
+
 # Curve orders n (SEC 2 / FIPS 186-4 D.1.2), used to map random bytes to a scalar.
-_NIST_CURVES: dict[DHGroup, tuple[ec.EllipticCurve, int, int]] = {
-    DHGroup.NIST_P256: (
+_NIST_CURVES: dict[DHGroup, _NistCurve] = {
+    DHGroup.NIST_P256: _NistCurve(
         ec.SECP256R1(),
         32,
         0xFFFFFFFF00000000FFFFFFFFFFFFFFFFBCE6FAADA7179E84F3B9CAC2FC632551,
     ),
-    DHGroup.NIST_P384: (
+    DHGroup.NIST_P384: _NistCurve(
         ec.SECP384R1(),
         48,
         int(
@@ -260,7 +269,7 @@ _NIST_CURVES: dict[DHGroup, tuple[ec.EllipticCurve, int, int]] = {
             16,
         ),
     ),
-    DHGroup.NIST_P521: (
+    DHGroup.NIST_P521: _NistCurve(
         ec.SECP521R1(),
         66,
         int(
@@ -310,7 +319,7 @@ def dh_public_len(group: int) -> int:
     """Length in bytes of a public value of ``group`` on the wire."""
     g = _group(group)
     if g in _NIST_CURVES:
-        return 2 * _NIST_CURVES[g][1]
+        return 2 * _NIST_CURVES[g].size
     if g is DHGroup.CURVE25519:
         return 32
     if g is DHGroup.CURVE448:
@@ -387,8 +396,10 @@ def generate_dh(group: int, rng: RandomSource) -> DHKeyPair:
     """A new key pair for ``group`` whose private part comes from ``rng``."""
     g = _group(group)
     if g in _NIST_CURVES:
-        curve, size, order = _NIST_CURVES[g]
-        priv_ec = ec.derive_private_key(ec_scalar_from_random(rng, order, size), curve)
+        nist = _NIST_CURVES[g]
+        size = nist.size
+        priv_ec = ec.derive_private_key(ec_scalar_from_random(rng, nist.order, size),
+                                        nist.curve)
         nums = priv_ec.public_key().public_numbers()
         public = nums.x.to_bytes(size, "big") + nums.y.to_bytes(size, "big")
         return DHKeyPair(g, priv_ec, public)

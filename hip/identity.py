@@ -107,10 +107,17 @@ _SUITE_OF_ALGORITHM = {
     HIAlgorithm.EDDSA: HitSuite.EDDSA_CSHAKE128,
 }
 
-# curve label -> (cryptography curve, coordinate size in bytes)
-_ECDSA_CURVES: dict[EcdsaCurve, tuple[ec.EllipticCurve, int]] = {
-    EcdsaCurve.NIST_P256: (ec.SECP256R1(), 32),
-    EcdsaCurve.NIST_P384: (ec.SECP384R1(), 48),
+@dataclass(frozen=True)
+class _EcdsaCurve:
+    """A HIP ECDSA curve label's curve and coordinate size in bytes."""
+
+    curve: ec.EllipticCurve
+    size: int
+
+
+_ECDSA_CURVES: dict[EcdsaCurve, _EcdsaCurve] = {
+    EcdsaCurve.NIST_P256: _EcdsaCurve(ec.SECP256R1(), 32),
+    EcdsaCurve.NIST_P384: _EcdsaCurve(ec.SECP384R1(), 48),
 }
 _EDDSA_KEY_LEN = {EddsaCurve.ED25519: 32, EddsaCurve.ED448: 57}
 
@@ -175,8 +182,9 @@ def _rsa_decode(encoded: bytes) -> rsa.RSAPublicKey:
 
 
 def _ecdsa_encode(key: ec.EllipticCurvePublicKey) -> bytes:
-    for label, (curve, size) in _ECDSA_CURVES.items():
-        if key.curve.name == curve.name:
+    for label, known in _ECDSA_CURVES.items():
+        size = known.size
+        if key.curve.name == known.curve.name:
             nums = key.public_numbers()
             return label.to_bytes(2, "big") + nums.x.to_bytes(size, "big") + nums.y.to_bytes(
                 size, "big"
@@ -189,11 +197,12 @@ def _ecdsa_decode(encoded: bytes) -> ec.EllipticCurvePublicKey:
         raise IdentityError("ECDSA host identity lacks its curve label")
     label = int.from_bytes(encoded[:2], "big")
     try:
-        curve, size = _ECDSA_CURVES[EcdsaCurve(label)]
+        known = _ECDSA_CURVES[EcdsaCurve(label)]
     except ValueError:
         raise IdentityError(
             f"ECDSA curve label {label} is not supported; expected 1 (P-256) or 2 (P-384)"
         ) from None
+    curve, size = known.curve, known.size
     point = encoded[2:]
     if len(point) != 2 * size:
         raise IdentityError(

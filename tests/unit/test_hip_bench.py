@@ -15,7 +15,7 @@ def test_bench_json_has_every_combination(capsys: pytest.CaptureFixture[str]) ->
     assert main(["--seconds", "0.02", "--json"]) == 0
     report = json.loads(capsys.readouterr().out)
     rows = report["results"]
-    assert [r["identity"] for r in rows] == [kind for _label, kind, _group in COMBINATIONS]
+    assert [r["identity"] for r in rows] == [c.identity for c in COMBINATIONS]
     assert [r["dh_group"] for r in rows] == [7, 12]
     for row in rows:
         assert row["base_exchanges_per_s"] > 0 and row["handovers_per_s"] > 0

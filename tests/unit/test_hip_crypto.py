@@ -152,7 +152,8 @@ def test_modp_primes_are_rfc3526(group: DHGroup, bits: int, offset: int) -> None
 
 @pytest.mark.parametrize("group", [DHGroup.NIST_P256, DHGroup.NIST_P384, DHGroup.NIST_P521])
 def test_curve_orders_are_exact(group: DHGroup) -> None:
-    curve, _size, order = crypto._NIST_CURVES[group]
+    nist = crypto._NIST_CURVES[group]
+    curve, order = nist.curve, nist.order
     ec.derive_private_key(order - 1, curve)
     with pytest.raises(ValueError):
         ec.derive_private_key(order, curve)
