@@ -55,6 +55,7 @@ from dataclasses import dataclass
 from enum import IntEnum
 
 from cryptography.hazmat.primitives import padding as sym_padding
+from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import dh, ec, x448, x25519
 from cryptography.hazmat.primitives.ciphers import Cipher, algorithms, modes
 
@@ -62,6 +63,10 @@ from hip.errors import CryptoError
 from hip.keccak import kmac128
 from hip.orchid import ogaid_of
 from hip.random import RandomSource
+
+# Raw encodings spelled the pre-40 way: dom0s and guests run Debian 12's cryptography 38.
+_RAW = serialization.Encoding.Raw
+_RAW_PUB = serialization.PublicFormat.Raw
 
 __all__ = [
     "DEFAULT_CIPHER_PREFERENCE",
@@ -405,10 +410,10 @@ def generate_dh(group: int, rng: RandomSource) -> DHKeyPair:
         return DHKeyPair(g, priv_ec, public)
     if g is DHGroup.CURVE25519:
         priv_x = x25519.X25519PrivateKey.from_private_bytes(rng.bytes(32))
-        return DHKeyPair(g, priv_x, priv_x.public_key().public_bytes_raw())
+        return DHKeyPair(g, priv_x, priv_x.public_key().public_bytes(_RAW, _RAW_PUB))
     if g is DHGroup.CURVE448:
         priv_x4 = x448.X448PrivateKey.from_private_bytes(rng.bytes(56))
-        return DHKeyPair(g, priv_x4, priv_x4.public_key().public_bytes_raw())
+        return DHKeyPair(g, priv_x4, priv_x4.public_key().public_bytes(_RAW, _RAW_PUB))
     x = int.from_bytes(rng.bytes(_MODP_EXPONENT_BYTES), "big") | 1 << (8 * _MODP_EXPONENT_BYTES - 1)
     params = _MODP_PARAMS[g]
     # y = g^x mod p computed by OpenSSL (constant time, ~10x faster than Python's pow):

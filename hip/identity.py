@@ -213,7 +213,9 @@ def _ecdsa_decode(encoded: bytes) -> ec.EllipticCurvePublicKey:
 
 def _eddsa_encode(key: ed25519.Ed25519PublicKey | ed448.Ed448PublicKey) -> bytes:
     label = EddsaCurve.ED25519 if isinstance(key, ed25519.Ed25519PublicKey) else EddsaCurve.ED448
-    return label.to_bytes(2, "big") + key.public_bytes_raw()
+    # public_bytes_raw() needs cryptography 40; Debian 12 guests carry 38.
+    raw = key.public_bytes(serialization.Encoding.Raw, serialization.PublicFormat.Raw)
+    return label.to_bytes(2, "big") + raw
 
 
 def _eddsa_decode(encoded: bytes) -> ed25519.Ed25519PublicKey | ed448.Ed448PublicKey:
