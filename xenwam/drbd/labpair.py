@@ -94,7 +94,7 @@ def create_images(lab: LabExec, name: str, size: int) -> None:
 
 
 def define_pair(lab: LabExec, name: str, minor: int, size: int, port: int,
-                rtt_ms: float = 20.0) -> Pair:
+                rtt_ms: float = 20.0, csums_alg: str | None = None) -> Pair:
     """Loop devices over the images and ``xenwam disk define --check`` on both hosts."""
     hostnames = {h: sh(lab, h, "uname -n").strip() for h in HOSTS}
     loops = {}
@@ -107,6 +107,8 @@ def define_pair(lab: LabExec, name: str, minor: int, size: int, port: int,
         lab.exec(h, ["sh", "-c", f"umask 077; cat > {WORK}/{name}.secret"], input=secret)
         args = ["disk", "define", name, "--minor", str(minor), "--check",
                 "--secret-file", f"{WORK}/{name}.secret", "--rtt-ms", f"{rtt_ms:g}"]
+        if csums_alg:
+            args += ["--csums-alg", csums_alg]
         for peer in HOSTS:
             disk, meta = loops[peer]
             args += ["--host", f"{hostnames[peer]},{LINK[peer]}:{port},{disk},{meta}"]
