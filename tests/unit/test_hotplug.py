@@ -243,3 +243,31 @@ def test_each_call_is_journaled_with_outcome(tmp_path: Path) -> None:
         ("remove", lines[2]["outcome"], 1)]
     assert lines[2]["outcome"].startswith("error: ") and "params is empty" in lines[2]["outcome"]
     assert all(r["xenbus_path"] == BACKEND and r["seconds"] >= 0 for r in lines)
+
+
+def test_hook_reports_a_crash_of_xenwam_itself(tmp_path: Path) -> None:
+    """If python3 fails before xenwam can report, the shell writes the error itself."""
+    bin_dir = tmp_path / "bin"
+    bin_dir.mkdir()
+    record = tmp_path / "xenstore-write.args"
+    (bin_dir / "python3").write_text("#!/bin/sh\necho 'ImportError: boom' >&2\nexit 3\n")
+    (bin_dir / "xenstore-read").write_text("#!/bin/sh\nexit 1\n")
+    (bin_dir / "xenstore-write").write_text(f'#!/bin/sh\nprintf "%s\\n" "$@" > {record}\n')
+    (bin_dir / "flock").write_text("#!/bin/sh\nexit 0\n")
+    (bin_dir / "mkdir").write_text("#!/bin/sh\nexit 0\n")
+    for f in bin_dir.iterdir():
+        f.chmod(0o755)
+    lock_dir = tmp_path / "run"
+    lock_dir.mkdir()
+    script = HOOK.read_text().replace("lockdir=/run/xenwam", f"lockdir={lock_dir}")
+    hook = tmp_path / "block-xenwam"
+    hook.write_text(script)
+    hook.chmod(0o755)
+    env = {"PATH": f"{bin_dir}:{os.environ['PATH']}", "XENBUS_PATH": BACKEND,
+           "XENWAM_ROOT": str(HOOK.parents[1])}
+    result = subprocess.run([str(hook), "add"], capture_output=True, text=True, env=env)
+    assert result.returncode == 1
+    args = record.read_text().splitlines()
+    assert args[0] == f"{BACKEND}/hotplug-error"
+    assert "exited with status 3" in args[1]
+    assert args[2:] == [f"{BACKEND}/hotplug-status", "error"]
