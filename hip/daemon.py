@@ -718,16 +718,44 @@ def routable(src: Locator, peers: list[Locator]) -> bool:
     return True
 
 
-def watch_netlink(on_event: Callable[[], None]) -> None:
-    """Call ``on_event`` for every address or route change, forever (thread target)."""
-    from pyroute2 import IPRoute
+#: Longest wait before reopening a netlink socket that failed (the wait doubles from 1 s).
+NETLINK_RETRY_MAX = 30.0
 
-    with IPRoute() as ipr:
-        ipr.bind()
-        while True:
-            for msg in ipr.get():
-                if msg.get("event") in _LOCATOR_EVENTS:
-                    on_event()
+
+def watch_netlink(
+    on_event: Callable[[], None],
+    *,
+    open_netlink: Callable[[], Any] | None = None,
+    sleep: Callable[[float], None] = time.sleep,
+) -> None:
+    """Call ``on_event`` for every address or route change, forever (thread target).
+
+    A failure while reading (ENOBUFS when a burst of events overflowed the socket buffer,
+    or a message this pyroute2 cannot parse) must not end the thread, or hipd would stop
+    following moves without a word: it is logged, ``on_event`` runs once because events
+    may have been lost (hipd re-reads the addresses anyway), and a new socket is opened.
+    ``open_netlink`` makes the bound socket (default: pyroute2's ``IPRoute``).
+    """
+    if open_netlink is None:
+        from pyroute2 import IPRoute
+
+        open_netlink = IPRoute
+    delay = 1.0
+    while True:
+        try:
+            with open_netlink() as ipr:
+                ipr.bind()
+                while True:
+                    for msg in ipr.get():
+                        delay = 1.0
+                        if msg.get("event") in _LOCATOR_EVENTS:
+                            on_event()
+        except Exception as exc:
+            log.warning("netlink watch failed (%s: %s); re-reading the addresses, "
+                        "watching again in %g s", type(exc).__name__, exc, delay)
+            on_event()
+            sleep(delay)
+            delay = min(2 * delay, NETLINK_RETRY_MAX)
 
 
 def build_parser() -> argparse.ArgumentParser:
