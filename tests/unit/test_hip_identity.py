@@ -10,7 +10,7 @@ from pathlib import Path
 
 import pytest
 from cryptography.exceptions import InvalidSignature
-from cryptography.hazmat.primitives import hashes
+from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import ec, ed25519
 from cryptography.hazmat.primitives.asymmetric.utils import encode_dss_signature
 from hypothesis import given, settings
@@ -106,7 +106,10 @@ def test_encodings_match_rfc_layouts(identities) -> None:
     assert p256.encoded == b"\x00\x01" + nums.x.to_bytes(32, "big") + nums.y.to_bytes(32, "big")
     assert identities["ecdsa-p384"].public.encoded[:2] == b"\x00\x02"
     ed = identities["ed25519"].public
-    assert ed.encoded == b"\x00\x01" + ed.public_key.public_bytes_raw()  # type: ignore[union-attr]
+    raw = ed.public_key.public_bytes(  # type: ignore[union-attr]
+        serialization.Encoding.Raw, serialization.PublicFormat.Raw
+    )
+    assert ed.encoded == b"\x00\x01" + raw
     assert identities["ed448"].public.encoded[:2] == b"\x00\x03"
     rsa_pub = identities["rsa"].public
     n = rsa_pub.public_key.public_numbers().n  # type: ignore[union-attr]
