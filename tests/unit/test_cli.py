@@ -56,3 +56,11 @@ def test_xenwam_errors_become_one_line_and_their_exit_status(
         assert cli.main(["doctor"]) == status
         err = capsys.readouterr().err
         assert err.startswith("xenwam: error: ")
+
+
+def test_lab_benchmark_without_a_lab_says_how_to_start_one(
+    tmp_path: object, capsys: pytest.CaptureFixture[str]
+) -> None:
+    assert cli.main(["bench", "drbd", "--run-dir", str(tmp_path)]) == 1
+    err = capsys.readouterr().err
+    assert "no lab is up" in err and "xenwam lab up" in err
