@@ -21,9 +21,11 @@ from typing import Any
 
 import pytest
 
+from xenwam.errors import HostCheckError
 from xenwam.lab import Artifacts, Builder, Lab, LabConfig, Layout, Shaping
 from xenwam.lab.build import check_build_tools
 from xenwam.lab.config import default_cache_dir, source_tree
+from xenwam.netns import check_netns_support
 from xenwam.runner import CommandResult
 
 #: The WAN layout's link is shaped so the netem path is exercised; kept mild so the
@@ -38,6 +40,10 @@ def _why_no_lab() -> str | None:
         return "qemu-system-x86_64 is not installed (apt-get install qemu-system-x86)"
     if not Path("/dev/net/tun").exists():
         return "/dev/net/tun is missing, so QEMU cannot make the link taps"
+    try:
+        check_netns_support()
+    except HostCheckError as exc:
+        return f"the lab needs network namespaces: {exc}"
     return None
 
 

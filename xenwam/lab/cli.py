@@ -269,7 +269,9 @@ def register(subparsers: Any, common: argparse.ArgumentParser) -> None:
     p.add_argument("--timeout", type=float, default=600.0)
     p.add_argument("cmd", nargs=argparse.REMAINDER, help="-- COMMAND ARGS...")
     p.set_defaults(handler=cmd_exec)
-    p = sub.add_parser("guest", parents=parents, help="lab guests")
+    # --run-dir belongs to `create`/`exec` only: given on `guest` as well, argparse
+    # would let the subcommand's default overwrite it.
+    p = sub.add_parser("guest", parents=[common], help="lab guests")
     gsub = p.add_subparsers(dest="guest_command", metavar="GUEST_COMMAND", required=True)
     g = gsub.add_parser("create", parents=parents, help="create a PVH guest on a host")
     g.add_argument("host", choices=HOSTS)

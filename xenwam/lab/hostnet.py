@@ -14,7 +14,7 @@ import sys
 from collections.abc import Sequence
 from pathlib import Path
 
-from xenwam.errors import XenwamError
+from xenwam.errors import LabError
 from xenwam.lab import config as cfg
 from xenwam.lab.qemu import mac_address
 from xenwam.runner import Runner, default_runner
@@ -34,7 +34,7 @@ def nic_with_mac(mac: str, sys_class_net: Path = Path("/sys/class/net")) -> str 
 def _run_tolerant(runner: Runner, argv: Sequence[str]) -> None:
     res = runner.run(argv, check=False)
     if not res.ok and "File exists" not in res.stderr:
-        raise XenwamError(f"{res.command_line!r} failed: {res.stderr.strip()}")
+        raise LabError(f"{res.command_line!r} failed: {res.stderr.strip()}")
 
 
 def configure_host(host: str, layout: cfg.Layout, shaping: cfg.Shaping,
@@ -44,7 +44,7 @@ def configure_host(host: str, layout: cfg.Layout, shaping: cfg.Shaping,
     link_mac = mac_address(host, 2)
     current = nic_with_mac(link_mac, sys_class_net)
     if current is None:
-        raise XenwamError(f"no interface has the lab link MAC {link_mac}; give the link NIC "
+        raise LabError(f"no interface has the lab link MAC {link_mac}; give the link NIC "
                           "that MAC (see vagrant/Vagrantfile)")
     if current != "wan":
         runner.run(["ip", "link", "set", current, "down"])
@@ -85,7 +85,7 @@ def main(argv: Sequence[str] | None = None) -> int:
             configure_host(args.host, layout, cfg.Shaping.parse(args.rtt, args.rate, args.loss))
         else:
             configure_correspondent(layout, args.correspondent)
-    except XenwamError as exc:
+    except LabError as exc:
         print(f"hostnet: error: {exc}", file=sys.stderr)
         return exc.exit_status
     return 0

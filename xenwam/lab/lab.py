@@ -9,6 +9,7 @@ forward listens on that namespace's 127.0.0.1, which nothing outside the lab can
 
 from __future__ import annotations
 
+import itertools
 import json
 import logging
 import os
@@ -136,15 +137,32 @@ def _pid_alive(pid: int) -> bool:
         return False
     except PermissionError:
         return True
-    return True
-
-
-def _cmdline(pid: int) -> str:
+    # A child of ours that exited stays a zombie (and answers signal 0) until it is
+    # reaped: reap it here, and count any other zombie as dead too.
     try:
-        return Path(f"/proc/{pid}/cmdline").read_bytes().replace(b"\0", b" ").decode(
-            errors="replace")
+        reaped, _ = os.waitpid(pid, os.WNOHANG)
+        if reaped == pid:
+            return False
+    except ChildProcessError:
+        pass
+    try:
+        stat = Path(f"/proc/{pid}/stat").read_text()
     except OSError:
-        return ""
+        return False
+    fields = stat.rsplit(")", 1)[-1].split()
+    return not fields or fields[0] != "Z"
+
+
+def _argv_of(pid: int) -> list[str]:
+    try:
+        raw = Path(f"/proc/{pid}/cmdline").read_bytes()
+    except OSError:
+        return []
+    return [a.decode(errors="replace") for a in raw.split(b"\0") if a]
+
+
+def _has_arg_pair(argv: list[str], flag: str, value: str) -> bool:
+    return any(a == flag and b == value for a, b in itertools.pairwise(argv))
 
 
 @dataclass
@@ -195,8 +213,9 @@ class Lab:
             return None
         # A pid can be reused after a crash: only trust it if the process is a QEMU
         # started with this run directory.
-        cmd = _cmdline(pid)
-        if _pid_alive(pid) and "qemu" in cmd and str(self.run_dir) in cmd:
+        argv = _argv_of(pid)
+        if (_pid_alive(pid) and argv and "qemu" in Path(argv[0]).name
+                and _has_arg_pair(argv, "-pidfile", str(pidfile))):
             return pid
         return None
 
@@ -408,7 +427,8 @@ class Lab:
         except (OSError, ValueError):
             pidfile.unlink(missing_ok=True)
             return
-        if _pid_alive(pid) and "ping" in _cmdline(pid):
+        argv = _argv_of(pid)
+        if _pid_alive(pid) and argv and Path(argv[0]).name == "ping":
             os.kill(pid, signal.SIGINT)
             deadline = time.monotonic() + 5
             while _pid_alive(pid) and time.monotonic() < deadline:
