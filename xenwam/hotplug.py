@@ -137,10 +137,15 @@ class CliXenstore:
 
 
 def default_xenstore() -> Xenstore:
-    """pyxs if it is installed, else the xenstore command-line tools."""
+    """pyxs if it is installed and can reach xenstored, else the xenstore command-line tools.
+
+    The lab's dom0s have no pyxs, so the command-line client is the one exercised there;
+    any failure to set pyxs up falls back to it rather than failing the hotplug call.
+    """
     try:
         return PyxsXenstore()
-    except ImportError:
+    except Exception as exc:  # ImportError, or pyxs's own ConnectionError (not an OSError)
+        log.debug("pyxs unavailable (%s); using the xenstore-* tools", exc)
         return CliXenstore()
 
 

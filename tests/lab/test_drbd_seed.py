@@ -59,9 +59,12 @@ def test_seeding_sends_far_fewer_bytes_than_a_full_sync(lab: Any) -> None:
     pair = lp.define_pair(lab, "xwt-full", 43, SIZE, 7843)
     try:
         lp.bring_up(lab, pair)
+        # DRBD's own full sync is the reference being measured; its result is DRBD's
+        # to get right, so it is not read back (each 1 GiB read costs a minute under TCG).
         full = lp.full_sync(lab, pair)
-        sums = lp.sha256s(lab, "xwt-full")
-        assert sums["a"] == sums["b"]
+        st = lp.status_json(lab, "a", "xwt-full")
+        assert (st["disk"], st["peer_disk"], st["out_of_sync_kib"]) == (
+            "UpToDate", "UpToDate", 0)
     finally:
         lp.destroy_pair(lab, pair)
     results["full_sync"] = {"wire_bytes": full.wire_bytes, "seconds": round(full.seconds, 1)}

@@ -133,5 +133,12 @@ def test_data_extents_skip_holes(tmp_path: Path) -> None:
     with open(path, "rb") as f:
         extents = list(seed.data_extents(f.fileno(), 64 * MIB))
     covered = sum(end - start for start, end in extents)
-    # On filesystems with SEEK_DATA only the written part is data; otherwise all of it.
-    assert covered in (64 * MIB,) or covered < MIB
+    # Whether this filesystem reports holes at all, asked independently of the code.
+    with open(path, "rb") as f:
+        try:
+            first_data = os.lseek(f.fileno(), 0, os.SEEK_DATA)
+        except OSError:
+            first_data = 0
+    if first_data == 0:
+        pytest.skip(f"the filesystem under {tmp_path} does not report holes (SEEK_DATA)")
+    assert 4096 <= covered < MIB

@@ -271,3 +271,13 @@ def test_hook_reports_a_crash_of_xenwam_itself(tmp_path: Path) -> None:
     assert args[0] == f"{BACKEND}/hotplug-error"
     assert "exited with status 3" in args[1]
     assert args[2:] == [f"{BACKEND}/hotplug-status", "error"]
+
+
+def test_default_xenstore_falls_back_to_the_tools_without_xenstored() -> None:
+    from pathlib import Path
+
+    from xenwam.hotplug import CliXenstore, default_xenstore
+
+    if Path("/run/xenstored/socket").exists() or Path("/dev/xen/xenbus").exists():
+        pytest.skip("this host has a xenstore that pyxs could reach")
+    assert isinstance(default_xenstore(), CliXenstore)

@@ -131,7 +131,8 @@ def bring_up(lab: LabExec, pair: Pair) -> None:
         xw(lab, h, "disk", "create-md", pair.name)
         xw(lab, h, "disk", "up", pair.name)
     for h in HOSTS:
-        xw(lab, h, "disk", "wait-connected", pair.name, "--timeout", "120")
+        # The ssh timeout outlasts xenwam's own, so its DrbdError (with the state) arrives.
+        xw(lab, h, "disk", "wait-connected", pair.name, "--timeout", "120", timeout=180)
 
 
 def write_guest_like_data(lab: LabExec, path: str) -> int:
