@@ -70,3 +70,19 @@ def test_storage_doc_diagram_matches_the_table() -> None:
     text = DOC.read_text()
     assert phases.render_doc_block() in text, (
         "docs/storage.md is out of date: run `python -m xenwam.drbd.phases docs/storage.md`")
+
+
+def test_every_phase_can_reach_down_and_finalize_runs_twice() -> None:
+    reaches_down = {Phase.DOWN}
+    changed = True
+    while changed:
+        changed = False
+        for t in phases.TRANSITIONS:
+            if t.target in reaches_down and t.source not in reaches_down:
+                reaches_down.add(t.source)
+                changed = True
+    assert reaches_down == set(Phase)
+
+    life = Lifecycle(Phase.MIGRATED)
+    assert life.apply(Step.BACK_TO_BULK) is Phase.REPLICATING
+    assert life.apply(Step.BACK_TO_BULK) is Phase.REPLICATING

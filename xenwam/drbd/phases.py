@@ -91,6 +91,17 @@ TRANSITIONS: tuple[Transition, ...] = (
                ("teardown",), "replication no longer wanted"),
     Transition(Phase.SYNCED, Step.TEARDOWN, Phase.DOWN, "both hosts",
                ("teardown",), "replication no longer wanted"),
+    # Every phase has a way back to a consistent place (STYLE rule 9): a seed or a full
+    # sync that failed leaves the source's disk as it was, so tearing down is safe.
+    Transition(Phase.DEFINED, Step.TEARDOWN, Phase.DOWN, "both hosts",
+               ("teardown",), "the pair never came up"),
+    Transition(Phase.CONNECTED, Step.TEARDOWN, Phase.DOWN, "both hosts",
+               ("teardown",), "seeding or full sync failed or was abandoned"),
+    Transition(Phase.MIGRATED, Step.TEARDOWN, Phase.DOWN, "both hosts",
+               ("teardown",), "the guest stays on the destination without replication"),
+    # Finalize can run twice: a second back-to-bulk finds protocol A already in place.
+    Transition(Phase.REPLICATING, Step.BACK_TO_BULK, Phase.REPLICATING, "either host",
+               ("to_bulk",), "finalize repeated after a crash: to_bulk is idempotent"),
 )
 
 _TABLE = {(t.source, t.step): t for t in TRANSITIONS}
