@@ -5,6 +5,7 @@ from __future__ import annotations
 import os
 import signal
 import time
+from pathlib import Path
 
 import pytest
 
@@ -33,3 +34,15 @@ def test_ownership_needs_the_exact_pidfile_argument() -> None:
     assert not _has_arg_pair(["qemu", "-pidfile", "/run/lab2/a.pid"], "-pidfile",
                              "/run/lab/a.pid")
     assert not _has_arg_pair(["qemu", "/run/lab/a.pid"], "-pidfile", "/run/lab/a.pid")
+
+
+def test_a_pidfile_qemu_has_not_written_yet_is_not_an_exited_qemu(tmp_path: Path) -> None:
+    from xenwam.lab.lab import Lab
+
+    lab = Lab(tmp_path)
+    pidfile = tmp_path / "a.pid"
+    pidfile.write_text("")  # created, pid not yet written
+    assert not lab._qemu_exited(pidfile, "a")
+    assert not lab._qemu_exited(tmp_path / "missing.pid", "a")
+    pidfile.write_text(f"{os.getpid()}\n")  # a pid that is not a QEMU of this lab
+    assert lab._qemu_exited(pidfile, "a")

@@ -40,7 +40,7 @@ def run(lab: lp.LabExec, size: int, resync_bytes: int) -> dict[str, Any]:
     """Measure on ``lab``; every resource it makes is torn down again."""
     results: dict[str, Any] = {"disk_bytes": size}
     lp.create_images(lab, "xwb-seed", size)
-    written = lp.write_guest_like_data(lab, lp.image_path("xwb-seed", "a"))
+    written = lp.write_guest_like_data(lab, lp.image_path("xwb-seed", "a"), size)
     seeded = lp.seed(lab, "xwb-seed")
     if seeded.send["digest"] != seeded.receive["digest"]:
         raise BenchError(f"seeded copy differs: {seeded.send} vs {seeded.receive}")
@@ -62,7 +62,7 @@ def run(lab: lp.LabExec, size: int, resync_bytes: int) -> dict[str, Any]:
                          "wire_bytes_per_byte_written": round(resync.wire_bytes / resync_bytes,
                                                               3)}
     lp.create_images(lab, "xwb-full", size)
-    lp.write_guest_like_data(lab, lp.image_path("xwb-full", "a"))
+    lp.write_guest_like_data(lab, lp.image_path("xwb-full", "a"), size)
     pair = lp.define_pair(lab, "xwb-full", 47, size, 7847)
     try:
         lp.bring_up(lab, pair)
@@ -77,6 +77,8 @@ def run(lab: lp.LabExec, size: int, resync_bytes: int) -> dict[str, Any]:
 def main(argv: Sequence[str] | None = None) -> int:
     """Entry point of ``xenwam bench drbd`` and ``python -m xenwam.drbd.bench``."""
     args = _parser().parse_args(argv)
+    if args.size_mib < 64:
+        raise BenchError(f"--size-mib {args.size_mib} is too small: use 64 or more")
     from xenwam.lab import Lab
 
     lab = Lab(Path(args.run_dir)) if args.run_dir else Lab()

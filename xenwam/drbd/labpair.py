@@ -135,13 +135,20 @@ def bring_up(lab: LabExec, pair: Pair) -> None:
         xw(lab, h, "disk", "wait-connected", pair.name, "--timeout", "120", timeout=180)
 
 
-def write_guest_like_data(lab: LabExec, path: str) -> int:
-    """Fill a mostly empty disk as a guest would: a filesystem-like head, files and a
-    text journal (compressible); return how many bytes were written."""
+def write_guest_like_data(lab: LabExec, path: str, size: int = 1024 * MIB) -> int:
+    """Fill a mostly empty disk of ``size`` bytes as a guest would: a filesystem-like
+    head, files and a text journal (compressible); return how many bytes were written.
+
+    The files sit at 300/1024 and the journal at 900/1024 of the disk (300 MiB and
+    900 MiB on the 1 GiB disk the tests and docs use)."""
+    if size < 64 * MIB:
+        raise DrbdError(f"a guest-like disk needs at least 64 MiB, not {size // MIB} MiB")
+    files_mib = size * 300 // 1024 // MIB
+    journal_mib = size * 900 // 1024 // MIB
     sh(lab, "a", f"dd if=/dev/urandom of={path} bs=1M count=4 conv=notrunc 2>/dev/null; "
-                 f"dd if=/dev/urandom of={path} bs=1M count=8 seek=300 conv=notrunc "
+                 f"dd if=/dev/urandom of={path} bs=1M count=8 seek={files_mib} conv=notrunc "
                  f"2>/dev/null; yes journal-entry | head -c {2 * MIB} | "
-                 f"dd of={path} bs=1M seek=900 conv=notrunc 2>/dev/null; sync")
+                 f"dd of={path} bs=1M seek={journal_mib} conv=notrunc 2>/dev/null; sync")
     return 14 * MIB
 
 
@@ -216,8 +223,13 @@ def resync_after_disconnect(lab: LabExec, pair: Pair, write_bytes: int) -> SyncR
     """Disconnect, write ``write_bytes`` on a (Primary), reconnect and wait for the resync;
     the result counts only the reconnect and resync."""
     xw(lab, "a", "disk", "disconnect", pair.name)
+    # At 600/1024 of the disk (600 MiB on the 1 GiB test disk), clear of the seeded data.
+    seek_mib = pair.size * 600 // 1024 // MIB
+    if seek_mib * MIB + write_bytes > pair.size:
+        raise DrbdError(f"cannot write {write_bytes // MIB} MiB at {seek_mib} MiB of a "
+                        f"{pair.size // MIB} MiB disk")
     sh(lab, "a", f"dd if=/dev/urandom of={pair.device} bs=1M count={write_bytes // MIB} "
-                 f"seek=600 oflag=direct 2>/dev/null")
+                 f"seek={seek_mib} oflag=direct 2>/dev/null")
 
     def run() -> None:
         xw(lab, "a", "disk", "connect", pair.name)

@@ -345,7 +345,7 @@ class Lab:
             hosts = [host] if host else list(HOSTS)
             for h in hosts:
                 files = HostFiles.for_host(config.run_dir, h)
-                if files.pidfile.exists() and self.qemu_pid(h) is None:
+                if self._qemu_exited(files.pidfile, h):
                     raise LabError(
                         f"QEMU of host {h} exited while waiting for {what}; see "
                         f"{files.qemu_log} and {files.serial_log}"
@@ -356,6 +356,21 @@ class Lab:
                     f"timed out after {timeout:g} s waiting for {what}; see the consoles in "
                     f"{config.run_dir}/*.console.log")
             self.sleep(1.0)
+
+    def _qemu_exited(self, pidfile: Path, host: str) -> bool:
+        """True once ``host``'s QEMU wrote its pid and that process is gone.
+
+        QEMU creates its pidfile before it writes the pid into it: an empty or partial
+        file means "still starting", not "exited" (reading it then as gone made `up`
+        fail at random on a busy machine).
+        """
+        try:
+            text = pidfile.read_text().strip()
+        except OSError:
+            return False
+        if not text.isdigit():
+            return False
+        return self.qemu_pid(host) is None
 
     @staticmethod
     def _tail(path: Path) -> str:
