@@ -42,7 +42,7 @@ def test_a_pidfile_qemu_has_not_written_yet_is_not_an_exited_qemu(tmp_path: Path
     lab = Lab(tmp_path)
     pidfile = tmp_path / "a.pid"
     pidfile.write_text("")  # created, pid not yet written
-    assert not lab._qemu_exited(pidfile, "a")
-    assert not lab._qemu_exited(tmp_path / "missing.pid", "a")
+    assert not lab._qemu_exited(pidfile)
+    assert not lab._qemu_exited(tmp_path / "missing.pid")
     pidfile.write_text(f"{os.getpid()}\n")  # a pid that is not a QEMU of this lab
-    assert lab._qemu_exited(pidfile, "a")
+    assert lab._qemu_exited(pidfile)

@@ -165,6 +165,23 @@ def _has_arg_pair(argv: list[str], flag: str, value: str) -> bool:
     return any(a == flag and b == value for a, b in itertools.pairwise(argv))
 
 
+def _pidfile_pid(pidfile: Path) -> int | None:
+    """The pid QEMU wrote into ``pidfile``; None while absent, empty or partial."""
+    try:
+        text = pidfile.read_text().strip()
+    except OSError:
+        return None
+    return int(text) if text.isdigit() else None
+
+
+def _is_our_qemu(pid: int, pidfile: Path) -> bool:
+    """A pid can be reused after a crash: trust it only if it is a live QEMU started
+    with exactly this pidfile."""
+    argv = _argv_of(pid)
+    return (_pid_alive(pid) and bool(argv) and "qemu" in Path(argv[0]).name
+            and _has_arg_pair(argv, "-pidfile", str(pidfile)))
+
+
 @dataclass
 class Lab:
     """Handle on the lab in ``run_dir`` (default: ``$XENWAM_LAB_RUN``)."""
@@ -207,17 +224,8 @@ class Lab:
     def qemu_pid(self, host: str) -> int | None:
         """The pid of ``host``'s QEMU if it is running and really ours."""
         pidfile = HostFiles.for_host(self.run_dir, host).pidfile
-        try:
-            pid = int(pidfile.read_text().strip())
-        except (OSError, ValueError):
-            return None
-        # A pid can be reused after a crash: only trust it if the process is a QEMU
-        # started with this run directory.
-        argv = _argv_of(pid)
-        if (_pid_alive(pid) and argv and "qemu" in Path(argv[0]).name
-                and _has_arg_pair(argv, "-pidfile", str(pidfile))):
-            return pid
-        return None
+        pid = _pidfile_pid(pidfile)
+        return pid if pid is not None and _is_our_qemu(pid, pidfile) else None
 
     # ------------------------------------------------------------ commands in dom0
 
@@ -345,7 +353,7 @@ class Lab:
             hosts = [host] if host else list(HOSTS)
             for h in hosts:
                 files = HostFiles.for_host(config.run_dir, h)
-                if self._qemu_exited(files.pidfile, h):
+                if self._qemu_exited(files.pidfile):
                     raise LabError(
                         f"QEMU of host {h} exited while waiting for {what}; see "
                         f"{files.qemu_log} and {files.serial_log}"
@@ -357,20 +365,16 @@ class Lab:
                     f"{config.run_dir}/*.console.log")
             self.sleep(1.0)
 
-    def _qemu_exited(self, pidfile: Path, host: str) -> bool:
-        """True once ``host``'s QEMU wrote its pid and that process is gone.
+    @staticmethod
+    def _qemu_exited(pidfile: Path) -> bool:
+        """True once the QEMU wrote its pid and that process is gone.
 
         QEMU creates its pidfile before it writes the pid into it: an empty or partial
         file means "still starting", not "exited" (reading it then as gone made `up`
         fail at random on a busy machine).
         """
-        try:
-            text = pidfile.read_text().strip()
-        except OSError:
-            return False
-        if not text.isdigit():
-            return False
-        return self.qemu_pid(host) is None
+        pid = _pidfile_pid(pidfile)
+        return pid is not None and not _is_our_qemu(pid, pidfile)
 
     @staticmethod
     def _tail(path: Path) -> str:
