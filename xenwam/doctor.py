@@ -20,7 +20,10 @@ from collections.abc import Callable
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
+from hip.dataplane.kernel import state_add_argv
+from hip.dataplane.probe import probe_sa
 from xenwam.errors import CommandError
+from xenwam.netns import NetnsSet
 from xenwam.runner import Runner, default_runner
 
 
@@ -152,23 +155,17 @@ def _module_available(name: str, runner: Runner, release: str) -> bool:
 
 def _probe_in_netns(runner: Runner, argvs: list[list[str]]) -> list[bool] | None:
     """Run each argv in a throwaway namespace; ``None`` if no namespace can be made."""
-    name = f"xwdoctor{os.getpid()}"
-    if not runner.run(["ip", "netns", "add", name], check=False).ok:
-        return None
-    try:
-        return [runner.run(["ip", "netns", "exec", name, *a], check=False).ok for a in argvs]
-    finally:
-        runner.run(["ip", "netns", "del", name], check=False)
+    with NetnsSet(prefix="xwdoctor", runner=runner) as nsset:
+        try:
+            ns = nsset.add("p")
+        except CommandError:
+            return None
+        return [ns.run(a, check=False).ok for a in argvs]
 
 
-# A BEET-mode ESP state with HITs inside and documentation addresses outside: the kernel
-# accepts it only if it has xfrm_user, esp4 and the BEET mode (the modules are autoloaded).
-_ESP_BEET_PROBE = [
-    "ip", "xfrm", "state", "add", "src", "192.0.2.1", "dst", "192.0.2.2", "proto", "esp",
-    "spi", "0x100", "mode", "beet", "sel", "src", "2001:20::1/128", "dst", "2001:20::2/128",
-    "enc", "cbc(aes)", "0x" + "00" * 16,
-    "auth-trunc", "hmac(sha256)", "0x" + "00" * 32, "128",
-]
+# hip's own kernel data plane probe: the state hipd would install, so the doctor's
+# answer is hipd's answer (the modules are autoloaded).
+_ESP_BEET_PROBE = state_add_argv(probe_sa(0x100), outbound=True)
 _NETEM_PROBE = ["tc", "qdisc", "add", "dev", "lo", "root", "netem", "delay", "1ms"]
 
 

@@ -34,7 +34,9 @@ class ProbeResult:
     reason: str
 
 
-def _probe_sa(spi: int) -> SecurityAssociation:
+def probe_sa(spi: int) -> SecurityAssociation:
+    """A throwaway BEET ESP state (HITs inside, loopback outside) the kernel accepts
+    only if it has XFRM, ESP and the BEET mode; also used by ``xenwam doctor``."""
     loop = IPv4Address("127.0.0.1")
     return SecurityAssociation(
         own_hit=IPv6Address("2001:20::1"), peer_hit=IPv6Address("2001:20::2"),
@@ -52,7 +54,7 @@ def probe_kernel(
     """
     # A random SPI in the top range keeps clear of anything hipd or an admin installed.
     spi = 0xF0000000 | int.from_bytes(default_random(rng).bytes(3), "big")
-    argv = state_add_argv(_probe_sa(spi), outbound=True)
+    argv = state_add_argv(probe_sa(spi), outbound=True)
     try:
         result = runner.run(argv, check=False)
     except CommandError as exc:
