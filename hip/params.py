@@ -31,7 +31,7 @@ import struct
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
 from enum import IntEnum
-from typing import ClassVar, TypeAlias
+from typing import ClassVar, Self, TypeAlias
 
 from hip.errors import ParseError, ProtocolError
 
@@ -591,16 +591,16 @@ class _OpaqueParam(ParamBase):
     def encode_value(self) -> bytes:
         return _bytes(self.opaque, f"{self.TYPE.name} opaque data")
 
+    @classmethod
+    def decode_value(cls, data: bytes) -> Self:
+        return cls(opaque=data)
+
 
 @dataclass(frozen=True)
 class EchoRequestSigned(_OpaqueParam):
     """ECHO_REQUEST_SIGNED (RFC 7401 5.2.20): opaque data, covered by the signature."""
 
     TYPE: ClassVar[ParamType] = ParamType.ECHO_REQUEST_SIGNED
-
-    @classmethod
-    def decode_value(cls, data: bytes) -> EchoRequestSigned:
-        return cls(opaque=data)
 
 
 @dataclass(frozen=True)
@@ -609,10 +609,6 @@ class EchoResponseSigned(_OpaqueParam):
 
     TYPE: ClassVar[ParamType] = ParamType.ECHO_RESPONSE_SIGNED
 
-    @classmethod
-    def decode_value(cls, data: bytes) -> EchoResponseSigned:
-        return cls(opaque=data)
-
 
 @dataclass(frozen=True)
 class EchoRequestUnsigned(_OpaqueParam):
@@ -620,20 +616,12 @@ class EchoRequestUnsigned(_OpaqueParam):
 
     TYPE: ClassVar[ParamType] = ParamType.ECHO_REQUEST_UNSIGNED
 
-    @classmethod
-    def decode_value(cls, data: bytes) -> EchoRequestUnsigned:
-        return cls(opaque=data)
-
 
 @dataclass(frozen=True)
 class EchoResponseUnsigned(_OpaqueParam):
     """ECHO_RESPONSE_UNSIGNED (RFC 7401 5.2.23): the echoed opaque data, unsigned."""
 
     TYPE: ClassVar[ParamType] = ParamType.ECHO_RESPONSE_UNSIGNED
-
-    @classmethod
-    def decode_value(cls, data: bytes) -> EchoResponseUnsigned:
-        return cls(opaque=data)
 
 
 @dataclass(frozen=True)
