@@ -17,7 +17,7 @@ BENCHMARKS: dict[str, tuple[str, str]] = {
     "hip": ("hip.bench", "HIP core: base exchanges and UPDATE round trips per second"),
     "hip-crypto": ("hip.cryptobench", "HIP crypto primitives and packet codec, per call"),
     "hipd": ("hip.daemon_bench", "hipd in namespaces: handover time, userspace ESP throughput"),
-    "drbd": ("xenwam.drbd.bench", "DRBD seeding vs full sync, resync after disconnect (lab)"),
+    "drbd": ("xenwam.lab.drbd_bench", "DRBD seeding vs full sync, resync after disconnect (lab)"),
 }
 
 

@@ -14,7 +14,7 @@ from typing import Any
 import pytest
 
 from xenwam.drbd.info import parse_events2, parse_proc_drbd, parse_status, states_from_events
-from xenwam.drbd.labpair import (
+from xenwam.lab.drbdpair import (
     MIB,
     Pair,
     bring_up,

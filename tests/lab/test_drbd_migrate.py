@@ -15,7 +15,7 @@ from typing import Any
 
 import pytest
 
-from xenwam.drbd import labpair as lp
+from xenwam.lab import drbdpair as lp
 
 pytestmark = pytest.mark.lab
 

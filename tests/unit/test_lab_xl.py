@@ -7,7 +7,7 @@ from pathlib import Path
 
 import pytest
 
-from xenwam.errors import ConfigError, LabError
+from xenwam.errors import ConfigError, XenError
 from xenwam.lab.xl import (
     GuestSpec,
     PingReply,
@@ -54,7 +54,7 @@ def test_xl_list_after_migration_keeps_the_name() -> None:
 
 @pytest.mark.parametrize("bad", ["", "garbage\n", "Name ID\nDomain-0 zero 512 1 r----- 1.0\n"])
 def test_bad_xl_list_raises(bad: str) -> None:
-    with pytest.raises(LabError):
+    with pytest.raises(XenError):
         parse_xl_list(bad)
 
 

@@ -10,7 +10,10 @@ import itertools
 import re
 from dataclasses import dataclass
 
-from xenwam.errors import ConfigError, LabError
+from xenwam.errors import ConfigError
+from xenwam.xen.xl import XlDomain, parse_xl_list
+
+__all__ = ["XlDomain", "parse_xl_list"]  # re-exported: the lab reads `xl list` too
 
 #: Where the lab image keeps the guest kernel and initramfs, and guest data disks.
 GUEST_DIR = "/var/lib/xenwam-lab"
@@ -79,38 +82,6 @@ def guest_mac(number: int) -> str:
     if not 1 <= number <= 255:
         raise ConfigError(f"guest number {number} is outside 1-255")
     return f"00:16:3e:58:57:{number:02x}"
-
-
-@dataclass(frozen=True)
-class XlDomain:
-    """One row of ``xl list``."""
-
-    name: str
-    domid: int
-    memory_mib: int
-    vcpus: int
-    state: str
-    cpu_seconds: float
-
-
-def parse_xl_list(text: str) -> list[XlDomain]:
-    """Parse ``xl list`` output (header line, then one row per domain)."""
-    domains = []
-    lines = [ln for ln in text.splitlines() if ln.strip()]
-    if not lines or not lines[0].startswith("Name"):
-        raise LabError(f"`xl list` output has no header line: {text[:200]!r}")
-    for line in lines[1:]:
-        parts = line.split()
-        if len(parts) < 6:
-            raise LabError(f"cannot read this `xl list` row: {line!r}")
-        # Names may not contain spaces in xl, so the last five fields are fixed.
-        name = " ".join(parts[:-5])
-        try:
-            domains.append(XlDomain(name, int(parts[-5]), int(parts[-4]), int(parts[-3]),
-                                    parts[-2], float(parts[-1])))
-        except ValueError:
-            raise LabError(f"cannot read this `xl list` row: {line!r}") from None
-    return domains
 
 
 @dataclass(frozen=True)

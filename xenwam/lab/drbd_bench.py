@@ -1,7 +1,7 @@
 """``xenwam bench drbd``: seeding vs DRBD's full sync, and resync after a disconnect.
 
 Runs on a lab that is up (``xenwam lab up``), in its two dom0s, with the same steps as
-``tests/lab/test_drbd_seed.py`` (both use :mod:`xenwam.drbd.labpair`): a mostly empty
+``tests/lab/test_drbd_seed.py`` (both use :mod:`xenwam.lab.drbdpair`): a mostly empty
 disk of ``--size-mib`` is seeded out of band (only non-zero blocks, zstd) and then
 connected with its initial sync skipped; the same kind of disk is then fully synced by
 DRBD itself.  Bytes on the wire are the dom0 link NIC's counters.  The figures and this
@@ -16,7 +16,7 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
-from xenwam.drbd import labpair as lp
+from xenwam.lab import drbdpair as lp
 from xenwam.errors import BenchError, LabError
 
 
@@ -75,7 +75,7 @@ def run(lab: lp.LabExec, size: int, resync_bytes: int) -> dict[str, Any]:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    """Entry point of ``xenwam bench drbd`` and ``python -m xenwam.drbd.bench``."""
+    """Entry point of ``xenwam bench drbd`` and ``python -m xenwam.lab.drbd_bench``."""
     args = _parser().parse_args(argv)
     if args.size_mib < 64:
         raise BenchError(f"--size-mib {args.size_mib} is too small: use 64 or more")
