@@ -32,122 +32,20 @@ import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Protocol
+from typing import Any
 
 from xenwam.drbd.device import DrbdDevice
 from xenwam.drbd.resource import DEFAULT_CONFIG_DIR, Resource, load
-from xenwam.errors import CommandError, XenError, XenwamError
-from xenwam.runner import Runner, default_runner
+from xenwam.errors import XenError, XenwamError
+from xenwam.xen.xenstore import (  # noqa: F401 -- re-exported for the hook's users
+    CliXenstore,
+    PyxsXenstore,
+    Xenstore,
+    absolute,
+    default_xenstore,
+)
 
 log = logging.getLogger(__name__)
-
-#: Relative xenstore paths (as libxl passes XENBUS_PATH) are relative to dom0's home.
-DOM0_HOME = "/local/domain/0"
-
-
-class Xenstore(Protocol):
-    """The three xenstore operations the hook needs."""
-
-    def read(self, path: str) -> str | None:
-        """The value at ``path``, or None if there is none."""
-
-    def write(self, path: str, value: str) -> None:
-        """Set ``path`` to ``value``."""
-
-    def write_all(self, pairs: Sequence[tuple[str, str]]) -> None:
-        """Set each path to its value, in order (the last write is the one libxl waits on)."""
-
-    def list(self, path: str) -> list[str]:
-        """Children of ``path`` (empty if it does not exist)."""
-
-
-def absolute(path: str) -> str:
-    """``path`` made absolute the way xenstored resolves a dom0 client's relative paths."""
-    return path if path.startswith("/") else f"{DOM0_HOME}/{path}"
-
-
-class PyxsXenstore:
-    """Xenstore through pyxs (a Python client of xenstored's socket)."""
-
-    def __init__(self) -> None:
-        from pyxs import Client  # imported here: dom0 may not have pyxs
-
-        self._client: Any = Client()
-        self._client.connect()
-
-    def read(self, path: str) -> str | None:
-        """The value at ``path``, or None."""
-        value = self._client.read(absolute(path).encode(), None)
-        return None if value is None else bytes(value).decode()
-
-    def write(self, path: str, value: str) -> None:
-        """Set ``path``."""
-        self._client.write(absolute(path).encode(), value.encode())
-
-    def write_all(self, pairs: Sequence[tuple[str, str]]) -> None:
-        """Set each path, in order."""
-        for path, value in pairs:
-            self.write(path, value)
-
-    def list(self, path: str) -> list[str]:
-        """Children of ``path``."""
-        try:
-            return [bytes(c).decode() for c in self._client.list(absolute(path).encode())]
-        except Exception:  # pyxs raises its own errors for a missing path
-            return []
-
-    def close(self) -> None:
-        """Close the connection to xenstored."""
-        self._client.close()
-
-
-@dataclass
-class CliXenstore:
-    """Xenstore through ``xenstore-read``/``-write``/``-list`` (xenstore-utils)."""
-
-    runner: Runner = default_runner
-
-    def read(self, path: str) -> str | None:
-        """The value at ``path``, or None."""
-        result = self.runner.run(["xenstore-read", absolute(path)], check=False, timeout=10)
-        return result.stdout.rstrip("\n") if result.ok else None
-
-    def write(self, path: str, value: str) -> None:
-        """Set ``path``."""
-        try:
-            self.runner.run(["xenstore-write", absolute(path), value], timeout=10)
-        except CommandError as exc:
-            raise XenError(f"cannot write xenstore {path!r}: {exc}") from exc
-
-    def write_all(self, pairs: Sequence[tuple[str, str]]) -> None:
-        """Set each path, in order, with one ``xenstore-write`` (one process, not N: this
-        runs inside the migration downtime)."""
-        argv = ["xenstore-write"]
-        for path, value in pairs:
-            argv += [absolute(path), value]
-        try:
-            self.runner.run(argv, timeout=10)
-        except CommandError as exc:
-            raise XenError(f"cannot write xenstore {[p for p, _ in pairs]!r}: {exc}") from exc
-
-    def list(self, path: str) -> list[str]:
-        """Children of ``path``."""
-        result = self.runner.run(["xenstore-list", absolute(path)], check=False, timeout=10)
-        return result.stdout.split() if result.ok else []
-
-
-def default_xenstore() -> Xenstore:
-    """pyxs if it is installed and can reach xenstored, else the xenstore command-line tools.
-
-    The lab's dom0s have no pyxs, so the command-line client is the one exercised there;
-    any failure to set pyxs up falls back to it rather than failing the hotplug call.
-    """
-    try:
-        return PyxsXenstore()
-    except Exception as exc:  # ImportError, or pyxs's own ConnectionError (not an OSError)
-        log.debug("pyxs unavailable (%s); using the xenstore-* tools", exc)
-        return CliXenstore()
-
 
 def physical_device_value(rdev: int) -> str:
     """``physical-device`` as blkback reads it: major and minor in hex, ``fe:0``."""

@@ -14,6 +14,7 @@ from typing import Any
 import pytest
 
 from xenwam.drbd.info import parse_events2, parse_proc_drbd, parse_status, states_from_events
+from xenwam.errors import CommandError
 from xenwam.lab.drbdpair import (
     MIB,
     Pair,
@@ -25,7 +26,6 @@ from xenwam.lab.drbdpair import (
     status_json,
     xw,
 )
-from xenwam.errors import CommandError
 
 pytestmark = pytest.mark.lab
 

@@ -114,6 +114,11 @@ def new_current_uuid(resource: str, *, clear_bitmap: bool,
                     *(["--clear-bitmap"] if clear_bitmap else []), config=config)
 
 
+def verify(resource: str, *, config: Path | None = None) -> list[str]:
+    """Start DRBD's online verify of the connected pair."""
+    return _drbdadm("verify", resource, config=config)
+
+
 def dump(resource: str, *, config: Path | None = None) -> list[str]:
     """Parse and print the configuration: a syntax and sanity check of a resource file."""
     return _drbdadm("dump", resource, config=config)

@@ -130,7 +130,7 @@ _DEVICE_RE = re.compile(
     r"\s+(?P<flags>\S+))?"
 )
 _COUNTER_RE = re.compile(r"\b([a-z]{2,3}):(\d+)\b")
-_SYNCED_RE = re.compile(r"sync'ed:\s*([\d.]+)%\s*\(([\d,]+)/([\d,]+)\)([KMG])")
+_SYNCED_RE = re.compile(r"(?:sync'ed|verified):\s*([\d.]+)%\s*\(([\d,]+)/([\d,]+)\)([KMG])")
 _FINISH_RE = re.compile(r"finish:\s*(\d+):(\d+):(\d+)\s+speed:\s*([\d,]+)")
 _UNIT = {"K": 1, "M": 1024, "G": 1024 * 1024}
 

@@ -47,6 +47,8 @@ MINOR_MAX = 1048575
 BUFFER_MAX = 10 * 1024 * 1024
 #: drbdsetup's range for ``c-plan-ahead`` (tenths of a second).
 PLAN_AHEAD_MAX = 300
+#: Replication modes a resource file can be written in (see :attr:`Resource.mode`).
+MODES = ("bulk", "handover")
 
 
 def _fail(what: str, value: object, hint: str) -> ConfigError:
@@ -72,6 +74,8 @@ class WanProfile:
     al_extents: int = 1237
     #: Checksum-based resync: only blocks whose digests differ are sent.
     csums_alg: str | None = None
+    #: Hash for DRBD's online verify (``drbdadm verify``), the migration's integrity proof.
+    verify_alg: str = "md5"
 
     @property
     def plan_ahead_tenths(self) -> int:
@@ -152,8 +156,9 @@ class WanProfile:
             raise _fail("max_buffers", self.max_buffers, "DRBD accepts 32-131072")
         if not 67 <= self.al_extents <= 65534:
             raise _fail("al_extents", self.al_extents, "DRBD accepts 67-65534")
-        if self.csums_alg is not None and not re.fullmatch(r"[a-z0-9-]{2,32}", self.csums_alg):
-            raise _fail("csums_alg", self.csums_alg, "name a kernel hash such as crc32c")
+        for what, alg in (("csums_alg", self.csums_alg), ("verify_alg", self.verify_alg)):
+            if alg is not None and not re.fullmatch(r"[a-z0-9-]{2,32}", alg):
+                raise _fail(what, alg, "name a kernel hash such as crc32c or md5")
 
 
 @dataclass(frozen=True)
@@ -204,10 +209,20 @@ class Resource:
 
     name: str
     minor: int
-    hosts: tuple[Host, Host]
+    #: One host (a disk kept under DRBD from boot, no peer yet) or two (replicating).
+    hosts: tuple[Host, ...]
     shared_secret: str
     cram_hmac_alg: str = "sha256"
     wan: WanProfile = field(default_factory=WanProfile)
+    #: ``bulk`` (protocol A, pull-ahead, one primary) or ``handover`` (protocol C, two
+    #: primaries).  Written into the file, not only set live, so that a reconnect after
+    #: a WAN blip (or ``drbdadm adjust``) keeps the mode the migration is in.
+    mode: str = "bulk"
+
+    @property
+    def is_single(self) -> bool:
+        """True for a resource with no peer yet (DRBD runs it StandAlone)."""
+        return len(self.hosts) == 1
 
     @property
     def device(self) -> str:
@@ -224,15 +239,18 @@ class Resource:
         for h in self.hosts:
             if h.hostname == hostname:
                 return h
+        joins = " and ".join(repr(h.hostname) for h in self.hosts)
         raise ConfigError(
             f"resource {self.name!r} has no side on host {hostname!r} "
-            f"(it joins {self.hosts[0].hostname!r} and {self.hosts[1].hostname!r}); "
-            "run this on one of those hosts or fix the hostnames"
+            f"(it is defined on {joins}); run this on one of those hosts or fix the hostnames"
         )
 
     def peer(self, hostname: str) -> Host:
         """The other side, seen from ``hostname``."""
         mine = self.host(hostname)
+        if self.is_single:
+            raise ConfigError(f"resource {self.name!r} has no peer yet: it runs on "
+                              f"{mine.hostname!r} alone")
         return self.hosts[1] if mine is self.hosts[0] else self.hosts[0]
 
     def validate(self) -> None:
@@ -243,9 +261,15 @@ class Resource:
                         "or digit")
         if not 0 <= self.minor <= MINOR_MAX:
             raise _fail("minor", self.minor, f"use 0-{MINOR_MAX}")
-        if len(self.hosts) != 2:
-            raise _fail("hosts", len(self.hosts), "a resource joins exactly two hosts")
+        if len(self.hosts) not in (1, 2):
+            raise _fail("hosts", len(self.hosts), "a resource has one host, or joins two")
+        if self.mode not in MODES:
+            raise _fail("mode", self.mode, "use " + " or ".join(MODES))
         self.hosts[0].validate("first")
+        if self.is_single:
+            self._validate_secret()
+            self.wan.validate()
+            return
         self.hosts[1].validate("second")
         if self.hosts[0].hostname == self.hosts[1].hostname:
             raise _fail("hostnames", self.hosts[0].hostname,
@@ -257,6 +281,10 @@ class Resource:
         if self.hosts[0].ip.version != self.hosts[1].ip.version:
             raise _fail("addresses", f"{self.hosts[0].address} / {self.hosts[1].address}",
                         "both sides must use the same address family")
+        self._validate_secret()
+        self.wan.validate()
+
+    def _validate_secret(self) -> None:
         if not 8 <= len(self.shared_secret) <= SECRET_MAX:
             raise _fail("shared_secret", "<hidden>",
                         f"use 8-{SECRET_MAX} characters (it has {len(self.shared_secret)})")
@@ -266,7 +294,6 @@ class Resource:
         if self.cram_hmac_alg not in HMAC_ALGORITHMS:
             raise _fail("cram_hmac_alg", self.cram_hmac_alg,
                         "use one of " + ", ".join(HMAC_ALGORITHMS))
-        self.wan.validate()
 
     # --- rendering -------------------------------------------------------------------
 
@@ -279,12 +306,13 @@ class Resource:
         """Build a resource from :meth:`to_json` output; raise ConfigError if malformed."""
         try:
             hosts = tuple(Host(**h) for h in data["hosts"])
-            if len(hosts) != 2:
-                raise ValueError("need exactly two hosts")
+            if len(hosts) not in (1, 2):
+                raise ValueError("need one or two hosts")
             return cls(
                 name=data["name"],
                 minor=int(data["minor"]),
-                hosts=(hosts[0], hosts[1]),
+                hosts=hosts,
+                mode=data.get("mode", "bulk"),
                 shared_secret=data["shared_secret"],
                 cram_hmac_alg=data.get("cram_hmac_alg", "sha256"),
                 wan=WanProfile(**data.get("wan", {})),
@@ -299,9 +327,12 @@ class Resource:
         """The resource file, in the drbd.conf syntax that drbdadm's 8.4 mode reads."""
         self.validate()
         wan = self.wan
+        handover = self.mode == "handover"
         net = [
-            f"protocol {wan.protocol};",
-            f"on-congestion {wan.on_congestion};",
+            f"protocol {'C' if handover else wan.protocol};",
+            f"on-congestion {'block' if handover else wan.on_congestion};",
+            *(["allow-two-primaries yes;"] if handover else []),
+            f"verify-alg {wan.verify_alg};",
             f"congestion-fill {wan.congestion_fill_kib}k;",
             f"congestion-extents {wan.congestion_extents};",
             f"sndbuf-size {wan.sndbuf};",

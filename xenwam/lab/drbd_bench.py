@@ -16,8 +16,8 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
-from xenwam.lab import drbdpair as lp
 from xenwam.errors import BenchError, LabError
+from xenwam.lab import drbdpair as lp
 
 
 def _parser() -> argparse.ArgumentParser:
