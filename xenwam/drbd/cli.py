@@ -12,7 +12,7 @@ from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
-from xenwam.drbd import cmdgen, seed
+from xenwam.drbd import cmdgen, seed, volume
 from xenwam.drbd.device import DrbdDevice, Progress, read_proc_drbd
 from xenwam.drbd.info import DeviceState, parse_proc_drbd
 from xenwam.drbd.resource import (
@@ -285,6 +285,8 @@ def register(subparsers: Any, common: argparse.ArgumentParser) -> None:
     p.add_argument("name")
     p.add_argument("--timeout", type=float, default=120.0)
     p.set_defaults(handler=_wait_connected)
+
+    volume.register(sub, shared)
 
     p = sub.add_parser("seed-send", parents=[common],
                        help="write the seeding stream of DEVICE (non-zero blocks) to stdout")

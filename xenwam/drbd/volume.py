@@ -1,0 +1,290 @@
+"""Putting disks under xenwam resources: adopt an existing disk, provision a new copy.
+
+``xenwam disk adopt NAME --disk DEV --minor N`` puts a guest's existing disk under a
+one-host xenwam resource without touching its data: the DRBD metadata is external (a
+small file next to the site's disks), so not one byte of the disk is rewritten, and the
+guest then boots with ``script=block-xenwam, target=NAME``.  A migration later gives the
+resource a peer.
+
+``xenwam disk provision NAME --size BYTES`` makes the empty copy a migration's
+destination needs: a sparse file and a metadata file in the site's storage directory,
+each behind a loop device.  ``xenwam disk unprovision NAME`` removes exactly what
+provision made (an aborted migration's cleanup).  ``xenwam disk install`` writes a
+resource file from a JSON model on stdin, which is how the orchestrator hands a peer its
+definition, shared secret included, without putting the secret in any argv.
+
+Loop devices do not survive a reboot: run ``xenwam disk adopt`` (or ``provision``) again
+after one; both are idempotent and rewrite the resource file with the new devices.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import secrets
+import socket
+import string
+import sys
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from xenwam import site as sitecfg
+from xenwam.drbd.device import DrbdDevice
+from xenwam.drbd.resource import (
+    _NAME_RE,
+    DEFAULT_CONFIG_DIR,
+    FILE_PREFIX,
+    Host,
+    Resource,
+    WanProfile,
+    install,
+    uninstall,
+)
+from xenwam.errors import ConfigError, DrbdError
+from xenwam.runner import Runner, default_runner
+
+MIB = 1024 * 1024
+#: Secrets are drawn from characters DRBD's config syntax takes without quoting trouble.
+_SECRET_ALPHABET = string.ascii_letters + string.digits
+
+
+def new_secret(length: int = 32) -> str:
+    """A fresh random shared secret for a resource."""
+    return "".join(secrets.choice(_SECRET_ALPHABET) for _ in range(length))
+
+
+def meta_size(size: int) -> int:
+    """Bytes of external DRBD 8.4 metadata for a ``size``-byte disk, with room to spare:
+    the bitmap (one bit per 4 KiB), the activity log and the superblock."""
+    return max(4 * MIB, ((size // (4096 * 8)) + 2 * MIB + MIB - 1) // MIB * MIB)
+
+
+def check_name(name: str) -> str:
+    """``name`` if it is a usable resource name (fullmatch: no trailing newline)."""
+    if not _NAME_RE.fullmatch(name):
+        raise ConfigError(f"invalid resource name {name!r}: use 1-63 letters, digits, '.', "
+                          "'_' or '-', starting with a letter or digit")
+    return name
+
+
+@dataclass
+class Loops:
+    """Loop devices over files, through ``losetup`` (util-linux)."""
+
+    runner: Runner = default_runner
+
+    def attached(self, path: Path) -> str | None:
+        """The loop device already over ``path``, if any."""
+        out = self.runner.run(["losetup", "-j", str(path)], check=False).stdout
+        first = out.split(":", 1)[0].strip()
+        return first or None
+
+    def attach(self, path: Path) -> str:
+        """A loop device over ``path`` (the existing one if there is one)."""
+        return self.attached(path) or self.runner.run(
+            ["losetup", "--find", "--show", str(path)]).stdout.strip()
+
+    def detach(self, path: Path) -> None:
+        """Detach the loop device over ``path``, if any."""
+        dev = self.attached(path)
+        if dev:
+            self.runner.run(["losetup", "-d", dev])
+
+
+def block_size_of(path: str) -> int:
+    """Size in bytes of a block device or file."""
+    fd = os.open(path, os.O_RDONLY)
+    try:
+        return os.lseek(fd, 0, os.SEEK_END)
+    finally:
+        os.close(fd)
+
+
+def volume_paths(site: sitecfg.Site, name: str) -> tuple[Path, Path]:
+    """The data and metadata files of resource ``name`` in the site's storage directory."""
+    base = Path(site.storage_directory)
+    return base / f"{name}.img", base / f"{name}.md"
+
+
+def _resource_for(name: str, minor: int, hosts: tuple[Host, ...], secret: str,
+                  site: sitecfg.Site) -> Resource:
+    return Resource(name=name, minor=minor, hosts=hosts, shared_secret=secret,
+                    wan=WanProfile(rtt_ms=site.rtt_ms, bandwidth_mbit=site.bandwidth_mbit,
+                                   csums_alg="md5"))
+
+
+def adopt(name: str, disk: str, minor: int, site: sitecfg.Site, *,
+          config_dir: Path = DEFAULT_CONFIG_DIR, meta_disk: str | None = None,
+          loops: Loops | None = None, hostname: str | None = None) -> dict[str, Any]:
+    """Put ``disk`` (a block device, or a file given a loop device) under a one-host
+    resource; its data is not touched.  Idempotent."""
+    check_name(name)
+    loops = loops or Loops()
+    src = Path(disk)
+    if not src.exists():
+        raise ConfigError(f"--disk {disk!r} does not exist")
+    device = loops.attach(src) if src.is_file() else disk
+    if meta_disk is None:
+        _, meta_file = volume_paths(site, name)
+        meta_file.parent.mkdir(parents=True, exist_ok=True)
+        if not meta_file.exists():
+            with open(meta_file, "wb") as f:
+                f.truncate(meta_size(block_size_of(device)))
+        meta_disk = loops.attach(meta_file)
+    host = Host(hostname=hostname or socket.gethostname(), address=site.replication_address,
+                port=site.port_for(minor), disk=device, meta_disk=meta_disk)
+    try:
+        old: Resource | None = _load_quiet(name, config_dir)
+    except ConfigError:
+        old = None
+    secret = old.shared_secret if old is not None else new_secret()
+    resource = _resource_for(name, minor, (host,), secret, site)
+    install(resource, config_dir)
+    drbd = DrbdDevice(resource)
+    created = drbd.create_md()
+    drbd.up()
+    st = drbd.state()
+    forced = False
+    if st.disk == "Inconsistent":
+        # The first adoption: the guest's disk is, by definition, the good copy.
+        drbd.promote(force=True)
+        drbd.demote()
+        forced = True
+    st = drbd.state()
+    return {"resource": name, "device": resource.device, "disk": device,
+            "meta_disk": meta_disk, "metadata_created": created, "declared_uptodate": forced,
+            "state": st.to_json()}
+
+
+def _load_quiet(name: str, config_dir: Path) -> Resource | None:
+    from xenwam.drbd.resource import load
+
+    path = config_dir / f"{FILE_PREFIX}{name}.res"
+    return load(name, config_dir) if path.exists() else None
+
+
+def provision(name: str, size: int, site: sitecfg.Site,
+              loops: Loops | None = None) -> dict[str, Any]:
+    """An empty (sparse, all-zero) copy of ``size`` bytes plus its metadata file, each
+    behind a loop device.  Idempotent: an existing copy of the same size is kept."""
+    check_name(name)
+    if size <= 0 or size % 4096:
+        raise ConfigError(f"invalid size {size}: give a positive multiple of 4096 bytes")
+    loops = loops or Loops()
+    data, meta = volume_paths(site, name)
+    data.parent.mkdir(parents=True, exist_ok=True)
+    fresh = not data.exists()
+    if not fresh and data.stat().st_size != size:
+        raise DrbdError(f"{data} exists with {data.stat().st_size} bytes, not {size}: an "
+                        f"earlier copy of {name!r}; remove it with `xenwam disk unprovision "
+                        f"{name}` if it is not in use")
+    for path, length in ((data, size), (meta, meta_size(size))):
+        if not path.exists():
+            with open(path, "wb") as f:
+                f.truncate(length)
+    return {"resource": name, "disk": loops.attach(data), "meta_disk": loops.attach(meta),
+            "files": [str(data), str(meta)], "zeroed": fresh}
+
+
+def unprovision(name: str, site: sitecfg.Site, config_dir: Path = DEFAULT_CONFIG_DIR,
+                loops: Loops | None = None) -> dict[str, Any]:
+    """Take resource ``name`` down here and remove what :func:`provision` made."""
+    check_name(name)
+    loops = loops or Loops()
+    resource = _load_quiet(name, config_dir)
+    if resource is not None:
+        dev = DrbdDevice(resource)
+        if dev.state().is_primary:
+            raise DrbdError(f"resource {name!r} is Primary here: a guest may be using it; "
+                            "refusing to remove this copy")
+        dev.down()
+        uninstall(name, config_dir)
+    removed = []
+    for path in volume_paths(site, name):
+        loops.detach(path)
+        if path.exists():
+            path.unlink()
+            removed.append(str(path))
+    return {"resource": name, "removed": removed}
+
+
+# ------------------------------------------------------------------ CLI
+
+
+def _site(args: argparse.Namespace) -> sitecfg.Site:
+    return sitecfg.load(Path(args.site) if args.site else None)
+
+
+def _print(args: argparse.Namespace, doc: dict[str, Any]) -> None:
+    if args.json:
+        print(json.dumps(doc))
+    else:
+        for key, value in doc.items():
+            if key != "state":
+                print(f"{key}: {value}")
+
+
+def _adopt(args: argparse.Namespace) -> int:
+    _print(args, adopt(args.name, args.disk, args.minor, _site(args),
+                       config_dir=Path(args.config_dir), meta_disk=args.meta_disk))
+    return 0
+
+
+def _provision(args: argparse.Namespace) -> int:
+    _print(args, provision(args.name, args.size, _site(args)))
+    return 0
+
+
+def _unprovision(args: argparse.Namespace) -> int:
+    _print(args, unprovision(args.name, _site(args), Path(args.config_dir)))
+    return 0
+
+
+def _install(args: argparse.Namespace) -> int:
+    try:
+        data = json.loads(sys.stdin.read())
+    except json.JSONDecodeError as exc:
+        raise ConfigError(f"stdin is not a JSON resource model ({exc})") from None
+    if not isinstance(data, dict):
+        raise ConfigError("stdin must hold one JSON object (a resource model)")
+    resource = Resource.from_json(data)
+    path = install(resource, Path(args.config_dir))
+    _print(args, {"resource": resource.name, "file": str(path)})
+    return 0
+
+
+def register(sub: Any, shared: argparse.ArgumentParser) -> None:
+    """Add ``adopt``, ``provision``, ``unprovision`` and ``install`` to ``xenwam disk``."""
+    site_opt = argparse.ArgumentParser(add_help=False)
+    site_opt.add_argument("--site", help="site file (default: $XENWAM_SITE or "
+                                         "/etc/xenwam/site.toml)")
+    p = sub.add_parser(
+        "adopt", parents=[shared, site_opt],
+        help="put an existing guest disk under a one-host resource (data untouched)",
+        description="Put an existing disk under a xenwam DRBD resource with external "
+                    "metadata, so the guest can boot from it with "
+                    "'script=block-xenwam, target=NAME' and be migrated later. The disk's "
+                    "data is not rewritten. Idempotent.")
+    p.add_argument("name", help="resource name (the guest config's target=)")
+    p.add_argument("--disk", required=True, help="the guest's disk: a block device or file")
+    p.add_argument("--minor", type=int, required=True, help="DRBD minor (/dev/drbdMINOR)")
+    p.add_argument("--meta-disk", help="device for the metadata (default: a file in the "
+                                       "site's storage directory)")
+    p.set_defaults(handler=_adopt)
+
+    p = sub.add_parser("provision", parents=[shared, site_opt],
+                       help="an empty copy for a migration's destination (sparse file + loop)")
+    p.add_argument("name")
+    p.add_argument("--size", type=int, required=True, help="bytes (the source disk's size)")
+    p.set_defaults(handler=_provision)
+
+    p = sub.add_parser("unprovision", parents=[shared, site_opt],
+                       help="take a resource down here and remove the copy provision made")
+    p.add_argument("name")
+    p.set_defaults(handler=_unprovision)
+
+    p = sub.add_parser("install", parents=[shared],
+                       help="write a resource file from a JSON model on stdin")
+    p.set_defaults(handler=_install)
