@@ -177,3 +177,34 @@ def start_background(
     finally:
         if stdout_path:
             out.close()  # type: ignore[union-attr]
+
+
+def start_piped(
+    argv: Sequence[str],
+    *,
+    stdin: bool = False,
+    stdout: bool = False,
+    stderr_path: str | None = None,
+    env: Mapping[str, str] | None = None,
+) -> subprocess.Popen[bytes]:
+    """Start a process whose stdin and/or stdout the caller streams through (a seeding
+    pipeline, a migration transport).  stderr goes to ``stderr_path`` or is inherited.
+    The caller owns the process: it must close the pipes and wait for it."""
+    args = [str(a) for a in argv]
+    full_env = {**os.environ, **env} if env is not None else None
+    err = open(stderr_path, "ab") if stderr_path else None  # noqa: SIM115
+    try:
+        log.debug("start piped: %s", shlex.join(args))
+        return subprocess.Popen(
+            args,
+            stdin=subprocess.PIPE if stdin else subprocess.DEVNULL,
+            stdout=subprocess.PIPE if stdout else None,
+            stderr=err,
+            env=full_env,
+            bufsize=0,
+        )
+    except FileNotFoundError as exc:
+        raise CommandError(f"cannot start {shlex.join(args)!r}: {args[0]} not found") from exc
+    finally:
+        if err is not None:
+            err.close()

@@ -1,0 +1,211 @@
+"""xenwam's transport for ``xl migrate -s``: ssh to the destination, zstd on the way there.
+
+xl runs ``-s CMD`` as ``CMD HOST xl migrate-receive [flags]`` and then speaks its migration
+protocol through the command's stdin and stdout, exactly as over ssh.  This program is
+that command (``hooks/xenwam-transport``)::
+
+    xl migrate -s xenwam-transport DOMAIN HOST            # anyone can use it without xenwam migrate
+    xl migrate -s "xenwam-transport --stats /tmp/t.json" DOMAIN HOST
+
+On the source it starts ``ssh HOST xenwam-transport --receive -- xl migrate-receive ...``
+and compresses what xl sends (the memory stream) with zstd; on the destination the
+``--receive`` side decompresses it into ``xl migrate-receive``.  The replies (xl's small
+handshake messages) come back uncompressed.
+
+xl's sender and receiver exchange handshake messages through the same pipe as the memory
+stream and wait for each other's answers, so the compressor flushes a zstd block every
+time its input goes idle (every read that returns what was there): without that, a
+"ready" message sits in the compressor's buffer and the migration hangs.  Bytes are
+counted in both directions and written as JSON to ``--stats FILE`` at the end.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import shlex
+import sys
+import threading
+import time
+from collections.abc import Sequence
+from dataclasses import asdict, dataclass
+from typing import BinaryIO
+
+import zstandard as zstd
+
+from xenwam.runner import start_piped
+
+#: Largest read from xl at once; a read returns early with whatever is there.
+CHUNK = 1024 * 1024
+DEFAULT_LEVEL = 3
+SSH = ("ssh", "-o", "BatchMode=yes", "-T")
+
+
+@dataclass
+class TransportStats:
+    """Bytes through the transport, as the sending side saw them."""
+
+    forward_raw_bytes: int = 0     # what xl sent (the memory stream)
+    forward_wire_bytes: int = 0    # what went into ssh after compression
+    backward_bytes: int = 0        # what the receiver's xl sent back
+    seconds: float = 0.0
+    level: int = DEFAULT_LEVEL
+    exit_status: int | None = None
+
+    @property
+    def ratio(self) -> float | None:
+        """Raw bytes per wire byte on the forward stream."""
+        return (self.forward_raw_bytes / self.forward_wire_bytes
+                if self.forward_wire_bytes else None)
+
+
+def _write_all(fd: int, data: bytes) -> None:
+    view = memoryview(data)
+    while view:
+        n = os.write(fd, view)
+        view = view[n:]
+
+
+def compress_stream(src: int, dst: int, level: int, stats: TransportStats) -> None:
+    """Copy fd ``src`` to fd ``dst`` as one zstd frame, flushing a block whenever a read
+    returns (so nothing xl sent waits in the compressor while xl waits for an answer)."""
+    cobj = zstd.ZstdCompressor(level=level).compressobj()
+    while True:
+        data = os.read(src, CHUNK)
+        if not data:
+            break
+        stats.forward_raw_bytes += len(data)
+        out = cobj.compress(data) + cobj.flush(zstd.COMPRESSOBJ_FLUSH_BLOCK)
+        stats.forward_wire_bytes += len(out)
+        _write_all(dst, out)
+    tail = cobj.flush()
+    stats.forward_wire_bytes += len(tail)
+    _write_all(dst, tail)
+
+
+def decompress_stream(src: int, dst: int) -> int:
+    """Copy the zstd frame on fd ``src`` to fd ``dst`` decompressed; return bytes out."""
+    dobj = zstd.ZstdDecompressor().decompressobj()
+    total = 0
+    while True:
+        data = os.read(src, CHUNK)
+        if not data:
+            break
+        out = dobj.decompress(data)
+        if out:
+            total += len(out)
+            _write_all(dst, out)
+    return total
+
+
+def copy_stream(src: BinaryIO, dst: int, stats: TransportStats) -> None:
+    """Copy ``src`` to fd ``dst`` as it arrives (the uncompressed reply direction)."""
+    while True:
+        data = src.read(CHUNK)
+        if not data:
+            break
+        stats.backward_bytes += len(data)
+        _write_all(dst, data)
+
+
+def remote_argv(host: str, command: Sequence[str], *, local: bool = False) -> list[str]:
+    """What the sending side starts: ssh to ``host`` running the receiving side, or (for
+    tests and same-host use) the receiving side directly."""
+    receive = ["xenwam-transport", "--receive", "--", *command]
+    if local:
+        return [sys.executable, "-m", "xenwam.transport", "--receive", "--", *command]
+    return [*SSH, host, shlex.join(receive)]
+
+
+def send(host: str, command: Sequence[str], *, level: int = DEFAULT_LEVEL,
+         local: bool = False, stdin_fd: int = 0, stdout_fd: int = 1) -> TransportStats:
+    """The sending side: run the receiver, compress stdin into it, copy its replies out."""
+    stats = TransportStats(level=level)
+    start = time.monotonic()
+    child = start_piped(remote_argv(host, command, local=local), stdin=True, stdout=True)
+    assert child.stdin is not None and child.stdout is not None
+    back = threading.Thread(target=copy_stream, args=(child.stdout, stdout_fd, stats),
+                            daemon=True)
+    back.start()
+    try:
+        compress_stream(stdin_fd, child.stdin.fileno(), level, stats)
+    except BrokenPipeError:
+        pass  # the receiver went away; its exit status says why
+    finally:
+        try:
+            child.stdin.close()
+        except BrokenPipeError:
+            pass
+    stats.exit_status = child.wait()
+    back.join(timeout=30)
+    stats.seconds = round(time.monotonic() - start, 3)
+    return stats
+
+
+def receive(command: Sequence[str], *, stdin_fd: int = 0) -> int:
+    """The receiving side: decompress stdin into ``command``; its stdout is ours."""
+    child = start_piped(list(command), stdin=True)
+    assert child.stdin is not None
+    try:
+        decompress_stream(stdin_fd, child.stdin.fileno())
+    except (BrokenPipeError, zstd.ZstdError) as exc:
+        print(f"xenwam-transport: receive stream broken: {exc}", file=sys.stderr)
+    finally:
+        try:
+            child.stdin.close()
+        except BrokenPipeError:
+            pass
+    return child.wait()
+
+
+def build_parser() -> argparse.ArgumentParser:
+    """The transport's own small command line (xl calls it, people rarely do)."""
+    p = argparse.ArgumentParser(
+        prog="xenwam-transport",
+        description="xl migrate -s transport: ssh to HOST, zstd-compress the memory stream. "
+                    "Use as `xl migrate -s xenwam-transport DOMAIN HOST`; the destination "
+                    "needs xenwam installed.")
+    p.add_argument("--receive", action="store_true",
+                   help="(destination side) decompress stdin into COMMAND")
+    p.add_argument("--level", type=int, default=DEFAULT_LEVEL, help="zstd level (1-19)")
+    p.add_argument("--stats", help="write byte counts as JSON to this file at the end")
+    p.add_argument("--local", action="store_true",
+                   help="run the receiving side here instead of over ssh (tests)")
+    p.add_argument("host", nargs="?", help="destination (as xl passes it)")
+    p.add_argument("command", nargs=argparse.REMAINDER,
+                   help="what to run there (xl passes `xl migrate-receive ...`)")
+    return p
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """Entry point of ``hooks/xenwam-transport``."""
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    if not 1 <= args.level <= 19:
+        print(f"xenwam-transport: --level {args.level}: use 1-19", file=sys.stderr)
+        return 2
+    if args.receive:
+        command = ([args.host] if args.host and args.host != "--" else []) + [
+            c for c in args.command if c != "--"]
+        if not command:
+            print("xenwam-transport: --receive needs a COMMAND", file=sys.stderr)
+            return 2
+        return receive(command)
+    command = [c for c in args.command if c != "--"]
+    if not args.host or not command:
+        print("xenwam-transport: usage: xenwam-transport HOST COMMAND... "
+              "(xl migrate -s xenwam-transport DOMAIN HOST)", file=sys.stderr)
+        return 2
+    stats = send(args.host, command, level=args.level, local=args.local)
+    if args.stats:
+        doc = {**asdict(stats), "ratio": stats.ratio}
+        tmp = f"{args.stats}.tmp"
+        with open(tmp, "w") as out:
+            out.write(json.dumps(doc) + "\n")
+        os.replace(tmp, args.stats)
+    return stats.exit_status or 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
