@@ -185,6 +185,7 @@ def start_piped(
     stdin: bool = False,
     stdout: bool = False,
     stderr_path: str | None = None,
+    stdin_fd: int | None = None,
     env: Mapping[str, str] | None = None,
 ) -> subprocess.Popen[bytes]:
     """Start a process whose stdin and/or stdout the caller streams through (a seeding
@@ -197,7 +198,8 @@ def start_piped(
         log.debug("start piped: %s", shlex.join(args))
         return subprocess.Popen(
             args,
-            stdin=subprocess.PIPE if stdin else subprocess.DEVNULL,
+            stdin=(stdin_fd if stdin_fd is not None
+                   else subprocess.PIPE if stdin else subprocess.DEVNULL),
             stdout=subprocess.PIPE if stdout else None,
             stderr=err,
             env=full_env,

@@ -22,6 +22,7 @@ counted in both directions and written as JSON to ``--stats FILE`` at the end.
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
 import os
 import shlex
@@ -133,10 +134,8 @@ def send(host: str, command: Sequence[str], *, level: int = DEFAULT_LEVEL,
     except BrokenPipeError:
         pass  # the receiver went away; its exit status says why
     finally:
-        try:
+        with contextlib.suppress(BrokenPipeError):
             child.stdin.close()
-        except BrokenPipeError:
-            pass
     stats.exit_status = child.wait()
     back.join(timeout=30)
     stats.seconds = round(time.monotonic() - start, 3)
@@ -152,10 +151,8 @@ def receive(command: Sequence[str], *, stdin_fd: int = 0) -> int:
     except (BrokenPipeError, zstd.ZstdError) as exc:
         print(f"xenwam-transport: receive stream broken: {exc}", file=sys.stderr)
     finally:
-        try:
+        with contextlib.suppress(BrokenPipeError):
             child.stdin.close()
-        except BrokenPipeError:
-            pass
     return child.wait()
 
 
