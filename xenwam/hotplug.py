@@ -88,7 +88,8 @@ class BlockHotplug:
                     f"DRBD resource {name!r} is not up on this host: run "
                     f"`xenwam disk up {name}` before starting or migrating the guest"
                 )
-            if state.disk not in ("UpToDate", "Consistent") and not (
+            # Only UpToDate is known current: a Consistent disk may be behind its peer.
+            if state.disk != "UpToDate" and not (
                     state.disk == "Diskless" and state.peer_disk == "UpToDate"):
                 raise XenError(
                     f"DRBD resource {name!r} has no good data here (disk {state.disk}, "

@@ -34,6 +34,7 @@ class Step(enum.Enum):
     BRING_UP = "bring-up"
     SEED = "seed"
     FULL_SYNC = "full-sync"
+    CHECKSUM_SYNC = "checksum-sync"
     CATCH_UP = "catch-up"
     HANDOVER = "handover"
     HOTPLUG_ADD = "hotplug-add"
@@ -66,6 +67,10 @@ TRANSITIONS: tuple[Transition, ...] = (
     Transition(Phase.CONNECTED, Step.FULL_SYNC, Phase.REPLICATING, "source",
                ("promote",),
                "without seeding: the source is forced Primary and DRBD copies every block"),
+    Transition(Phase.CONNECTED, Step.CHECKSUM_SYNC, Phase.REPLICATING, "source",
+               ("adjust",),
+               "a live disk seeded out of band: the source's existing data meets a new "
+               "peer; DRBD compares checksums of every block and sends only those that differ"),
     Transition(Phase.REPLICATING, Step.CATCH_UP, Phase.SYNCED, "either host",
                ("wait_for_sync",),
                "protocol A with pull-ahead until nothing is out of sync"),
@@ -99,6 +104,9 @@ TRANSITIONS: tuple[Transition, ...] = (
                ("teardown",), "seeding or full sync failed or was abandoned"),
     Transition(Phase.MIGRATED, Step.TEARDOWN, Phase.DOWN, "both hosts",
                ("teardown",), "the guest stays on the destination without replication"),
+    # A second remove (libxl may run the hook twice) finds the resource already demoted.
+    Transition(Phase.MIGRATED, Step.HOTPLUG_REMOVE, Phase.MIGRATED, "source",
+               ("demote",), "hotplug remove repeated: demote is idempotent"),
     # Finalize can run twice: a second back-to-bulk finds protocol A already in place.
     Transition(Phase.REPLICATING, Step.BACK_TO_BULK, Phase.REPLICATING, "either host",
                ("to_bulk",), "finalize repeated after a crash: to_bulk is idempotent"),

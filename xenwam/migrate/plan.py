@@ -1,0 +1,186 @@
+"""The plan of a migration: pure checks of what was observed on both hosts.
+
+Nothing here runs a command.  The orchestrator gathers ``xl list -l``, the resource files,
+the DRBD states and both site files, and :func:`plan_resources` / :func:`plan_network`
+decide whether the guest can move and how, or refuse with the fix, before anything
+changes.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import asdict, dataclass
+from typing import Any
+
+from xenwam.drbd.info import DeviceState
+from xenwam.drbd.resource import Resource
+from xenwam.errors import ConfigError
+from xenwam.site import Site
+from xenwam.xen.xl import DomainConfig
+
+#: Time the suspended guest spends outside the memory copy itself (suspend, device
+#: teardown on the source, disk attach and device model on the destination).  Measured
+#: in the lab under TCG (docs/migrate.md); a site can set its own.
+DEFAULT_HANDOVER_OVERHEAD_MS = 4000.0
+#: Share of the guest's memory assumed still dirty when xl stops pre-copying (libxc stops
+#: after 5 rounds or under 50 dirty pages).  A crude, stated assumption: see docs.
+DEFAULT_FINAL_DIRTY_FRACTION = 0.02
+
+
+@dataclass(frozen=True)
+class ResourcePlan:
+    """One disk of the guest and what the migration does with its resource."""
+
+    name: str
+    vdev: str
+    minor: int
+    device: str
+    size_bytes: int
+    #: The resource file's model as it was before the migration (restored on abort).
+    original: dict[str, Any]
+    #: True when the resource already pairs with the destination (a return trip): no
+    #: new copy, no seed, only the resync of what changed.
+    reuse_pair: bool
+
+
+@dataclass(frozen=True)
+class NetworkPlan:
+    """What the guest's network becomes on the destination."""
+
+    source_bridge: str | None
+    destination_bridge: str
+    address: str | None  # ADDR/PREFIX, or None when the site hands out addresses (DHCP)
+    gateway: str
+    subnet: str
+
+    @property
+    def bridge_changes(self) -> bool:
+        """True when the vifs must be re-plugged on another bridge (config rewrite)."""
+        return self.source_bridge != self.destination_bridge
+
+
+@dataclass(frozen=True)
+class Plan:
+    """Everything decided before the first change."""
+
+    id: str
+    domain: str
+    domid: int
+    memory_mib: int
+    source_hostname: str
+    destination: str
+    destination_hostname: str
+    resources: tuple[ResourcePlan, ...]
+    network: NetworkPlan
+    downtime_estimate_ms: float
+    max_downtime_ms: float | None
+
+    def to_json(self) -> dict[str, Any]:
+        """Plain data (``plan.json`` in the journal directory, ``--dry-run --json``)."""
+        doc = asdict(self)
+        for r in doc["resources"]:
+            model = r["original"]
+            if "shared_secret" in model:
+                model["shared_secret"] = "<hidden>"
+        return doc
+
+
+def plan_resources(config: DomainConfig, resources: dict[str, Resource],
+                   states: dict[str, DeviceState], sizes: dict[str, int],
+                   source_hostname: str, destination_hostname: str) -> tuple[ResourcePlan, ...]:
+    """Check every disk of ``config`` is a xenwam resource that can move; the plan for each.
+
+    ``resources`` are the resource files found on the source, ``states`` their DRBD
+    states there, ``sizes`` their devices' sizes in bytes.
+    """
+    if not config.disks:
+        raise ConfigError(f"guest {config.name!r} has no disks: use `xl migrate` for a "
+                          "diskless guest")
+    plans = []
+    for disk in config.disks:
+        if disk.is_cdrom:
+            raise ConfigError(f"guest {config.name!r} has a CD-ROM ({disk.vdev}): eject it "
+                              "(`xl cd-eject`) before migrating")
+        if not disk.is_xenwam:
+            raise ConfigError(
+                f"disk {disk.vdev} of guest {config.name!r} ({disk.target}) is not a xenwam "
+                "resource: put it under one with `xenwam disk adopt NAME --disk "
+                f"{disk.target} --minor N`, write it as 'script=block-xenwam, target=NAME' "
+                "in the guest's config and restart the guest (docs/migrate.md)")
+        name = disk.target
+        resource = resources.get(name)
+        if resource is None:
+            raise ConfigError(f"disk {disk.vdev} of {config.name!r} names resource {name!r}, "
+                              "which has no file here (`xenwam disk status`)")
+        state = states[name]
+        if not state.is_primary or state.disk != "UpToDate":
+            raise ConfigError(
+                f"resource {name!r} is {state.role} {state.disk} here, but the running guest "
+                "should hold it Primary and UpToDate; see `xenwam disk status`")
+        reuse = False
+        if not resource.is_single:
+            peer = resource.peer(source_hostname)
+            if peer.hostname != destination_hostname:
+                raise ConfigError(
+                    f"resource {name!r} already pairs with host {peer.hostname!r}, not "
+                    f"{destination_hostname!r}: take that peer away first (`xenwam disk "
+                    f"disconnect {name}` and redefine it with `xenwam disk adopt`)")
+            reuse = True
+        plans.append(ResourcePlan(name=name, vdev=disk.vdev, minor=resource.minor,
+                                  device=resource.device, size_bytes=sizes[name],
+                                  original=resource.to_json(), reuse_pair=reuse))
+    names = [p.name for p in plans]
+    if len(set(names)) != len(names):
+        raise ConfigError(f"guest {config.name!r} uses one resource twice: {names}")
+    return tuple(plans)
+
+
+def plan_network(config: DomainConfig, destination: Site, address: str | None
+                 ) -> NetworkPlan:
+    """The guest's network on the destination site.
+
+    ``address`` is the operator's ``--ip``; without it the site's rule applies to the
+    vif's configured ``ip=`` (and a site that hands out addresses by DHCP needs none).
+    """
+    bridges = {n.bridge for n in config.nics}
+    if len(bridges) > 1:
+        raise ConfigError(f"guest {config.name!r} has vifs on several bridges {sorted(b or '?' for b in bridges)}: "
+                          "xenwam moves guests with one network; give a config with -C")
+    source_bridge = next(iter(bridges)) if bridges else None
+    net = destination.network
+    if address is None and net.assign != "dhcp":
+        old = next((n.ip for n in config.nics if n.ip), None)
+        if old is not None:
+            prefix = net.network.prefixlen
+            address = net.address_for(f"{old.split('/')[0]}/{prefix}")
+        elif config.nics:
+            raise ConfigError(
+                f"cannot tell the address of guest {config.name!r} on site "
+                f"{destination.name!r}: pass --ip ADDRESS/PREFIX (inside {net.subnet}), or "
+                "give its vif an ip= in the config")
+    return NetworkPlan(source_bridge=source_bridge, destination_bridge=net.bridge,
+                       address=address, gateway=net.gateway, subnet=net.subnet)
+
+
+def estimate_downtime_ms(memory_mib: int, bandwidth_mbit: float, rtt_ms: float,
+                         overhead_ms: float = DEFAULT_HANDOVER_OVERHEAD_MS,
+                         dirty_fraction: float = DEFAULT_FINAL_DIRTY_FRACTION) -> float:
+    """The expected paused time: the last dirty pages over the link, a few round trips of
+    xl's handshake, and the fixed handover overhead.
+
+    The model is deliberately simple and its inputs are stated: the final dirty set is
+    ``dirty_fraction`` of memory (xl exposes no dirty-rate figure to measure it with);
+    docs/migrate.md compares it with what the lab measured.
+    """
+    final_bytes = memory_mib * 1024 * 1024 * dirty_fraction
+    copy_ms = final_bytes * 8 / (bandwidth_mbit * 1e6) * 1000
+    return round(overhead_ms + copy_ms + 4 * rtt_ms, 1)
+
+
+def check_downtime(estimate_ms: float, max_downtime_ms: float | None) -> None:
+    """Refuse (before anything changes) a migration expected to overrun its budget."""
+    if max_downtime_ms is not None and estimate_ms > max_downtime_ms:
+        raise ConfigError(
+            f"expected downtime {math.ceil(estimate_ms)} ms exceeds --max-downtime "
+            f"{max_downtime_ms:g} ms; raise the budget, or migrate when the link is faster "
+            "or the guest quieter")
