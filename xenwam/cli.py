@@ -26,6 +26,8 @@ log = logging.getLogger("xenwam")
 #: Modules that contribute subcommands, in the order ``--help`` lists them.
 SUBCOMMAND_MODULES = (
     "xenwam.doctor",
+    "xenwam.migrate.cli",
+    "xenwam.site",
     "xenwam.lab.cli",
     "xenwam.drbd.cli",
     "xenwam.hotplug",

@@ -217,3 +217,30 @@ def render(site: Site) -> str:
         "[storage]", f'directory = "{site.storage_directory}"', "",
         "[wan]", f"rtt_ms = {site.rtt_ms:g}", f"bandwidth_mbit = {site.bandwidth_mbit:g}", "",
     ])
+
+
+def _show(args: Any) -> int:
+    import json
+
+    site = load(Path(args.site) if args.site else None)
+    if args.json:
+        print(json.dumps(site.to_json()))
+    else:
+        print(render(site), end="")
+    return 0
+
+
+def register(subparsers: Any, common: Any) -> None:
+    """Add ``xenwam site show``."""
+    import argparse
+
+    p = subparsers.add_parser(
+        "site", parents=[common], help="this host's site file (network, replication, storage)",
+        description="Show and check this host's site file (/etc/xenwam/site.toml or "
+                    "$XENWAM_SITE): what a guest arriving here gets. See docs/migrate.md.")
+    sub = p.add_subparsers(dest="site_command", metavar="ACTION", required=True)
+    show = sub.add_parser("show", parents=[common], help="check the site file and print it",
+                          formatter_class=argparse.RawDescriptionHelpFormatter)
+    show.add_argument("--site", help=f"the file (default: $XENWAM_SITE or {DEFAULT_PATH})")
+    show.add_argument("--json", action="store_true", help="print JSON")
+    show.set_defaults(handler=_show)

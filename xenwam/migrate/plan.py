@@ -84,6 +84,17 @@ class Plan:
                 model["shared_secret"] = "<hidden>"
         return doc
 
+    @classmethod
+    def from_json(cls, doc: dict[str, Any], originals: dict[str, Any]) -> Plan:
+        """Rebuild a plan from ``plan.json`` and ``originals.json`` (``--recover``)."""
+        try:
+            resources = tuple(ResourcePlan(**{**r, "original": originals[r["name"]]})
+                              for r in doc["resources"])
+            fields = {k: v for k, v in doc.items() if k not in ("resources", "network")}
+            return cls(resources=resources, network=NetworkPlan(**doc["network"]), **fields)
+        except (KeyError, TypeError) as exc:
+            raise ConfigError(f"the migration's plan.json is damaged ({exc})") from exc
+
 
 def plan_resources(config: DomainConfig, resources: dict[str, Resource],
                    states: dict[str, DeviceState], sizes: dict[str, int],
@@ -144,7 +155,8 @@ def plan_network(config: DomainConfig, destination: Site, address: str | None
     """
     bridges = {n.bridge for n in config.nics}
     if len(bridges) > 1:
-        raise ConfigError(f"guest {config.name!r} has vifs on several bridges {sorted(b or '?' for b in bridges)}: "
+        names = sorted(b or "?" for b in bridges)
+        raise ConfigError(f"guest {config.name!r} has vifs on several bridges {names}: "
                           "xenwam moves guests with one network; give a config with -C")
     source_bridge = next(iter(bridges)) if bridges else None
     net = destination.network

@@ -1,0 +1,295 @@
+"""``xenwam migrate``: the command an operator runs in place of ``xl migrate``."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import signal
+import sys
+import time
+from pathlib import Path
+from typing import Any
+
+from xenwam import site as sitecfg
+from xenwam.drbd.resource import DEFAULT_CONFIG_DIR
+from xenwam.errors import ConfigError, MigrationError
+from xenwam.migrate import events as ev
+from xenwam.migrate.orchestrator import (
+    Migration,
+    Options,
+    local_side,
+    new_id,
+    process_alive,
+    remote_side,
+)
+from xenwam.migrate.phases import MigrationState, Phase
+from xenwam.migrate.plan import Plan
+
+DESCRIPTION = """\
+Move the running guest DOMAIN from this dom0 to HOST, disk and memory, over a wide-area
+link, while it keeps running. HOST is reached over ssh as root (as `xl migrate` does)
+and needs xenwam installed and a site file.
+
+The phases: plan (check both hosts; refuse before changing anything), prepare (an empty
+copy of each disk on HOST), seed (the disks' non-zero blocks, compressed), catch-up (DRBD
+resyncs by checksum while the guest keeps writing), handover (synchronous replication,
+two primaries, online verify), memory (`xl migrate -p` over xenwam's zstd transport; the
+guest arrives paused), rebind (its new network written to its xenstore, then unpaused),
+finalize (back to asynchronous replication; this host keeps a copy for the trip back).
+
+Every phase is journaled in /var/lib/xenwam/migrations/ID/ before the next action.  A
+failure before the memory has moved leaves the guest running here with its disk as
+before; after it, the migration is completed on HOST.
+"""
+
+EPILOG = """\
+examples:
+  xenwam migrate --dry-run web1 site-b.example   # the plan, nothing changed
+  xenwam migrate web1 site-b.example --ip 10.2.0.10/24
+  xenwam migrate --json web1 site-b.example | jq .event
+  xenwam migrate --status                        # every migration on this host
+  xenwam migrate --recover 20261201T081500-web1-1a2b
+
+exit status: 0 migrated, 1 failed (see the journal), 2 refused before anything changed.
+The guest's disks must be xenwam resources: see `xenwam disk adopt --help` and
+docs/migrate.md.
+"""
+
+
+def _options(args: argparse.Namespace) -> Options:
+    if args.max_downtime is not None and args.max_downtime <= 0:
+        raise ConfigError(f"--max-downtime {args.max_downtime:g}: give milliseconds > 0")
+    if args.ip is not None:
+        import ipaddress
+
+        try:
+            ipaddress.ip_interface(args.ip)
+        except ValueError:
+            raise ConfigError(f"--ip {args.ip!r}: write ADDRESS/PREFIX, e.g. 10.2.0.10/24"
+                              ) from None
+        if "/" not in args.ip:
+            raise ConfigError(f"--ip {args.ip!r}: give the prefix too, e.g. {args.ip}/24")
+    if args.config and not Path(args.config).is_file():
+        raise ConfigError(f"-C {args.config!r}: no such file")
+    if not 1 <= args.transport_level <= 19:
+        raise ConfigError(f"--transport-level {args.transport_level}: use 1-19")
+    return Options(domain=args.domain, destination=args.host, config_path=args.config,
+                   debug=args.debug, no_daemon=args.e, paused=args.p, address=args.ip,
+                   max_downtime_ms=args.max_downtime, verify=not args.no_verify,
+                   converge_after=args.converge_after, transport_level=args.transport_level)
+
+
+def _display(args: argparse.Namespace) -> ev.Display:
+    return ev.Display(json_output=args.json, quiet=args.quiet)
+
+
+def _print_report(args: argparse.Namespace, report: dict[str, Any]) -> None:
+    if args.json:
+        return  # the Finished event carried it
+    rows = [
+        ("outcome", report.get("outcome")),
+        ("total", _secs(report.get("total_seconds"))),
+        ("downtime (suspended to unpaused)", _secs(report.get("downtime_seconds"))),
+        ("downtime estimate", f"{report.get('downtime_estimate_ms')} ms"),
+        ("seed: data / on the wire", f"{_mib(report.get('seed_data_bytes'))} / "
+                                     f"{_mib(report.get('seed_wire_bytes'))}"),
+        ("resync sent", _mib((report.get("resync_kib") or 0) * 1024)),
+        ("memory: raw / on the wire", f"{_mib(report.get('memory_raw_bytes'))} / "
+                                      f"{_mib(report.get('memory_wire_bytes'))}"),
+        ("writes slowed to the link", _secs(report.get("throttled_seconds"))),
+        ("online verify: out of sync", f"{report.get('verify_out_of_sync_kib')} KiB in "
+                                       f"{_secs(report.get('verify_seconds'))}"),
+        ("new address", report.get("new_address") or "(site DHCP)"),
+    ]
+    for phase, seconds in (report.get("phase_seconds") or {}).items():
+        rows.append((f"  phase {phase}", _secs(seconds)))
+    if report.get("error"):
+        rows.append(("error", report["error"]))
+    width = max(len(k) for k, _ in rows)
+    for key, value in rows:
+        print(f"{key:<{width}}  {value}")
+
+
+def _secs(v: Any) -> str:
+    return "-" if v is None else f"{float(v):.1f} s"
+
+
+def _mib(v: Any) -> str:
+    return "-" if v is None else f"{int(v) / 1048576:.1f} MiB"
+
+
+def _base(args: argparse.Namespace) -> Path:
+    return Path(args.state_dir) if args.state_dir else ev.STATE_DIR
+
+
+def _migrate(args: argparse.Namespace) -> int:
+    if not args.domain or not args.host:
+        raise ConfigError("give DOMAIN and HOST (or --status / --abort ID / --recover ID)")
+    options = _options(args)
+    site = sitecfg.load(Path(args.site) if args.site else None)
+    if args.dry_run:
+        display = _display(args)
+        bus = ev.EventBus(None, display)
+        migration = Migration(options, bus=bus, journal=None,
+                              destination=remote_side(args.host,
+                                                      xenwam_command=args.remote_xenwam),
+                              config_dir=Path(args.config_dir), site=site)
+        try:
+            plan = migration.make_plan()
+        finally:
+            display.close()
+        doc = plan.to_json()
+        print(json.dumps(doc, indent=None if args.json else 2))
+        return 0
+    if os.geteuid() != 0:
+        raise ConfigError("xenwam migrate changes DRBD and Xen state: run it as root")
+    migration_id = new_id(options.domain)
+    journal = ev.Journal.create(migration_id, _base(args))
+    display = _display(args)
+    bus = ev.EventBus(journal, display)
+    bus.emit(ev.MigrationStarted(time.time(), migration_id, options.domain, "localhost",
+                                 options.destination, os.getpid()))
+    migration = Migration(options, bus=bus, journal=journal,
+                          destination=remote_side(args.host, xenwam_command=args.remote_xenwam),
+                          config_dir=Path(args.config_dir), site=site)
+    try:
+        report = migration.run()
+    finally:
+        display.close()
+    _print_report(args, report.__dict__)
+    if not args.json:
+        print(f"journal: {journal.directory}", file=sys.stderr)
+    return 0 if report.outcome.startswith("done") else 1
+
+
+def _status(args: argparse.Namespace) -> int:
+    base = _base(args)
+    ids = [args.status] if isinstance(args.status, str) else sorted(
+        p.name for p in base.glob("*") if (p / "journal").is_file()) if base.is_dir() else []
+    rows = []
+    for mid in ids:
+        s = ev.summarize(ev.Journal.open(mid, base))
+        running = s.outcome is None and process_alive(s.pid)
+        rows.append({"id": s.id, "domain": s.domain, "destination": s.destination,
+                     "phase": s.phase, "outcome": s.outcome or
+                     ("running" if running else "interrupted: run --recover"),
+                     "started": s.started})
+    if args.json:
+        print(json.dumps(rows))
+    elif not rows:
+        print(f"no migrations recorded in {base}")
+    else:
+        for r in rows:
+            print(f"{r['id']}  {r['domain']} -> {r['destination']}  phase {r['phase']}  "
+                  f"{r['outcome']}")
+    return 0
+
+
+def _recover(args: argparse.Namespace, *, abort: bool) -> int:
+    mid = args.recover or args.abort
+    journal = ev.Journal.open(mid, _base(args))
+    summary = ev.summarize(journal)
+    if summary.outcome is None and process_alive(summary.pid):
+        if abort:
+            os.kill(summary.pid, signal.SIGTERM)
+            print(f"asked the running migration (pid {summary.pid}) to abort; "
+                  f"`xenwam migrate --status {mid}` follows it")
+            return 0
+        raise ConfigError(f"migration {mid} is still running (pid {summary.pid}): "
+                          "use --abort to stop it")
+    if summary.outcome is not None and summary.outcome != "refused":
+        # A second --recover changes nothing.
+        print(f"migration {mid} already ended: {summary.outcome}")
+        return 0
+    try:
+        plan = Plan.from_json(journal.read_json("plan.json"), journal.read_json("originals.json"))
+    except FileNotFoundError:
+        print(f"migration {mid} never got past its plan: nothing to recover")
+        return 0
+    display = _display(args)
+    bus = ev.EventBus(journal, display)
+    migration = Migration(Options(domain=plan.domain, destination=plan.destination),
+                          bus=bus, journal=journal, source=local_side(),
+                          destination=remote_side(plan.destination,
+                                                  xenwam_command=args.remote_xenwam),
+                          config_dir=Path(args.config_dir),
+                          site=sitecfg.load(Path(args.site) if args.site else None))
+    migration.plan = plan
+    migration.state = MigrationState(phase=Phase(summary.phase))
+    try:
+        migration.recover_after_failure()
+    finally:
+        migration.report.total_seconds = 0.0
+        journal.write_json("report.json", migration.report.__dict__)
+        bus.emit(ev.Finished(time.time(), migration.report.outcome,
+                             dict(migration.report.__dict__)))
+        display.close()
+    if not args.json:
+        print(f"migration {mid}: {migration.report.outcome}")
+    return 0
+
+
+def _handler(args: argparse.Namespace) -> int:
+    chosen = [x for x in (args.status is not None, bool(args.recover), bool(args.abort)) if x]
+    if len(chosen) > 1:
+        raise ConfigError("give only one of --status, --recover and --abort")
+    if args.status is not None:
+        return _status(args)
+    if args.recover:
+        return _recover(args, abort=False)
+    if args.abort:
+        return _recover(args, abort=True)
+    return _migrate(args)
+
+
+def register(subparsers: Any, common: argparse.ArgumentParser) -> None:
+    """Add ``xenwam migrate``."""
+    p = subparsers.add_parser(
+        "migrate", parents=[common], help="move a running guest with its disk to another site",
+        description=DESCRIPTION, epilog=EPILOG,
+        formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("domain", nargs="?", help="the running guest (name or domid)")
+    p.add_argument("host", nargs="?", help="destination dom0, reached over ssh as root")
+    p.add_argument("-C", dest="config", metavar="CONFIG",
+                   help="send this xl config instead of the guest's own (as xl migrate -C)")
+    p.add_argument("-e", action="store_true",
+                   help="do not wait in the background on the destination (as xl -e)")
+    p.add_argument("-p", action="store_true",
+                   help="leave the guest paused on the destination (as xl -p)")
+    p.add_argument("--debug", action="store_true", help="xl's --debug on the memory stream")
+    p.add_argument("--dry-run", action="store_true",
+                   help="check both hosts and print the plan; change nothing")
+    p.add_argument("--json", action="store_true",
+                   help="newline-delimited JSON events on stdout (progress included)")
+    p.add_argument("--ip", metavar="ADDRESS/PREFIX",
+                   help="the guest's address on the destination site (default: the "
+                        "destination site's rule applied to the vif's ip=)")
+    p.add_argument("--max-downtime", type=float, metavar="MS",
+                   help="refuse, before anything changes, if the expected paused time "
+                        "exceeds MS (the estimate is explained in docs/migrate.md)")
+    p.add_argument("--no-verify", action="store_true",
+                   help="skip DRBD's online verify of the two copies before the handover")
+    p.add_argument("--converge-after", type=float, default=60.0, metavar="S",
+                   help="slow the guest's writes to the link's pace when the resync made "
+                        "no progress for S seconds (default: %(default)s)")
+    p.add_argument("--transport-level", type=int, default=3, metavar="N",
+                   help="zstd level of the memory stream (default: %(default)s)")
+    p.add_argument("--site", help="this host's site file (default: $XENWAM_SITE or "
+                                  "/etc/xenwam/site.toml)")
+    p.add_argument("--config-dir", default=str(DEFAULT_CONFIG_DIR),
+                   help="DRBD resource files (default: %(default)s)")
+    p.add_argument("--remote-xenwam", default="xenwam", metavar="CMD",
+                   help="how to run xenwam on HOST (default: %(default)s)")
+    p.add_argument("--state-dir", help=f"where journals are kept (default: {ev.STATE_DIR})")
+    p.add_argument("--status", nargs="?", const=True, metavar="ID",
+                   help="show the recorded migrations (or one)")
+    p.add_argument("--abort", metavar="ID",
+                   help="stop a running migration (it aborts), or clean up a dead one")
+    p.add_argument("--recover", metavar="ID",
+                   help="after the orchestrator died: look at both hosts and abort or "
+                        "finish the migration; running it twice is harmless")
+    p.set_defaults(handler=_handler)
+
+
+__all__ = ["MigrationError", "register"]

@@ -1,0 +1,737 @@
+"""``xenwam migrate``: the orchestrator that runs on the source dom0.
+
+It walks :data:`xenwam.migrate.phases.TRANSITIONS`; every phase's start and end is written
+to the journal (fsynced) before the next action.  The source's side is this host (its
+resource files are read in-process); the destination is reached over ssh as root, as
+``xl migrate`` reaches it, and runs ``xenwam`` there.  Every step is idempotent so that
+``--recover`` can run it again.
+
+Failure before the guest has moved aborts: the destination's copy is demoted and removed,
+the source's resource is put back as it was, and the guest never stopped running on the
+source.  Failure after the move rolls forward (finalize), because the guest then runs on
+the destination.  Recovery first looks at both hosts, then repairs (STYLE rule 14).
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+import secrets
+import shlex
+import signal
+import sys
+import threading
+import time
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field, replace
+from pathlib import Path
+from typing import Any
+
+from xenwam import site as sitecfg
+from xenwam.drbd import seed
+from xenwam.drbd.device import DrbdDevice
+from xenwam.drbd.device import Progress as DrbdProgress
+from xenwam.drbd.info import DeviceState, parse_proc_drbd
+from xenwam.drbd.phases import Lifecycle
+from xenwam.drbd.resource import DEFAULT_CONFIG_DIR, Host, Resource, install, load
+from xenwam.errors import CommandError, ConfigError, MigrationError, XenwamError
+from xenwam.migrate import events as ev
+from xenwam.migrate.phases import TERMINAL, Action, MigrationState, Phase
+from xenwam.migrate.plan import (
+    Plan,
+    check_downtime,
+    estimate_downtime_ms,
+    plan_network,
+    plan_resources,
+)
+from xenwam.runner import CommandResult, Runner, default_runner, start_piped
+from xenwam.xen import xl
+from xenwam.xen.remote import SSH_OPTIONS, SshRunner
+from xenwam.xen.xenstore import CliXenstore
+
+log = logging.getLogger(__name__)
+
+#: Where the guest finds its new network (read by the guest agent; docs/migrate.md).
+XENSTORE_NETWORK = "xenwam/network"
+
+
+@dataclass
+class Side:
+    """One dom0 as the orchestrator drives it: a runner and the way to call xenwam there."""
+
+    label: str
+    host: str
+    runner: Runner
+    xenwam_argv: tuple[str, ...]
+
+    def run(self, argv: Sequence[str], *, timeout: float = 120.0, check: bool = True,
+            input: str | None = None) -> CommandResult:
+        """Run ``argv`` on this dom0."""
+        return self.runner.run(argv, timeout=timeout, check=check, input=input)
+
+    def xenwam(self, *args: str, timeout: float = 300.0, input: str | None = None) -> str:
+        """Run ``xenwam ARGS`` on this dom0; its stdout."""
+        try:
+            return self.run([*self.xenwam_argv, *args], timeout=timeout, input=input).stdout
+        except CommandError as exc:
+            raise MigrationError(f"on the {self.label} ({self.host}): {exc}") from exc
+
+    def xl_list(self) -> list[xl.XlDomain]:
+        """``xl list`` here."""
+        return xl.parse_xl_list(self.run(xl.list_(), timeout=60).stdout)
+
+    def drbd(self, minor: int) -> DeviceState:
+        """The DRBD device ``minor`` here, from one read of /proc/drbd."""
+        res = self.run(["cat", "/proc/drbd"], check=False, timeout=30)
+        found = parse_proc_drbd(res.stdout if res.ok else "").devices.get(minor)
+        return found if found is not None else DeviceState(minor=minor)
+
+
+def local_side(runner: Runner = default_runner) -> Side:
+    """This host (the source)."""
+    return Side("source", "localhost", runner, (sys.executable, "-m", "xenwam.cli"))
+
+
+def remote_side(host: str, runner: Runner = default_runner,
+                xenwam_command: str = "xenwam") -> Side:
+    """The destination, over ssh."""
+    return Side("destination", host, SshRunner(host, runner), tuple(shlex.split(xenwam_command)))
+
+
+@dataclass(frozen=True)
+class Options:
+    """What the operator asked for (``xenwam migrate`` flags)."""
+
+    domain: str
+    destination: str
+    config_path: str | None = None   # -C
+    debug: bool = False              # --debug
+    no_daemon: bool = False          # -e
+    paused: bool = False             # -p: leave the guest paused on the destination
+    address: str | None = None       # --ip
+    max_downtime_ms: float | None = None
+    verify: bool = True
+    converge_after: float = 60.0     # seconds without progress before writes are slowed
+    sync_timeout: float = 3600.0
+    transport_level: int = 3
+
+
+@dataclass
+class Report:
+    """What the migration measured (printed at the end, ``report.json``)."""
+
+    id: str
+    domain: str
+    outcome: str = "running"
+    total_seconds: float = 0.0
+    downtime_seconds: float | None = None
+    downtime_estimate_ms: float | None = None
+    phase_seconds: dict[str, float] = field(default_factory=dict)
+    seed_wire_bytes: int = 0
+    seed_data_bytes: int = 0
+    resync_kib: int = 0
+    memory_raw_bytes: int | None = None
+    memory_wire_bytes: int | None = None
+    memory_backward_bytes: int | None = None
+    throttled_seconds: float = 0.0
+    verify_out_of_sync_kib: int | None = None
+    verify_seconds: float | None = None
+    new_address: str | None = None
+    error: str | None = None
+
+
+def new_id(domain: str, clock: Callable[[], float] = time.time) -> str:
+    """A migration id: time, domain and a random tag (sortable, unique)."""
+    stamp = time.strftime("%Y%m%dT%H%M%S", time.gmtime(clock()))
+    return f"{stamp}-{domain}-{secrets.token_hex(2)}"
+
+
+class Migration:
+    """One migration of one guest, from this host to ``options.destination``."""
+
+    def __init__(self, options: Options, *, bus: ev.EventBus, journal: ev.Journal | None,
+                 source: Side | None = None, destination: Side | None = None,
+                 config_dir: Path = DEFAULT_CONFIG_DIR, site: sitecfg.Site | None = None,
+                 clock: Callable[[], float] = time.time,
+                 sleep: Callable[[float], None] = time.sleep) -> None:
+        self.options = options
+        self.bus = bus
+        self.journal = journal
+        self.source = source or local_side()
+        self.destination = destination or remote_side(options.destination)
+        self.config_dir = config_dir
+        self.site = site
+        self.clock = clock
+        self.sleep = sleep
+        self.state = MigrationState()
+        self.lifecycles: dict[str, Lifecycle] = {}
+        self.plan: Plan | None = None
+        self.dest_site: sitecfg.Site | None = None
+        self.report = Report(id=journal.directory.name if journal else "dry-run",
+                             domain=options.domain)
+        self._phase_start = 0.0
+        self.pairs: dict[str, Resource] = {}
+        self.suspended_at: float | None = None
+
+    # ------------------------------------------------------------ events
+
+    def _emit(self, event: ev.Event) -> None:
+        self.bus.emit(event)
+
+    def _note(self, message: str, **data: Any) -> None:
+        self._emit(ev.Note(self.clock(), self.state.phase.value, message, data))
+
+    def _step(self, action: Action) -> None:
+        """Finish the current phase (event), move along the table, start the next."""
+        now = self.clock()
+        if self.state.phase is not Phase.PLAN or self._phase_start:
+            seconds = round(now - self._phase_start, 3)
+            self.report.phase_seconds[self.state.phase.value] = seconds
+            self._emit(ev.PhaseFinished(now, self.state.phase.value, seconds))
+        row = self.state.apply(action)
+        for lifecycle in self.lifecycles.values():
+            for drbd_step in row.drbd:
+                lifecycle.apply(drbd_step)
+        self._phase_start = now
+        if row.target not in TERMINAL:
+            self._emit(ev.PhaseStarted(now, row.target.value, row.what))
+
+    # ------------------------------------------------------------ plan
+
+    def make_plan(self) -> Plan:
+        """Look at both hosts and decide; change nothing.  Refuses with the fix."""
+        o = self.options
+        site = self.site or sitecfg.load()
+        self.site = site
+        domains = self.source.xl_list()
+        if not any(d.name == o.domain for d in domains):
+            known = ", ".join(d.name for d in domains if d.domid != 0) or "none"
+            raise ConfigError(f"no running domain {o.domain!r} on this host (domains: {known})")
+        configs = xl.parse_list_long(self.source.run(xl.list_long(o.domain)).stdout)
+        if not configs:
+            raise ConfigError(f"`xl list -l {o.domain}` returned nothing")
+        config = configs[0]
+        source_hostname = self.source.run(["uname", "-n"]).stdout.strip()
+        try:
+            dest_hostname = self.destination.run(["uname", "-n"], timeout=30).stdout.strip()
+        except CommandError as exc:
+            raise ConfigError(f"cannot reach {o.destination} over ssh as root ({exc}); xenwam "
+                              "reaches the destination as `xl migrate` does: set up root's "
+                              "ssh key") from exc
+        try:
+            dest_site = sitecfg.Site.from_json(json.loads(
+                self.destination.xenwam("site", "show", "--json", timeout=60)))
+        except MigrationError as exc:
+            if "not found" in str(exc) or "127" in str(exc):
+                raise ConfigError(f"xenwam is not installed on {o.destination}: install it "
+                                  "there (pip install xenwam) with a site file") from exc
+            raise ConfigError(f"the destination's site file is unusable: {exc}") from exc
+        self.dest_site = dest_site
+        if dest_hostname == source_hostname:
+            raise ConfigError(f"{o.destination} is this host ({source_hostname})")
+        if any(d.name in (o.domain, o.domain + xl.INCOMING_SUFFIX)
+               for d in self.destination.xl_list()):
+            raise ConfigError(f"{o.destination} already has a domain named {o.domain!r}: "
+                              "remove it there first")
+        resources: dict[str, Resource] = {}
+        states: dict[str, DeviceState] = {}
+        sizes: dict[str, int] = {}
+        for disk in config.disks:
+            if disk.is_xenwam:
+                try:
+                    r = load(disk.target, self.config_dir)
+                except ConfigError:
+                    continue  # plan_resources says what is missing
+                resources[r.name] = r
+                states[r.name] = self.source.drbd(r.minor)
+                sizes[r.name] = int(self.source.run(
+                    ["blockdev", "--getsize64", r.device]).stdout.strip())
+        planned = plan_resources(config, resources, states, sizes, source_hostname,
+                                 dest_hostname)
+        for rp in planned:
+            if not rp.reuse_pair:
+                there = self.destination.drbd(rp.minor)
+                if there.connection != "Unconfigured":
+                    raise ConfigError(f"DRBD minor {rp.minor} is in use on {o.destination}; "
+                                      "give the resource another minor (`xenwam disk adopt`)")
+        network = plan_network(config, dest_site, o.address)
+        estimate = estimate_downtime_ms(config.memory_mib, site.bandwidth_mbit, site.rtt_ms)
+        check_downtime(estimate, o.max_downtime_ms)
+        self.plan = Plan(id=self.report.id, domain=o.domain, domid=config.domid,
+                         memory_mib=config.memory_mib, source_hostname=source_hostname,
+                         destination=o.destination, destination_hostname=dest_hostname,
+                         resources=planned, network=network, downtime_estimate_ms=estimate,
+                         max_downtime_ms=o.max_downtime_ms)
+        self._config = config
+        self.report.downtime_estimate_ms = estimate
+        self.report.new_address = network.address
+        return self.plan
+
+    # ------------------------------------------------------------ run
+
+    def run(self) -> Report:
+        """Plan, then every phase; abort or roll forward on failure.  The report."""
+        start = self.clock()
+        self._phase_start = start
+        self._emit(ev.PhaseStarted(start, Phase.PLAN.value, "check both hosts, the guest and "
+                                                            "its disks"))
+        assert self.journal is not None
+        try:
+            plan = self.make_plan()
+        except BaseException as exc:
+            self._emit(ev.Failed(self.clock(), Phase.PLAN.value, str(exc)))
+            self._emit(ev.Finished(self.clock(), "refused", {"error": str(exc)}))
+            raise
+        self.journal.write_json("plan.json", plan.to_json())
+        # The resource files as they were, secrets included (the directory is 0700): what
+        # an abort puts back, even from `--recover` after this process died.
+        self.journal.write_json("originals.json", {r.name: r.original
+                                                   for r in plan.resources})
+        os.chmod(self.journal.directory / "originals.json", 0o600)
+        self.lifecycles = {r.name: Lifecycle() for r in plan.resources}
+        previous = signal.signal(signal.SIGTERM, self._on_sigterm)
+        try:
+            try:
+                self._forward(plan)
+                self.report.outcome = "done"
+            except BaseException as exc:
+                message = str(exc) if isinstance(exc, XenwamError) else repr(exc)
+                self.report.error = message
+                self._emit(ev.Failed(self.clock(), self.state.phase.value, message))
+                self.recover_after_failure()
+                if isinstance(exc, KeyboardInterrupt):
+                    raise
+        finally:
+            signal.signal(signal.SIGTERM, previous)
+            self.report.total_seconds = round(self.clock() - start, 3)
+            self.journal.write_json("report.json", self.report.__dict__)
+            self._emit(ev.Finished(self.clock(), self.report.outcome, dict(self.report.__dict__)))
+        return self.report
+
+    def _on_sigterm(self, signum: int, frame: Any) -> None:
+        raise MigrationError("stopped by SIGTERM (xenwam migrate --abort)")
+
+    def _forward(self, plan: Plan) -> None:
+        self._step(Action.START)
+        self.prepare(plan)
+        if all(r.reuse_pair for r in plan.resources):
+            self._step(Action.SKIP_SEED)
+        else:
+            self._step(Action.SEED)
+            self.seed_disks(plan)
+            self._step(Action.CATCH_UP)
+        self.catch_up(plan)
+        self._step(Action.HANDOVER)
+        self.handover(plan)
+        self._step(Action.MIGRATE_MEMORY)
+        self.migrate_memory(plan)
+        self._step(Action.REBIND)
+        self.rebind(plan)
+        self._step(Action.FINALIZE)
+        self.finalize(plan)
+        self._step(Action.FINISH)
+
+    # ------------------------------------------------------------ phases
+
+    def _pair_model(self, plan: Plan, rp: Any, dest_disk: str, dest_meta: str) -> Resource:
+        assert self.dest_site is not None and self.site is not None
+        original = Resource.from_json(rp.original)
+        mine = original.host(plan.source_hostname)
+        peer = Host(hostname=plan.destination_hostname,
+                    address=self.dest_site.replication_address,
+                    port=self.dest_site.port_for(rp.minor), disk=dest_disk, meta_disk=dest_meta)
+        return replace(original, hosts=(mine, peer), mode="bulk",
+                       wan=replace(original.wan, rtt_ms=self.site.rtt_ms,
+                                   bandwidth_mbit=self.site.bandwidth_mbit,
+                                   csums_alg=original.wan.csums_alg or "md5"))
+
+    def _install_both(self, model: Resource) -> None:
+        install(model, self.config_dir)
+        self.destination.xenwam("disk", "install", input=json.dumps(model.to_json()))
+
+    def prepare(self, plan: Plan) -> None:
+        """Destination: DRBD loaded, an empty copy of each disk, the pair's definition."""
+        self.destination.run(["modprobe", "drbd"])
+        for rp in plan.resources:
+            if rp.reuse_pair:
+                self.pairs[rp.name] = Resource.from_json(rp.original)
+                continue
+            made = json.loads(self.destination.xenwam(
+                "disk", "provision", rp.name, "--size", str(rp.size_bytes), "--json"))
+            model = self._pair_model(plan, rp, made["disk"], made["meta_disk"])
+            self.destination.xenwam("disk", "install", input=json.dumps(model.to_json()))
+            self.pairs[rp.name] = model
+            self._note(f"{rp.name}: empty copy {made['disk']} on {plan.destination}",
+                       resource=rp.name, **made)
+
+    def seed_disks(self, plan: Plan) -> None:
+        """Stream each live disk's non-zero blocks to the new copy (a fuzzy copy: what the
+        guest writes meanwhile is fixed by the checksum resync that follows)."""
+        for rp in plan.resources:
+            if rp.reuse_pair:
+                continue
+            target = self.pairs[rp.name].host(plan.destination_hostname).disk
+            receiver = start_piped(
+                ["ssh", *SSH_OPTIONS, plan.destination,
+                 shlex.join([*self.destination.xenwam_argv, "disk", "seed-receive",
+                             "--zeroed", target])],
+                stdin=True, stdout=True)
+            assert receiver.stdin is not None and receiver.stdout is not None
+            counter = _ProgressWriter(receiver.stdin, self, rp.name, rp.size_bytes)
+            try:
+                with open(rp.device, "rb") as source:
+                    stats = seed.send(source, counter)  # type: ignore[arg-type]
+            finally:
+                receiver.stdin.close()
+            out = receiver.stdout.read().decode()
+            if receiver.wait() != 0:
+                raise MigrationError(f"seeding {rp.name} failed on {plan.destination}: {out!r}")
+            self.report.seed_wire_bytes += stats.stream_bytes
+            self.report.seed_data_bytes += stats.data_bytes
+            self._note(f"{rp.name}: seeded {stats.data_bytes} bytes of data as "
+                       f"{stats.stream_bytes} bytes on the wire", resource=rp.name,
+                       **stats.to_json())
+
+    def catch_up(self, plan: Plan) -> None:
+        """Connect each pair; DRBD resyncs by checksum until both copies match, with the
+        guest writing all along.  A guest that writes faster than the link is slowed to
+        the link's pace (protocol C) so that the resync converges."""
+        for rp in plan.resources:
+            model = self.pairs[rp.name]
+            if not rp.reuse_pair:
+                self.destination.xenwam("disk", "create-md", rp.name)
+            self.destination.xenwam("disk", "up", rp.name)
+            install(model, self.config_dir)
+            device = DrbdDevice(model)
+            device.adjust()
+            device.connect()
+        for rp in plan.resources:
+            device = DrbdDevice(self.pairs[rp.name], sleep=self.sleep)
+            before = device.state().sent_kib
+            device.wait_connected(timeout=120)
+            self._wait_converged(rp.name, device)
+            self.report.resync_kib += max(0, device.state().sent_kib - before)
+
+    def _wait_converged(self, name: str, device: DrbdDevice) -> None:
+        start = self.clock()
+        best, best_at = None, start
+        throttled_at: float | None = None
+        last_emit = 0.0
+        while True:
+            st = device.state()
+            oos = st.sync.out_of_sync_kib if st.sync else st.out_of_sync_kib
+            now = self.clock()
+            if now - last_emit >= 1.0 or st.in_sync:
+                rate = st.sync.rate_kib_s * 1024 if st.sync and st.sync.rate_kib_s else None
+                self._emit(ev.Progress(now, Phase.CATCH_UP.value, name,
+                                       st.sync.percent if st.sync else
+                                       (100.0 if st.in_sync else None),
+                                       oos * 1024, rate,
+                                       float(st.sync.eta_seconds) if st.sync and
+                                       st.sync.eta_seconds is not None else None))
+                last_emit = now
+            if st.in_sync:
+                if throttled_at is not None:
+                    self.report.throttled_seconds += round(now - throttled_at, 3)
+                return
+            if best is None or oos < best:
+                best, best_at = oos, now
+            if (throttled_at is None and now - best_at > self.options.converge_after):
+                # Writes outrun the link: synchronous replication paces them to it.
+                device.to_handover()
+                throttled_at = now
+                self._emit(ev.Throttled(now, name, f"no progress for "
+                                                   f"{self.options.converge_after:g} s"))
+            if now - start > self.options.sync_timeout:
+                raise MigrationError(f"resource {name!r} did not converge within "
+                                     f"{self.options.sync_timeout:g} s ({oos} KiB out of sync)")
+            self.sleep(1.0)
+
+    def handover(self, plan: Plan) -> None:
+        """Protocol C and two primaries (written into both files, so a reconnect keeps it),
+        the online verify, and the destination promoted ahead of the memory copy."""
+        for rp in plan.resources:
+            model = replace(self.pairs[rp.name], mode="handover")
+            self._install_both(model)
+            self.pairs[rp.name] = model
+            DrbdDevice(model).to_handover()
+            self.destination.xenwam("disk", "handover", rp.name)
+            if self.options.verify:
+                t0 = self.clock()
+                name = rp.name
+
+                def show(p: DrbdProgress, name: str = name) -> None:
+                    self._emit(ev.Progress(self.clock(), "verify", name, p.percent, None,
+                                           None, None))
+                oos = DrbdDevice(model, sleep=self.sleep).verify(on_progress=show)
+                self.report.verify_seconds = round((self.report.verify_seconds or 0)
+                                                   + self.clock() - t0, 3)
+                self.report.verify_out_of_sync_kib = (self.report.verify_out_of_sync_kib
+                                                      or 0) + oos
+                self._note(f"{rp.name}: online verify found {oos} KiB out of sync",
+                           resource=rp.name, out_of_sync_kib=oos)
+                if oos:
+                    raise MigrationError(f"online verify of {rp.name!r} found {oos} KiB that "
+                                         "differ between the two copies; not moving the guest")
+            self.destination.xenwam("disk", "promote", rp.name)
+
+    def _config_override(self, plan: Plan) -> str | None:
+        if self.options.config_path:
+            return self.options.config_path
+        if not plan.network.bridge_changes:
+            return None  # xl sends the domain's own configuration: nothing lost
+        text = xl.render_config(self._config.with_bridge(plan.network.destination_bridge))
+        assert self.journal is not None
+        path = self.journal.directory / f"{plan.domain}.cfg"
+        path.write_text(text)
+        return str(path)
+
+    def migrate_memory(self, plan: Plan) -> None:
+        """``xl migrate -p`` over xenwam's transport; the guest arrives paused."""
+        assert self.journal is not None
+        stats_path = self.journal.directory / "transport.json"
+        transport = xl.transport_command("xenwam-transport", "--stats", str(stats_path),
+                                         "--level", str(self.options.transport_level))
+        argv = xl.migrate(plan.domain, plan.destination, xl.MigrateOptions(
+            transport=transport, config_path=self._config_override(plan), paused=True,
+            no_daemon=self.options.no_daemon, debug=self.options.debug))
+        watcher = _SuspendWatcher(self.source, plan.domain, self.clock)
+        watcher.start()
+        try:
+            result = self.source.run(argv, timeout=3600, check=False)
+        finally:
+            watcher.stop()
+        (self.journal.directory / "xl-migrate.log").write_text(result.stdout + result.stderr)
+        self.suspended_at = watcher.suspended_at
+        if stats_path.exists():
+            stats = json.loads(stats_path.read_text())
+            self.report.memory_raw_bytes = stats.get("forward_raw_bytes")
+            self.report.memory_wire_bytes = stats.get("forward_wire_bytes")
+            self.report.memory_backward_bytes = stats.get("backward_bytes")
+        if not result.ok:
+            raise MigrationError(f"xl migrate failed (exit {result.exit_status}): "
+                                 f"{(result.stderr or result.stdout).strip()[-400:]!r}")
+        left = xl.copies_of(self.source.xl_list(), plan.domain)
+        if left:
+            raise MigrationError(f"xl migrate succeeded but {left[0].name} is still on the "
+                                 "source; refusing to unpause the destination (two copies)")
+        there = xl.copies_of(self.destination.xl_list(), plan.domain)
+        if [d.name for d in there] != [plan.domain]:
+            raise MigrationError(f"after xl migrate the destination has {there!r}, not one "
+                                 f"paused {plan.domain}")
+
+    def rebind(self, plan: Plan) -> None:
+        """Write the guest's new network into its xenstore while it is paused, unpause it."""
+        dest_xs = CliXenstore(self.destination.runner)
+        domid = int(self.destination.run(xl.domid(plan.domain)).stdout.strip())
+        net = plan.network
+        base = f"/local/domain/{domid}/{XENSTORE_NETWORK}"
+        pairs = [(f"{base}/{k}", v) for k, v in (
+            ("address", net.address or "dhcp"), ("gateway", net.gateway),
+            ("subnet", net.subnet), ("migration", plan.id))]
+        pairs.append((f"{base}/generation", str(int(self.clock() * 1000))))
+        dest_xs.write_all(pairs)
+        self._note(f"new network for the guest written to {base}",
+                   address=net.address, gateway=net.gateway)
+        if self.options.paused:
+            self._note("left paused on the destination (-p): `xl unpause` it there")
+            return
+        self.destination.run(xl.unpause(plan.domain))
+        unpaused = self.clock()
+        if self.suspended_at is not None:
+            self.report.downtime_seconds = round(unpaused - self.suspended_at, 3)
+        self._note("guest unpaused on the destination",
+                   downtime_seconds=self.report.downtime_seconds)
+
+    def finalize(self, plan: Plan) -> None:
+        """Back to protocol A with the destination the only primary; the old host keeps
+        its copy as a peer (a return trip then sends only what changed).  Idempotent."""
+        for rp in plan.resources:
+            model = replace(self.pairs.get(rp.name) or load(rp.name, self.config_dir),
+                            mode="bulk")
+            local = DrbdDevice(model)
+            local.demote()  # the hook's remove already did, normally
+            self._install_both(model)
+            self.destination.xenwam("disk", "bulk", rp.name)
+            local.to_bulk()
+
+    # ------------------------------------------------------------ abort and recovery
+
+    def recover_after_failure(self) -> None:
+        """After a failure: observe where the guest runs, then abort or roll forward."""
+        assert self.plan is not None
+        where = self.observe()
+        self._note("after the failure: " + where.describe(), **where.to_json())
+        if where.on_destination and not where.on_source:
+            self.report.outcome = "done (rolled forward)"
+            if self.state.phase in (Phase.MEMORY,):
+                self._step(Action.REBIND)
+                if where.destination_paused:
+                    self.rebind(self.plan)
+                self._step(Action.FINALIZE)
+            elif self.state.phase is Phase.REBIND:
+                self._step(Action.ABORT)
+            self.finalize(self.plan)
+            self._step(Action.FINISH)
+            return
+        self._step(Action.ABORT)
+        self.abort(where)
+        self._step(Action.ABORTED)
+        self.report.outcome = "aborted"
+
+    def observe(self) -> Whereabouts:
+        """Ask both hosts where the guest is and what each copy's DRBD role is."""
+        assert self.plan is not None
+        name = self.plan.domain
+        src = xl.copies_of(self.source.xl_list(), name)
+        try:
+            dst = xl.copies_of(self.destination.xl_list(), name)
+            reachable = True
+        except XenwamError:
+            dst, reachable = [], False
+        roles = {}
+        for rp in self.plan.resources:
+            roles[rp.name] = (self.source.drbd(rp.minor).role,
+                              self.destination.drbd(rp.minor).role if reachable else "?")
+        return Whereabouts(source=[d.name for d in src], destination=[d.name for d in dst],
+                           destination_paused=any(d.paused for d in dst),
+                           destination_reachable=reachable, roles=roles)
+
+    def abort(self, where: Whereabouts) -> None:
+        """Put everything back with the guest on the source.  Idempotent."""
+        assert self.plan is not None
+        plan = self.plan
+        if not where.on_source:
+            raise MigrationError(
+                f"the guest runs on neither host ({where.describe()}); nothing was destroyed "
+                "by xenwam: look at `xl list` on both hosts before anything else")
+        if where.destination:
+            # A paused, never-started copy on the destination while the source runs.
+            for name in where.destination:
+                self.destination.run(xl.destroy(name), check=False)
+        for rp in plan.resources:
+            original = Resource.from_json(rp.original)
+            if where.destination_reachable:
+                self.destination.run([*self.destination.xenwam_argv, "disk", "demote",
+                                      rp.name], check=False)
+                if not rp.reuse_pair:
+                    self.destination.run([*self.destination.xenwam_argv, "disk",
+                                          "unprovision", rp.name], check=False)
+            local = DrbdDevice(replace(original, mode="bulk"))
+            if original.is_single:
+                local.disconnect()
+            install(original, self.config_dir)
+            if not original.is_single:
+                local.adjust()
+            self._note(f"{rp.name}: source resource restored as before the migration")
+
+
+@dataclass(frozen=True)
+class Whereabouts:
+    """Where the guest's copies are, seen from outside xenwam's own records."""
+
+    source: list[str]
+    destination: list[str]
+    destination_paused: bool
+    destination_reachable: bool
+    roles: dict[str, tuple[str, str]]
+
+    @property
+    def on_source(self) -> bool:
+        """A copy is on the source."""
+        return bool(self.source)
+
+    @property
+    def on_destination(self) -> bool:
+        """A copy is on the destination."""
+        return bool(self.destination)
+
+    def describe(self) -> str:
+        """One line for the journal."""
+        return (f"source has {self.source or 'nothing'}, destination has "
+                f"{self.destination or 'nothing'}"
+                + ("" if self.destination_reachable else " (unreachable)")
+                + "; DRBD roles " + ", ".join(f"{k}: {a}/{b}" for k, (a, b) in
+                                              self.roles.items()))
+
+    def to_json(self) -> dict[str, Any]:
+        """Plain data."""
+        return {"source": self.source, "destination": self.destination,
+                "destination_paused": self.destination_paused,
+                "destination_reachable": self.destination_reachable,
+                "roles": {k: list(v) for k, v in self.roles.items()}}
+
+
+class _ProgressWriter:
+    """Counts the seeding stream's bytes on their way to ssh and reports progress."""
+
+    def __init__(self, inner: Any, migration: Migration, name: str, size: int) -> None:
+        self.inner = inner
+        self.migration = migration
+        self.name = name
+        self.size = size
+        self.written = 0
+        self.start = migration.clock()
+        self.last = 0.0
+
+    def write(self, data: bytes) -> int:
+        self.inner.write(data)
+        self.written += len(data)
+        now = self.migration.clock()
+        if now - self.last >= 1.0:
+            self.last = now
+            elapsed = max(1e-6, now - self.start)
+            self.migration._emit(ev.Progress(now, Phase.SEED.value, self.name, None,
+                                             self.written, self.written / elapsed, None))
+        return len(data)
+
+    def flush(self) -> None:
+        self.inner.flush()
+
+
+class _SuspendWatcher:
+    """Polls ``xl list`` on the source during ``xl migrate`` for the moment the guest is
+    suspended (state ``s``, or renamed, or gone): the start of its downtime.  Precision is
+    the poll interval plus one ``xl list`` (about 0.2-0.5 s under TCG)."""
+
+    def __init__(self, side: Side, name: str, clock: Callable[[], float],
+                 interval: float = 0.2) -> None:
+        self.side = side
+        self.name = name
+        self.clock = clock
+        self.interval = interval
+        self.suspended_at: float | None = None
+        self._done = threading.Event()
+        self._thread = threading.Thread(target=self._run, daemon=True)
+
+    def start(self) -> None:
+        self._thread.start()
+
+    def stop(self) -> None:
+        self._done.set()
+        self._thread.join(timeout=10)
+
+    def _run(self) -> None:
+        while not self._done.is_set() and self.suspended_at is None:
+            t = self.clock()
+            try:
+                doms = self.side.xl_list()
+            except XenwamError:
+                doms = []
+            mine = [d for d in doms if d.name == self.name]
+            if not mine or "s" in mine[0].state or "p" in mine[0].state:
+                self.suspended_at = t
+                return
+            self._done.wait(self.interval)
+
+
+def process_alive(pid: int) -> bool:
+    """True if ``pid`` runs (an orchestrator recorded in a journal)."""
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    return True
