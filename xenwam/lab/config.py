@@ -251,6 +251,34 @@ def dom0_network_commands(layout: Layout, host: str) -> list[list[str]]:
     return cmds
 
 
+def site_file(layout: Layout, host: str, shaping: Shaping) -> str:
+    """The xenwam site file of ``host`` (``/etc/xenwam/site.toml`` in its dom0).
+
+    The WAN figures are the lab's shaping, or a nominal 1 ms / 1 gbit when unshaped.
+    """
+    from xenwam.site import Site, SiteNetwork, render
+
+    net = site_subnet(layout, host)
+    gateway = site_gateway(layout, host)
+    return render(Site(
+        name=f"site-{host}",
+        network=SiteNetwork(bridge="xenbr0", subnet=str(net), gateway=str(gateway.ip),
+                            assign="host-part"),
+        replication_address=str(link_address(host).ip), port_first=7800, port_last=7899,
+        storage_directory="/var/lib/xenwam/disks",
+        rtt_ms=shaping.rtt_ms or 1.0,
+        bandwidth_mbit=(shaping.rate_kbit / 1000) if shaping.rate_kbit else 1000.0))
+
+
+#: Commands the lab puts on each dom0's PATH, running the shared source tree.
+DOM0_COMMANDS = {
+    "/usr/local/bin/xenwam":
+        '#!/bin/sh\nPYTHONPATH=/opt/xenwam exec python3 -m xenwam.cli "$@"\n',
+    "/usr/local/bin/xenwam-transport":
+        '#!/bin/sh\nPYTHONPATH=/opt/xenwam exec python3 -m xenwam.transport "$@"\n',
+}
+
+
 def correspondent_routes(layout: Layout) -> list[list[str]]:
     """``ip route`` argv lists for the correspondent (none needed in the lan layout)."""
     if layout is Layout.LAN:

@@ -396,6 +396,19 @@ class Lab:
             for argv in cfg.dom0_network_commands(config.layout, host):
                 self.exec(host, argv)
             self.apply_shaping(host, config.shaping)
+            self.install_xenwam(host, config)
+
+    def install_xenwam(self, host: str, config: LabConfig) -> None:
+        """Make dom0 a xenwam host: ``xenwam`` and ``xenwam-transport`` on its PATH (the
+        shared source tree), the ``block-xenwam`` hook, its site file, DRBD loaded."""
+        for path, text in cfg.DOM0_COMMANDS.items():
+            self.exec(host, ["sh", "-c", f'cat > {path} && chmod 755 {path}'], input=text)
+        self.exec(host, ["ln", "-sf", "/opt/xenwam/hooks/block-xenwam",
+                         "/etc/xen/scripts/block-xenwam"])
+        self.exec(host, ["mkdir", "-p", "/etc/xenwam"])
+        self.exec(host, ["tee", "/etc/xenwam/site.toml"],
+                  input=cfg.site_file(config.layout, host, config.shaping))
+        self.exec(host, ["modprobe", "drbd"])
 
     def apply_shaping(self, host: str, shaping: Shaping) -> None:
         """Shape ``host``'s link egress with netem (half the RTT each way)."""
@@ -502,7 +515,8 @@ class Lab:
                           "create one with `xenwam lab guest create HOST`")
 
     def create_guest(self, host: str, name: str | None = None, *,
-                     memory_mib: int | None = None, python: bool = False) -> GuestRecord:
+                     memory_mib: int | None = None, python: bool = False,
+                     xenwam_disk: bool = False) -> GuestRecord:
         """Create a PVH guest on ``host`` with an address on that host's site subnet.
 
         With ``python`` the guest also carries python3, ``cryptography`` and the
@@ -526,13 +540,20 @@ class Lab:
             hip_piece = package_piece(cfg.source_tree() / "hip", "opt/xenwam/hip")
         # The data disk (and ramdisk) must exist at the same path on both hosts for xl
         # migrate to re-attach it (without DRBD its contents do not follow the guest).
+        # A xenwam disk exists on the guest's host only: xenwam migrate makes the copy.
         for h in HOSTS:
-            self.exec(h, ["truncate", "-s", f"{spec.data_disk_mib}M", spec.data_disk])
+            if h == host or not xenwam_disk:
+                self.exec(h, ["truncate", "-s", f"{spec.data_disk_mib}M", spec.data_disk])
             if python:
                 self.runner.run(self.ssh_argv(h, [
                     "sh", "-c", f"cat {GUEST_DIR}/guest-initrd.gz "
                                 f"{GUEST_DIR}/guest-python.cpio.gz - > {spec.ramdisk}"]),
                     input=hip_piece)
+        if xenwam_disk:
+            resource = f"{name}-disk"
+            self.exec(host, ["xenwam", "disk", "adopt", resource, "--disk", spec.data_disk,
+                             "--minor", str(number), "--json"], timeout=120)
+            spec = replace(spec, disk_resource=resource)
         self.exec(host, ["tee", spec.config_path], input=spec.xl_config())
         self.progress(f"creating PVH guest {name} on host {host} at {address.ip}")
         self.exec(host, ["xl", "create", spec.config_path], timeout=180)

@@ -33,6 +33,8 @@ class GuestSpec:
     data_disk_mib: int = 64
     #: Initramfs file in dom0; guests with Python get their own (base + python + hip).
     ramdisk: str = f"{GUEST_DIR}/guest-initrd.gz"
+    #: A xenwam DRBD resource to use as the data disk instead of the plain file.
+    disk_resource: str | None = None
 
     def __post_init__(self) -> None:
         if not _NAME.match(self.name):
@@ -71,7 +73,9 @@ class GuestSpec:
             f"memory = {self.memory_mib}",
             "vcpus = 1",
             f'vif = ["bridge=xenbr0,mac={self.mac}"]',
-            f'disk = ["format=raw,vdev=xvda,access=rw,target={self.data_disk}"]',
+            (f'disk = ["vdev=xvda,access=rw,script=block-xenwam,target={self.disk_resource}"]'
+             if self.disk_resource else
+             f'disk = ["format=raw,vdev=xvda,access=rw,target={self.data_disk}"]'),
             'on_crash = "preserve"',
             "",
         ])
