@@ -47,12 +47,14 @@ from hip.control import DEFAULT_SOCKET, MAX_MESSAGE, ControlRequest, encode_resp
 from hip.dataplane import DataPlane, Encapsulation, Locator, SecurityAssociation
 from hip.dataplane.probe import DataPlaneKind, choose
 from hip.dataplane.userspace import DEFAULT_TUN_NAME, NoAssociation, UserspaceDataPlane
-from hip.errors import HIPError
+from hip.errors import DaemonError, HIPError
+from hip.eventlog import EventJournal
 from hip.events import (
     AssociationClosed,
     AssociationEstablished,
     AssociationFailed,
     PacketDropped,
+    Rebound,
     SecurityAssociationsChanged,
 )
 from hip.host import HIPHost
@@ -77,6 +79,8 @@ LOCATOR_SETTLE = 0.01
 ROUTE_WAIT_MAX = 1.0
 #: Seconds between two reactions to ESP with an unknown SPI from the same locator.
 UNKNOWN_SPI_HOLDOFF = 2.0
+#: Longest a hipctl ``events`` request may wait for a new event; hipctl asks again.
+MAX_EVENT_WAIT = 30.0
 #: Address flags from linux/if_addr.h.
 _IFA_F_TENTATIVE = 0x40
 _IFA_F_DEPRECATED = 0x20
@@ -160,6 +164,10 @@ class Hipd:
         self._route_wait_since: float | None = None
         #: Peers whose queued packets go out at the end of the current pump.
         self._to_flush: list[IPv6Address] = []
+        #: Protocol events for ``hipctl events`` / ``wait-rebound``, and who waits.
+        self.journal = EventJournal()
+        self._event_waiters: list[asyncio.Future[None]] = []
+        self.wall_clock: Callable[[], float] = time.time
 
     # -- start and stop -----------------------------------------------------------------
     async def start(self) -> None:
@@ -278,6 +286,7 @@ class Hipd:
             event = host.next_event()
             if event is None:
                 break
+            self._journal(event)
             try:
                 self._on_event(event)
             except HIPError as exc:
@@ -299,6 +308,40 @@ class Hipd:
             delay = max(0.0, deadline - self._now())
             self._timer = self._loop.call_later(delay, self._on_timer)
 
+    def _journal(self, event: object) -> None:
+        if self.journal.append(event, self.wall_clock()) is None:
+            return
+        waiters, self._event_waiters = self._event_waiters, []
+        for waiter in waiters:
+            if not waiter.done():
+                waiter.set_result(None)
+
+    async def wait_events(self, args: dict[str, Any]) -> dict[str, Any]:
+        """Journaled events after ``args["after"]`` (default: only events to come),
+        of the ``names`` and ``peer`` asked for, waiting up to ``wait`` seconds for one."""
+        after = args.get("after")
+        after_id = self.journal.last_id if after is None else int(after)
+        wait = float(args.get("wait", 0.0))
+        if not 0.0 <= wait <= MAX_EVENT_WAIT:
+            raise DaemonError(f"events: wait {wait!r} must be 0-{MAX_EVENT_WAIT:g} seconds")
+        names = args.get("names") or []
+        if not isinstance(names, list) or not all(isinstance(n, str) for n in names):
+            raise DaemonError(f"events: names must be a list of event names, not {names!r}")
+        peer = args.get("peer")
+        peer_hit = str(IPv6Address(peer)) if peer else None
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + wait
+        while True:
+            records, lost = self.journal.after(after_id, names=names, peer_hit=peer_hit)
+            remaining = deadline - loop.time()
+            if records or remaining <= 0:
+                return {"events": [r.as_dict() for r in records], "lost": lost,
+                        "last": self.journal.last_id}
+            waiter: asyncio.Future[None] = loop.create_future()
+            self._event_waiters.append(waiter)
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(waiter, remaining)
+
     def _on_event(self, event: object) -> None:
         if isinstance(event, SecurityAssociationsChanged):
             self._install(event)
@@ -319,6 +362,9 @@ class Hipd:
                 self.counters["queued-dropped-base-exchange-failed"] += len(dropped.packets)
         elif isinstance(event, PacketDropped):
             log.debug("core dropped a %s packet: %s", event.packet_type, event.reason)
+        elif isinstance(event, Rebound):
+            log.info("rebound with %s (%s): %s -> %s", event.peer_hit, event.mover.value,
+                     event.local_locator, event.peer_locator)
         else:
             log.info("event: %s", event)
 
@@ -584,6 +630,8 @@ class Hipd:
                 self.manual_locators = False
                 n = await self._check_locators()
             return {"locators": [str(x) for x in self.locators], "peers_updated": n}
+        if request.command == "events":
+            return await self.wait_events(request.args)
         if request.command == "reload-hosts":
             self.hosts = load_hosts(Path(self.options.config_dir) / "hosts")
             return {"peers": len(self.hosts.entries)}
