@@ -62,6 +62,7 @@ from hip.hosts import HostsFile, load_hosts
 from hip.identity import HostIdentity
 from hip.mobility import PeerLocatorSet
 from hip.orchid import ORCHID_PREFIX
+from hip.peer_memory import DEFAULT_STATE_DIR, PeerMemory
 from hip.runner import LineStream
 from hip.transport import Carrier, HipTransport
 
@@ -101,6 +102,9 @@ class DaemonOptions:
     locators: tuple[Locator, ...] = ()
     #: Interfaces whose addresses are not locators (besides our TUN/dummy device).
     ignore_interfaces: tuple[str, ...] = ()
+    #: Where peers' last verified locators are kept (None: not kept across restarts;
+    #: the command line defaults to /var/lib/hip).
+    state_dir: str | None = None
 
 
 @dataclass
@@ -166,6 +170,10 @@ class Hipd:
         self._to_flush: list[IPv6Address] = []
         #: Protocol events for ``hipctl events`` / ``wait-rebound``, and who waits.
         self.journal = EventJournal()
+        #: Peers' last verified locators, tried before the hosts file after a restart.
+        self.peer_memory = PeerMemory.load(options.state_dir)
+        #: Peers whose current base exchange went to a remembered locator.
+        self._tried_memory: dict[IPv6Address, Locator] = {}
         self._event_waiters: list[asyncio.Future[None]] = []
         self.wall_clock: Callable[[], float] = time.time
 
@@ -344,6 +352,14 @@ class Hipd:
 
     def _on_event(self, event: object) -> None:
         if isinstance(event, SecurityAssociationsChanged):
+            # The SAs' peer locator was verified (base exchange or return routability).
+            # Only peers of the hosts file are remembered: those are the ones hipd looks
+            # for, and a stranger's base exchanges cannot grow the file.
+            self._tried_memory.pop(event.peer_hit, None)
+            if (self.hosts.find(str(event.peer_hit)) is not None
+                    and self.peer_memory.remember(event.peer_hit, event.peer_locator,
+                                                  self.wall_clock())):
+                log.info("remembered %s at %s", event.peer_hit, event.peer_locator)
             self._install(event)
         elif isinstance(event, AssociationEstablished):
             self.established_at[event.peer_hit] = self._now()
@@ -357,6 +373,10 @@ class Hipd:
                 self.plane.remove(event.peer_hit)
         elif isinstance(event, AssociationFailed):
             log.warning("base exchange with %s failed: %s", event.peer_hit, event.reason)
+            remembered = self._tried_memory.pop(event.peer_hit, None)
+            if remembered is not None and self.peer_memory.forget(event.peer_hit):
+                log.warning("forgot %s's remembered locator %s: no answer there; the hosts "
+                            "file's is tried next", event.peer_hit, remembered)
             dropped = self.queues.pop(event.peer_hit, None)
             if dropped is not None:
                 self.counters["queued-dropped-base-exchange-failed"] += len(dropped.packets)
@@ -407,13 +427,18 @@ class Hipd:
         host = self.host
         if host is None:
             return False
-        candidates = [locator] if locator else list(self.hosts.locators_of(peer_hit))
+        candidates = [locator] if locator else self.peer_candidates(peer_hit)
         own_families = {type(loc) for loc in self.locators}
         usable = [c for c in candidates if type(c) in own_families] or candidates
         if not usable or not self.locators:
             log.warning("no locator for %s: add one with `hipctl peer add NAME %s ADDRESS`",
                         peer_hit, peer_hit)
             return False
+        remembered = self.peer_memory.get(peer_hit)
+        if locator is None and remembered is not None and usable[0] == remembered.locator:
+            self._tried_memory[peer_hit] = usable[0]
+            log.info("base exchange with %s at its last verified locator %s", peer_hit,
+                     usable[0])
         try:
             host.connect(peer_hit.packed, usable[0], self._now())
         except HIPError as exc:
@@ -421,6 +446,21 @@ class Hipd:
             log.debug("connect %s: %s", peer_hit, exc)
         self._pump()
         return True
+
+    def peer_candidates(self, peer_hit: IPv6Address) -> list[Locator]:
+        """Where to look for ``peer_hit``, best first: its last verified locator, then
+        the hosts file's -- unless the hosts file was edited after that verification."""
+        configured = list(self.hosts.locators_of(peer_hit))
+        remembered = self.peer_memory.get(peer_hit)
+        if remembered is None:
+            return configured
+        try:
+            edited = (Path(self.options.config_dir) / "hosts").stat().st_mtime
+        except OSError:
+            edited = 0.0
+        if edited > remembered.verified_at and configured:
+            return configured + [x for x in [remembered.locator] if x not in configured]
+        return [remembered.locator] + [x for x in configured if x != remembered.locator]
 
     def _flush_queue(self, peer_hit: IPv6Address) -> None:
         queue = self.queues.pop(peer_hit, None)
@@ -487,14 +527,14 @@ class Hipd:
         if now - self._unknown_spi_seen.get(src, -UNKNOWN_SPI_HOLDOFF) < UNKNOWN_SPI_HOLDOFF:
             return
         _remember(self._unknown_spi_seen, src, now)
-        for entry in self.hosts.entries:
-            if src in entry.locators and self._state_of(entry.hit) in (
-                "UNASSOCIATED", "CLOSED", "E-FAILED"
-            ):
+        known = [e.hit for e in self.hosts.entries if src in e.locators]
+        known += [hit for hit in self.peer_memory.hits_at(src) if hit not in known]
+        for hit in known:
+            if self._state_of(hit) in ("UNASSOCIATED", "CLOSED", "E-FAILED"):
                 log.info("ESP with unknown SPI %#x from %s: new base exchange with %s",
-                         spi, src, entry.hit)
+                         spi, src, hit)
                 self.stats["base-exchange-on-unknown-spi"] += 1
-                self._start_base_exchange(entry.hit, src)
+                self._start_base_exchange(hit, src)
 
     def _on_udp_esp(self, data: bytes, src: Locator) -> None:
         if self.userspace is not None:
@@ -825,6 +865,9 @@ def build_parser() -> argparse.ArgumentParser:
                         "followed by netlink)")
     parser.add_argument("--ignore-interface", action="append", default=[],
                         help="addresses on this interface are not locators (repeat)")
+    parser.add_argument("--state-dir", default=DEFAULT_STATE_DIR,
+                        help="where peers' last verified locators are kept across restarts "
+                        "(default %(default)s)")
     parser.add_argument("-v", "--verbose", action="count", default=0)
     return parser
 
@@ -841,7 +884,7 @@ def main(argv: list[str] | None = None) -> None:
         data_plane=DataPlaneKind(args.data_plane),
         carrier=Carrier.UDP if args.udp else Carrier.RAW, udp_port=args.udp_port,
         tun_name=args.tun, locators=tuple(args.locator),
-        ignore_interfaces=tuple(args.ignore_interface),
+        ignore_interfaces=tuple(args.ignore_interface), state_dir=args.state_dir,
     )
     try:
         identity = keystore.load_identity(args.config_dir)

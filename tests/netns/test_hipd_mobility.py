@@ -89,7 +89,8 @@ class HipLab:
         sock.unlink(missing_ok=True)
         self.hipd[role] = self.popen(
             ns, [sys.executable, "-m", "hip.daemon", "--config-dir", str(self.work / role),
-                 "--socket", str(sock), "-v", *extra], f"hipd-{role}.log")
+                 "--socket", str(sock), "--state-dir", str(self.work / f"{role}-state"),
+                 "-v", *extra], f"hipd-{role}.log")
         wait_for(lambda: sock.exists(), 20, f"hipd in {role} ({self.log(role)})")
 
     def stop_hipd(self, role: str) -> None:
@@ -555,3 +556,32 @@ def test_rebound_event_after_a_move(hip_lab: HipLab) -> None:
     res = lab.m.run([sys.executable, "-m", "hip.ctl", "wait-rebound", "--timeout", "1",
                      "--socket", str(lab.work / "m.sock")], check=False)
     assert res.exit_status == 1 and "no rebinding reported within 1 s" in res.stderr
+
+
+def test_restarted_hipd_finds_a_moved_peer_at_its_last_verified_locator(
+        hip_lab: HipLab) -> None:
+    """Issue 10 finding 7: after M moved, C's hosts file still says 10.1.0.2; a restarted
+    C must look for M where it last verified it (10.2.0.2), kept in its state directory."""
+    lab = hip_lab
+    _ctl(lab, lab.c, "c", "connect", "mobile")
+    wait_for(lambda: _state_on(lab, lab.c, "c", lab.hits["m"]) == "ESTABLISHED", 10,
+             "hipctl connect to establish")
+    lab.place(lab.m, "m", 2, 2, old=1)  # M: subnet 1 -> subnet 2
+    wait_for(lambda: any(loc["address"] == "10.2.0.2" and loc["state"] == "ACTIVE"
+                         for loc in _peer_locators(lab.show(lab.c, "c"), lab.hits["m"])),
+             10, "C to verify M's new locator")
+    memory = json.loads((lab.work / "c-state" / "peers.json").read_text())
+    assert memory["peers"][lab.hits["m"]]["locator"] == "10.2.0.2"
+    assert "10.1.0.2" in (lab.work / "c" / "hosts").read_text()  # the stale entry
+    for role in ("c", "m"):
+        lab.stop_hipd(role)
+    lab.start_hipd(lab.m, "m")
+    lab.start_hipd(lab.c, "c")
+    restarted = time.monotonic()
+    _ctl(lab, lab.c, "c", "connect", "mobile")  # no address: memory, then hosts file
+    wait_for(lambda: _state_on(lab, lab.c, "c", lab.hits["m"]) == "ESTABLISHED", 10,
+             "the restarted C to find M at 10.2.0.2")
+    print(f"re-established {(time.monotonic() - restarted) * 1000:.0f} ms after the restart")
+    sa = lab.show(lab.c, "c")["associations"][0]["sa"]  # type: ignore[index]
+    assert sa["peer_locator"] == "10.2.0.2"
+    assert "at its last verified locator 10.2.0.2" in lab.log("c")
