@@ -31,9 +31,11 @@ from hip.events import (
     CloseReason,
     LocatorVerificationFailed,
     LocatorVerified,
+    Mover,
     NotifyReceived,
     PacketDropped,
     PeerLocatorsChanged,
+    Rebound,
     SAChangeReason,
     SecurityAssociationsChanged,
     UpdateFailed,
@@ -259,6 +261,12 @@ class Association:
         #: Our own keys and SPI of a crossing exchange we gave up as Initiator.
         self._abandoned_initiator: _AbandonedInitiator | None = None
         self._updates = UpdateSequencer()
+        #: Our locators the peer has verified (answered its echo request there, or the
+        #: base exchange ran there); the peer forgets those we stop announcing.
+        self._verified_by_peer: set[Address] = set()
+        #: After our move: whether the peer acknowledged the announcing UPDATE; None
+        #: when no move of ours waits for its Rebound.
+        self._move_acked: bool | None = None
         self._update_queue: deque[_QueuedUpdate] = deque()
         self._rekey: _Rekey | None = None
         self._credit = CreditAccount(config.credit_limit, config.credit_aging_interval)
@@ -608,6 +616,7 @@ class Association:
 
     def _established(self, now: float) -> None:
         self._last_activity = now
+        self._verified_by_peer = {self.local_locator}
         our, peer = self._event_ids()
         assert self.peer_locator is not None
         self._emit(AssociationEstablished(our, peer, self.initiator, self.peer_locator,
@@ -973,7 +982,24 @@ class Association:
         if self.state not in (State.ESTABLISHED, State.R2_SENT) or self._crypto is None:
             return  # nothing to announce yet; later packets simply use the new source
         self._emit_sa(SAChangeReason.LOCAL_MOVED)
+        self._move_acked = False
         self._queue_update(UpdatePurpose.LOCATORS, None, now)
+
+    def _maybe_rebound(self) -> None:
+        """Report our move complete once the peer acknowledged it and has verified (or
+        is being answered for) our preferred locator."""
+        if self._move_acked and self.local_locator in self._verified_by_peer:
+            self._move_acked = None
+            assert self.peer_locators is not None
+            our, peer = self._event_ids()
+            self._emit(Rebound(our, peer, Mover.LOCAL, self.local_locator,
+                               self.peer_locators.control_locator()))
+
+    def _emit_peer_rebound(self) -> None:
+        assert self.peer_locators is not None
+        our, peer = self._event_ids()
+        self._emit(Rebound(our, peer, Mover.PEER, self.local_locator,
+                           self.peer_locators.control_locator()))
 
     def _readdressed(self, out: OutgoingPacket) -> OutgoingPacket:
         src = self._local_for(out.dst)
@@ -1123,10 +1149,18 @@ class Association:
                 our, peer = self._event_ids()
                 self._emit(LocatorVerified(our, peer, verified))
                 self._emit_sa(SAChangeReason.PEER_MOVED)
+                if verified == self.peer_locators.preferred().address:
+                    self._emit_peer_rebound()
+        if acked is not None and acked.purpose is UpdatePurpose.LOCATORS:
+            # The peer took in our LOCATOR_SET and deprecated what it no longer lists.
+            self._verified_by_peer &= set(self.local_locators)
+            if self._move_acked is False:
+                self._move_acked = True
         if (acked is not None and self._rekey is not None
                 and acked.purpose in (UpdatePurpose.REKEY, UpdatePurpose.REKEY_REPLY)):
             self._rekey.own_acked = True
         if seq is None:
+            self._maybe_rebound()
             self._maybe_finish_rekey()
             self._send_queued(now)
             return
@@ -1157,6 +1191,9 @@ class Association:
         reply_extra: list[Param] = []
         if echo_req is not None:
             reply_extra.append(EchoResponseSigned(echo_req.opaque))
+            # The check was sent to the locator it verifies (RFC 8046 3.2.1).
+            self._verified_by_peer.add(dst)
+        self._maybe_rebound()
         to_check: list[Address] = []
         if locator_set is not None:
             announced = [AnnouncedLocator(loc.address, loc.preferred, loc.lifetime)
@@ -1176,6 +1213,7 @@ class Association:
                 # The peer now prefers a locator that was verified before: traffic moves
                 # at once, no return routability needed (RFC 8046 5.2).
                 self._emit_sa(SAChangeReason.PEER_MOVED)
+                self._emit_peer_rebound()
         self._maybe_finish_rekey()
         # One answer carries the ACK: our rekey reply, or the first return routability
         # check, or else a plain ACK (with any echo response); the rest is queued.

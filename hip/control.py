@@ -17,7 +17,7 @@ from hip.errors import DaemonError
 DEFAULT_SOCKET = "/run/hipd.sock"
 #: Longest request or response line accepted; a ``show`` of many peers fits easily.
 MAX_MESSAGE = 1 << 20
-COMMANDS = ("show", "update-locators", "close", "connect", "rekey", "reload-hosts")
+COMMANDS = ("show", "update-locators", "close", "connect", "rekey", "reload-hosts", "events")
 
 
 @dataclass(frozen=True)

@@ -13,6 +13,7 @@ import contextlib
 import json
 import os
 import sys
+import time
 from collections.abc import Callable, Sequence
 from ipaddress import ip_address
 from pathlib import Path
@@ -33,6 +34,9 @@ from hip.hosts import (
 )
 
 EXIT_OK, EXIT_FAILURE, EXIT_USAGE = 0, 1, 2
+#: Longest one ``events`` request waits in hipd (within the control call's timeout);
+#: hipctl asks again until its own timeout.
+EVENT_POLL_WAIT = 5.0
 
 #: How hipctl talks to hipd; tests of argument handling inject a recorder.
 Caller = Callable[[ControlRequest, str], Any]
@@ -86,7 +90,34 @@ def build_parser() -> argparse.ArgumentParser:
                              help="start a base exchange with a peer now")
     connect.add_argument("peer", help="name or HIT")
     connect.add_argument("locator", nargs="?", help="where to send I1 (default: hosts file)")
+    events = sub.add_parser("events", parents=[common],
+                            help="hipd's protocol events; --json prints one JSON object a line")
+    events.add_argument("--follow", action="store_true", help="keep printing new events")
+    events.add_argument("--peer", help="only events with this peer (name or HIT)")
+    events.add_argument("--name", action="append", default=[], metavar="EVENT",
+                        help="only events of this name (e.g. Rebound); may be repeated")
+    events.add_argument("--after", type=int, default=0, metavar="ID",
+                        help="only events after this id (default: all hipd kept)")
+    events.add_argument("--timeout", type=_seconds, default=None, metavar="S",
+                        help="with --follow: stop after S seconds")
+    wait = sub.add_parser("wait-rebound", parents=[common],
+                          help="wait until a move is taken in by both ends (exit 1 on timeout)")
+    wait.add_argument("--peer", help="only a rebinding with this peer (name or HIT)")
+    wait.add_argument("--timeout", type=_seconds, default=30.0, metavar="S",
+                      help="give up after S seconds (default %(default)s)")
+    wait.add_argument("--after", type=int, default=None, metavar="ID",
+                      help="also accept events after this id (default: only ones to come)")
     return parser
+
+
+def _seconds(text: str) -> float:
+    try:
+        value = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a number of seconds") from None
+    if not 0 <= value <= 86400 or value != value:
+        raise argparse.ArgumentTypeError(f"{text!r} must be 0-86400 seconds")
+    return value
 
 
 def _emit(out: TextIO, as_json: bool, doc: object, text: str) -> None:
@@ -200,7 +231,66 @@ def _dispatch(args: argparse.Namespace, out: TextIO, caller: Caller) -> int:
         result = caller(ControlRequest(command, request_args), args.socket)
         _emit(out, args.json, result, f"{command}: {hit}: {result.get('state', 'requested')}")
         return EXIT_OK
+    if command == "events":
+        return _events(args, out, caller)
+    if command == "wait-rebound":
+        return _wait_rebound(args, out, caller)
     raise AssertionError(f"unhandled command {command!r}")  # argparse restricts choices
+
+
+def render_event(record: dict[str, Any]) -> str:
+    """One journaled event as a line for a person."""
+    stamp = time.strftime("%H:%M:%S", time.localtime(float(record.get("time", 0))))
+    rest = " ".join(f"{k}={v}" for k, v in record.items()
+                    if k not in ("id", "time", "event", "our_hit", "peer_hit"))
+    return (f"{record.get('id')} {stamp} {record.get('event')} peer {record.get('peer_hit')}"
+            + (f" {rest}" if rest else ""))
+
+
+def _print_event(out: TextIO, as_json: bool, record: dict[str, Any]) -> None:
+    out.write((json.dumps(record, sort_keys=True) if as_json else render_event(record)) + "\n")
+    out.flush()
+
+
+def _events(args: argparse.Namespace, out: TextIO, caller: Caller) -> int:
+    peer = _resolve_peer(args, args.peer) if args.peer else None
+    after: int = args.after
+    deadline = None if args.timeout is None else time.monotonic() + args.timeout
+    while True:
+        wait = 0.0
+        if args.follow:
+            wait = EVENT_POLL_WAIT
+            if deadline is not None:
+                wait = max(0.0, min(wait, deadline - time.monotonic()))
+        reply = caller(ControlRequest("events", {"after": after, "names": args.name,
+                                                 "peer": peer, "wait": wait}), args.socket)
+        if reply.get("lost"):
+            sys.stderr.write(f"hipctl: {reply['lost']} older events were already forgotten\n")
+        for record in reply.get("events", []):
+            _print_event(out, args.json, record)
+        after = int(reply.get("last", after))
+        if not args.follow or (deadline is not None and time.monotonic() >= deadline):
+            return EXIT_OK
+
+
+def _wait_rebound(args: argparse.Namespace, out: TextIO, caller: Caller) -> int:
+    peer = _resolve_peer(args, args.peer) if args.peer else None
+    after: int | None = args.after
+    deadline = time.monotonic() + args.timeout
+    while True:
+        wait = max(0.0, min(EVENT_POLL_WAIT, deadline - time.monotonic()))
+        request: dict[str, Any] = {"names": ["Rebound"], "peer": peer, "wait": wait}
+        if after is not None:
+            request["after"] = after
+        reply = caller(ControlRequest("events", request), args.socket)
+        records = reply.get("events", [])
+        if records:
+            _print_event(out, args.json, records[0])
+            return EXIT_OK
+        after = int(reply.get("last", after or 0))
+        if time.monotonic() >= deadline:
+            raise HIPError(f"no rebinding{' with ' + peer if peer else ''} reported within "
+                           f"{args.timeout:g} s (`hipctl events` shows what hipd saw)")
 
 
 def _peer(args: argparse.Namespace, out: TextIO, caller: Caller) -> int:

@@ -47,12 +47,14 @@ from hip.control import DEFAULT_SOCKET, MAX_MESSAGE, ControlRequest, encode_resp
 from hip.dataplane import DataPlane, Encapsulation, Locator, SecurityAssociation
 from hip.dataplane.probe import DataPlaneKind, choose
 from hip.dataplane.userspace import DEFAULT_TUN_NAME, NoAssociation, UserspaceDataPlane
-from hip.errors import HIPError
+from hip.errors import DaemonError, HIPError
+from hip.eventlog import EventJournal
 from hip.events import (
     AssociationClosed,
     AssociationEstablished,
     AssociationFailed,
     PacketDropped,
+    Rebound,
     SecurityAssociationsChanged,
 )
 from hip.host import HIPHost
@@ -60,6 +62,7 @@ from hip.hosts import HostsFile, load_hosts
 from hip.identity import HostIdentity
 from hip.mobility import PeerLocatorSet
 from hip.orchid import ORCHID_PREFIX
+from hip.peer_memory import DEFAULT_STATE_DIR, PeerMemory
 from hip.runner import LineStream
 from hip.transport import Carrier, HipTransport
 
@@ -77,6 +80,8 @@ LOCATOR_SETTLE = 0.01
 ROUTE_WAIT_MAX = 1.0
 #: Seconds between two reactions to ESP with an unknown SPI from the same locator.
 UNKNOWN_SPI_HOLDOFF = 2.0
+#: Longest a hipctl ``events`` request may wait for a new event; hipctl asks again.
+MAX_EVENT_WAIT = 30.0
 #: Address flags from linux/if_addr.h.
 _IFA_F_TENTATIVE = 0x40
 _IFA_F_DEPRECATED = 0x20
@@ -97,6 +102,9 @@ class DaemonOptions:
     locators: tuple[Locator, ...] = ()
     #: Interfaces whose addresses are not locators (besides our TUN/dummy device).
     ignore_interfaces: tuple[str, ...] = ()
+    #: Where peers' last verified locators are kept (None: not kept across restarts;
+    #: the command line defaults to /var/lib/hip).
+    state_dir: str | None = None
 
 
 @dataclass
@@ -160,6 +168,14 @@ class Hipd:
         self._route_wait_since: float | None = None
         #: Peers whose queued packets go out at the end of the current pump.
         self._to_flush: list[IPv6Address] = []
+        #: Protocol events for ``hipctl events`` / ``wait-rebound``, and who waits.
+        self.journal = EventJournal()
+        #: Peers' last verified locators, tried before the hosts file after a restart.
+        self.peer_memory = PeerMemory.load(options.state_dir)
+        #: Peers whose current base exchange went to a remembered locator.
+        self._tried_memory: dict[IPv6Address, Locator] = {}
+        self._event_waiters: list[asyncio.Future[None]] = []
+        self.wall_clock: Callable[[], float] = time.time
 
     # -- start and stop -----------------------------------------------------------------
     async def start(self) -> None:
@@ -278,6 +294,7 @@ class Hipd:
             event = host.next_event()
             if event is None:
                 break
+            self._journal(event)
             try:
                 self._on_event(event)
             except HIPError as exc:
@@ -299,8 +316,50 @@ class Hipd:
             delay = max(0.0, deadline - self._now())
             self._timer = self._loop.call_later(delay, self._on_timer)
 
+    def _journal(self, event: object) -> None:
+        if self.journal.append(event, self.wall_clock()) is None:
+            return
+        waiters, self._event_waiters = self._event_waiters, []
+        for waiter in waiters:
+            if not waiter.done():
+                waiter.set_result(None)
+
+    async def wait_events(self, args: dict[str, Any]) -> dict[str, Any]:
+        """Journaled events after ``args["after"]`` (default: only events to come),
+        of the ``names`` and ``peer`` asked for, waiting up to ``wait`` seconds for one."""
+        after = args.get("after")
+        after_id = self.journal.last_id if after is None else int(after)
+        wait = float(args.get("wait", 0.0))
+        if not 0.0 <= wait <= MAX_EVENT_WAIT:
+            raise DaemonError(f"events: wait {wait!r} must be 0-{MAX_EVENT_WAIT:g} seconds")
+        names = args.get("names") or []
+        if not isinstance(names, list) or not all(isinstance(n, str) for n in names):
+            raise DaemonError(f"events: names must be a list of event names, not {names!r}")
+        peer = args.get("peer")
+        peer_hit = str(IPv6Address(peer)) if peer else None
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + wait
+        while True:
+            records, lost = self.journal.after(after_id, names=names, peer_hit=peer_hit)
+            remaining = deadline - loop.time()
+            if records or remaining <= 0:
+                return {"events": [r.as_dict() for r in records], "lost": lost,
+                        "last": self.journal.last_id}
+            waiter: asyncio.Future[None] = loop.create_future()
+            self._event_waiters.append(waiter)
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(waiter, remaining)
+
     def _on_event(self, event: object) -> None:
         if isinstance(event, SecurityAssociationsChanged):
+            # The SAs' peer locator was verified (base exchange or return routability).
+            # Only peers of the hosts file are remembered: those are the ones hipd looks
+            # for, and a stranger's base exchanges cannot grow the file.
+            self._tried_memory.pop(event.peer_hit, None)
+            if (self.hosts.find(str(event.peer_hit)) is not None
+                    and self.peer_memory.remember(event.peer_hit, event.peer_locator,
+                                                  self.wall_clock())):
+                log.info("remembered %s at %s", event.peer_hit, event.peer_locator)
             self._install(event)
         elif isinstance(event, AssociationEstablished):
             self.established_at[event.peer_hit] = self._now()
@@ -314,11 +373,18 @@ class Hipd:
                 self.plane.remove(event.peer_hit)
         elif isinstance(event, AssociationFailed):
             log.warning("base exchange with %s failed: %s", event.peer_hit, event.reason)
+            remembered = self._tried_memory.pop(event.peer_hit, None)
+            if remembered is not None and self.peer_memory.forget(event.peer_hit):
+                log.warning("forgot %s's remembered locator %s: no answer there; the hosts "
+                            "file's is tried next", event.peer_hit, remembered)
             dropped = self.queues.pop(event.peer_hit, None)
             if dropped is not None:
                 self.counters["queued-dropped-base-exchange-failed"] += len(dropped.packets)
         elif isinstance(event, PacketDropped):
             log.debug("core dropped a %s packet: %s", event.packet_type, event.reason)
+        elif isinstance(event, Rebound):
+            log.info("rebound with %s (%s): %s -> %s", event.peer_hit, event.mover.value,
+                     event.local_locator, event.peer_locator)
         else:
             log.info("event: %s", event)
 
@@ -361,13 +427,18 @@ class Hipd:
         host = self.host
         if host is None:
             return False
-        candidates = [locator] if locator else list(self.hosts.locators_of(peer_hit))
+        candidates = [locator] if locator else self.peer_candidates(peer_hit)
         own_families = {type(loc) for loc in self.locators}
         usable = [c for c in candidates if type(c) in own_families] or candidates
         if not usable or not self.locators:
             log.warning("no locator for %s: add one with `hipctl peer add NAME %s ADDRESS`",
                         peer_hit, peer_hit)
             return False
+        remembered = self.peer_memory.get(peer_hit)
+        if locator is None and remembered is not None and usable[0] == remembered.locator:
+            self._tried_memory[peer_hit] = usable[0]
+            log.info("base exchange with %s at its last verified locator %s", peer_hit,
+                     usable[0])
         try:
             host.connect(peer_hit.packed, usable[0], self._now())
         except HIPError as exc:
@@ -375,6 +446,21 @@ class Hipd:
             log.debug("connect %s: %s", peer_hit, exc)
         self._pump()
         return True
+
+    def peer_candidates(self, peer_hit: IPv6Address) -> list[Locator]:
+        """Where to look for ``peer_hit``, best first: its last verified locator, then
+        the hosts file's -- unless the hosts file was edited after that verification."""
+        configured = list(self.hosts.locators_of(peer_hit))
+        remembered = self.peer_memory.get(peer_hit)
+        if remembered is None:
+            return configured
+        try:
+            edited = (Path(self.options.config_dir) / "hosts").stat().st_mtime
+        except OSError:
+            edited = 0.0
+        if edited > remembered.verified_at and configured:
+            return configured + [x for x in [remembered.locator] if x not in configured]
+        return [remembered.locator] + [x for x in configured if x != remembered.locator]
 
     def _flush_queue(self, peer_hit: IPv6Address) -> None:
         queue = self.queues.pop(peer_hit, None)
@@ -441,14 +527,14 @@ class Hipd:
         if now - self._unknown_spi_seen.get(src, -UNKNOWN_SPI_HOLDOFF) < UNKNOWN_SPI_HOLDOFF:
             return
         _remember(self._unknown_spi_seen, src, now)
-        for entry in self.hosts.entries:
-            if src in entry.locators and self._state_of(entry.hit) in (
-                "UNASSOCIATED", "CLOSED", "E-FAILED"
-            ):
+        known = [e.hit for e in self.hosts.entries if src in e.locators]
+        known += [hit for hit in self.peer_memory.hits_at(src) if hit not in known]
+        for hit in known:
+            if self._state_of(hit) in ("UNASSOCIATED", "CLOSED", "E-FAILED"):
                 log.info("ESP with unknown SPI %#x from %s: new base exchange with %s",
-                         spi, src, entry.hit)
+                         spi, src, hit)
                 self.stats["base-exchange-on-unknown-spi"] += 1
-                self._start_base_exchange(entry.hit, src)
+                self._start_base_exchange(hit, src)
 
     def _on_udp_esp(self, data: bytes, src: Locator) -> None:
         if self.userspace is not None:
@@ -584,6 +670,8 @@ class Hipd:
                 self.manual_locators = False
                 n = await self._check_locators()
             return {"locators": [str(x) for x in self.locators], "peers_updated": n}
+        if request.command == "events":
+            return await self.wait_events(request.args)
         if request.command == "reload-hosts":
             self.hosts = load_hosts(Path(self.options.config_dir) / "hosts")
             return {"peers": len(self.hosts.entries)}
@@ -777,6 +865,9 @@ def build_parser() -> argparse.ArgumentParser:
                         "followed by netlink)")
     parser.add_argument("--ignore-interface", action="append", default=[],
                         help="addresses on this interface are not locators (repeat)")
+    parser.add_argument("--state-dir", default=DEFAULT_STATE_DIR,
+                        help="where peers' last verified locators are kept across restarts "
+                        "(default %(default)s)")
     parser.add_argument("-v", "--verbose", action="count", default=0)
     return parser
 
@@ -793,7 +884,7 @@ def main(argv: list[str] | None = None) -> None:
         data_plane=DataPlaneKind(args.data_plane),
         carrier=Carrier.UDP if args.udp else Carrier.RAW, udp_port=args.udp_port,
         tun_name=args.tun, locators=tuple(args.locator),
-        ignore_interfaces=tuple(args.ignore_interface),
+        ignore_interfaces=tuple(args.ignore_interface), state_dir=args.state_dir,
     )
     try:
         identity = keystore.load_identity(args.config_dir)

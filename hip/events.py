@@ -133,6 +133,29 @@ class LocatorVerificationFailed(Event):
     locator: Address
 
 
+class Mover(enum.Enum):
+    """Which end of the association changed its address, for :class:`Rebound`."""
+
+    LOCAL = "we moved"
+    PEER = "the peer moved"
+
+
+@dataclass(frozen=True)
+class Rebound(Event):
+    """A move has been taken in by both ends: ESP now runs between these locators.
+
+    After our move (``mover`` LOCAL): the peer acknowledged the UPDATE announcing our
+    locators, and the return routability check of our preferred locator was answered
+    (or the peer had verified that locator before and needs no check).  After the
+    peer's move (``mover`` PEER): its preferred locator is verified and in use.
+    The peer's own :class:`LocatorVerified` follows our echo answer by one trip.
+    """
+
+    mover: Mover
+    local_locator: Address
+    peer_locator: Address
+
+
 @dataclass(frozen=True)
 class UpdateFailed(Event):
     """An UPDATE of ours was never acknowledged; what it carried did not take effect."""

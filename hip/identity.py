@@ -17,9 +17,11 @@ Where every number and layout comes from:
   what the HIT is computed over, RFC 7401 section 3.2):
   RSA -- RFC 3110 section 2: exponent length (1 byte, or 0 then 2 bytes when the
   exponent is longer than 255 bytes), exponent, modulus, big-endian;
-  ECDSA -- 2-byte curve label, then the public key as x || y at the field size,
-  without the SEC1 0x04 octet (RFC 7401 5.2.9 "octet-string format" of
-  RFC 6090, as the interoperating HIPv2 peer sends it);
+  ECDSA -- 2-byte curve label, then the public key in the octet-string format
+  RFC 7401 5.2.9 points to (RFC 6090 section 6): the uncompressed point
+  0x04 || x || y at the field size.  Received HOST_IDs may also carry x || y
+  without the 0x04 octet (what xenwam sent before); both decode, and the HIT is
+  the ORCHID of the bytes as received;
   EdDSA -- 2-byte curve label, then the RFC 8032 public key octets (RFC 9374
   3.4.1.1).  RFC 9374's figure draws a 16-bit "NULL" beside the curve; we read
   it, as for ECDSA, as the key following the label directly (see docs/hip.md).
@@ -181,13 +183,19 @@ def _rsa_decode(encoded: bytes) -> rsa.RSAPublicKey:
     return rsa.RSAPublicNumbers(e, n).public_key()
 
 
+_SEC1_UNCOMPRESSED = b"\x04"
+
+
 def _ecdsa_encode(key: ec.EllipticCurvePublicKey) -> bytes:
     for label, known in _ECDSA_CURVES.items():
         size = known.size
         if key.curve.name == known.curve.name:
             nums = key.public_numbers()
-            return label.to_bytes(2, "big") + nums.x.to_bytes(size, "big") + nums.y.to_bytes(
-                size, "big"
+            return (
+                label.to_bytes(2, "big")
+                + _SEC1_UNCOMPRESSED
+                + nums.x.to_bytes(size, "big")
+                + nums.y.to_bytes(size, "big")
             )
     raise IdentityError(f"ECDSA curve {key.curve.name} is not a HIP curve (P-256, P-384)")
 
@@ -204,11 +212,21 @@ def _ecdsa_decode(encoded: bytes) -> ec.EllipticCurvePublicKey:
         ) from None
     curve, size = known.curve, known.size
     point = encoded[2:]
-    if len(point) != 2 * size:
+    if len(point) == 2 * size:
+        # x || y without the 0x04 octet: what xenwam sent before it followed RFC 7401
+        # 5.2.9; accepted so that old peers still interoperate.
+        point = _SEC1_UNCOMPRESSED + point
+    elif len(point) != 1 + 2 * size:
         raise IdentityError(
-            f"ECDSA {curve.name} public key must be {2 * size} bytes (x || y), got {len(point)}"
+            f"ECDSA {curve.name} public key must be {1 + 2 * size} bytes (0x04 || x || y) "
+            f"or {2 * size} (x || y), got {len(point)}"
         )
-    return ec.EllipticCurvePublicKey.from_encoded_point(curve, b"\x04" + point)
+    elif point[:1] != _SEC1_UNCOMPRESSED:
+        raise IdentityError(
+            f"ECDSA {curve.name} public key starts with 0x{point[0]:02x}, not 0x04 "
+            "(only the uncompressed point form is defined for HOST_ID)"
+        )
+    return ec.EllipticCurvePublicKey.from_encoded_point(curve, point)
 
 
 def _eddsa_encode(key: ed25519.Ed25519PublicKey | ed448.Ed448PublicKey) -> bytes:

@@ -14,7 +14,7 @@ addresses the current locators (BEET, RFC 7402 section 3).
 from __future__ import annotations
 
 import enum
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from ipaddress import IPv4Address, IPv6Address
 from typing import Protocol
 
@@ -49,10 +49,12 @@ class SecurityAssociation:
     spi_in: int
     spi_out: int
     suite_id: int
-    enc_key_in: bytes
-    auth_key_in: bytes
-    enc_key_out: bytes
-    auth_key_out: bytes
+    # Keys stay out of repr(), so that no log line or error message quoting an SA
+    # carries key material.
+    enc_key_in: bytes = field(repr=False)
+    auth_key_in: bytes = field(repr=False)
+    enc_key_out: bytes = field(repr=False)
+    auth_key_out: bytes = field(repr=False)
     own_locator: Locator
     peer_locator: Locator
     encapsulation: Encapsulation = Encapsulation.RAW

@@ -89,7 +89,8 @@ class HipLab:
         sock.unlink(missing_ok=True)
         self.hipd[role] = self.popen(
             ns, [sys.executable, "-m", "hip.daemon", "--config-dir", str(self.work / role),
-                 "--socket", str(sock), "-v", *extra], f"hipd-{role}.log")
+                 "--socket", str(sock), "--state-dir", str(self.work / f"{role}-state"),
+                 "-v", *extra], f"hipd-{role}.log")
         wait_for(lambda: sock.exists(), 20, f"hipd in {role} ({self.log(role)})")
 
     def stop_hipd(self, role: str) -> None:
@@ -491,3 +492,96 @@ def test_rekey_during_stream_changes_spis_and_loses_nothing(hip_lab: HipLab) -> 
     assert (report["lost"], report["duplicated"], report["out_of_order"]) == (0, 0, 0)
     m_sa = lab.show(lab.m, "m")["associations"][0]["sa"]  # type: ignore[index]
     assert (m_sa["spi_in"], m_sa["spi_out"]) == (spis()[1], spis()[0])
+
+
+def _ctl(lab: HipLab, ns: Netns, role: str, *args: str, timeout: float = 30) -> str:
+    res = ns.run([sys.executable, "-m", "hip.ctl", *args, "--config-dir",
+                  str(lab.work / role), "--socket", str(lab.work / f"{role}.sock")],
+                 timeout=timeout)
+    return res.stdout
+
+
+def _state_on(lab: HipLab, ns: Netns, role: str, hit: str) -> str | None:
+    for assoc in lab.show(ns, role)["associations"]:  # type: ignore[attr-defined]
+        if assoc["peer_hit"] == hit:
+            return str(assoc["state"])
+    return None
+
+
+def test_rebound_event_after_a_move(hip_lab: HipLab) -> None:
+    """hipd reports a move taken in by both ends: the mobile's UPDATE acknowledged and
+    its new locator's return routability done; hipctl wait-rebound waits for it."""
+    lab = hip_lab
+    _ctl(lab, lab.c, "c", "connect", "mobile")
+    wait_for(lambda: _state_on(lab, lab.c, "c", lab.hits["m"]) == "ESTABLISHED", 10,
+             "hipctl connect to establish")
+    wait_for(lambda: _state_on(lab, lab.m, "m", lab.hits["c"]) == "ESTABLISHED", 10,
+             "M to reach ESTABLISHED")
+    # No rebinding before any move.
+    before = [json.loads(line) for line in
+              _ctl(lab, lab.m, "m", "events", "--json").splitlines()]
+    assert before and not [e for e in before if e["event"] == "Rebound"]
+    assert all("key" not in name for e in before for name in e), "key material in events"
+    last_m = max(e["id"] for e in before)
+    # C waits for the rebinding from before the move (only events to come).
+    waiter = subprocess.Popen(
+        ["ip", "netns", "exec", lab.c.name, sys.executable, "-m", "hip.ctl", "wait-rebound",
+         "--peer", "mobile", "--timeout", "20", "--json", "--config-dir",
+         str(lab.work / "c"), "--socket", str(lab.work / "c.sock")],
+        stdout=subprocess.PIPE, stderr=subprocess.PIPE, cwd=REPO, env=ENV)
+    lab.procs.append(waiter)  # type: ignore[arg-type]
+    time.sleep(1.0)  # its first request is in hipd before the move
+    assert waiter.poll() is None, "wait-rebound returned before any move"
+    moved_wall = time.time()
+    moved = lab.place(lab.m, "m", 2, 2, old=1)  # M: subnet 1 -> subnet 2
+    mine = json.loads(_ctl(lab, lab.m, "m", "wait-rebound", "--peer", "correspondent",
+                           "--after", str(last_m), "--timeout", "20", "--json"))
+    m_done = time.monotonic() - moved
+    out, err = waiter.communicate(timeout=30)
+    assert waiter.returncode == 0, err
+    theirs = json.loads(out)
+    print(f"Rebound on M {(mine['time'] - moved_wall) * 1000:.1f} ms after the move "
+          f"(hipctl returned after {m_done * 1000:.1f} ms), on C "
+          f"{(theirs['time'] - moved_wall) * 1000:.1f} ms")
+    assert mine["event"] == "Rebound" and mine["mover"] == "we moved"
+    assert (mine["local_locator"], mine["peer_locator"]) == ("10.2.0.2", "10.3.0.3")
+    assert mine["peer_hit"] == lab.hits["c"] and mine["time"] >= moved_wall
+    assert theirs["event"] == "Rebound" and theirs["mover"] == "the peer moved"
+    assert (theirs["local_locator"], theirs["peer_locator"]) == ("10.3.0.3", "10.2.0.2")
+    assert theirs["time"] >= mine["time"]  # C verifies after M answered its check
+    # And C's locator for M is verified by then.
+    assert any(loc["address"] == "10.2.0.2" and loc["state"] == "ACTIVE"
+               for loc in _peer_locators(lab.show(lab.c, "c"), lab.hits["m"]))
+    # Nothing more happens: a second wait times out, exit 1, one line.
+    res = lab.m.run([sys.executable, "-m", "hip.ctl", "wait-rebound", "--timeout", "1",
+                     "--socket", str(lab.work / "m.sock")], check=False)
+    assert res.exit_status == 1 and "no rebinding reported within 1 s" in res.stderr
+
+
+def test_restarted_hipd_finds_a_moved_peer_at_its_last_verified_locator(
+        hip_lab: HipLab) -> None:
+    """Issue 10 finding 7: after M moved, C's hosts file still says 10.1.0.2; a restarted
+    C must look for M where it last verified it (10.2.0.2), kept in its state directory."""
+    lab = hip_lab
+    _ctl(lab, lab.c, "c", "connect", "mobile")
+    wait_for(lambda: _state_on(lab, lab.c, "c", lab.hits["m"]) == "ESTABLISHED", 10,
+             "hipctl connect to establish")
+    lab.place(lab.m, "m", 2, 2, old=1)  # M: subnet 1 -> subnet 2
+    wait_for(lambda: any(loc["address"] == "10.2.0.2" and loc["state"] == "ACTIVE"
+                         for loc in _peer_locators(lab.show(lab.c, "c"), lab.hits["m"])),
+             10, "C to verify M's new locator")
+    memory = json.loads((lab.work / "c-state" / "peers.json").read_text())
+    assert memory["peers"][lab.hits["m"]]["locator"] == "10.2.0.2"
+    assert "10.1.0.2" in (lab.work / "c" / "hosts").read_text()  # the stale entry
+    for role in ("c", "m"):
+        lab.stop_hipd(role)
+    lab.start_hipd(lab.m, "m")
+    lab.start_hipd(lab.c, "c")
+    restarted = time.monotonic()
+    _ctl(lab, lab.c, "c", "connect", "mobile")  # no address: memory, then hosts file
+    wait_for(lambda: _state_on(lab, lab.c, "c", lab.hits["m"]) == "ESTABLISHED", 10,
+             "the restarted C to find M at 10.2.0.2")
+    print(f"re-established {(time.monotonic() - restarted) * 1000:.0f} ms after the restart")
+    sa = lab.show(lab.c, "c")["associations"][0]["sa"]  # type: ignore[index]
+    assert sa["peer_locator"] == "10.2.0.2"
+    assert "at its last verified locator 10.2.0.2" in lab.log("c")

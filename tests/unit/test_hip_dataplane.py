@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import socket
 from collections.abc import Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from ipaddress import IPv4Address, IPv6Address
 from pathlib import Path
 
@@ -13,11 +13,16 @@ import pytest
 from hip.crypto import ESP_SUITES, EspTransform
 from hip.dataplane import Encapsulation, SecurityAssociation
 from hip.dataplane.kernel import (
+    MOVE_OSEQ_MARGIN,
     KernelDataPlane,
+    ReplayCounters,
     acquire_policy_argv,
     algorithm_args,
+    batch_script,
     parse_acquires,
+    parse_replay_counters,
     policy_argv,
+    redact_keys,
     state_add_argv,
 )
 from hip.dataplane.probe import DataPlaneKind, choose, probe_kernel
@@ -28,7 +33,7 @@ from hip.dataplane.userspace import (
     send_datagram,
     static_sa,
 )
-from hip.errors import DataPlaneError
+from hip.errors import CommandError, DataPlaneError
 from hip.esp import build_inner
 from hip.random import SeededRandom
 from hip.runner import DEFAULT_TIMEOUT, CommandResult
@@ -48,17 +53,33 @@ def _sa(**kw: object) -> SecurityAssociation:
 
 @dataclass
 class RecordingRunner:
-    """Records argv lists; fails the ones whose first words match ``fail``."""
+    """Records argv lists and stdin; fails the ones whose first words match ``fail``.
+
+    ``ip -batch -`` scripts are recorded twice: as the argv that ran, in ``calls``, and
+    line by line as the ``ip`` commands they hold, in ``commands``.  ``stdout`` answers
+    ``ip -force -batch -`` (the counter reads).
+    """
 
     fail: tuple[str, ...] = ()
     stderr: str = "Error: Requested type not found."
+    stdout: str = ""
     calls: list[list[str]] = field(default_factory=list)
+    inputs: list[str] = field(default_factory=list)
+    commands: list[list[str]] = field(default_factory=list)
 
     def run(self, argv: Sequence[str], *, timeout: float = DEFAULT_TIMEOUT, check: bool = True,
             input: str | None = None) -> CommandResult:
         self.calls.append(list(argv))
-        bad = self.fail and list(argv[: len(self.fail)]) == list(self.fail)
-        return CommandResult(tuple(argv), 2 if bad else 0, "", self.stderr if bad else "", 0.0)
+        lines = [["ip", *line.split()] for line in (input or "").splitlines()]
+        if "-batch" in argv:
+            self.inputs.append(input or "")
+            self.commands += lines
+        else:
+            self.commands.append(list(argv))
+        bad = self.fail and any(list(c[: len(self.fail)]) == list(self.fail)
+                                for c in (lines if "-batch" in argv else [list(argv)]))
+        out = self.stdout if list(argv[:2]) == ["ip", "-force"] else ""
+        return CommandResult(tuple(argv), 2 if bad else 0, out, self.stderr if bad else "", 0.0)
 
 
 def test_state_add_argv_is_beet_between_locators_with_hit_selectors() -> None:
@@ -105,13 +126,13 @@ def test_kernel_move_replaces_outer_addresses_only() -> None:
     plane = KernelDataPlane(HIT_M, runner=runner)
     sa = _sa()
     plane.install(sa)
-    runner.calls.clear()
+    runner.commands.clear()
     new_loc = IPv4Address("10.2.0.2")
     plane.update_locators(HIT_C, new_loc, LOC_C)
-    adds = [c for c in runner.calls if c[:4] == ["ip", "xfrm", "state", "add"]]
+    adds = [c for c in runner.commands if c[:4] == ["ip", "xfrm", "state", "add"]]
     assert len(adds) == 2
     assert all(f"{sa.spi_out:#010x}" in c or f"{sa.spi_in:#010x}" in c for c in adds)
-    assert policy_argv(plane.installed[HIT_C], outbound=True) in runner.calls
+    assert policy_argv(plane.installed[HIT_C], outbound=True) in runner.commands
     assert "10.2.0.2" in policy_argv(plane.installed[HIT_C], outbound=True)
     with pytest.raises(DataPlaneError, match="no XFRM SA"):
         plane.update_locators(HIT_M, new_loc, LOC_C)
@@ -356,3 +377,165 @@ def test_netlink_watch_survives_read_errors_and_rereads() -> None:
     assert len(events) == 5
     # The wait doubles while reopening fails and starts again at 1 s once messages flow.
     assert slept == [1.0, 2.0, 1.0]
+
+
+def _state_text(src: object, dst: object, spi: int, seq: int, oseq: int) -> str:
+    """One state as iproute2 6.1 prints it (``ip xfrm state get``), written out from its
+    print format (ip/ipxfrm.c), not captured: this host's kernel has no ESP.  Keys are
+    printed too, which is why hipd never logs this output."""
+    return (f"src {src} dst {dst}\n"
+            f"\tproto esp spi {spi:#010x} reqid 42 mode beet\n"
+            "\treplay-window 64 \n"
+            f"\tauth-trunc hmac(sha256) 0x{'ab' * 32} 128\n"
+            f"\tenc cbc(aes) 0x{'cd' * 32}\n"
+            f"\tanti-replay context: seq {seq:#x}, oseq {oseq:#x}, bitmap 0xffffffff\n"
+            f"\tsel src {HIT_C}/128 dst {HIT_M}/128 \n")
+
+
+def _replay_of(command: list[str]) -> tuple[int, int] | None:
+    if "replay-oseq" not in command:
+        return None
+    return (int(command[command.index("replay-seq") + 1], 16),
+            int(command[command.index("replay-oseq") + 1], 16))
+
+
+def test_parse_replay_counters_plain_and_esn() -> None:
+    text = (_state_text(LOC_M, LOC_C, 0x1234, 0, 0x1F4)
+            + _state_text(LOC_C, LOC_M, 0x5678, 0x1C2, 0)
+            + "src 10.9.0.1 dst 10.9.0.2\n\tproto esp spi 0x00000009 reqid 1 mode beet\n"
+              "\tanti-replay esn context:\n\t seq-hi 0x1, seq 0x10, oseq-hi 0x0, oseq 0x20\n")
+    found = parse_replay_counters(text)
+    assert found[(LOC_C, 0x1234)] == ReplayCounters(seq=0, oseq=0x1F4)
+    assert found[(LOC_M, 0x5678)] == ReplayCounters(seq=0x1C2, oseq=0)
+    assert found[(IPv4Address("10.9.0.2"), 9)] == ReplayCounters(seq=0x10, oseq=0x20)
+    assert parse_replay_counters("") == {}
+
+
+@pytest.mark.parametrize("seq_out", [0x1F4, 0xFFFFF000])
+def test_kernel_move_never_resets_an_esp_sequence_counter(seq_out: int) -> None:
+    """A move re-adds the states; the outbound one must go on past every sequence
+    number already used (the peer's anti-replay window is there), the inbound one
+    must keep refusing what it has seen."""
+    sa = _sa()
+    runner = RecordingRunner(stdout=_state_text(LOC_M, LOC_C, sa.spi_out, 0, seq_out)
+                             + _state_text(LOC_C, LOC_M, sa.spi_in, 0x1C2, 0))
+    plane = KernelDataPlane(HIT_M, runner=runner)
+    plane.install(sa)
+    runner.commands.clear()
+    plane.update_locators(HIT_C, IPv4Address("10.2.0.2"), LOC_C)
+    adds = {int(c[c.index("spi") + 1], 16): c for c in runner.commands
+            if c[:4] == ["ip", "xfrm", "state", "add"]}
+    assert sorted(adds) == sorted([sa.spi_in, sa.spi_out])
+    out, inbound = _replay_of(adds[sa.spi_out]), _replay_of(adds[sa.spi_in])
+    assert out is not None and inbound is not None, "re-added without replay counters"
+    assert out[1] >= min(seq_out + MOVE_OSEQ_MARGIN, 0xFFFFFFFF)
+    assert out[1] <= 0xFFFFFFFF
+    assert inbound[0] == 0x1C2
+    # The counters were read before the old states were deleted.
+    kinds = [" ".join(c[:4]) for c in runner.commands]
+    assert kinds.index("ip xfrm state get") < kinds.index("ip xfrm state delete")
+    # A second move starts from what the kernel says then, not from hipd's memory.
+    runner.stdout = (_state_text("10.2.0.2", LOC_C, sa.spi_out, 0, seq_out + 10)
+                     + _state_text(LOC_C, "10.2.0.2", sa.spi_in, 0x2000, 0))
+    runner.commands.clear()
+    plane.update_locators(HIT_C, LOC_M, LOC_C)
+    again = {int(c[c.index("spi") + 1], 16): c for c in runner.commands
+             if c[:4] == ["ip", "xfrm", "state", "add"]}
+    assert _replay_of(again[sa.spi_in]) == (0x2000, 0)
+    assert _replay_of(again[sa.spi_out])[1] >= min(seq_out + 10 + MOVE_OSEQ_MARGIN,  # type: ignore[index]
+                                                   0xFFFFFFFF)
+
+
+def test_kernel_reinstall_with_same_spis_keeps_counters_new_spis_start_at_zero() -> None:
+    sa = _sa()
+    runner = RecordingRunner(stdout=_state_text(LOC_M, LOC_C, sa.spi_out, 0, 0x500)
+                             + _state_text(LOC_C, LOC_M, sa.spi_in, 0x600, 0))
+    plane = KernelDataPlane(HIT_M, runner=runner)
+    plane.install(sa)
+    runner.commands.clear()
+    plane.install(replace(sa, encapsulation=Encapsulation.UDP))  # same SPIs, UDP now
+    adds = [c for c in runner.commands if c[:4] == ["ip", "xfrm", "state", "add"]]
+    assert [_replay_of(c) for c in adds] == [(0, 0x500 + MOVE_OSEQ_MARGIN), (0x600, 0)]
+    runner.commands.clear()
+    plane.install(replace(sa, spi_in=0x77, spi_out=0x88))  # a rekey: fresh SAs
+    adds = [c for c in runner.commands if c[:4] == ["ip", "xfrm", "state", "add"]]
+    assert len(adds) == 2 and all(_replay_of(c) is None for c in adds)
+
+
+def test_unreadable_counters_are_reported_not_silently_zeroed(caplog) -> None:
+    sa = _sa()
+    runner = RecordingRunner(stdout="")
+    plane = KernelDataPlane(HIT_M, runner=runner)
+    plane.install(sa)
+    with caplog.at_level("WARNING"):
+        plane.update_locators(HIT_C, IPv4Address("10.2.0.2"), LOC_C)
+    assert "could not read the sequence counters" in caplog.text
+
+
+def _key_texts(sa: SecurityAssociation) -> list[str]:
+    keys = [sa.enc_key_in, sa.auth_key_in, sa.enc_key_out, sa.auth_key_out]
+    return [k.hex() for k in keys if k] + [k.hex().upper() for k in keys if k]
+
+
+def test_kernel_keys_never_on_a_command_line() -> None:
+    sa = _sa()
+    runner = RecordingRunner(stdout=_state_text(LOC_M, LOC_C, sa.spi_out, 0, 5)
+                             + _state_text(LOC_C, LOC_M, sa.spi_in, 5, 0))
+    plane = KernelDataPlane(HIT_M, runner=runner)
+    plane.setup()
+    plane.install(sa)
+    plane.update_locators(HIT_C, IPv4Address("10.2.0.2"), LOC_C)
+    plane.install(replace(sa, spi_in=0x77, spi_out=0x88))
+    plane.close()
+    keys = _key_texts(sa)
+    assert keys and runner.calls
+    for argv in runner.calls:
+        assert not any(k in " ".join(argv) for k in keys), argv
+    # The keys did reach ip, on stdin.
+    assert any(sa.enc_key_out.hex() in script for script in runner.inputs)
+
+
+def test_kernel_failure_messages_and_logs_carry_no_key(caplog) -> None:
+    sa = _sa()
+    key = sa.enc_key_out.hex()
+    # iproute2 quotes a bad argument back: 'argument "0x<key>" is wrong'.
+    runner = RecordingRunner(fail=("ip", "xfrm", "state", "add"),
+                             stderr=f'Error: argument "0x{key}" is wrong: ALGO-KEYMAT value '
+                                    'is invalid\nCommand failed -:1\n')
+    plane = KernelDataPlane(HIT_M, runner=runner)
+    with caplog.at_level("DEBUG"), pytest.raises(DataPlaneError) as info:
+        plane.install(sa)
+    message = str(info.value)
+    assert "ALGO-KEYMAT value is invalid" in message and "<redacted>" in message
+    for k in _key_texts(sa):
+        assert k not in message and k not in caplog.text and k not in repr(sa)
+    assert "\n" not in message
+    exc = info.value
+    assert exc.__cause__ is None and (exc.__context__ is None or exc.__suppress_context__)
+
+
+def test_kernel_runner_errors_are_redacted() -> None:
+    sa = _sa()
+
+    class TimingOut(RecordingRunner):
+        def run(self, argv: Sequence[str], **kw: object) -> CommandResult:
+            raise CommandError(f"'ip -batch -' did not finish; stderr so far: "
+                               f"'bad 0x{sa.auth_key_in.hex()}'")
+
+    plane = KernelDataPlane(HIT_M, runner=TimingOut())
+    with pytest.raises(DataPlaneError, match="cannot install") as info:
+        plane.install(sa)
+    assert sa.auth_key_in.hex() not in str(info.value)
+
+
+def test_batch_script_quotes_empty_arguments_and_refuses_what_ip_would_split() -> None:
+    assert batch_script([["ip", "xfrm", "state", "add", "enc", "ecb(cipher_null)", ""]]) == (
+        'xfrm state add enc ecb(cipher_null) ""\n')
+    with pytest.raises(DataPlaneError, match="cannot be written"):
+        batch_script([["ip", "link", "set", "a b"]])
+    with pytest.raises(DataPlaneError, match="cannot be written"):
+        batch_script([["ip", "link", "#x"]])
+    with pytest.raises(DataPlaneError, match="ip commands"):
+        batch_script([["sh", "-c", "x"]])
+    assert redact_keys("spi 0x00001234 key 0x" + "ab" * 16 + " end") == (
+        "spi 0x00001234 key <redacted> end")

@@ -33,8 +33,8 @@ pytestmark = pytest.mark.unit
 DATA = Path(__file__).resolve().parents[1] / "data" / "hip-crypto"
 SEEDED_KINDS = ["ecdsa-p256", "ecdsa-p384", "ed25519", "ed448"]
 EXPECTED = {
-    "ecdsa-p256": (HIAlgorithm.ECDSA, HitSuite.ECDSA_SHA384, "sha384", 66, 64),
-    "ecdsa-p384": (HIAlgorithm.ECDSA, HitSuite.ECDSA_SHA384, "sha384", 98, 96),
+    "ecdsa-p256": (HIAlgorithm.ECDSA, HitSuite.ECDSA_SHA384, "sha384", 67, 64),
+    "ecdsa-p384": (HIAlgorithm.ECDSA, HitSuite.ECDSA_SHA384, "sha384", 99, 96),
     "ed25519": (HIAlgorithm.EDDSA, HitSuite.EDDSA_CSHAKE128, "cshake128", 34, 64),
     "ed448": (HIAlgorithm.EDDSA, HitSuite.EDDSA_CSHAKE128, "cshake128", 59, 114),
     "rsa": (HIAlgorithm.RSA, HitSuite.RSA_DSA_SHA256, "sha256", 260, 256),
@@ -103,8 +103,12 @@ def test_seeded_generation_is_deterministic_and_pinned() -> None:
 def test_encodings_match_rfc_layouts(identities) -> None:
     p256 = identities["ecdsa-p256"].public
     nums = p256.public_key.public_numbers()  # type: ignore[union-attr]
-    assert p256.encoded == b"\x00\x01" + nums.x.to_bytes(32, "big") + nums.y.to_bytes(32, "big")
-    assert identities["ecdsa-p384"].public.encoded[:2] == b"\x00\x02"
+    # RFC 7401 5.2.9: curve label, then the point in RFC 6090's octet-string format,
+    # the uncompressed form 0x04 || x || y at the field size.
+    assert p256.encoded == (
+        b"\x00\x01\x04" + nums.x.to_bytes(32, "big") + nums.y.to_bytes(32, "big")
+    )
+    assert identities["ecdsa-p384"].public.encoded[:3] == b"\x00\x02\x04"
     ed = identities["ed25519"].public
     raw = ed.public_key.public_bytes(  # type: ignore[union-attr]
         serialization.Encoding.Raw, serialization.PublicFormat.Raw
@@ -128,6 +132,23 @@ def test_ecdsa_signature_is_raw_r_s_over_sha384(identities) -> None:
         ident.public.public_key.verify(der, b"data", ec.ECDSA(hashes.SHA256()))  # type: ignore
 
 
+@pytest.mark.parametrize("kind", ["ecdsa-p256", "ecdsa-p384"])
+def test_ecdsa_host_id_both_forms_accepted_hit_over_bytes_as_received(identities, kind) -> None:
+    pub = identities[kind].public
+    with_octet = pub.encoded
+    legacy = with_octet[:2] + with_octet[3:]  # curve label, x, y: what xenwam sent before
+    for encoded in (with_octet, legacy):
+        got = PublicHostIdentity.decode(int(HIAlgorithm.ECDSA), encoded)
+        assert got.encoded == encoded
+        assert got.public_key.public_numbers() == pub.public_key.public_numbers()  # type: ignore
+        assert got.verify(identities[kind].sign(b"m"), b"m")
+    # The HIT is the ORCHID of the Host Identity field as received, so the two forms
+    # of one key are two HITs; a peer's HIT must match what it puts in HOST_ID.
+    old = PublicHostIdentity.decode(int(HIAlgorithm.ECDSA), legacy)
+    assert old.hit != pub.hit
+    assert PublicHostIdentity.decode(int(HIAlgorithm.ECDSA), with_octet).hit == pub.hit
+
+
 def test_long_rsa_exponent_form_decodes() -> None:
     # RFC 3110 section 2: a zero first byte announces a 2-byte exponent length.
     n = (1 << 2047) | 1
@@ -144,7 +165,9 @@ def test_long_rsa_exponent_form_decodes() -> None:
         (9, b"\x00\x01" + b"\x00" * 40, "not supported"),
         (7, b"\x00", "curve label"),
         (7, b"\x00\x09" + bytes(64), "not supported"),
-        (7, b"\x00\x01" + bytes(63), "64 bytes"),
+        (7, b"\x00\x01" + bytes(63), "65 bytes"),
+        (7, b"\x00\x01\x02" + bytes(32), "65 bytes"),  # SEC1 compressed form: refused
+        (7, b"\x00\x01\x05" + b"\x01" * 64, "0x04"),
         (7, b"\x00\x01" + b"\x01" * 64, "malformed"),
         (13, b"\x00\x01" + bytes(31), "not supported"),
         (13, b"\x00\x02" + bytes(32), "not supported"),

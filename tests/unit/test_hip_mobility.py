@@ -11,7 +11,9 @@ from hip.config import HIPConfig
 from hip.events import (
     LocatorVerificationFailed,
     LocatorVerified,
+    Mover,
     PeerLocatorsChanged,
+    Rebound,
     SAChangeReason,
     SecurityAssociationsChanged,
     UpdateFailed,
@@ -480,3 +482,64 @@ def test_mover_sends_no_echo_request_the_peer_does() -> None:
     assert requests == [("b", ip_address(A2))]
     responses = [who for who, pkt, _dst in updates if pkt.get(EchoResponseSigned)]
     assert responses == ["a"]
+
+
+def _rebound_after(net: Network, name: str, mark: int) -> list[Rebound]:
+    return [e for e in net.events[name][mark:] if isinstance(e, Rebound)]
+
+
+def test_rebound_reported_to_both_ends_once_the_move_is_taken_in() -> None:
+    net = established()
+    b = net.hosts["b"]
+    assert not net.events_of("a", Rebound) and not net.events_of("b", Rebound)
+    net.move("a", A2)
+    assert not net.events_of("a", Rebound)
+    assert net.step()  # a's UPDATE reaches b; b sends ACK + echo request to A2
+    assert not net.events_of("a", Rebound) and not net.events_of("b", Rebound)
+    assert net.step()  # a gets the ACK with the echo request and answers it
+    (mine,) = net.events_of("a", Rebound)
+    assert mine.mover is Mover.LOCAL and mine.local_locator == ip_address(A2)
+    assert mine.peer_locator == ip_address(B1) and mine.peer_hit == ip_address(b.our_hit)
+    assert not net.events_of("b", Rebound)  # b has not seen the echo answer yet
+    net.run()
+    (theirs,) = net.events_of("b", Rebound)
+    assert theirs.mover is Mover.PEER and theirs.peer_locator == ip_address(A2)
+    assert len(net.events_of("a", Rebound)) == 1  # once per move
+
+
+def test_no_rebound_while_the_announcement_is_unacknowledged() -> None:
+    net = established(HIPConfig(update_retries_max=2))
+    net.policy = lambda sent, _i: [] if sent.sender == "b" else [0.0]  # b's answers lost
+    net.move("a", A2)
+    net.run()
+    assert net.events_of("a", UpdateFailed)
+    assert not net.events_of("a", Rebound)
+
+
+def test_rebound_when_the_ack_and_the_echo_request_come_apart() -> None:
+    """The ACK alone does not finish a move to a locator the peer has not verified;
+    the echo request that follows does."""
+    net = established()
+    a, b = net.hosts["a"], net.hosts["b"]
+    b.rekey(a.our_hit, net.now)  # b's outstanding rekey UPDATE makes it ACK separately
+    net.move("a", A2)
+    net.run()
+    rebound = net.events_of("a", Rebound)
+    assert [e.local_locator for e in rebound] == [ip_address(A2)]
+    index = net.events["a"].index(rebound[0])
+    assert any(isinstance(e, SecurityAssociationsChanged) for e in net.events["a"][:index])
+    assert b.association(a.our_hit).peer_locators.get(ip_address(A2)).state \
+        is LocatorState.ACTIVE
+
+
+def test_rebound_without_a_check_when_the_peer_verified_the_locator_before() -> None:
+    net = established()
+    a = net.hosts["a"]
+    net.owners[ip_address(A2)] = "a"
+    a.update_locators([A2, A1], net.now)
+    net.run()
+    mark_a, mark_b = len(net.events["a"]), len(net.events["b"])
+    a.update_locators([A1, A2], net.now)  # back to A1, verified at the base exchange
+    net.run()
+    assert [e.local_locator for e in _rebound_after(net, "a", mark_a)] == [ip_address(A1)]
+    assert [e.mover for e in _rebound_after(net, "b", mark_b)] == [Mover.PEER]

@@ -78,8 +78,9 @@ class Host:
     def make(cls, fqdn: bytes) -> Host:
         key = ec.generate_private_key(ec.SECP256R1())
         point = key.public_key().public_bytes(Encoding.X962, PublicFormat.UncompressedPoint)
-        # RFC 7401 5.2.9 ECDSA Host Identity: curve label, then x || y (as hip.identity).
-        host_identity = ECC_CURVE_NIST_P256.to_bytes(2, "big") + point[1:]
+        # RFC 7401 5.2.9 ECDSA Host Identity: curve label, then 0x04 || x || y (as
+        # hip.identity sends it).
+        host_identity = ECC_CURVE_NIST_P256.to_bytes(2, "big") + point
         host_id = P.HostId(HI_ALGORITHM_ECDSA, host_identity, di_type=1, domain_identifier=fqdn)
         # ORCHIDv2-shaped HIT (2001:20::/28, OGA id in the next nibble); the exact ORCHID
         # construction belongs to hip.orchid and does not matter to the dissector.
