@@ -19,12 +19,16 @@ import shutil
 from collections.abc import Callable
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from hip.dataplane.kernel import state_add_argv
 from hip.dataplane.probe import probe_sa
 from xenwam.errors import CommandError
 from xenwam.netns import NetnsSet
 from xenwam.runner import Runner, default_runner
+
+if TYPE_CHECKING:
+    from rich.console import Console
 
 
 class Status(enum.StrEnum):
@@ -382,19 +386,33 @@ def run_doctor(args: argparse.Namespace, gather: Callable[[], HostFacts] = gathe
     return 0 if ok else 1
 
 
-def _print_table(report: Report, role: str, ok: bool) -> None:
+def _print_table(report: Report, role: str, ok: bool, console: Console | None = None) -> None:
+    from rich import box
     from rich.console import Console
     from rich.table import Table
 
     style = {Status.OK: "green", Status.MISSING: "red", Status.UNKNOWN: "yellow"}
-    table = Table(title="xenwam doctor")
-    for col in ("check", "status", "detail", "without it", "package"):
-        table.add_column(col)
+    console = console or Console()
+    table = Table(title="xenwam doctor", box=box.SIMPLE_HEAD)
+    # The package name is what the user types into apt: it must never be cut, so its
+    # column is at least as wide as the longest name, and long words elsewhere fold
+    # onto the next line instead of ending in an ellipsis.
+    longest = max((len(word) for c in report.checks if c.status is not Status.OK
+                   for word in c.package.split()), default=0)
+    table.add_column("check", overflow="fold")
+    table.add_column("status", no_wrap=True)
+    for col in ("detail", "without it"):
+        table.add_column(col, overflow="fold")
+    table.add_column("package", overflow="fold")
     for c in report.checks:
         table.add_row(c.name, f"[{style[c.status]}]{c.status}[/]", c.detail,
                       "" if c.status is Status.OK else c.disables,
                       "" if c.status is Status.OK else c.package)
-    console = Console()
+    natural = console.measure(table, options=console.options.update_width(10_000)).maximum
+    if natural > console.width:
+        # Too wide: rich would shrink every column.  A fixed width is never shrunk, so the
+        # package name stays whole and only its parenthesis wraps below it.
+        table.columns[-1].width = max(longest, len("package"))
     console.print(table)
     for name, can in report.roles.items():
         console.print(f"  {name:<10} {'[green]yes[/]' if can else '[red]no[/]'}")
