@@ -165,7 +165,10 @@ def test_define_refuses_a_bad_secret_file(box: Sandbox, secret: str,
     assert not list((work / "cfg").iterdir())
 
 
-@pytest.mark.parametrize("hosts", [(HOST_A,), (HOST_A, HOST_B, "hostc,10.0.0.3:7789,/dev/a,/dev/b")])
+HOST_C = "hostc,10.0.0.3:7789,/dev/a,/dev/b"
+
+
+@pytest.mark.parametrize("hosts", [(HOST_A,), (HOST_A, HOST_B, HOST_C)])
 def test_define_needs_exactly_two_hosts(box: Sandbox, hosts: tuple[str, ...]) -> None:
     run = box.run(_define_argv(hosts=hosts))
     assert_refused(run, f"--host given {len(hosts)} times")
