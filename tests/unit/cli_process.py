@@ -127,11 +127,13 @@ class Sandbox:
             "COLUMNS": "100",
         }
 
-    def start(self, argv: Sequence[str], stdin: bytes = b"",
-              module: str = "xenwam.cli") -> subprocess.Popen[bytes]:
-        """Start ``python3 -m MODULE ARGV...``; finish it with :meth:`finish`."""
+    def start(self, argv: Sequence[str], stdin: bytes = b"", module: str = "xenwam.cli",
+              env: dict[str, str] | None = None) -> subprocess.Popen[bytes]:
+        """Start ``python3 -m MODULE ARGV...`` (with ``env`` added to the environment);
+        finish it with :meth:`finish`."""
         proc = subprocess.Popen(
-            [sys.executable, "-m", module, *argv], cwd=self.root / "work", env=self.env(),
+            [sys.executable, "-m", module, *argv], cwd=self.root / "work",
+            env={**self.env(), **(env or {})},
             stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=subprocess.PIPE)
         proc.args = (tuple(argv), stdin)
         return proc
@@ -156,6 +158,6 @@ class Sandbox:
                       escapes=tuple((e[0], e[1]) for e in escapes))
 
     def run(self, argv: Sequence[str], stdin: bytes = b"", module: str = "xenwam.cli",
-            timeout: float = 60.0) -> CliRun:
+            timeout: float = 60.0, env: dict[str, str] | None = None) -> CliRun:
         """Run ``python3 -m MODULE ARGV...`` to the end."""
-        return self.finish(self.start(argv, stdin, module), timeout)
+        return self.finish(self.start(argv, stdin, module, env), timeout)
