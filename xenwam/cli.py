@@ -102,10 +102,12 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser = build_parser()
     try:
         args = parser.parse_args(argv)
-    except SystemExit:  # --help, --version or a usage error, already printed
+    except SystemExit as exc:  # --help, --version or a usage error, already printed
         if _flushed(0):
             raise SystemExit(128 + signal.SIGPIPE) from None
-        raise
+        if exc.code in (0, None):
+            raise
+        return 2  # a usage error comes back as a status, as every other error does
     configure(getattr(args, "verbose", 0), getattr(args, "quiet", False))
     handler = getattr(args, "handler", None)
     if handler is None:

@@ -65,8 +65,9 @@ class Parser(argparse.ArgumentParser):
         return ns, extras
 
 
-def _type(name: str, check: Callable[[str], Any]) -> Callable[[str], Any]:
-    """An argparse type called ``name`` whose refusals are ``ArgumentTypeError``."""
+def text_type(name: str, check: Callable[[str], Any]) -> Callable[[str], Any]:
+    """An argparse type called ``name``: refuses unusable text, then returns ``check(text)``
+    (which raises ``argparse.ArgumentTypeError`` to refuse)."""
     def convert(text: str) -> Any:
         problem = text_problem(text)
         if problem is not None:
@@ -87,7 +88,7 @@ def int_in(low: int, high: int, what: str = "") -> Callable[[str], int]:
         if not low <= value <= high:
             raise argparse.ArgumentTypeError(f"{value} is outside {low}-{high}{what}")
         return value
-    return _type("integer", check)
+    return text_type("integer", check)
 
 
 def number_in(low: float, high: float, *, low_open: bool = True,
@@ -104,7 +105,7 @@ def number_in(low: float, high: float, *, low_open: bool = True,
             raise argparse.ArgumentTypeError(
                 f"{_quote(text)} is outside {bracket}{low:g}, {high:g}]{what}")
         return value
-    return _type("number", check)
+    return text_type("number", check)
 
 
 def _lstat(text: str) -> os.stat_result | None:
@@ -126,7 +127,7 @@ def _directory(text: str) -> str:
 
 
 #: A directory that may not exist yet, but is not something else.
-directory = _type("directory", _directory)
+directory = text_type("directory", _directory)
 
 
 def _device(text: str, write: bool) -> str:
@@ -144,9 +145,9 @@ def _device(text: str, write: bool) -> str:
 
 
 #: An existing disk image or block device to read.
-readable_device = _type("device", lambda text: _device(text, write=False))
+readable_device = text_type("device", lambda text: _device(text, write=False))
 #: An existing disk image or block device to write.
-writable_device = _type("device", lambda text: _device(text, write=True))
+writable_device = text_type("device", lambda text: _device(text, write=True))
 
 
 def _file(text: str) -> str:
@@ -159,7 +160,7 @@ def _file(text: str) -> str:
 
 
 #: An existing regular file.
-regular_file = _type("file", _file)
+regular_file = text_type("file", _file)
 
 
 def _new_path(text: str) -> str:
@@ -174,7 +175,7 @@ def _new_path(text: str) -> str:
 
 
 #: A file to create, in a directory that exists.
-new_file = _type("file", _new_path)
+new_file = text_type("file", _new_path)
 
 
 def matching(name: str, accept: Callable[[str], bool], hint: str) -> Callable[[str], str]:
@@ -183,7 +184,7 @@ def matching(name: str, accept: Callable[[str], bool], hint: str) -> Callable[[s
         if not accept(text):
             raise argparse.ArgumentTypeError(f"{_quote(text)} is not a valid {name}: {hint}")
         return text
-    return _type(name, check)
+    return text_type(name, check)
 
 
 def print_usage_error(prog: str, message: str) -> int:
