@@ -21,8 +21,6 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-from hip.dataplane.kernel import state_add_argv
-from hip.dataplane.probe import probe_sa
 from xenwam.errors import CommandError
 from xenwam.netns import NetnsSet
 from xenwam.runner import Runner, default_runner
@@ -169,7 +167,13 @@ def _probe_in_netns(runner: Runner, argvs: list[list[str]]) -> list[bool] | None
 
 # hip's own kernel data plane probe: the state hipd would install, so the doctor's
 # answer is hipd's answer (the modules are autoloaded).
-_ESP_BEET_PROBE = state_add_argv(probe_sa(0x100), outbound=True)
+def _esp_beet_probe() -> list[str]:
+    # Imported here: hip's data plane (and its crypto) costs every xenwam command a
+    # seventh of a second to import, and only this probe needs it.
+    from hip.dataplane.kernel import state_add_argv
+    from hip.dataplane.probe import probe_sa
+
+    return state_add_argv(probe_sa(0x100), outbound=True)
 _NETEM_PROBE = ["tc", "qdisc", "add", "dev", "lo", "root", "netem", "delay", "1ms"]
 
 
@@ -205,7 +209,7 @@ def gather_facts(runner: Runner = default_runner) -> HostFacts:
     netem: bool | None = None
     netns: bool | None = None
     if is_root and shutil.which("ip"):
-        probes = _probe_in_netns(runner, [_ESP_BEET_PROBE, _NETEM_PROBE])
+        probes = _probe_in_netns(runner, [_esp_beet_probe(), _NETEM_PROBE])
         if probes is None:
             netns = False
         else:

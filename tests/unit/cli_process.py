@@ -5,8 +5,9 @@ runs with its working directory, HOME, XDG directories and TMPDIR inside ``root`
 with a PATH holding no external commands, so a command that tried to act (run drbdadm,
 xl, qemu, ip) fails instead of touching the host.  A ``sitecustomize`` module installs a
 Python audit hook that records every file opened for writing, every file-system change,
-every process started and every socket connected or bound outside ``root``; the record is
-read back as :attr:`CliRun.escapes`.
+every process started and every socket connected or bound, and refuses each of them
+(``PermissionError``): nothing a run does reaches outside ``root``.  The record is read
+back as :attr:`CliRun.escapes`.
 """
 
 from __future__ import annotations
@@ -46,6 +47,12 @@ def _inside(path):
     return real == _root or real.startswith(_root + os.sep) or real == os.devnull
 
 
+def _escape(event, what):
+    """Record the escape, and stop it: nothing happens outside the sandbox."""
+    _escapes.append([event, what[:200]])
+    raise PermissionError(f"sandboxed test run: {event} {what[:200]} refused")
+
+
 def _hook(event, args):
     if _busy:
         return
@@ -56,16 +63,16 @@ def _hook(event, args):
             writes = (mode is not None and any(c in mode for c in "wax+")) or (
                 mode is None and flags & _WRITE_FLAGS)
             if writes and not _inside(path):
-                _escapes.append(["open", repr(path)])
+                _escape("open", repr(path))
         elif event in _WRITE_EVENTS:
             for path in args[:2]:
                 if isinstance(path, (str, bytes, os.PathLike)) and not _inside(path):
-                    _escapes.append([event, repr(path)])
+                    _escape(event, repr(path))
         elif event in ("subprocess.Popen", "os.exec", "os.spawn", "os.posix_spawn",
-                       "os.system", "os.fork"):
-            _escapes.append([event, repr(args)[:200]])
-        elif event in ("socket.connect", "socket.bind", "socket.sendto"):
-            _escapes.append([event, repr(args[1:])[:200]])
+                       "os.system", "os.fork", "os.forkpty"):
+            _escape(event, repr(args))
+        elif event in ("socket.connect", "socket.bind", "socket.sendto", "socket.sendmsg"):
+            _escape(event, repr(args[1:]))
     finally:
         _busy.pop()
 

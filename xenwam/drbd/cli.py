@@ -5,6 +5,7 @@ from __future__ import annotations
 import argparse
 import json
 import logging
+import re
 import socket
 import sys
 from collections.abc import Callable
@@ -72,6 +73,10 @@ def block_size_arg(text: str) -> int:
     if (problem := seed.block_size_problem(value)) is not None:
         raise argparse.ArgumentTypeError(f"{value}: {problem}")
     return value
+
+
+def _is_hash_name(text: str) -> bool:
+    return re.fullmatch(r"[a-z0-9-]{2,32}", text) is not None
 
 
 def parse_host(text: str) -> Host:
@@ -315,7 +320,8 @@ def register(subparsers: Any, common: argparse.ArgumentParser) -> None:
                    help="measured round-trip time")
     p.add_argument("--bandwidth-mbit", type=number_in(0, 100_000), default=100.0,
                    help="link rate")
-    p.add_argument("--csums-alg", help="checksum-based resync with this hash (e.g. crc32c)")
+    p.add_argument("--csums-alg", type=matching("hash name", _is_hash_name, "e.g. crc32c"),
+                   help="checksum-based resync with this hash (e.g. crc32c)")
     p.add_argument("--check", action="store_true",
                    help="have drbdadm parse the file before it replaces the old one")
     p.set_defaults(handler=_define)

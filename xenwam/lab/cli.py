@@ -29,6 +29,8 @@ GUEST_NAME = matching("guest name", valid_guest_name,
 def _parsed_by(parse: Any, what: str) -> Any:
     """An argparse type that keeps the text once ``parse`` accepts it."""
     def check(text: str) -> str:
+        if not text.strip():
+            raise argparse.ArgumentTypeError(f"give a {what}; see --help for examples")
         try:
             parse(text)
         except ConfigError as exc:
