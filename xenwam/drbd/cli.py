@@ -112,8 +112,9 @@ def _drbdadm_check(name: str) -> Callable[[Path], None]:
 
 def _define(args: argparse.Namespace) -> int:
     if len(args.host) != 2:
-        raise ConfigError(f"--host given {len(args.host)} times: a resource joins exactly two "
-                          "hosts; give --host once for each; nothing was written")
+        times = "once" if len(args.host) == 1 else f"{len(args.host)} times"
+        raise ConfigError(f"--host given {times}: a resource joins exactly two hosts; "
+                          "give --host once for each; nothing was written")
     hosts = (parse_host(args.host[0]), parse_host(args.host[1]))
     if args.secret_file:
         secret = read_secret_file(Path(args.secret_file))
