@@ -14,10 +14,13 @@ import argparse
 import importlib
 import json
 import logging
+import os
+import signal
 import sys
 from collections.abc import Sequence
 
 from xenwam import __version__
+from xenwam.cliargs import Parser
 from xenwam.errors import XenwamError
 from xenwam.log import add_verbosity_flags, configure
 
@@ -53,7 +56,7 @@ def build_parser() -> argparse.ArgumentParser:
     """The full parser, with every available subcommand registered."""
     common = argparse.ArgumentParser(add_help=False)
     add_verbosity_flags(common)
-    parser = argparse.ArgumentParser(
+    parser = Parser(
         prog="xenwam",
         description=DESCRIPTION,
         epilog=EPILOG,
@@ -74,22 +77,54 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
+def _reader_gone() -> int:
+    """The exit status once the reader of stdout has gone away.
+
+    `xenwam disk status --json | head` closes the pipe early: stop quietly with the status
+    of a process killed by SIGPIPE, and point stdout at /dev/null so that Python's own
+    flush at exit does not fail a second time.
+    """
+    devnull = os.open(os.devnull, os.O_WRONLY)
+    os.dup2(devnull, sys.stdout.fileno())
+    os.close(devnull)
+    return 128 + signal.SIGPIPE
+
+
+def _flushed(status: int) -> int:
+    """``status``, once stdout is flushed (or its reader found gone)."""
+    try:
+        sys.stdout.flush()
+    except BrokenPipeError:
+        return _reader_gone()
+    return status
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     """Entry point of the ``xenwam`` console script."""
     parser = build_parser()
-    args = parser.parse_args(argv)
+    try:
+        args = parser.parse_args(argv)
+    except SystemExit as exc:  # --help, --version or a usage error, already printed
+        if _flushed(0):
+            raise SystemExit(128 + signal.SIGPIPE) from None
+        if exc.code in (0, None):
+            raise
+        return 2  # a usage error comes back as a status, as every other error does
     configure(getattr(args, "verbose", 0), getattr(args, "quiet", False))
     handler = getattr(args, "handler", None)
     if handler is None:
         parser.print_help()
-        return 2
+        print("xenwam: error: give a COMMAND (see `xenwam --help`)", file=sys.stderr)
+        return _flushed(2)
     try:
-        return int(handler(args))
+        return _flushed(int(handler(args)))
+    except BrokenPipeError:
+        return _reader_gone()
     except XenwamError as exc:
         if getattr(args, "json", False):
             print(json.dumps({"error": type(exc).__name__, "message": str(exc)}))
         print(f"xenwam: error: {exc}", file=sys.stderr)
-        return exc.exit_status
+        return _flushed(exc.exit_status)
     except KeyboardInterrupt:
         print("xenwam: interrupted", file=sys.stderr)
         return 130

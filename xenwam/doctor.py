@@ -19,12 +19,14 @@ import shutil
 from collections.abc import Callable
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
+from typing import TYPE_CHECKING
 
-from hip.dataplane.kernel import state_add_argv
-from hip.dataplane.probe import probe_sa
 from xenwam.errors import CommandError
 from xenwam.netns import NetnsSet
 from xenwam.runner import Runner, default_runner
+
+if TYPE_CHECKING:
+    from rich.console import Console
 
 
 class Status(enum.StrEnum):
@@ -165,7 +167,13 @@ def _probe_in_netns(runner: Runner, argvs: list[list[str]]) -> list[bool] | None
 
 # hip's own kernel data plane probe: the state hipd would install, so the doctor's
 # answer is hipd's answer (the modules are autoloaded).
-_ESP_BEET_PROBE = state_add_argv(probe_sa(0x100), outbound=True)
+def _esp_beet_probe() -> list[str]:
+    # Imported here: hip's data plane (and its crypto) costs every xenwam command a
+    # seventh of a second to import, and only this probe needs it.
+    from hip.dataplane.kernel import state_add_argv
+    from hip.dataplane.probe import probe_sa
+
+    return state_add_argv(probe_sa(0x100), outbound=True)
 _NETEM_PROBE = ["tc", "qdisc", "add", "dev", "lo", "root", "netem", "delay", "1ms"]
 
 
@@ -201,7 +209,7 @@ def gather_facts(runner: Runner = default_runner) -> HostFacts:
     netem: bool | None = None
     netns: bool | None = None
     if is_root and shutil.which("ip"):
-        probes = _probe_in_netns(runner, [_ESP_BEET_PROBE, _NETEM_PROBE])
+        probes = _probe_in_netns(runner, [_esp_beet_probe(), _NETEM_PROBE])
         if probes is None:
             netns = False
         else:
@@ -382,19 +390,33 @@ def run_doctor(args: argparse.Namespace, gather: Callable[[], HostFacts] = gathe
     return 0 if ok else 1
 
 
-def _print_table(report: Report, role: str, ok: bool) -> None:
+def _print_table(report: Report, role: str, ok: bool, console: Console | None = None) -> None:
+    from rich import box
     from rich.console import Console
     from rich.table import Table
 
     style = {Status.OK: "green", Status.MISSING: "red", Status.UNKNOWN: "yellow"}
-    table = Table(title="xenwam doctor")
-    for col in ("check", "status", "detail", "without it", "package"):
-        table.add_column(col)
+    console = console or Console()
+    table = Table(title="xenwam doctor", box=box.SIMPLE_HEAD)
+    # The package name is what the user types into apt: it must never be cut, so its
+    # column is at least as wide as the longest name, and long words elsewhere fold
+    # onto the next line instead of ending in an ellipsis.
+    longest = max((len(word) for c in report.checks if c.status is not Status.OK
+                   for word in c.package.split()), default=0)
+    table.add_column("check", overflow="fold")
+    table.add_column("status", no_wrap=True)
+    for col in ("detail", "without it"):
+        table.add_column(col, overflow="fold")
+    table.add_column("package", overflow="fold")
     for c in report.checks:
         table.add_row(c.name, f"[{style[c.status]}]{c.status}[/]", c.detail,
                       "" if c.status is Status.OK else c.disables,
                       "" if c.status is Status.OK else c.package)
-    console = Console()
+    natural = console.measure(table, options=console.options.update_width(10_000)).maximum
+    if natural > console.width:
+        # Too wide: rich would shrink every column.  A fixed width is never shrunk, so the
+        # package name stays whole and only its parenthesis wraps below it.
+        table.columns[-1].width = max(longest, len("package"))
     console.print(table)
     for name, can in report.roles.items():
         console.print(f"  {name:<10} {'[green]yes[/]' if can else '[red]no[/]'}")

@@ -27,6 +27,7 @@ import argparse
 import json
 import logging
 import os
+import re
 import sys
 import time
 from collections.abc import Callable, Sequence
@@ -34,6 +35,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from xenwam.cliargs import Parser, directory
 from xenwam.drbd.device import DrbdDevice
 from xenwam.drbd.resource import DEFAULT_CONFIG_DIR, Resource, load
 from xenwam.errors import XenError, XenwamError
@@ -46,6 +48,19 @@ from xenwam.xen.xenstore import (  # noqa: F401 -- re-exported for the hook's us
 )
 
 log = logging.getLogger(__name__)
+
+#: A block backend's path, as libxl passes it (relative) or absolute.
+_BACKEND_PATH_RE = re.compile(r"(?:/local/domain/0/)?backend/vbd/[0-9]{1,10}/[0-9]{1,10}")
+#: Longest text a journal record or log line keeps of one value.
+RECORD_TEXT_MAX = 512
+
+
+def bounded(text: str, limit: int = RECORD_TEXT_MAX) -> str:
+    """``text`` cut to ``limit`` characters, saying how long it was."""
+    if len(text) <= limit:
+        return text
+    return f"{text[:limit]}...[{len(text)} characters]"
+
 
 def physical_device_value(rdev: int) -> str:
     """``physical-device`` as blkback reads it: major and minor in hex, ``fe:0``."""
@@ -157,9 +172,9 @@ class BlockHotplug:
             else:
                 raise XenError(f"unknown hotplug action {action!r}: use add or remove")
         except Exception as exc:  # every failure must reach libxl, not only ours
-            message = str(exc) if isinstance(exc, XenwamError) else (
-                f"internal error {type(exc).__name__}: {exc}; report it with the xl log")
-            log.error("block-xenwam %s %s: %s", action, xenbus_path, message)
+            message = bounded(str(exc) if isinstance(exc, XenwamError) else (
+                f"internal error {type(exc).__name__}: {exc}; report it with the xl log"))
+            log.error("block-xenwam %s %s: %s", bounded(action), bounded(xenbus_path), message)
             status, outcome = 1, f"error: {message}"
             try:
                 self.xenstore.write_all([(f"{xenbus_path}/hotplug-error", message),
@@ -168,7 +183,7 @@ class BlockHotplug:
                 log.error("could not report the failure in xenstore: %s", report_exc)
         if self.journal is not None:
             try:
-                self.journal({"action": action, "xenbus_path": xenbus_path,
+                self.journal({"action": action, "xenbus_path": xenbus_path,  # bounded there
                               "outcome": outcome, "status": status,
                               "seconds": round(self.clock() - start, 4)})
             except OSError as exc:
@@ -182,9 +197,10 @@ JOURNAL_PATH = Path("/run/xenwam/hotplug.log")
 
 def append_journal(record: dict[str, object], path: Path = JOURNAL_PATH) -> None:
     """Append ``record`` as one JSON line to ``path``, with the wall-clock time."""
+    kept = {k: bounded(v) if isinstance(v, str) else v for k, v in record.items()}
     path.parent.mkdir(parents=True, exist_ok=True)
     with open(path, "a") as out:
-        out.write(json.dumps({"time": round(time.time(), 3), **record}) + "\n")
+        out.write(json.dumps({"time": round(time.time(), 3), **kept}) + "\n")
 
 
 def real_hotplug(config_dir: Path = DEFAULT_CONFIG_DIR) -> BlockHotplug:
@@ -203,13 +219,18 @@ def _handle(args: argparse.Namespace) -> int:
         print("xenwam hotplug: XENBUS_PATH is not set; libxl sets it when it runs "
               "the hook, or pass --xenbus-path", file=sys.stderr)
         return 2
+    if not _BACKEND_PATH_RE.fullmatch(xenbus_path):
+        # Not a path libxl would give: refuse before touching xenstore, DRBD or the journal.
+        print(f"xenwam hotplug: XENBUS_PATH {bounded(xenbus_path, 60)!r} is not a block "
+              "backend path (backend/vbd/DOMID/DEVID)", file=sys.stderr)
+        return 2
     return real_hotplug(Path(args.config_dir)).run(args.action, xenbus_path)
 
 
 def _add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("action", choices=("add", "remove"), help="what libxl asks for")
     parser.add_argument("--xenbus-path", help="backend path (default: $XENBUS_PATH)")
-    parser.add_argument("--config-dir", default=str(DEFAULT_CONFIG_DIR),
+    parser.add_argument("--config-dir", default=str(DEFAULT_CONFIG_DIR), type=directory,
                         help="where the xenwam-*.res files are (default: %(default)s)")
     parser.set_defaults(handler=_handle)
 
@@ -230,7 +251,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     every other subcommand (it runs inside the migration downtime)."""
     from xenwam.log import configure
 
-    parser = argparse.ArgumentParser(prog="xenwam-hotplug")
+    parser = Parser(prog="xenwam-hotplug")
     kinds = parser.add_subparsers(dest="kind", required=True)
     _add_arguments(kinds.add_parser("block"))
     args = parser.parse_args(argv)

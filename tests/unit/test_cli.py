@@ -3,10 +3,16 @@
 from __future__ import annotations
 
 import argparse
+import os
+import signal
+import subprocess
+import sys
+from pathlib import Path
 
 import pytest
+from cli_process import Sandbox
 
-from xenwam import cli
+from xenwam import __version__, cli
 from xenwam.errors import ConfigError, XenwamError
 
 pytestmark = pytest.mark.unit
@@ -64,3 +70,30 @@ def test_lab_benchmark_without_a_lab_says_how_to_start_one(
     assert cli.main(["bench", "drbd", "--run-dir", str(tmp_path)]) == 1
     err = capsys.readouterr().err
     assert "no lab is up" in err and "xenwam lab up" in err
+
+
+def test_python_dash_m_xenwam_is_the_xenwam_command(tmp_path: Path) -> None:
+    box = Sandbox(tmp_path)
+    version = box.run(["--version"], module="xenwam")
+    assert (version.returncode, version.stdout.strip()) == (0, f"xenwam {__version__}")
+    helped = box.run(["disk", "--help"], module="xenwam")
+    assert helped.returncode == 0 and "usage: xenwam disk" in helped.stdout
+    bad = box.run(["disk", "digest"], module="xenwam")
+    assert bad.returncode == 2 and len(bad.stderr.splitlines()) == 1
+
+
+def test_a_reader_that_goes_away_ends_the_command_quietly(tmp_path: Path) -> None:
+    # `xenwam disk status --json | head`: the reader is gone before xenwam writes.
+    box = Sandbox(tmp_path)
+    read_end, write_end = os.pipe()
+    os.close(read_end)
+    try:
+        proc = subprocess.run(
+            [sys.executable, "-m", "xenwam.cli", "disk", "status", "--json",
+             "--config-dir", str(tmp_path / "none")],
+            cwd=tmp_path / "work", env=box.env(), stdout=write_end, stderr=subprocess.PIPE,
+            timeout=60)
+    finally:
+        os.close(write_end)
+    assert proc.stderr == b""
+    assert proc.returncode == 128 + signal.SIGPIPE

@@ -106,3 +106,35 @@ def test_json_output_and_exit_status(capsys: pytest.CaptureFixture[str]) -> None
     assert {c["name"] for c in doc["checks"]} >= {"xl", "drbd-utils", "TUN"}
     no_xen = dataclasses.replace(DOM0, hypervisor_type=None)
     assert run_doctor(args, gather=lambda: no_xen) == 1
+
+
+def _bare_host() -> HostFacts:
+    """A host with nothing: every check fails and names its package."""
+    return dataclasses.replace(
+        DOM0, hypervisor_type=None, xen_capabilities=None, xl_path=None, xl_version=None,
+        xenstored_socket=None, xenbus_device=False, drbd_loaded_version=None,
+        drbd_module_available=False, drbdadm_path=None, drbd_utils_version=None,
+        xfrm_present=False, esp_beet=False, netem=False, tun=False, netns=False)
+
+
+@pytest.mark.parametrize("width", [80, 100, 200])
+def test_table_keeps_package_names_whole(width: int) -> None:
+    import io
+    import re
+
+    from rich.console import Console
+
+    from xenwam.doctor import _print_table
+
+    report = evaluate(_bare_host())
+    out = io.StringIO()
+    _print_table(report, "migration", False,
+                 console=Console(file=out, width=width, color_system=None))
+    text = out.getvalue()
+    assert max(len(line) for line in text.splitlines()) <= width
+    names = {word for c in report.checks
+             for word in re.sub(r"\([^)]*\)", "", c.package).split() if word != "/"}
+    assert "xen-system-amd64" in names and "linux-image-6.1.0-35-amd64" in names
+    cells = set(re.split(r"[\s│┃]+", text))
+    assert names <= cells, f"cut: {sorted(names - cells)}"
+    assert "…" not in text

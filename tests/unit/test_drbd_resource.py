@@ -175,3 +175,50 @@ def test_drbdadm_refuses_what_validation_would_not_catch(tmp_path: Path) -> None
     result = subprocess.run([DRBDADM_84 if os.path.exists(DRBDADM_84) else "drbdadm",
                              "-c", str(path), "dump"], capture_output=True, text=True)
     assert result.returncode != 0
+
+
+# --- a trailing newline is not part of a valid name (issue 11, item 8) ----------------
+
+@pytest.mark.parametrize("name", ["g7\n", "g7\n\n", "\ng7"])
+def test_a_newline_is_never_part_of_a_resource_name(name: str, tmp_path: Path) -> None:
+    with pytest.raises(ConfigError, match="invalid resource name"):
+        make(name=name).validate()
+    with pytest.raises(ConfigError, match="invalid resource name"):
+        install(make(name=name), tmp_path)
+    assert not list(tmp_path.iterdir())
+    with pytest.raises(ConfigError, match="invalid resource name"):
+        load(name, tmp_path)
+
+
+@pytest.mark.parametrize("host", [
+    Host("hostb\n", "10.99.0.2", 7789, "/dev/loop0", "/dev/loop1"),
+    Host("hostb", "10.99.0.2", 7789, "/dev/loop0\n", "/dev/loop1"),
+    Host("hostb", "10.99.0.2", 7789, "/dev/loop0", "/dev/loop1\n"),
+])
+def test_a_newline_is_never_part_of_a_host_name_or_disk(host: Host) -> None:
+    with pytest.raises(ConfigError):
+        make(hosts=(make().hosts[0], host)).validate()
+
+
+# --- the shared secret is never shown (issue 11, item 9) -------------------------------
+
+def test_a_malformed_model_line_does_not_quote_the_secret() -> None:
+    text = make().render().replace('"minor": 0', '"minor": "zero"')
+    with pytest.raises(ConfigError) as refused:
+        parse_resource_file(text, "/etc/drbd.d/xenwam-guest1.res")
+    assert "s3cret-for-tests" not in str(refused.value)
+    assert "guest1" in str(refused.value)  # still says which resource
+    short = {"name": "g1", "minor": 1, "hosts": [], "shared_secret": "s3cret-for-tests"}
+    with pytest.raises(ConfigError) as refused:
+        Resource.from_json(short)
+    assert "s3cret-for-tests" not in str(refused.value)
+
+
+def test_a_foreign_first_line_is_not_quoted() -> None:
+    with pytest.raises(ConfigError) as refused:
+        parse_resource_file('shared-secret "s3cret-for-tests";\n', "/etc/drbd.d/xenwam-x.res")
+    assert "s3cret-for-tests" not in str(refused.value)
+
+
+def test_the_secret_is_not_in_the_repr() -> None:
+    assert "s3cret-for-tests" not in repr(make())

@@ -219,7 +219,7 @@ def test_hook_shell_syntax_and_usage() -> None:
     assert "usage" in result.stderr
     result = subprocess.run([str(HOOK), "add"], capture_output=True, text=True,
                             env={"PATH": os.environ["PATH"]})
-    assert result.returncode == 1
+    assert result.returncode == 2  # bad usage, as `xenwam hotplug` says it
     assert "XENBUS_PATH is not set" in result.stderr
 
 
@@ -281,3 +281,46 @@ def test_default_xenstore_falls_back_to_the_tools_without_xenstored() -> None:
     if Path("/run/xenstored/socket").exists() or Path("/dev/xen/xenbus").exists():
         pytest.skip("this host has a xenstore that pyxs could reach")
     assert isinstance(default_xenstore(), CliXenstore)
+
+
+def test_readme_gives_the_lock_wait_the_hook_uses() -> None:
+    import re
+
+    waits = re.findall(r"flock -w (\d+)", HOOK.read_text())
+    readme = (HOOK.parent / "README.md").read_text()
+    assert len(waits) == 1
+    assert f"at most {waits[0]} s" in " ".join(readme.split())
+    assert not set(re.findall(r"at most (\d+) s", " ".join(readme.split()))) - set(waits)
+
+
+def test_journal_keeps_a_bounded_record_of_a_huge_path(tmp_path: Path) -> None:
+    import json
+
+    from xenwam.hotplug import RECORD_TEXT_MAX, append_journal
+
+    log = tmp_path / "hotplug.log"
+    huge = "backend/vbd/1/" + "9" * 100_000
+    hook = make_hook(DictXenstore({}), ScriptedRunner([PROC_SECONDARY]))
+    hook.journal = lambda record: append_journal(record, log)
+    assert hook.run("add", huge) == 1
+    line = log.read_text()
+    assert len(line) < 3 * RECORD_TEXT_MAX
+    record = json.loads(line)
+    assert record["xenbus_path"].endswith(f"[{len(huge)} characters]")
+
+
+@pytest.mark.parametrize(("argv", "env"), [
+    (["block", "add"], {"XENBUS_PATH": "backend/vbd/1/" + "9" * 100_000}),
+    (["block", "add"], {"XENBUS_PATH": "../../etc/passwd"}),
+    (["block", "add", "--xenbus-path", "backend/vbd/1/51712\n"], {}),
+    (["block", "add", "--xenbus-path", "x" * 100_000], {}),
+    (["block", "frobnicate"], {"XENBUS_PATH": BACKEND}),
+])
+def test_hook_entry_refuses_a_bad_backend_path_in_one_line(
+        tmp_path: Path, argv: list[str], env: dict[str, str]) -> None:
+    from cli_process import Sandbox
+
+    run = Sandbox(tmp_path).run(argv, module="xenwam.hotplug", env=env)
+    assert run.returncode == 2, run.describe()
+    assert len(run.stderr.splitlines()) == 1 and len(run.stderr) < 500, run.describe()
+    assert not run.escapes, run.describe()

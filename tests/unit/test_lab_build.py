@@ -36,9 +36,9 @@ xen-hypervisor-4.17-amd64:
   Candidate: 4.17.7+13-g2445b30a44-0+deb12u1
   Version table:
      4.17.7+13-g2445b30a44-0+deb12u1 500
-        500 http://deb.debian.org/debian-security bookworm-security/main amd64 Packages
+        500 http://mirror.example/debian-security bookworm-security/main amd64 Packages
      4.17.5+72-g01140da4e8-1 500
-        500 http://deb.debian.org/debian bookworm/main amd64 Packages
+        500 http://mirror.example/debian bookworm/main amd64 Packages
 busybox-static:
   Installed: (none)
   Candidate: 1:1.35.0-4+deb12u1+b1
@@ -50,14 +50,14 @@ gone-package:
 
 SOURCES = """\
 Types: deb
-# http://snapshot.debian.org/archive/debian/20250520T000000Z
-URIs: http://deb.debian.org/debian
+# http://snapshot.mirror.example/archive/debian/20250520T000000Z
+URIs: http://mirror.example/debian
 Suites: bookworm bookworm-updates
 Components: main
 Signed-By: /usr/share/keyrings/debian-archive-keyring.gpg
 
 Types: deb
-URIs: http://deb.debian.org/debian-security
+URIs: http://mirror.example/debian-security
 Suites: bookworm-security
 Components: main
 
@@ -92,10 +92,10 @@ def test_candidate_versions() -> None:
 def test_apt_sources_deb822_and_one_line() -> None:
     sources = parse_apt_sources(SOURCES + "\ndeb [arch=amd64] http://x.invalid/d bookworm main\n")
     uris = [s.uri for s in sources]
-    assert uris == ["http://deb.debian.org/debian", "http://deb.debian.org/debian-security",
+    assert uris == ["http://mirror.example/debian", "http://mirror.example/debian-security",
                     "https://example.invalid/node", "http://x.invalid/d"]
     assert sources[0].suites == ("bookworm", "bookworm-updates")
-    assert main_mirror(sources) == "http://deb.debian.org/debian"
+    assert main_mirror(sources) == "http://mirror.example/debian"
 
 
 def test_image_sources_keep_only_debian_suites() -> None:

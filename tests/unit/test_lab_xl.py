@@ -68,7 +68,7 @@ def test_guest_config_is_pvh_with_vif_and_disk() -> None:
     assert "xw.ip=10.1.0.10/24 xw.gw=10.1.0.1" in text
 
 
-@pytest.mark.parametrize("name", ["G1", "1g", "g 1", "a" * 40, "g1;rm"])
+@pytest.mark.parametrize("name", ["G1", "1g", "g 1", "a" * 40, "g1;rm", "g1\n"])
 def test_bad_guest_name_refused(name: str) -> None:
     with pytest.raises(ConfigError, match="guest name"):
         _spec(name=name)

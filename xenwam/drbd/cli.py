@@ -5,25 +5,38 @@ from __future__ import annotations
 import argparse
 import json
 import logging
+import re
 import socket
 import sys
 from collections.abc import Callable
 from dataclasses import replace
 from pathlib import Path
-from typing import Any
+from typing import Any, BinaryIO, cast
 
+from xenwam.cliargs import (
+    directory,
+    int_in,
+    matching,
+    new_file,
+    number_in,
+    readable_device,
+    writable_device,
+)
 from xenwam.drbd import cmdgen, seed, volume
 from xenwam.drbd.device import DrbdDevice, Progress, read_proc_drbd
 from xenwam.drbd.info import DeviceState, parse_proc_drbd
 from xenwam.drbd.resource import (
     DEFAULT_CONFIG_DIR,
+    MINOR_MAX,
     Host,
     Resource,
     WanProfile,
     install,
     list_resources,
     load,
+    valid_name,
 )
+from xenwam.drbd.secret import read_secret_file, write_secret_file
 from xenwam.errors import ConfigError, DrbdError
 from xenwam.runner import default_runner
 
@@ -45,6 +58,25 @@ SIMPLE_OPERATIONS: dict[str, tuple[str, str]] = {
                           "after seeding: mark both new disks UpToDate without a sync"),
     "teardown": ("teardown", "demote, disconnect and take down"),
 }
+
+
+#: Longest wait a command accepts (a week), in seconds.
+TIMEOUT_MAX = 7 * 24 * 3600.0
+resource_name_arg = matching("resource name", valid_name,
+                         "use 1-63 letters, digits, '.', '_' or '-', starting with a letter "
+                         "or digit")
+
+
+def block_size_arg(text: str) -> int:
+    """A seeding block size: a multiple of 4096 up to seed.MAX_BLOCK_SIZE."""
+    value = int_in(4096, seed.MAX_BLOCK_SIZE)(text)
+    if (problem := seed.block_size_problem(value)) is not None:
+        raise argparse.ArgumentTypeError(f"{value}: {problem}")
+    return value
+
+
+def _is_hash_name(text: str) -> bool:
+    return re.fullmatch(r"[a-z0-9-]{2,32}", text) is not None
 
 
 def parse_host(text: str) -> Host:
@@ -73,25 +105,35 @@ def _drbdadm_check(name: str) -> Callable[[Path], None]:
         if not result.ok:
             raise ConfigError(
                 f"drbdadm rejects the resource file for {name!r}: "
-                f"{(result.stderr or result.stdout).strip()[-600:]!r}; nothing was written"
+                f"{result.stderr.strip()[-600:]!r}; nothing was written"
             )
     return check
 
 
 def _define(args: argparse.Namespace) -> int:
+    if len(args.host) != 2:
+        times = "once" if len(args.host) == 1 else f"{len(args.host)} times"
+        raise ConfigError(f"--host given {times}: a resource joins exactly two hosts; "
+                          "give --host once for each; nothing was written")
+    hosts = (parse_host(args.host[0]), parse_host(args.host[1]))
     if args.secret_file:
-        secret = Path(args.secret_file).read_text().strip()
+        secret = read_secret_file(Path(args.secret_file))
     else:
-        raise ConfigError("give --secret-file FILE holding the shared secret (8-64 characters)")
+        raise ConfigError("give --secret-file FILE holding the shared secret; make one with "
+                          "`xenwam disk secret FILE`")
     resource = Resource(
         name=args.name, minor=args.minor,
-        hosts=(parse_host(args.host[0]), parse_host(args.host[1])),
+        hosts=hosts,
         shared_secret=secret,
         wan=WanProfile(rtt_ms=args.rtt_ms, bandwidth_mbit=args.bandwidth_mbit,
                        csums_alg=args.csums_alg),
     )
     check = _drbdadm_check(resource.name) if args.check else None
-    path = install(resource, _config_dir(args), check=check)
+    try:
+        path = install(resource, _config_dir(args), check=check)
+    except OSError as exc:
+        raise ConfigError(f"cannot write {resource.file_name} in {args.config_dir}: "
+                          f"{exc.strerror}; nothing was written") from None
     print(path)
     return 0
 
@@ -209,8 +251,23 @@ def _status(args: argparse.Namespace) -> int:
     return 0
 
 
+def _open(path: str, mode: str) -> BinaryIO:
+    """``path`` opened for seeding; a failure is the caller's bad input."""
+    try:
+        return cast(BinaryIO, open(path, mode))  # closed by the caller
+    except OSError as exc:
+        raise ConfigError(f"cannot open {path}: {exc.strerror}") from None
+
+
+def _secret(args: argparse.Namespace) -> int:
+    write_secret_file(Path(args.file), force=args.force)
+    print(f"wrote a new shared secret to {args.file} (mode 0600); copy it to the peer "
+          "host the same way, e.g. with scp, and keep it at mode 0600 there")
+    return 0
+
+
 def _seed_send(args: argparse.Namespace) -> int:
-    with open(args.device, "rb") as source:
+    with _open(args.device, "rb") as source:
         stats = seed.send(source, sys.stdout.buffer, block_size=args.block_size,
                           level=args.level)
     print(json.dumps(stats.to_json()), file=sys.stderr)
@@ -218,15 +275,18 @@ def _seed_send(args: argparse.Namespace) -> int:
 
 
 def _seed_receive(args: argparse.Namespace) -> int:
-    with open(args.device, "r+b") as target:
+    with _open(args.device, "r+b") as target:
         stats = seed.receive(sys.stdin.buffer, target, target_is_zeroed=args.zeroed)
     print(json.dumps(stats.to_json()))
     return 0
 
 
 def _digest(args: argparse.Namespace) -> int:
-    with open(args.device, "rb") as f:
+    with _open(args.device, "rb") as f:
         size = args.size
+        if size is not None and size > seed.device_size(f):
+            raise ConfigError(f"--size {size} is larger than {args.device} "
+                              f"({seed.device_size(f)} bytes)")
         digest = seed.sparse_digest(f, args.block_size, size)
     print(json.dumps({"device": args.device, "digest": digest}) if args.json else digest)
     return 0
@@ -240,35 +300,40 @@ def register(subparsers: Any, common: argparse.ArgumentParser) -> None:
                     "disks between hosts. Every operation is idempotent.")
     sub = disk.add_subparsers(dest="disk_command", metavar="ACTION", required=True)
     shared = argparse.ArgumentParser(add_help=False, parents=[common])
-    shared.add_argument("--config-dir", default=str(DEFAULT_CONFIG_DIR),
+    shared.add_argument("--config-dir", default=str(DEFAULT_CONFIG_DIR), type=directory,
                         help="directory of the xenwam-*.res files (default: %(default)s)")
     shared.add_argument("--json", action="store_true", help="print JSON")
 
     p = sub.add_parser("status", parents=[shared],
                        help="every xenwam resource: role, connection, sync state and rate")
-    p.add_argument("name", nargs="*", help="only these resources")
+    p.add_argument("name", nargs="*", type=resource_name_arg, help="only these resources")
     p.set_defaults(handler=_status)
 
     p = sub.add_parser("define", parents=[shared], help="write /etc/drbd.d/xenwam-NAME.res")
-    p.add_argument("name")
-    p.add_argument("--minor", type=int, required=True, help="DRBD minor (/dev/drbdMINOR)")
+    p.add_argument("name", type=resource_name_arg)
+    p.add_argument("--minor", type=int_in(0, MINOR_MAX), required=True,
+                   help="DRBD minor (/dev/drbdMINOR)")
     p.add_argument("--host", action="append", required=True,
                    help="HOSTNAME,ADDRESS:PORT,DISK,META_DISK; give it twice")
-    p.add_argument("--secret-file", help="file holding the shared secret")
-    p.add_argument("--rtt-ms", type=float, default=50.0, help="measured round-trip time")
-    p.add_argument("--bandwidth-mbit", type=float, default=100.0, help="link rate")
-    p.add_argument("--csums-alg", help="checksum-based resync with this hash (e.g. crc32c)")
+    p.add_argument("--secret-file",
+                   help="file holding the shared secret, mode 0600 (see `xenwam disk secret`)")
+    p.add_argument("--rtt-ms", type=number_in(0, 6000), default=50.0,
+                   help="measured round-trip time")
+    p.add_argument("--bandwidth-mbit", type=number_in(0, 100_000), default=100.0,
+                   help="link rate")
+    p.add_argument("--csums-alg", type=matching("hash name", _is_hash_name, "e.g. crc32c"),
+                   help="checksum-based resync with this hash (e.g. crc32c)")
     p.add_argument("--check", action="store_true",
                    help="have drbdadm parse the file before it replaces the old one")
     p.set_defaults(handler=_define)
 
     for command, (operation, text) in SIMPLE_OPERATIONS.items():
         p = sub.add_parser(command, parents=[shared], help=text)
-        p.add_argument("name")
+        p.add_argument("name", type=resource_name_arg)
         p.set_defaults(handler=_simple(operation))
 
     p = sub.add_parser("promote", parents=[shared], help="make this host Primary")
-    p.add_argument("name")
+    p.add_argument("name", type=resource_name_arg)
     p.add_argument("--force", action="store_true",
                    help="first start only: make this host's Inconsistent disk the source of a "
                         "full sync to the peer")
@@ -276,37 +341,44 @@ def register(subparsers: Any, common: argparse.ArgumentParser) -> None:
 
     p = sub.add_parser("wait-sync", parents=[shared],
                        help="wait until both disks are UpToDate, showing progress")
-    p.add_argument("name")
-    p.add_argument("--timeout", type=float, default=3600.0)
-    p.add_argument("--interval", type=float, default=1.0)
+    p.add_argument("name", type=resource_name_arg)
+    p.add_argument("--timeout", type=number_in(0, TIMEOUT_MAX), default=3600.0)
+    p.add_argument("--interval", type=number_in(0, 3600), default=1.0)
     p.set_defaults(handler=_wait_sync)
 
     p = sub.add_parser("wait-connected", parents=[shared], help="wait for the connection")
-    p.add_argument("name")
-    p.add_argument("--timeout", type=float, default=120.0)
+    p.add_argument("name", type=resource_name_arg)
+    p.add_argument("--timeout", type=number_in(0, TIMEOUT_MAX), default=120.0)
     p.set_defaults(handler=_wait_connected)
 
     volume.register(sub, shared)
 
+    p = sub.add_parser("secret", parents=[common],
+                       help="write a fresh shared secret to FILE at mode 0600")
+    p.add_argument("file", type=new_file, help="where to write it")
+    p.add_argument("--force", action="store_true", help="replace an existing file")
+    p.set_defaults(handler=_secret)
+
     p = sub.add_parser("seed-send", parents=[common],
                        help="write the seeding stream of DEVICE (non-zero blocks) to stdout")
-    p.add_argument("device")
-    p.add_argument("--block-size", type=int, default=seed.DEFAULT_BLOCK_SIZE)
-    p.add_argument("--level", type=int, default=3, help="zstd level")
+    p.add_argument("device", type=readable_device)
+    p.add_argument("--block-size", type=block_size_arg, default=seed.DEFAULT_BLOCK_SIZE)
+    p.add_argument("--level", type=int_in(1, 22), default=3, help="zstd level, 1-22")
     p.set_defaults(handler=_seed_send)
 
     p = sub.add_parser("seed-receive", parents=[common],
                        help="apply a seeding stream from stdin to DEVICE and verify it")
-    p.add_argument("device")
+    p.add_argument("device", type=writable_device)
     p.add_argument("--zeroed", action="store_true",
                    help="DEVICE is known to be all zeros (new sparse file or volume)")
     p.set_defaults(handler=_seed_receive)
 
     p = sub.add_parser("digest", parents=[common],
                        help="the seeding digest of DEVICE (equal digests = equal contents)")
-    p.add_argument("device")
-    p.add_argument("--size", type=int, help="digest only the first SIZE bytes")
-    p.add_argument("--block-size", type=int, default=seed.DEFAULT_BLOCK_SIZE)
+    p.add_argument("device", type=readable_device)
+    p.add_argument("--size", type=int_in(0, 2**63 - 1),
+                   help="digest only the first SIZE bytes")
+    p.add_argument("--block-size", type=block_size_arg, default=seed.DEFAULT_BLOCK_SIZE)
     p.add_argument("--json", action="store_true")
     p.set_defaults(handler=_digest)
 

@@ -23,6 +23,7 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
+from xenwam.drbd.secret import secret_problem
 from xenwam.errors import ConfigError
 
 #: Where drbd-utils looks for resource files (``/etc/drbd.conf`` includes ``drbd.d/*.res``).
@@ -37,8 +38,6 @@ _NAME_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,62}$")
 _HOSTNAME_RE = re.compile(r"^(?=.{1,253}$)[A-Za-z0-9](?:[A-Za-z0-9-]{0,61}[A-Za-z0-9])?"
                           r"(?:\.[A-Za-z0-9](?:[A-Za-z0-9-]{0,61}[A-Za-z0-9])?)*$")
 _PATH_RE = re.compile(r"^/[A-Za-z0-9_.+/:@-]+$")
-#: The kernel's limit on ``shared-secret`` (SHARED_SECRET_MAX in drbd_limits.h).
-SECRET_MAX = 64
 #: HMACs the kernel crypto API offers for ``cram-hmac-alg``; sha1 is allowed for old peers.
 HMAC_ALGORITHMS = ("sha256", "sha512", "sha1")
 #: Largest minor number drbdsetup accepts (``new-minor`` range).
@@ -49,6 +48,11 @@ BUFFER_MAX = 10 * 1024 * 1024
 PLAN_AHEAD_MAX = 300
 #: Replication modes a resource file can be written in (see :attr:`Resource.mode`).
 MODES = ("bulk", "handover")
+
+
+def valid_name(name: str) -> bool:
+    """Whether ``name`` can name a resource (and its file, ``xenwam-NAME.res``)."""
+    return _NAME_RE.fullmatch(name) is not None
 
 
 def _fail(what: str, value: object, hint: str) -> ConfigError:
@@ -178,7 +182,7 @@ class Host:
 
     def validate(self, which: str) -> None:
         """Raise :class:`ConfigError` naming ``which`` host if a field is unusable."""
-        if not _HOSTNAME_RE.match(self.hostname):
+        if not _HOSTNAME_RE.fullmatch(self.hostname):
             raise _fail(f"{which} hostname", self.hostname,
                         "use the host's `uname -n` (letters, digits, dots, dashes)")
         try:
@@ -189,7 +193,7 @@ class Host:
         if not 1 <= self.port <= 65535:
             raise _fail(f"{which} port", self.port, "use a TCP port in 1-65535")
         for what, path in (("disk", self.disk), ("meta_disk", self.meta_disk)):
-            if not _PATH_RE.match(path) or "/../" in path or path.endswith("/.."):
+            if not _PATH_RE.fullmatch(path) or "/../" in path or path.endswith("/.."):
                 raise _fail(f"{which} {what}", path,
                             "use an absolute device path without spaces, quotes or '..'")
         if self.disk == self.meta_disk:
@@ -211,7 +215,7 @@ class Resource:
     minor: int
     #: One host (a disk kept under DRBD from boot, no peer yet) or two (replicating).
     hosts: tuple[Host, ...]
-    shared_secret: str
+    shared_secret: str = field(repr=False)  # never in a traceback or log line
     cram_hmac_alg: str = "sha256"
     wan: WanProfile = field(default_factory=WanProfile)
     #: ``bulk`` (protocol A, pull-ahead, one primary) or ``handover`` (protocol C, two
@@ -255,7 +259,7 @@ class Resource:
 
     def validate(self) -> None:
         """Raise :class:`ConfigError` quoting the first unusable field."""
-        if not _NAME_RE.match(self.name):
+        if not _NAME_RE.fullmatch(self.name):
             raise _fail("resource name", self.name,
                         "use 1-63 letters, digits, '.', '_' or '-', starting with a letter "
                         "or digit")
@@ -285,12 +289,8 @@ class Resource:
         self.wan.validate()
 
     def _validate_secret(self) -> None:
-        if not 8 <= len(self.shared_secret) <= SECRET_MAX:
-            raise _fail("shared_secret", "<hidden>",
-                        f"use 8-{SECRET_MAX} characters (it has {len(self.shared_secret)})")
-        if not re.fullmatch(r"[A-Za-z0-9!#$%&()*+,./:;<=>?@\[\]^_{|}~-]+", self.shared_secret):
-            raise _fail("shared_secret", "<hidden>",
-                        "use printable ASCII without spaces, quotes or backslashes")
+        if (problem := secret_problem(self.shared_secret)) is not None:
+            raise _fail("shared_secret", "<hidden>", f"it {problem}")
         if self.cram_hmac_alg not in HMAC_ALGORITHMS:
             raise _fail("cram_hmac_alg", self.cram_hmac_alg,
                         "use one of " + ", ".join(HMAC_ALGORITHMS))
@@ -318,10 +318,15 @@ class Resource:
                 wan=WanProfile(**data.get("wan", {})),
             )
         except (KeyError, TypeError, ValueError) as exc:
+            # Quote the description without its secret, and only the exception's type
+            # (its text can quote a field's value).
+            shown = {k: v for k, v in data.items() if k != "shared_secret"} \
+                if isinstance(data, dict) else data
             raise ConfigError(
-                f"malformed xenwam resource description ({exc}): {json.dumps(data)[:200]!r}; "
+                f"malformed xenwam resource description ({type(exc).__name__} in "
+                f"{json.dumps(shown)[:200]!r}, shared secret not shown); "
                 "rewrite it with `xenwam disk define`"
-            ) from exc
+            ) from None
 
     def render(self) -> str:
         """The resource file, in the drbd.conf syntax that drbdadm's 8.4 mode reads."""
@@ -387,7 +392,8 @@ def parse_resource_file(text: str, origin: str = "resource file") -> Resource:
     first = text.split("\n", 1)[0]
     if not first.startswith(MODEL_MARKER):
         raise ConfigError(
-            f"{origin} was not written by xenwam (its first line is {first[:80]!r}); "
+            f"{origin} was not written by xenwam (its first line is not the xenwam model "
+            f"line; it is not quoted because it may hold a secret); "
             "define the resource with `xenwam disk define`"
         )
     try:
@@ -402,7 +408,7 @@ def parse_resource_file(text: str, origin: str = "resource file") -> Resource:
 
 def load(name: str, config_dir: Path = DEFAULT_CONFIG_DIR) -> Resource:
     """Load the xenwam resource called ``name`` from ``config_dir``."""
-    if not _NAME_RE.match(name):
+    if not _NAME_RE.fullmatch(name):
         raise ConfigError(f"invalid resource name {name!r}: use letters, digits, '.', '_', '-'")
     path = config_dir / f"{FILE_PREFIX}{name}.res"
     try:
@@ -412,14 +418,29 @@ def load(name: str, config_dir: Path = DEFAULT_CONFIG_DIR) -> Resource:
             f"no xenwam resource {name!r}: {path} does not exist; "
             "define it with `xenwam disk define` or check `xenwam disk status`"
         ) from None
+    except (OSError, UnicodeDecodeError) as exc:
+        raise ConfigError(f"cannot read {path}: {_reason(exc)}") from None
     return parse_resource_file(text, str(path))
+
+
+def _reason(exc: OSError | UnicodeDecodeError) -> str:
+    if isinstance(exc, UnicodeDecodeError):
+        return "not text; define the resource again with `xenwam disk define`"
+    return exc.strerror or str(exc)
+
+
+def _read(path: Path) -> str:
+    try:
+        return path.read_text()
+    except (OSError, UnicodeDecodeError) as exc:
+        raise ConfigError(f"cannot read {path}: {_reason(exc)}") from None
 
 
 def list_resources(config_dir: Path = DEFAULT_CONFIG_DIR) -> list[Resource]:
     """Every xenwam resource defined in ``config_dir``, sorted by name."""
     if not config_dir.is_dir():
         return []
-    return [parse_resource_file(p.read_text(), str(p))
+    return [parse_resource_file(_read(p), str(p))
             for p in sorted(config_dir.glob(f"{FILE_PREFIX}*.res"))]
 
 

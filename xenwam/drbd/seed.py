@@ -145,10 +145,24 @@ def _blocks(fd: int, size: int, block_size: int) -> Iterator[tuple[int, bytes]]:
         last_done = offset
 
 
+def block_size_problem(block_size: int) -> str | None:
+    """Why ``block_size`` cannot be a seeding block size, or None."""
+    if not 4096 <= block_size <= MAX_BLOCK_SIZE or block_size % 4096:
+        return f"use a multiple of 4096 up to {MAX_BLOCK_SIZE}"
+    return None
+
+
+def check_block_size(block_size: int) -> None:
+    """Raise :class:`SeedError` unless ``block_size`` is a usable block size."""
+    if (problem := block_size_problem(block_size)) is not None:
+        raise SeedError(f"invalid block size {block_size}: {problem}")
+
+
 def sparse_digest(f: BinaryIO, block_size: int = DEFAULT_BLOCK_SIZE,
                   size: int | None = None) -> str:
     """The seeding digest of the first ``size`` bytes of a device (default: all of it):
     the size plus every non-zero block with its offset."""
+    check_block_size(block_size)
     return _digest_prefix(f.fileno(), device_size(f) if size is None else size, block_size)
 
 
@@ -164,9 +178,7 @@ def send(
 
     ``source`` must not change while it is read (the guest is not running on it yet).
     """
-    if not 4096 <= block_size <= MAX_BLOCK_SIZE or block_size % 4096:
-        raise SeedError(f"invalid block size {block_size}: use a multiple of 4096 up to "
-                        f"{MAX_BLOCK_SIZE}")
+    check_block_size(block_size)
     start = clock()
     fd = source.fileno()
     size = device_size(source)

@@ -11,13 +11,32 @@ from dataclasses import asdict
 from pathlib import Path
 from typing import Any
 
-from xenwam.errors import LabError
+from xenwam.cliargs import directory, int_in, matching, number_in, text_type
+from xenwam.errors import ConfigError, LabError
 from xenwam.lab import config as cfg
 from xenwam.lab.build import Artifacts, Builder, check_build_tools
 from xenwam.lab.config import HOSTS, LabConfig, Layout, Shaping
 from xenwam.lab.lab import Lab, MigrationReport
 from xenwam.lab.qemu import HostFiles
-from xenwam.lab.xl import TRANSPORTS
+from xenwam.lab.xl import TRANSPORTS, valid_guest_name
+
+#: Longest wait a lab command accepts (a day), in seconds.
+TIMEOUT_MAX = 24 * 3600.0
+GUEST_NAME = matching("guest name", valid_guest_name,
+                      "use 1-31 lower-case letters, digits or dashes, starting with a letter")
+
+
+def _parsed_by(parse: Any, what: str) -> Any:
+    """An argparse type that keeps the text once ``parse`` accepts it."""
+    def check(text: str) -> str:
+        if not text.strip():
+            raise argparse.ArgumentTypeError(f"give a {what}; see --help for examples")
+        try:
+            parse(text)
+        except ConfigError as exc:
+            raise argparse.ArgumentTypeError(str(exc)) from None
+        return text
+    return text_type(what, check)
 
 HELP = """\
 The lab: two real Xen 4.17 hosts (PV dom0) under QEMU TCG, site A and site B, joined by a
@@ -231,18 +250,22 @@ def register(subparsers: Any, common: argparse.ArgumentParser) -> None:
                                 description=HELP,
                                 formatter_class=argparse.RawDescriptionHelpFormatter)
     where = argparse.ArgumentParser(add_help=False)
-    where.add_argument("--run-dir", help="lab run directory (default $XENWAM_LAB_RUN or "
+    where.add_argument("--run-dir", type=directory,
+                       help="lab run directory (default $XENWAM_LAB_RUN or "
                        "~/.cache/xenwam/lab-run)")
-    where.add_argument("--cache-dir", help="build cache (default $XENWAM_LAB_CACHE or "
-                       "~/.cache/xenwam/lab)")
+    where.add_argument("--cache-dir", type=directory,
+                       help="build cache (default $XENWAM_LAB_CACHE or ~/.cache/xenwam/lab)")
     where.add_argument("--json", action="store_true", help="print JSON")
     boot = argparse.ArgumentParser(add_help=False)
     boot.add_argument("--layout", choices=[x.value for x in Layout], default="wan",
                       help="wan: sites on routed subnets (default); lan: one segment")
-    boot.add_argument("--rtt", default="0ms", help="WAN round-trip time, e.g. 40ms")
-    boot.add_argument("--rate", default="0", help="WAN rate, e.g. 50mbit (0: unlimited)")
-    boot.add_argument("--loss", default="0", help="WAN loss in percent, e.g. 0.5")
-    boot.add_argument("--port-base", type=int, default=2201,
+    boot.add_argument("--rtt", default="0ms", type=_parsed_by(cfg.parse_duration_ms, "duration"),
+                      help="WAN round-trip time, e.g. 40ms")
+    boot.add_argument("--rate", default="0", type=_parsed_by(cfg.parse_rate_kbit, "rate"),
+                      help="WAN rate, e.g. 50mbit (0: unlimited)")
+    boot.add_argument("--loss", default="0", type=_parsed_by(cfg.parse_loss_percent, "loss"),
+                      help="WAN loss in percent, e.g. 0.5")
+    boot.add_argument("--port-base", type=int_in(1024, 65000), default=2201,
                       help="ssh port of host a in the lab namespace (b: +1)")
     boot.add_argument("--no-share", action="store_true",
                       help="do not share the source tree into dom0 at /opt/xenwam")
@@ -266,7 +289,7 @@ def register(subparsers: Any, common: argparse.ArgumentParser) -> None:
     p = sub.add_parser("exec", parents=parents,
                        help="run a command in a dom0 (options before HOST)")
     p.add_argument("host", choices=HOSTS)
-    p.add_argument("--timeout", type=float, default=600.0)
+    p.add_argument("--timeout", type=number_in(0, TIMEOUT_MAX), default=600.0)
     p.add_argument("cmd", nargs=argparse.REMAINDER, help="-- COMMAND ARGS...")
     p.set_defaults(handler=cmd_exec)
     # --run-dir belongs to `create`/`exec` only: given on `guest` as well, argparse
@@ -275,20 +298,21 @@ def register(subparsers: Any, common: argparse.ArgumentParser) -> None:
     gsub = p.add_subparsers(dest="guest_command", metavar="GUEST_COMMAND", required=True)
     g = gsub.add_parser("create", parents=parents, help="create a PVH guest on a host")
     g.add_argument("host", choices=HOSTS)
-    g.add_argument("--name", help="guest name (default gN)")
-    g.add_argument("--memory", type=int, help="MiB (default 128, 192 with --python)")
+    g.add_argument("--name", type=GUEST_NAME, help="guest name (default gN)")
+    g.add_argument("--memory", type=int_in(96, 65536),
+                   help="MiB (default 128, 192 with --python)")
     g.add_argument("--python", action="store_true",
                    help="also carry python3, cryptography and the current hip package")
     g.set_defaults(handler=cmd_guest_create)
     g = gsub.add_parser("exec", parents=parents,
                         help="run a shell command in a guest via its console (text output)")
-    g.add_argument("name")
-    g.add_argument("--timeout", type=float, default=60.0)
+    g.add_argument("name", type=GUEST_NAME)
+    g.add_argument("--timeout", type=number_in(0, TIMEOUT_MAX), default=60.0)
     g.add_argument("cmd", nargs=argparse.REMAINDER, help="-- SHELL COMMAND...")
     g.set_defaults(handler=cmd_guest_exec)
     p = sub.add_parser("migrate-baseline", parents=parents,
                        help="stock xl migrate of a guest, timed, with a 50 ms ping")
-    p.add_argument("domain")
+    p.add_argument("domain", type=GUEST_NAME)
     p.add_argument("--to", choices=HOSTS, help="destination (default: the other host)")
     p.add_argument("--transport", choices=TRANSPORTS, default="ssh",
                    help="ssh (xl's default) or socat (xl -s with a one-shot TCP listener "

@@ -58,7 +58,7 @@ _LOSS = re.compile(r"^(\d+(?:\.\d+)?)%?$")
 
 def parse_duration_ms(text: str) -> float:
     """``"40ms"``, ``"0.04s"``, ``"40"`` (ms) -> milliseconds."""
-    m = _DURATION.match(text.strip())
+    m = _DURATION.fullmatch(text.strip())
     if not m:
         raise ConfigError(
             f"cannot read the duration {text!r}; write it like 40ms, 0.5s or 500us"
@@ -72,7 +72,7 @@ def parse_rate_kbit(text: str) -> int:
     """``"50mbit"`` -> kbit/s; ``"0"`` or ``""`` -> 0 (unlimited)."""
     if text.strip() in ("", "0"):
         return 0
-    m = _RATE.match(text.strip())
+    m = _RATE.fullmatch(text.strip())
     if not m:
         raise ConfigError(
             f"cannot read the rate {text!r}; write it like 50mbit, 800kbit or 1gbit "
@@ -88,7 +88,7 @@ def parse_rate_kbit(text: str) -> int:
 
 def parse_loss_percent(text: str) -> float:
     """``"0.5"`` or ``"0.5%"`` -> 0.5, checked to lie in [0, 100)."""
-    m = _LOSS.match(text.strip())
+    m = _LOSS.fullmatch(text.strip())
     if not m:
         raise ConfigError(f"cannot read the loss {text!r}; write a percentage like 0 or 0.5%")
     value = float(m.group(1))

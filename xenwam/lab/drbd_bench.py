@@ -16,12 +16,13 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
+from xenwam.cliargs import Parser
 from xenwam.errors import BenchError, LabError
 from xenwam.lab import drbdpair as lp
 
 
 def _parser() -> argparse.ArgumentParser:
-    p = argparse.ArgumentParser(
+    p = Parser(
         prog="xenwam bench drbd",
         description="Measure bytes on the wire and time of seeding a fresh DRBD peer vs a "
         "plain DRBD full sync, and resync bytes per byte written after a disconnect. Needs "

@@ -21,6 +21,11 @@ GUEST_DIR = "/var/lib/xenwam-lab"
 _NAME = re.compile(r"^[a-z][a-z0-9-]{0,30}$")
 
 
+def valid_guest_name(name: str) -> bool:
+    """Whether ``name`` can name a lab guest."""
+    return _NAME.fullmatch(name) is not None
+
+
 @dataclass(frozen=True)
 class GuestSpec:
     """One lab guest: a PVH domU with a busybox initramfs, a vif and a data disk."""
@@ -37,7 +42,7 @@ class GuestSpec:
     disk_resource: str | None = None
 
     def __post_init__(self) -> None:
-        if not _NAME.match(self.name):
+        if not _NAME.fullmatch(self.name):
             raise ConfigError(
                 f"guest name {self.name!r} is not usable; use 1-31 lower-case letters, digits "
                 "or dashes, starting with a letter"
