@@ -40,7 +40,8 @@ from xenwam.runner import start_piped
 #: Largest read from xl at once; a read returns early with whatever is there.
 CHUNK = 1024 * 1024
 DEFAULT_LEVEL = 3
-SSH = ("ssh", "-o", "BatchMode=yes", "-T")
+SSH = ("ssh", "-o", "BatchMode=yes", "-T", "-o", "ControlMaster=auto",
+       "-o", "ControlPath=/run/xenwam/ssh/%C", "-o", "ControlPersist=60")
 
 
 @dataclass
@@ -116,6 +117,8 @@ def remote_argv(host: str, command: Sequence[str], *, local: bool = False) -> li
     receive = ["xenwam-transport", "--receive", "--", *command]
     if local:
         return [sys.executable, "-m", "xenwam.transport", "--receive", "--", *command]
+    # Shares the orchestrator's ssh connection to the destination when there is one.
+    os.makedirs("/run/xenwam/ssh", mode=0o700, exist_ok=True)
     return [*SSH, host, shlex.join(receive)]
 
 

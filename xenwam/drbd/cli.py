@@ -34,9 +34,9 @@ from xenwam.drbd.resource import (
     install,
     list_resources,
     load,
-    valid_name,
 )
 from xenwam.drbd.secret import read_secret_file, write_secret_file
+from xenwam.drbd.volume import resource_name_arg
 from xenwam.errors import ConfigError, DrbdError
 from xenwam.runner import default_runner
 
@@ -62,9 +62,6 @@ SIMPLE_OPERATIONS: dict[str, tuple[str, str]] = {
 
 #: Longest wait a command accepts (a week), in seconds.
 TIMEOUT_MAX = 7 * 24 * 3600.0
-resource_name_arg = matching("resource name", valid_name,
-                         "use 1-63 letters, digits, '.', '_' or '-', starting with a letter "
-                         "or digit")
 
 
 def block_size_arg(text: str) -> int:

@@ -56,7 +56,35 @@ def valid_name(name: str) -> bool:
 
 
 def _fail(what: str, value: object, hint: str) -> ConfigError:
-    return ConfigError(f"invalid {what} {value!r}: {hint}; nothing was written")
+    shown = repr(value)
+    if len(shown) > 80:  # a hostile model's field: enough to recognise it, one short line
+        shown = f"{shown[:60]}... ({len(shown)} characters)"
+    return ConfigError(f"invalid {what} {shown}: {hint}; nothing was written")
+
+
+#: The JSON type each scalar field of the model must have (bool is not a number here).
+_JSON_KINDS: dict[str, tuple[type, ...]] = {
+    "name": (str,), "minor": (int,), "mode": (str,), "shared_secret": (str,),
+    "cram_hmac_alg": (str,),
+    "hostname": (str,), "address": (str,), "port": (int,), "disk": (str,),
+    "meta_disk": (str,),
+    "rtt_ms": (int, float), "bandwidth_mbit": (int, float), "protocol": (str,),
+    "on_congestion": (str,), "c_plan_ahead": (int, type(None)),
+    "sndbuf_bytes": (int, type(None)), "max_buffers": (int,), "al_extents": (int,),
+    "csums_alg": (str, type(None)), "verify_alg": (str,),
+}
+
+
+def _typed(data: object, where: str) -> dict[str, Any]:
+    """``data`` if it is a JSON object whose known fields have their JSON types; else
+    TypeError naming the field (never its value: it may be the secret)."""
+    if not isinstance(data, dict):
+        raise TypeError(f"{where} is a {type(data).__name__}, not an object")
+    for key, value in data.items():
+        kinds = _JSON_KINDS.get(key)
+        if kinds is not None and (isinstance(value, bool) or not isinstance(value, kinds)):
+            raise TypeError(f"{where}.{key} is a {type(value).__name__}")
+    return data
 
 
 @dataclass(frozen=True)
@@ -305,17 +333,20 @@ class Resource:
     def from_json(cls, data: dict[str, Any]) -> Resource:
         """Build a resource from :meth:`to_json` output; raise ConfigError if malformed."""
         try:
-            hosts = tuple(Host(**h) for h in data["hosts"])
+            _typed(data, "resource")
+            if not isinstance(data["hosts"], list):
+                raise TypeError("resource.hosts is not a list")
+            hosts = tuple(Host(**_typed(h, "host")) for h in data["hosts"])
             if len(hosts) not in (1, 2):
                 raise ValueError("need one or two hosts")
             return cls(
                 name=data["name"],
-                minor=int(data["minor"]),
+                minor=data["minor"],
                 hosts=hosts,
                 mode=data.get("mode", "bulk"),
                 shared_secret=data["shared_secret"],
                 cram_hmac_alg=data.get("cram_hmac_alg", "sha256"),
-                wan=WanProfile(**data.get("wan", {})),
+                wan=WanProfile(**_typed(data.get("wan", {}), "wan")),
             )
         except (KeyError, TypeError, ValueError) as exc:
             # Quote the description without its secret, and only the exception's type

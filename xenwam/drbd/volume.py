@@ -31,21 +31,28 @@ from pathlib import Path
 from typing import Any
 
 from xenwam import site as sitecfg
+from xenwam.cliargs import int_in, matching, regular_file, text_type, writable_device
 from xenwam.drbd.device import DrbdDevice
 from xenwam.drbd.resource import (
     _NAME_RE,
     DEFAULT_CONFIG_DIR,
     FILE_PREFIX,
+    MINOR_MAX,
     Host,
     Resource,
     WanProfile,
     install,
     uninstall,
+    valid_name,
 )
 from xenwam.errors import ConfigError, DrbdError
 from xenwam.runner import Runner, default_runner
 
 MIB = 1024 * 1024
+#: Largest disk ``provision`` makes: 64 TiB (a sparse file; ext4's limit is 16 TiB).
+SIZE_MAX = 64 * 1024 * 1024 * MIB
+#: Largest resource model ``install`` reads from stdin (a real one is under 2 KiB).
+MODEL_MAX = 64 * 1024
 #: Secrets are drawn from characters DRBD's config syntax takes without quoting trouble.
 _SECRET_ALPHABET = string.ascii_letters + string.digits
 
@@ -213,6 +220,23 @@ def unprovision(name: str, site: sitecfg.Site, config_dir: Path = DEFAULT_CONFIG
 # ------------------------------------------------------------------ CLI
 
 
+#: A resource name, refused at parse time unless :func:`valid_name`.
+resource_name_arg = matching("resource name", valid_name,
+                             "use 1-63 letters, digits, '.', '_' or '-', starting with a "
+                             "letter or digit")
+
+
+def _size(text: str) -> int:
+    value = int_in(4096, SIZE_MAX, " bytes")(text)
+    if value % 4096:
+        raise argparse.ArgumentTypeError(f"{value} is not a multiple of 4096 bytes")
+    return value
+
+
+#: A disk size for ``provision``: a positive multiple of 4096 bytes.
+size_arg = text_type("integer", _size)
+
+
 def _site(args: argparse.Namespace) -> sitecfg.Site:
     return sitecfg.load(Path(args.site) if args.site else None)
 
@@ -242,14 +266,37 @@ def _unprovision(args: argparse.Namespace) -> int:
     return 0
 
 
-def _install(args: argparse.Namespace) -> int:
+def read_model(data: bytes) -> Resource:
+    """The resource model ``xenwam disk install`` was given on stdin, validated.
+
+    Anything else (not UTF-8, not JSON, nested too deep, too large, fields of the wrong
+    type or out of range) is a :class:`ConfigError` of one line that never quotes the
+    shared secret.
+    """
+    if len(data) > MODEL_MAX:
+        raise ConfigError(f"stdin holds more than {MODEL_MAX} bytes: not a resource model; "
+                          "pipe in the JSON of one resource; nothing was written")
     try:
-        data = json.loads(sys.stdin.read())
+        doc = json.loads(data.decode("utf-8"))
+    except UnicodeDecodeError:
+        raise ConfigError("stdin is not UTF-8 text: pipe in the JSON of one resource; "
+                          "nothing was written") from None
     except json.JSONDecodeError as exc:
-        raise ConfigError(f"stdin is not a JSON resource model ({exc})") from None
-    if not isinstance(data, dict):
-        raise ConfigError("stdin must hold one JSON object (a resource model)")
-    resource = Resource.from_json(data)
+        raise ConfigError(f"stdin is not a JSON resource model ({exc.msg} at line "
+                          f"{exc.lineno} column {exc.colno}); nothing was written") from None
+    except RecursionError:
+        raise ConfigError("stdin is JSON nested too deep to be a resource model; "
+                          "nothing was written") from None
+    if not isinstance(doc, dict):
+        raise ConfigError(f"stdin holds a JSON {type(doc).__name__}, not one object (a "
+                          "resource model); nothing was written")
+    resource = Resource.from_json(doc)
+    resource.validate()
+    return resource
+
+
+def _install(args: argparse.Namespace) -> int:
+    resource = read_model(sys.stdin.buffer.read(MODEL_MAX + 1))
     path = install(resource, Path(args.config_dir))
     _print(args, {"resource": resource.name, "file": str(path)})
     return 0
@@ -258,8 +305,8 @@ def _install(args: argparse.Namespace) -> int:
 def register(sub: Any, shared: argparse.ArgumentParser) -> None:
     """Add ``adopt``, ``provision``, ``unprovision`` and ``install`` to ``xenwam disk``."""
     site_opt = argparse.ArgumentParser(add_help=False)
-    site_opt.add_argument("--site", help="site file (default: $XENWAM_SITE or "
-                                         "/etc/xenwam/site.toml)")
+    site_opt.add_argument("--site", type=regular_file,
+                          help="site file (default: $XENWAM_SITE or /etc/xenwam/site.toml)")
     p = sub.add_parser(
         "adopt", parents=[shared, site_opt],
         help="put an existing guest disk under a one-host resource (data untouched)",
@@ -267,22 +314,27 @@ def register(sub: Any, shared: argparse.ArgumentParser) -> None:
                     "metadata, so the guest can boot from it with "
                     "'script=block-xenwam, target=NAME' and be migrated later. The disk's "
                     "data is not rewritten. Idempotent.")
-    p.add_argument("name", help="resource name (the guest config's target=)")
-    p.add_argument("--disk", required=True, help="the guest's disk: a block device or file")
-    p.add_argument("--minor", type=int, required=True, help="DRBD minor (/dev/drbdMINOR)")
-    p.add_argument("--meta-disk", help="device for the metadata (default: a file in the "
-                                       "site's storage directory)")
+    p.add_argument("name", type=resource_name_arg,
+                   help="resource name (the guest config's target=)")
+    p.add_argument("--disk", type=writable_device, required=True,
+                   help="the guest's disk: a block device or file")
+    p.add_argument("--minor", type=int_in(0, MINOR_MAX), required=True,
+                   help="DRBD minor (/dev/drbdMINOR)")
+    p.add_argument("--meta-disk", type=writable_device,
+                   help="device for the metadata (default: a file in the site's storage "
+                        "directory)")
     p.set_defaults(handler=_adopt)
 
     p = sub.add_parser("provision", parents=[shared, site_opt],
                        help="an empty copy for a migration's destination (sparse file + loop)")
-    p.add_argument("name")
-    p.add_argument("--size", type=int, required=True, help="bytes (the source disk's size)")
+    p.add_argument("name", type=resource_name_arg)
+    p.add_argument("--size", type=size_arg, required=True,
+                   help="bytes, a multiple of 4096 (the source disk's size)")
     p.set_defaults(handler=_provision)
 
     p = sub.add_parser("unprovision", parents=[shared, site_opt],
                        help="take a resource down here and remove the copy provision made")
-    p.add_argument("name")
+    p.add_argument("name", type=resource_name_arg)
     p.set_defaults(handler=_unprovision)
 
     p = sub.add_parser("install", parents=[shared],

@@ -270,12 +270,15 @@ def site_file(layout: Layout, host: str, shaping: Shaping) -> str:
         bandwidth_mbit=(shaping.rate_kbit / 1000) if shaping.rate_kbit else 1000.0))
 
 
-#: Commands the lab puts on each dom0's PATH, running the shared source tree.
+#: Commands the lab puts on each dom0's PATH, running the shared source tree.  The share
+#: is read-only, so bytecode is cached on dom0's disk (else every call recompiles).
 DOM0_COMMANDS = {
     "/usr/local/bin/xenwam":
-        '#!/bin/sh\nPYTHONPATH=/opt/xenwam exec python3 -m xenwam.cli "$@"\n',
+        '#!/bin/sh\nexport PYTHONPATH=/opt/xenwam PYTHONPYCACHEPREFIX=/var/cache/xenwam/pycache\n'
+        'exec python3 -m xenwam.cli "$@"\n',
     "/usr/local/bin/xenwam-transport":
-        '#!/bin/sh\nPYTHONPATH=/opt/xenwam exec python3 -m xenwam.transport "$@"\n',
+        '#!/bin/sh\nexport PYTHONPATH=/opt/xenwam PYTHONPYCACHEPREFIX=/var/cache/xenwam/pycache\n'
+        'exec python3 -m xenwam.transport "$@"\n',
 }
 
 
