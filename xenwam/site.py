@@ -31,7 +31,9 @@ file and key named, before anything changes.
 
 from __future__ import annotations
 
+import argparse
 import ipaddress
+import json
 import os
 import re
 import tomllib
@@ -39,6 +41,7 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
 
+from xenwam.cliargs import regular_file
 from xenwam.errors import ConfigError
 
 DEFAULT_PATH = Path("/etc/xenwam/site.toml")
@@ -219,9 +222,7 @@ def render(site: Site) -> str:
     ])
 
 
-def _show(args: Any) -> int:
-    import json
-
+def _show(args: argparse.Namespace) -> int:
     site = load(Path(args.site) if args.site else None)
     if args.json:
         print(json.dumps(site.to_json()))
@@ -230,10 +231,8 @@ def _show(args: Any) -> int:
     return 0
 
 
-def register(subparsers: Any, common: Any) -> None:
+def register(subparsers: Any, common: argparse.ArgumentParser) -> None:
     """Add ``xenwam site show``."""
-    import argparse
-
     p = subparsers.add_parser(
         "site", parents=[common], help="this host's site file (network, replication, storage)",
         description="Show and check this host's site file (/etc/xenwam/site.toml or "
@@ -241,6 +240,7 @@ def register(subparsers: Any, common: Any) -> None:
     sub = p.add_subparsers(dest="site_command", metavar="ACTION", required=True)
     show = sub.add_parser("show", parents=[common], help="check the site file and print it",
                           formatter_class=argparse.RawDescriptionHelpFormatter)
-    show.add_argument("--site", help=f"the file (default: $XENWAM_SITE or {DEFAULT_PATH})")
+    show.add_argument("--site", type=regular_file,
+                      help=f"the file (default: $XENWAM_SITE or {DEFAULT_PATH})")
     show.add_argument("--json", action="store_true", help="print JSON")
     show.set_defaults(handler=_show)

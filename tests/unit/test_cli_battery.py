@@ -18,6 +18,7 @@ type are fed on every leaf.
 from __future__ import annotations
 
 import argparse
+import json
 import os
 from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
@@ -41,6 +42,8 @@ VALID: dict[str, str] = {
     "device": "disk.img",
     "file": "new-secret",
     "domain": "g1",
+    "disk": "disk.img",
+    "size": "1048576",
 }
 #: Optional arguments given a valid value whenever a command has them, because without
 #: them the command would refuse for their absence rather than for the value under test.
@@ -259,3 +262,77 @@ def test_the_sandbox_catches_a_command_that_acts(tmp_path: Path) -> None:
     acted = box.run(["disk", "up", "g1", "--config-dir", "cfg"])
     assert [event for event, _ in acted.escapes] == ["subprocess.Popen"], acted.describe()
     assert _problems(acted)
+
+
+def _model(**changes: object) -> dict[str, object]:
+    """A valid one-host resource model as `xenwam disk install` reads it, changed."""
+    doc: dict[str, object] = {
+        "name": "g1", "minor": 3, "mode": "bulk", "shared_secret": "battery-secret-1",
+        "cram_hmac_alg": "sha256",
+        "hosts": [{"hostname": "hosta", "address": "10.0.0.1", "port": 7789,
+                   "disk": "/dev/loop0", "meta_disk": "/dev/loop1"}],
+        "wan": {"rtt_ms": 40.0, "bandwidth_mbit": 50.0},
+    }
+    doc.update(changes)
+    return doc
+
+
+def _host(**changes: object) -> list[dict[str, object]]:
+    host: dict[str, object] = {"hostname": "hosta", "address": "10.0.0.1", "port": 7789,
+                               "disk": "/dev/loop0", "meta_disk": "/dev/loop1"}
+    host.update(changes)
+    return [host]
+
+
+#: Stdins `xenwam disk install` must refuse, and why.
+HOSTILE_MODELS: dict[str, bytes] = {
+    "empty": b"",
+    "not utf-8": b"\xff\xfe{}",
+    "not json": b"{name: g1}",
+    "too large": b" " * (70 * 1024) + b"{}",
+    "nested too deep": b"[" * 5000 + b"]" * 5000,
+    "an array": b"[]",
+    "a string": b'"g1"',
+    "name a number": json.dumps(_model(name=5)).encode(),
+    "name with a newline": json.dumps(_model(name="g1\n")).encode(),
+    "name a megabyte": json.dumps(_model(name="x" * 60000)).encode(),
+    "minor infinite": b'{"name": "g1", "minor": 1e999}',
+    "minor a string": json.dumps(_model(minor="3")).encode(),
+    "minor a bool": json.dumps(_model(minor=True)).encode(),
+    "no hosts": json.dumps(_model(hosts=[])).encode(),
+    "hosts an object": json.dumps(_model(hosts={"a": 1})).encode(),
+    "host a list": json.dumps(_model(hosts=[[1, 2]])).encode(),
+    "host unknown key": json.dumps(_model(hosts=[{"evil": 1}])).encode(),
+    "port a string": json.dumps(_model(hosts=_host(port="7789"))).encode(),
+    "port a float": json.dumps(_model(hosts=_host(port=7789.5))).encode(),
+    "address a number": json.dumps(_model(hosts=_host(address=5))).encode(),
+    "hostname escapes": json.dumps(_model(hosts=_host(hostname="\x1b[2J\x1b]0;x\x07"))).encode(),
+    "disk with a newline": json.dumps(_model(hosts=_host(disk="/dev/x\nresource y {"))).encode(),
+    "secret with a quote": json.dumps(_model(shared_secret='abc"defgh}')).encode(),
+    "secret a number": json.dumps(_model(shared_secret=12345678)).encode(),
+    "wan a list": json.dumps(_model(wan=[1])).encode(),
+    "rtt not a number": b'{"name": "g1", "minor": 3, "hosts": [], "wan": {"rtt_ms": NaN}}',
+    "rtt a string": json.dumps(_model(wan={"rtt_ms": "40"})).encode(),
+    "csums a number": json.dumps(_model(wan={"csums_alg": 5})).encode(),
+}
+
+
+def test_disk_install_refuses_hostile_stdin_in_one_line(tmp_path: Path) -> None:
+    box = Sandbox(tmp_path)
+    argv = ["disk", "install", "--config-dir", "cfg"]
+    procs = {why: box.start(argv, stdin) for why, stdin in HOSTILE_MODELS.items()}
+    failures = []
+    for why, proc in procs.items():
+        run = box.finish(proc)
+        problems = _problems(run)
+        if "battery-secret" in run.stderr or "abc" in run.stderr:
+            problems.append("the shared secret shown")
+        if problems:
+            failures.append(f"{why}: {', '.join(problems)}\n    stderr: {run.stderr[:300]!r}")
+    assert not failures, "\n".join(failures)
+    assert not (box.root / "work" / "cfg").exists() or not list(
+        (box.root / "work" / "cfg").iterdir())
+    # The same command with a good model installs it: the refusals above are the model's.
+    good = box.run(argv, json.dumps(_model()).encode())
+    assert good.returncode == 0 and not good.escapes, good.describe()
+    assert (box.root / "work" / "cfg" / "xenwam-g1.res").is_file()

@@ -21,7 +21,7 @@ import tempfile
 from collections.abc import Callable
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, cast
 
 from xenwam.drbd.secret import secret_problem
 from xenwam.errors import ConfigError
@@ -75,16 +75,29 @@ _JSON_KINDS: dict[str, tuple[type, ...]] = {
 }
 
 
-def _typed(data: object, where: str) -> dict[str, Any]:
+def _typed(data: object, where: str, resource: object = None) -> dict[str, Any]:
     """``data`` if it is a JSON object whose known fields have their JSON types; else
-    TypeError naming the field (never its value: it may be the secret)."""
+    :class:`ConfigError` naming the ``resource`` and the field (never its value: it may
+    be the secret)."""
+    problem = None
     if not isinstance(data, dict):
-        raise TypeError(f"{where} is a {type(data).__name__}, not an object")
-    for key, value in data.items():
-        kinds = _JSON_KINDS.get(key)
-        if kinds is not None and (isinstance(value, bool) or not isinstance(value, kinds)):
-            raise TypeError(f"{where}.{key} is a {type(value).__name__}")
-    return data
+        problem = f"{where} is a JSON {type(data).__name__}, not an object"
+    else:
+        for key, value in data.items():
+            kinds = _JSON_KINDS.get(key)
+            if kinds is not None and (isinstance(value, bool) or not isinstance(value, kinds)):
+                wanted = " or ".join("null" if k is type(None) else k.__name__ for k in kinds)
+                problem = f"{where}.{key} is a JSON {type(value).__name__}, not {wanted}"
+                break
+    if problem is not None:
+        raise _malformed(resource, problem)
+    return cast(dict[str, Any], data)
+
+
+def _malformed(resource: object, problem: str) -> ConfigError:
+    named = f" of {repr(resource)[:70]}" if isinstance(resource, str) else ""
+    return ConfigError(f"malformed xenwam resource description{named}: {problem}; "
+                       "rewrite it with `xenwam disk define`")
 
 
 @dataclass(frozen=True)
@@ -327,16 +340,20 @@ class Resource:
 
     def to_json(self) -> dict[str, Any]:
         """The model as plain JSON data (the inverse of :meth:`from_json`)."""
-        return asdict(self)
+        doc = asdict(self)
+        doc["hosts"] = list(doc["hosts"])  # asdict keeps the tuple; JSON has lists
+        return doc
 
     @classmethod
     def from_json(cls, data: dict[str, Any]) -> Resource:
         """Build a resource from :meth:`to_json` output; raise ConfigError if malformed."""
         try:
-            _typed(data, "resource")
+            name = data.get("name") if isinstance(data, dict) else None
+            _typed(data, "resource", name)
             if not isinstance(data["hosts"], list):
-                raise TypeError("resource.hosts is not a list")
-            hosts = tuple(Host(**_typed(h, "host")) for h in data["hosts"])
+                raise _malformed(name, f"resource.hosts is a JSON "
+                                       f"{type(data['hosts']).__name__}, not a list")
+            hosts = tuple(Host(**_typed(h, "host", name)) for h in data["hosts"])
             if len(hosts) not in (1, 2):
                 raise ValueError("need one or two hosts")
             return cls(
@@ -346,7 +363,7 @@ class Resource:
                 mode=data.get("mode", "bulk"),
                 shared_secret=data["shared_secret"],
                 cram_hmac_alg=data.get("cram_hmac_alg", "sha256"),
-                wan=WanProfile(**_typed(data.get("wan", {}), "wan")),
+                wan=WanProfile(**_typed(data.get("wan", {}), "wan", name)),
             )
         except (KeyError, TypeError, ValueError) as exc:
             # Quote the description without its secret, and only the exception's type

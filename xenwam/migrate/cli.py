@@ -3,8 +3,11 @@
 from __future__ import annotations
 
 import argparse
+import ipaddress
 import json
 import os
+import re
+import shlex
 import signal
 import sys
 import time
@@ -12,8 +15,9 @@ from pathlib import Path
 from typing import Any
 
 from xenwam import site as sitecfg
+from xenwam.cliargs import directory, int_in, matching, number_in, regular_file, text_type
 from xenwam.drbd.resource import DEFAULT_CONFIG_DIR
-from xenwam.errors import ConfigError, MigrationError
+from xenwam.errors import ConfigError, MigrationError, XenError
 from xenwam.migrate import events as ev
 from xenwam.migrate.orchestrator import (
     Migration,
@@ -25,6 +29,7 @@ from xenwam.migrate.orchestrator import (
 )
 from xenwam.migrate.phases import MigrationState, Phase
 from xenwam.migrate.plan import Plan
+from xenwam.xen import xl
 
 DESCRIPTION = """\
 Move the running guest DOMAIN from this dom0 to HOST, disk and memory, over a wide-area
@@ -57,24 +62,69 @@ docs/migrate.md.
 """
 
 
-def _options(args: argparse.Namespace) -> Options:
-    if args.max_downtime is not None and args.max_downtime <= 0:
-        raise ConfigError(f"--max-downtime {args.max_downtime:g}: give milliseconds > 0")
-    if args.ip is not None:
-        import ipaddress
+#: The longest paused time --max-downtime accepts (an hour), in milliseconds.
+DOWNTIME_MAX_MS = 3600 * 1000.0
+#: The longest --converge-after (a day), in seconds.
+CONVERGE_MAX = 24 * 3600.0
+#: A migration id as :func:`~xenwam.migrate.orchestrator.new_id` makes it: it names a
+#: directory under the state directory, so nothing else (no '/', no '..') is taken.
+_ID_RE = re.compile(r"[0-9]{8}T[0-9]{6}-[A-Za-z0-9][A-Za-z0-9_.-]{0,63}-[0-9a-f]{4}")
+_HOSTNAME_RE = re.compile(r"(?=.{1,253}$)[A-Za-z0-9](?:[A-Za-z0-9-]{0,61}[A-Za-z0-9])?"
+                          r"(?:\.[A-Za-z0-9](?:[A-Za-z0-9-]{0,61}[A-Za-z0-9])?)*")
 
-        try:
-            ipaddress.ip_interface(args.ip)
-        except ValueError:
-            raise ConfigError(f"--ip {args.ip!r}: write ADDRESS/PREFIX, e.g. 10.2.0.10/24"
-                              ) from None
-        if "/" not in args.ip:
-            raise ConfigError(f"--ip {args.ip!r}: give the prefix too, e.g. {args.ip}/24")
-    if args.config and not Path(args.config).is_file():
-        raise ConfigError(f"-C {args.config!r}: no such file")
-    if not 1 <= args.transport_level <= 19:
-        raise ConfigError(f"--transport-level {args.transport_level}: use 1-19")
-    return Options(domain=args.domain, destination=args.host, config_path=args.config,
+
+def _is_domain(text: str) -> bool:
+    try:
+        xl.check_domain(text)
+    except XenError:
+        return False
+    return True
+
+
+def _is_host(text: str) -> bool:
+    if _HOSTNAME_RE.fullmatch(text):
+        return True
+    try:
+        ipaddress.ip_address(text)
+    except ValueError:
+        return False
+    return True
+
+
+def _address(text: str) -> str:
+    try:
+        ipaddress.ip_interface(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(
+            f"{text[:60]!r} is not ADDRESS/PREFIX, e.g. 10.2.0.10/24") from None
+    if "/" not in text:
+        raise argparse.ArgumentTypeError(f"{text!r}: give the prefix too, e.g. {text}/24")
+    return text
+
+
+def _is_command(text: str) -> bool:
+    try:
+        words = shlex.split(text)
+    except ValueError:
+        return False
+    return bool(words) and not words[0].startswith("-")
+
+
+domain_arg = matching("domain", _is_domain, "a guest's name or domid: letters, digits, '.', "
+                                            "'_' or '-', starting with a letter or digit")
+host_arg = matching("host", _is_host, "a dom0's host name or IP address")
+migration_id_arg = matching("migration id", lambda text: _ID_RE.fullmatch(text) is not None,
+                            "e.g. 20261201T081500-web1-1a2b; `xenwam migrate --status` "
+                            "lists them")
+address_arg = text_type("address", _address)
+command_arg = matching("command", _is_command, "a command line such as 'xenwam' or "
+                                               "'python3 -m xenwam'")
+
+
+def _options(args: argparse.Namespace) -> Options:
+    """The orchestrator's options; every value was checked when it was parsed."""
+    return Options(domain=args.domain, destination=args.destination,
+                   config_path=args.config,
                    debug=args.debug, no_daemon=args.e, paused=args.p, address=args.ip,
                    max_downtime_ms=args.max_downtime, verify=not args.no_verify,
                    converge_after=args.converge_after, transport_level=args.transport_level)
@@ -124,7 +174,7 @@ def _base(args: argparse.Namespace) -> Path:
 
 
 def _migrate(args: argparse.Namespace) -> int:
-    if not args.domain or not args.host:
+    if not args.domain or not args.destination:
         raise ConfigError("give DOMAIN and HOST (or --status / --abort ID / --recover ID)")
     options = _options(args)
     site = sitecfg.load(Path(args.site) if args.site else None)
@@ -132,7 +182,7 @@ def _migrate(args: argparse.Namespace) -> int:
         display = _display(args)
         bus = ev.EventBus(None, display)
         migration = Migration(options, bus=bus, journal=None,
-                              destination=remote_side(args.host,
+                              destination=remote_side(args.destination,
                                                       xenwam_command=args.remote_xenwam),
                               config_dir=Path(args.config_dir), site=site)
         try:
@@ -151,7 +201,8 @@ def _migrate(args: argparse.Namespace) -> int:
     bus.emit(ev.MigrationStarted(time.time(), migration_id, options.domain, "localhost",
                                  options.destination, os.getpid()))
     migration = Migration(options, bus=bus, journal=journal,
-                          destination=remote_side(args.host, xenwam_command=args.remote_xenwam),
+                          destination=remote_side(args.destination,
+                                                  xenwam_command=args.remote_xenwam),
                           config_dir=Path(args.config_dir), site=site)
     try:
         report = migration.run()
@@ -231,9 +282,7 @@ def _recover(args: argparse.Namespace, *, abort: bool) -> int:
 
 
 def _handler(args: argparse.Namespace) -> int:
-    chosen = [x for x in (args.status is not None, bool(args.recover), bool(args.abort)) if x]
-    if len(chosen) > 1:
-        raise ConfigError("give only one of --status, --recover and --abort")
+    # --status, --recover and --abort are a mutually exclusive group: at most one is set.
     if args.status is not None:
         return _status(args)
     if args.recover:
@@ -249,9 +298,11 @@ def register(subparsers: Any, common: argparse.ArgumentParser) -> None:
         "migrate", parents=[common], help="move a running guest with its disk to another site",
         description=DESCRIPTION, epilog=EPILOG,
         formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument("domain", nargs="?", help="the running guest (name or domid)")
-    p.add_argument("host", nargs="?", help="destination dom0, reached over ssh as root")
-    p.add_argument("-C", dest="config", metavar="CONFIG",
+    p.add_argument("domain", nargs="?", type=domain_arg,
+                   help="the running guest (name or domid)")
+    p.add_argument("destination", nargs="?", type=host_arg, metavar="HOST",
+                   help="destination dom0, reached over ssh as root")
+    p.add_argument("-C", dest="config", metavar="CONFIG", type=regular_file,
                    help="send this xl config instead of the guest's own (as xl migrate -C)")
     p.add_argument("-e", action="store_true",
                    help="do not wait in the background on the destination (as xl -e)")
@@ -262,33 +313,38 @@ def register(subparsers: Any, common: argparse.ArgumentParser) -> None:
                    help="check both hosts and print the plan; change nothing")
     p.add_argument("--json", action="store_true",
                    help="newline-delimited JSON events on stdout (progress included)")
-    p.add_argument("--ip", metavar="ADDRESS/PREFIX",
+    p.add_argument("--ip", metavar="ADDRESS/PREFIX", type=address_arg,
                    help="the guest's address on the destination site (default: the "
                         "destination site's rule applied to the vif's ip=)")
-    p.add_argument("--max-downtime", type=float, metavar="MS",
+    p.add_argument("--max-downtime", type=number_in(0, DOWNTIME_MAX_MS, what=" ms"),
+                   metavar="MS",
                    help="refuse, before anything changes, if the expected paused time "
                         "exceeds MS (the estimate is explained in docs/migrate.md)")
     p.add_argument("--no-verify", action="store_true",
                    help="skip DRBD's online verify of the two copies before the handover")
-    p.add_argument("--converge-after", type=float, default=60.0, metavar="S",
+    p.add_argument("--converge-after", type=number_in(0, CONVERGE_MAX, what=" seconds"),
+                   default=60.0, metavar="S",
                    help="slow the guest's writes to the link's pace when the resync made "
                         "no progress for S seconds (default: %(default)s)")
-    p.add_argument("--transport-level", type=int, default=3, metavar="N",
-                   help="zstd level of the memory stream (default: %(default)s)")
-    p.add_argument("--site", help="this host's site file (default: $XENWAM_SITE or "
-                                  "/etc/xenwam/site.toml)")
-    p.add_argument("--config-dir", default=str(DEFAULT_CONFIG_DIR),
+    p.add_argument("--transport-level", type=int_in(1, 19), default=3, metavar="N",
+                   help="zstd level of the memory stream, 1-19 (default: %(default)s)")
+    p.add_argument("--site", type=regular_file,
+                   help="this host's site file (default: $XENWAM_SITE or "
+                        "/etc/xenwam/site.toml)")
+    p.add_argument("--config-dir", default=str(DEFAULT_CONFIG_DIR), type=directory,
                    help="DRBD resource files (default: %(default)s)")
-    p.add_argument("--remote-xenwam", default="xenwam", metavar="CMD",
+    p.add_argument("--remote-xenwam", default="xenwam", metavar="CMD", type=command_arg,
                    help="how to run xenwam on HOST (default: %(default)s)")
-    p.add_argument("--state-dir", help=f"where journals are kept (default: {ev.STATE_DIR})")
-    p.add_argument("--status", nargs="?", const=True, metavar="ID",
-                   help="show the recorded migrations (or one)")
-    p.add_argument("--abort", metavar="ID",
-                   help="stop a running migration (it aborts), or clean up a dead one")
-    p.add_argument("--recover", metavar="ID",
-                   help="after the orchestrator died: look at both hosts and abort or "
-                        "finish the migration; running it twice is harmless")
+    p.add_argument("--state-dir", type=directory,
+                   help=f"where journals are kept (default: {ev.STATE_DIR})")
+    which = p.add_mutually_exclusive_group()
+    which.add_argument("--status", nargs="?", const=True, metavar="ID", type=migration_id_arg,
+                       help="show the recorded migrations (or one)")
+    which.add_argument("--abort", metavar="ID", type=migration_id_arg,
+                       help="stop a running migration (it aborts), or clean up a dead one")
+    which.add_argument("--recover", metavar="ID", type=migration_id_arg,
+                       help="after the orchestrator died: look at both hosts and abort or "
+                            "finish the migration; running it twice is harmless")
     p.set_defaults(handler=_handler)
 
 
