@@ -74,12 +74,13 @@ class SiteNetwork:
         """The address (``ADDR/PREFIX``) a guest that had ``old`` gets here; None for DHCP.
 
         ``host-part`` keeps the guest's host number: 10.1.0.10 in 10.1.0.0/24 becomes
-        10.2.0.10 in 10.2.0.0/24.
+        10.2.0.10 in 10.2.0.0/24.  An ``old`` without a prefix is read with this subnet's
+        (as a /32 its host part would be empty: the new subnet's network address).
         """
         if self.assign == "dhcp" or old is None:
             return None
         net = self.network
-        old_if = ipaddress.ip_interface(old)
+        old_if = ipaddress.ip_interface(old if "/" in old else f"{old}/{net.prefixlen}")
         host_bits = int(old_if.ip) & int(old_if.network.hostmask)
         new = net.network_address + (host_bits & int(net.hostmask))
         return f"{new}/{net.prefixlen}"
@@ -102,6 +103,8 @@ class Site:
     def port_for(self, minor: int) -> int:
         """The DRBD port of the resource with ``minor`` (one port per minor in the range)."""
         span = self.port_last - self.port_first + 1
+        if minor < 0:
+            raise ConfigError(f"DRBD minor {minor} is negative: minors are 0 or more")
         if minor >= span:
             raise ConfigError(f"{self.path}: [replication] ports {self.port_first}-"
                               f"{self.port_last} has no port for DRBD minor {minor}; "
