@@ -237,7 +237,7 @@ def describe(ev: Event) -> str | None:
     if isinstance(ev, PhaseStarted):
         return f"[{ev.phase}] {ev.what}"
     if isinstance(ev, PhaseFinished):
-        return f"[{ev.phase}] done in {ev.seconds:.1f} s"
+        return f"[{ev.phase}] ended after {ev.seconds:.1f} s"
     if isinstance(ev, Progress):
         pct = f"{ev.percent:5.1f}%" if ev.percent is not None else "     "
         rate = f"{_fmt_bytes(ev.rate_bytes_s)}/s" if ev.rate_bytes_s is not None else ""

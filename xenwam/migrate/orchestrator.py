@@ -299,7 +299,13 @@ class Migration:
                 message = str(exc) if isinstance(exc, XenwamError) else repr(exc)
                 self.report.error = message
                 self._emit(ev.Failed(self.clock(), self.state.phase.value, message))
-                self.recover_after_failure()
+                self.report.outcome = "failed"
+                try:
+                    self.recover_after_failure()
+                except BaseException as again:
+                    self.report.outcome = "failed: the cleanup failed too; run --recover"
+                    self.report.error = f"{message}; cleanup: {again}"
+                    raise
                 if isinstance(exc, KeyboardInterrupt):
                     raise
         finally:
@@ -363,7 +369,7 @@ class Migration:
             self.destination.xenwam("disk", "install", input=json.dumps(model.to_json()))
             self.pairs[rp.name] = model
             self._note(f"{rp.name}: empty copy {made['disk']} on {plan.destination}",
-                       resource=rp.name, **made)
+                       resource=rp.name, copy=made)
 
     def seed_disks(self, plan: Plan) -> None:
         """Stream each live disk's non-zero blocks to the new copy (a fuzzy copy: what the
