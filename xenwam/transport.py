@@ -39,7 +39,8 @@ from xenwam.runner import start_piped
 
 #: Largest read from xl at once; a read returns early with whatever is there.
 CHUNK = 1024 * 1024
-DEFAULT_LEVEL = 3
+#: Level 1, as QEMU's multifd zstd: the sender's CPU, not the link, is often the limit.
+DEFAULT_LEVEL = 1
 SSH = ("ssh", "-o", "BatchMode=yes", "-T", "-o", "ControlMaster=auto",
        "-o", "ControlPath=/run/xenwam/ssh/%C", "-o", "ControlPersist=60")
 

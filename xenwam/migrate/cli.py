@@ -326,7 +326,7 @@ def register(subparsers: Any, common: argparse.ArgumentParser) -> None:
                    default=60.0, metavar="S",
                    help="slow the guest's writes to the link's pace when the resync made "
                         "no progress for S seconds (default: %(default)s)")
-    p.add_argument("--transport-level", type=int_in(1, 19), default=3, metavar="N",
+    p.add_argument("--transport-level", type=int_in(1, 19), default=1, metavar="N",
                    help="zstd level of the memory stream, 1-19 (default: %(default)s)")
     p.add_argument("--site", type=regular_file,
                    help="this host's site file (default: $XENWAM_SITE or "

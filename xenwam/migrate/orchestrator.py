@@ -48,12 +48,27 @@ from xenwam.migrate.plan import (
 from xenwam.runner import CommandResult, Runner, default_runner, start_piped
 from xenwam.xen import xl
 from xenwam.xen.remote import SSH_OPTIONS, SshRunner
-from xenwam.xen.xenstore import CliXenstore
 
 log = logging.getLogger(__name__)
 
 #: Where the guest finds its new network (read by the guest agent; docs/migrate.md).
 XENSTORE_NETWORK = "xenwam/network"
+
+#: Runs on the destination while the guest is paused: one ssh round trip instead of five.
+#: Arguments: DOMAIN UNPAUSE(0|1) XENSTORE_DIR then KEY VALUE pairs.  Prints the domid.
+FINISH_SCRIPT = r"""
+set -eu
+dom=$1; unpause=$2; dir=$3; shift 3
+copies=$(xl list | awk -v d="$dom" '$1 == d || $1 == d "--incoming" {n++} END {print n+0}')
+[ "$copies" = 1 ] || { echo "expected one copy of $dom here, found $copies" >&2; exit 3; }
+xl list "$dom" | awk 'NR == 2 && $5 !~ /p/ {exit 1}' \
+    || { echo "$dom is not paused here: refusing to touch it" >&2; exit 3; }
+id=$(xl domid "$dom")
+base=/local/domain/$id/$dir
+while [ $# -ge 2 ]; do xenstore-write "$base/$1" "$2"; shift 2; done
+[ "$unpause" = 1 ] && xl unpause "$dom"
+echo "$id"
+"""
 
 
 @dataclass
@@ -114,7 +129,7 @@ class Options:
     verify: bool = True
     converge_after: float = 60.0     # seconds without progress before writes are slowed
     sync_timeout: float = 3600.0
-    transport_level: int = 3
+    transport_level: int = 1
 
 
 @dataclass
@@ -522,29 +537,29 @@ class Migration:
         if left:
             raise MigrationError(f"xl migrate succeeded but {left[0].name} is still on the "
                                  "source; refusing to unpause the destination (two copies)")
-        there = xl.copies_of(self.destination.xl_list(), plan.domain)
-        if [d.name for d in there] != [plan.domain]:
-            raise MigrationError(f"after xl migrate the destination has {there!r}, not one "
-                                 f"paused {plan.domain}")
 
     def rebind(self, plan: Plan) -> None:
-        """Write the guest's new network into its xenstore while it is paused, unpause it."""
-        dest_xs = CliXenstore(self.destination.runner)
-        domid = int(self.destination.run(xl.domid(plan.domain)).stdout.strip())
+        """On the destination, in one round trip (the guest is paused meanwhile): check it
+        holds exactly one copy, write the guest's new network into its xenstore, unpause."""
         net = plan.network
-        base = f"/local/domain/{domid}/{XENSTORE_NETWORK}"
-        pairs = [(f"{base}/{k}", v) for k, v in (
-            ("address", net.address or "dhcp"), ("gateway", net.gateway),
-            ("subnet", net.subnet), ("migration", plan.id))]
-        pairs.append((f"{base}/generation", str(int(self.clock() * 1000))))
-        dest_xs.write_all(pairs)
-        self._note(f"new network for the guest written to {base}",
+        values = {"address": net.address or "dhcp", "gateway": net.gateway,
+                  "subnet": net.subnet, "migration": plan.id,
+                  "generation": str(int(self.clock() * 1000))}
+        argv = ["sh", "-c", FINISH_SCRIPT, "xenwam-finish", plan.domain,
+                "0" if self.options.paused else "1", XENSTORE_NETWORK,
+                *(x for kv in values.items() for x in kv)]
+        result = self.destination.run(argv, timeout=120, check=False)
+        if not result.ok:
+            raise MigrationError(f"finishing on the destination failed: "
+                                 f"{(result.stderr or result.stdout).strip()[-400:]!r}")
+        unpaused = self.clock()
+        domid = result.stdout.strip().splitlines()[-1] if result.stdout.strip() else "?"
+        self._note(f"new network for the guest written to "
+                   f"/local/domain/{domid}/{XENSTORE_NETWORK}",
                    address=net.address, gateway=net.gateway)
         if self.options.paused:
             self._note("left paused on the destination (-p): `xl unpause` it there")
             return
-        self.destination.run(xl.unpause(plan.domain))
-        unpaused = self.clock()
         if self.suspended_at is not None:
             self.report.downtime_seconds = round(unpaused - self.suspended_at, 3)
         self._note("guest unpaused on the destination",
@@ -574,7 +589,7 @@ class Migration:
             if self.state.phase in (Phase.MEMORY,):
                 self._step(Action.REBIND)
                 if where.destination_paused:
-                    self.rebind(self.plan)
+                    self.rebind(self.plan)  # checks it is one paused copy first
                 self._step(Action.FINALIZE)
             elif self.state.phase is Phase.REBIND:
                 self._step(Action.ABORT)
