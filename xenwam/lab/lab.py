@@ -130,6 +130,24 @@ class MigrationReport:
     ticks_after: int
 
 
+@dataclass(frozen=True)
+class XenwamMigration:
+    """What ``xenwam migrate`` reported in the lab, and what the correspondent saw."""
+
+    domain: str
+    source: str
+    destination: str
+    migration_id: str
+    outcome: str
+    report: dict[str, Any]
+    events: int
+    ping_replies: int
+    longest_gap_seconds: float | None
+    answered_at_new_address: bool
+    renumber_seconds: float | None
+    new_address: str
+
+
 def _pid_alive(pid: int) -> bool:
     try:
         os.kill(pid, 0)
@@ -707,3 +725,110 @@ class Lab:
             ticks_before=ticks_before[-1].count if ticks_before else 0,
             ticks_after=ticks_after[-1].count if ticks_after else 0,
         )
+
+    def start_xenwam_migrate(self, name: str, extra: Sequence[str] = ()) -> str:
+        """Start ``xenwam migrate --json`` for guest ``name`` in its dom0, in the
+        background; return the path of its NDJSON output there (see
+        :meth:`xenwam_events`)."""
+        state = self._require_up()
+        record = self.guest(name)
+        destination = HOSTS[1 - cfg.host_index(record.host)]
+        address = cfg.guest_address(state.config().layout, destination, record.number)
+        out = f"/root/xenwam-migrate-{name}.ndjson"
+        argv = ["xenwam", "migrate", "--json", *extra, "--ip", str(address), name,
+                str(cfg.link_address(destination).ip)]
+        self.exec(record.host, ["sh", "-c", f'rm -f {out}; setsid {shlex.join(argv)} '
+                                            f'> {out} 2> {out}.err < /dev/null &'])
+        return out
+
+    def xenwam_events(self, host: str, path: str) -> list[dict[str, Any]]:
+        """The NDJSON events written so far by :meth:`start_xenwam_migrate`."""
+        text = self.exec(host, ["sh", "-c", f"cat {path} 2>/dev/null || true"]).stdout
+        events = []
+        for line in text.splitlines():
+            try:
+                events.append(json.loads(line))
+            except ValueError:
+                continue  # a line still being written
+        return events
+
+    def migrate_xenwam(self, name: str, *, timeout: float = 1800.0,
+                       extra: Sequence[str] = ()) -> XenwamMigration:
+        """``xenwam migrate`` of guest ``name`` to the other host, watched by a 50 ms ping
+        from the correspondent; in the wan layout the guest is then renumbered on its
+        new site the way the lab does it today (through its console)."""
+        state = self._require_up()
+        config = state.config()
+        record = self.guest(name)
+        source = record.host
+        destination = HOSTS[1 - cfg.host_index(source)]
+        new_address = cfg.guest_address(config.layout, destination, record.number)
+        ping_log = self.run_dir / f"ping-{name}.log"
+        ping_pidfile = self.run_dir / f"ping-{name}.pid"
+        ping_log.unlink(missing_ok=True)
+        corr = Netns(config.correspondent_netns, self.runner)
+        pinger = start_background(corr.argv(["ping", "-n", "-D", "-i", "0.05", "-W", "1",
+                                             record.address]),
+                                  stdout_path=str(ping_log))
+        ping_pidfile.write_text(str(pinger.pid))
+        renumber_seconds: float | None = None
+        answered = False
+        try:
+            self.progress(f"xenwam migrate {name}: host {source} -> {destination}")
+            out = self.start_xenwam_migrate(name, extra)
+            deadline = time.monotonic() + timeout
+            events: list[dict[str, Any]] = []
+            shown = 0
+            while True:
+                events = self.xenwam_events(source, out)
+                finished = [e for e in events if e.get("event") == "finished"]
+                if finished:
+                    break
+                running = self.exec(source, ["sh", "-c", "pgrep -f 'xenwam.cli migrate "
+                                                         "--json' >/dev/null && echo yes "
+                                                         "|| true"]).stdout.strip()
+                if not running:
+                    err = self.exec(source, ["cat", f"{out}.err"], check=False).stdout
+                    raise LabError(f"xenwam migrate ended without a report: {err[-800:]!r}")
+                if time.monotonic() > deadline:
+                    raise LabError(f"xenwam migrate of {name} did not finish in {timeout:g} s")
+                for e in events[shown:]:
+                    if e.get("event") in ("phase-started", "note", "failed"):
+                        said = e.get("what") or e.get("message") or e.get("error")
+                        self.progress(f"  [{e.get('phase')}] {said}")
+                shown = len(events)
+                self.sleep(5.0)
+            final = finished[-1]
+            outcome = str(final["outcome"])
+            if outcome.startswith("done"):
+                record.host = destination
+                if config.layout is Layout.WAN:
+                    # No guest agent yet: renumber through the console, as the lab did.
+                    t0 = time.monotonic()
+                    record.address = str(new_address.ip)
+                    state.guests = [record if g.name == name else g for g in state.guests]
+                    self._save(state)
+                    gateway = cfg.site_gateway(config.layout, destination).ip
+                    self.guest_run(name, f"ip addr flush dev eth0 && ip addr add {new_address} "
+                                         f"dev eth0 && ip route replace default via {gateway}")
+                    while time.monotonic() - t0 < 60 and not answered:
+                        answered = self.ping_from_correspondent(record.address)
+                    renumber_seconds = round(time.monotonic() - t0, 1)
+                else:
+                    answered = self.ping_from_correspondent(record.address)
+                state.guests = [record if g.name == name else g for g in state.guests]
+                self._save(state)
+        finally:
+            self._stop_helper(ping_pidfile)
+            pinger.wait(timeout=10)
+        replies = parse_ping(ping_log.read_text())
+        start = events[0]["at"] if events else time.time()
+        gap = longest_gap(replies, start, final["at"])
+        started = next((e for e in events if e.get("event") == "migration-started"), {})
+        return XenwamMigration(
+            domain=name, source=source, destination=destination,
+            migration_id=str(started.get("id", "?")), outcome=outcome,
+            report=dict(final.get("report") or {}), events=len(events),
+            ping_replies=gap.replies, longest_gap_seconds=gap.longest_gap,
+            answered_at_new_address=answered, renumber_seconds=renumber_seconds,
+            new_address=str(new_address.ip))

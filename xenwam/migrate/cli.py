@@ -268,6 +268,7 @@ def _recover(args: argparse.Namespace, *, abort: bool) -> int:
                           site=sitecfg.load(Path(args.site) if args.site else None))
     migration.plan = plan
     migration.state = MigrationState(phase=Phase(summary.phase))
+    migration._phase_start = time.time()
     try:
         migration.recover_after_failure()
     finally:
