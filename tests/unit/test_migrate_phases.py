@@ -113,3 +113,13 @@ def test_mermaid_mentions_every_phase_and_action() -> None:
 
 def test_table_has_a_row_per_transition() -> None:
     assert len(render_table().splitlines()) == 2 + len(TRANSITIONS)
+
+
+def test_docs_draw_the_migration_diagram_from_the_table() -> None:
+    from pathlib import Path
+
+    from xenwam.migrate.phases import update_doc
+
+    doc = Path(__file__).resolve().parents[2] / "docs" / "migrate.md"
+    text = doc.read_text()
+    assert update_doc(text) == text, "run `python3 -m xenwam.migrate.phases docs/migrate.md`"
