@@ -1,4 +1,4 @@
-"""Seeding a fresh peer out of band vs DRBD's own full sync, on a mostly empty 1 GiB disk.
+"""Seeding a fresh peer out of band vs DRBD's own full sync, on a mostly empty 256 MiB disk.
 
 Bytes on the wire are the link NIC's counters in dom0 a; identity is checked twice, by
 xenwam's digest and by coreutils' sha256 over both whole images.
@@ -15,7 +15,8 @@ from xenwam.lab import drbdpair as lp
 
 pytestmark = pytest.mark.lab
 
-SIZE = 1024 * lp.MIB
+#: 256 MiB keeps CI short; `xenwam bench drbd` measures the full 1 GiB case.
+SIZE = 256 * lp.MIB
 
 
 def test_seeding_sends_far_fewer_bytes_than_a_full_sync(lab: Any) -> None:

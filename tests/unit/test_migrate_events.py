@@ -168,10 +168,6 @@ def test_bus_journals_before_it_shows(tmp_path: Path) -> None:
     assert bus.timeline == list(ONE_OF_EACH[:3])
 
 
-@pytest.mark.xfail(strict=True, raises=AttributeError,
-                   reason="bug in xenwam/migrate/events.py: Journal.events() skips lines that "
-                          "are not JSON but lets a JSON line that is not an object (a damaged "
-                          "journal) escape as AttributeError from event_from_json")
 def test_a_line_that_is_not_an_object_is_skipped(tmp_path: Path) -> None:
     journal = Journal.create(MID, tmp_path)
     journal.append(ONE_OF_EACH[0])

@@ -82,10 +82,6 @@ def test_read_without_the_tool_raises() -> None:
         xs.read("/x")
 
 
-@pytest.mark.xfail(strict=True, reason="bug in xenwam/xen/xenstore.py: 'No such file' in "
-                   "_MISSING_MARKERS also matches xs_open's ENOENT when there is no "
-                   "xenstored and no /dev/xen/xenbus, so a host without Xen reads as "
-                   "'key missing' instead of raising")
 def test_read_without_xenstored_raises() -> None:
     xs, _ = client((1, "", "xenstore-read: xs_open: No such file or directory\n"))
     with pytest.raises(XenError):
@@ -98,9 +94,6 @@ def test_list_children() -> None:
     assert runner.calls == [["xenstore-list", "/local/domain"]]
 
 
-@pytest.mark.xfail(strict=True, reason="bug in xenwam/xen/xenstore.py: xenstore-list says "
-                   "'could not list path P' for a missing path, which is not among "
-                   "_MISSING_MARKERS, so list() of a missing path raises XenError")
 def test_list_of_a_missing_path_is_empty() -> None:
     xs, _ = client((1, "", "xenstore-list: could not list path /local/domain/9\n"))
     assert xs.list("/local/domain/9") == []

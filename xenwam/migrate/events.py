@@ -170,7 +170,9 @@ class Journal:
             return
         for line in text.splitlines():
             try:
-                yield event_from_json(json.loads(line))
+                doc = json.loads(line)
+                if isinstance(doc, dict):
+                    yield event_from_json(doc)
             except (ValueError, TypeError, MigrationError):
                 continue
 

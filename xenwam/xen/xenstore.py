@@ -22,8 +22,10 @@ log = logging.getLogger(__name__)
 
 #: Relative xenstore paths (as libxl passes XENBUS_PATH) are relative to dom0's home.
 DOM0_HOME = "/local/domain/0"
-#: What ``xenstore-read``/``-list`` print for a path that does not exist.
-_MISSING_MARKERS = ("couldn't read path", "could not read path", "No such file")
+#: What ``xenstore-read``/``-list``/``-rm`` print for a path that does not exist
+#: (xenstore_client.c).  Not "No such file": ``xs_open`` says that when there is no
+#: xenstored at all, which is a failure, not an answer.
+_MISSING_MARKERS = ("couldn't read path", "could not read path", "could not list path")
 
 
 class Xenstore(Protocol):
