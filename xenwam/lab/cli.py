@@ -168,7 +168,7 @@ def cmd_console(args: argparse.Namespace) -> int:
 def cmd_guest_create(args: argparse.Namespace) -> int:
     """Create a PVH guest on a host."""
     rec = _lab(args).create_guest(args.host, args.name, memory_mib=args.memory,
-                                  python=args.python)
+                                  python=args.python, xenwam_disk=args.xenwam_disk)
     _emit(args, asdict(rec), f"guest {rec.name} on host {rec.host} at {rec.address}")
     return 0
 
@@ -353,6 +353,9 @@ def register(subparsers: Any, common: argparse.ArgumentParser) -> None:
                    help="MiB (default 128, 192 with --python)")
     g.add_argument("--python", action="store_true",
                    help="also carry python3, cryptography and the current hip package")
+    g.add_argument("--xenwam-disk", action="store_true",
+                   help="its data disk is a xenwam DRBD resource (`xenwam disk adopt`), so "
+                        "`xenwam migrate` can move it")
     g.set_defaults(handler=cmd_guest_create)
     g = gsub.add_parser("exec", parents=parents,
                         help="run a shell command in a guest via its console (text output)")
