@@ -159,3 +159,11 @@ def test_check_domain_accepts(name: str) -> None:
 def test_transport_command_is_quoted_for_xl() -> None:
     assert xl.transport_command("/usr/bin/xenwam-transport", "--level", "3 4") == \
         "/usr/bin/xenwam-transport --level '3 4'"
+
+
+def test_migrate_receive_argv() -> None:
+    from xenwam.xen.xl import migrate_receive
+
+    assert migrate_receive() == ["xl", "migrate-receive"]
+    assert migrate_receive(paused=True, no_daemon=True, debug=True) == [
+        "xl", "migrate-receive", "-p", "-e", "-d"]

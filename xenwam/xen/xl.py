@@ -109,6 +109,14 @@ def migrate(domain: str, host: str, options: MigrateOptions = MigrateOptions()) 
     return [*argv, check_domain(domain), host]
 
 
+def migrate_receive(*, paused: bool = False, no_daemon: bool = False,
+                    debug: bool = False) -> list[str]:
+    """``xl migrate-receive [-p] [-e] [-d]``: the destination's end of a migration (what
+    ``xl migrate`` runs there, through ssh or a ``-s`` transport)."""
+    return [XL, "migrate-receive", *(["-p"] if paused else []), *(["-e"] if no_daemon else []),
+            *(["-d"] if debug else [])]
+
+
 # ---------------------------------------------------------------- parsers
 
 
