@@ -24,7 +24,7 @@ def test_seeding_sends_far_fewer_bytes_than_a_full_sync(lab: Any) -> None:
 
     # Seeded: only the 14 MiB of data cross the link, then DRBD skips its initial sync.
     lp.create_images(lab, "xwt-seed", SIZE)
-    written = lp.write_guest_like_data(lab, lp.image_path("xwt-seed", "a"))
+    written = lp.write_guest_like_data(lab, lp.image_path("xwt-seed", "a"), SIZE)
     seeded = lp.seed(lab, "xwt-seed")
     pair = None
     try:
@@ -56,7 +56,7 @@ def test_seeding_sends_far_fewer_bytes_than_a_full_sync(lab: Any) -> None:
 
     # Full sync of the same kind of disk by DRBD itself.
     lp.create_images(lab, "xwt-full", SIZE)
-    lp.write_guest_like_data(lab, lp.image_path("xwt-full", "a"))
+    lp.write_guest_like_data(lab, lp.image_path("xwt-full", "a"), SIZE)
     pair = lp.define_pair(lab, "xwt-full", 43, SIZE, 7843)
     try:
         lp.bring_up(lab, pair)

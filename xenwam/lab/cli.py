@@ -218,7 +218,7 @@ def _xenwam_report_text(rep: XenwamMigration) -> str:
         return "-" if v is None else f"{int(v) / 1048576:.1f} MiB"
 
     gap = (f"{rep.longest_gap_seconds} s" if rep.longest_gap_seconds is not None
-           else "never answered again")
+           else "no reply after the move")
     lines = [
         f"xenwam migrate of {rep.domain}: host {rep.source} -> {rep.destination}: "
         f"{rep.outcome} (journal {rep.migration_id} in dom0 {rep.source})",
@@ -234,8 +234,13 @@ def _xenwam_report_text(rep: XenwamMigration) -> str:
         f"{mib(r.get('memory_wire_bytes'))} (zstd transport)",
         "  phases                " + ", ".join(f"{k} {float(v):.0f} s" for k, v in
                                                 (r.get("phase_seconds") or {}).items()),
-        f"  client (50 ms ping)   longest gap {gap}, {rep.ping_replies} replies",
     ]
+    if rep.client_silence_seconds is not None:
+        lines.append(f"  client (50 ms ping)   silent {rep.client_silence_seconds} s: last "
+                     f"reply from the old address to the first from {rep.new_address}")
+    else:
+        lines.append(f"  client (50 ms ping)   at the old address: longest gap {gap}, "
+                     f"{rep.ping_replies} replies")
     if rep.renumber_seconds is not None:
         lines.append(f"  new site address      {rep.new_address}: "
                      f"{'answers' if rep.answered_at_new_address else 'SILENT'} "

@@ -145,7 +145,10 @@ class XenwamMigration:
     longest_gap_seconds: float | None
     answered_at_new_address: bool
     renumber_seconds: float | None
+    #: The client's silence: its last reply from the old address before the guest was
+    #: suspended to its first reply from the new address (None if it never answered).
     new_address: str
+    client_silence_seconds: float | None = None
 
 
 def _pid_alive(pid: int) -> bool:
@@ -773,6 +776,7 @@ class Lab:
         ping_pidfile.write_text(str(pinger.pid))
         renumber_seconds: float | None = None
         answered = False
+        first_new_reply: float | None = None
         try:
             self.progress(f"xenwam migrate {name}: host {source} -> {destination}")
             out = self.start_xenwam_migrate(name, extra)
@@ -813,6 +817,7 @@ class Lab:
                                          f"dev eth0 && ip route replace default via {gateway}")
                     while time.monotonic() - t0 < 60 and not answered:
                         answered = self.ping_from_correspondent(record.address)
+                    first_new_reply = time.time() if answered else None
                     renumber_seconds = round(time.monotonic() - t0, 1)
                 else:
                     answered = self.ping_from_correspondent(record.address)
@@ -824,6 +829,9 @@ class Lab:
         replies = parse_ping(ping_log.read_text())
         start = events[0]["at"] if events else time.time()
         gap = longest_gap(replies, start, final["at"])
+        silence = None
+        if first_new_reply is not None and replies:
+            silence = round(first_new_reply - max(r.time for r in replies), 1)
         started = next((e for e in events if e.get("event") == "migration-started"), {})
         return XenwamMigration(
             domain=name, source=source, destination=destination,
@@ -831,4 +839,5 @@ class Lab:
             report=dict(final.get("report") or {}), events=len(events),
             ping_replies=gap.replies, longest_gap_seconds=gap.longest_gap,
             answered_at_new_address=answered, renumber_seconds=renumber_seconds,
+            client_silence_seconds=silence,
             new_address=str(new_address.ip))
