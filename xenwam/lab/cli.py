@@ -19,6 +19,7 @@ from xenwam.lab.config import HOSTS, LabConfig, Layout, Shaping
 from xenwam.lab.lab import Lab, MigrationReport, XenwamMigration
 from xenwam.lab.qemu import HostFiles
 from xenwam.lab.xl import TRANSPORTS, valid_guest_name
+from xenwam.migrate.phases import Phase
 
 #: Longest wait a lab command accepts (a day), in seconds.
 TIMEOUT_MAX = 24 * 3600.0
@@ -232,8 +233,9 @@ def _xenwam_report_text(rep: XenwamMigration) -> str:
         f"({secs(r.get('verify_seconds'))})",
         f"  memory                {mib(r.get('memory_raw_bytes'))} sent as "
         f"{mib(r.get('memory_wire_bytes'))} (zstd transport)",
-        "  phases                " + ", ".join(f"{k} {float(v):.0f} s" for k, v in
-                                                (r.get("phase_seconds") or {}).items()),
+        "  phases                " + ", ".join(
+            f"{p.value} {float(v):.0f} s" for p in Phase
+            if (v := (r.get("phase_seconds") or {}).get(p.value)) is not None),
     ]
     if rep.client_silence_seconds is not None:
         lines.append(f"  client (50 ms ping)   silent {rep.client_silence_seconds} s: last "
