@@ -18,6 +18,10 @@ pytestmark = pytest.mark.unit
 def test_an_exited_child_is_dead_not_a_zombie_that_answers_signals() -> None:
     proc = start_background(["sleep", "100"])
     assert _pid_alive(proc.pid)
+    # Right after fork the child may not have exec'd yet (seen on a loaded machine).
+    deadline = time.monotonic() + 5
+    while _argv_of(proc.pid) != ["sleep", "100"] and time.monotonic() < deadline:
+        time.sleep(0.02)
     assert _argv_of(proc.pid) == ["sleep", "100"]
     os.kill(proc.pid, signal.SIGTERM)
     deadline = time.monotonic() + 5
