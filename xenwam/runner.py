@@ -144,6 +144,9 @@ class SubprocessRunner:
 #: The runner used when a caller does not inject one.
 default_runner: Runner = SubprocessRunner()
 
+#: A started process the caller owns (:func:`start_background`, :func:`start_piped`).
+Process = subprocess.Popen[bytes]
+
 
 def start_background(
     argv: Sequence[str],
@@ -152,7 +155,7 @@ def start_background(
     env: Mapping[str, str] | None = None,
     cwd: str | None = None,
     new_session: bool = True,
-) -> subprocess.Popen[bytes]:
+) -> Process:
     """Start a long-running process (a daemon, QEMU, a listener) and return its handle.
 
     Output goes to ``stdout_path`` (stderr joined to it) or is discarded.  The caller owns
@@ -187,7 +190,7 @@ def start_piped(
     stderr_path: str | None = None,
     stdin_fd: int | None = None,
     env: Mapping[str, str] | None = None,
-) -> subprocess.Popen[bytes]:
+) -> Process:
     """Start a process whose stdin and/or stdout the caller streams through (a seeding
     pipeline, a migration transport).  stderr goes to ``stderr_path`` or is inherited.
     The caller owns the process: it must close the pipes and wait for it."""

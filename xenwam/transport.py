@@ -25,7 +25,6 @@ import argparse
 import contextlib
 import json
 import os
-import shlex
 import sys
 import threading
 import time
@@ -36,13 +35,12 @@ from typing import BinaryIO
 import zstandard as zstd
 
 from xenwam.runner import start_piped
+from xenwam.xen.remote import ensure_control_dir, ssh_argv
 
 #: Largest read from xl at once; a read returns early with whatever is there.
 CHUNK = 1024 * 1024
 #: Level 1, as QEMU's multifd zstd: the sender's CPU, not the link, is often the limit.
 DEFAULT_LEVEL = 1
-SSH = ("ssh", "-o", "BatchMode=yes", "-T", "-o", "ControlMaster=auto",
-       "-o", "ControlPath=/run/xenwam/ssh/%C", "-o", "ControlPersist=60")
 
 
 @dataclass
@@ -119,8 +117,8 @@ def remote_argv(host: str, command: Sequence[str], *, local: bool = False) -> li
     if local:
         return [sys.executable, "-m", "xenwam.transport", "--receive", "--", *command]
     # Shares the orchestrator's ssh connection to the destination when there is one.
-    os.makedirs("/run/xenwam/ssh", mode=0o700, exist_ok=True)
-    return [*SSH, host, shlex.join(receive)]
+    ensure_control_dir()
+    return ssh_argv(host, receive)
 
 
 def send(host: str, command: Sequence[str], *, level: int = DEFAULT_LEVEL,

@@ -19,6 +19,8 @@ from xenwam.lab.config import HOSTS, LabConfig, Layout, Shaping
 from xenwam.lab.lab import Lab, MigrationReport, XenwamMigration
 from xenwam.lab.qemu import HostFiles
 from xenwam.lab.xl import TRANSPORTS, valid_guest_name
+from xenwam.migrate.cli import format_mib as mib
+from xenwam.migrate.cli import format_seconds as secs
 from xenwam.migrate.phases import Phase
 
 #: Longest wait a lab command accepts (a day), in seconds.
@@ -211,12 +213,6 @@ def cmd_migrate_baseline(args: argparse.Namespace) -> int:
 
 def _xenwam_report_text(rep: XenwamMigration) -> str:
     r = rep.report
-
-    def secs(v: Any) -> str:
-        return "-" if v is None else f"{float(v):.1f} s"
-
-    def mib(v: Any) -> str:
-        return "-" if v is None else f"{int(v) / 1048576:.1f} MiB"
 
     gap = (f"{rep.longest_gap_seconds} s" if rep.longest_gap_seconds is not None
            else "no reply after the move")

@@ -47,7 +47,14 @@ from xenwam.lab.xl import (
     receive_listener_argv,
 )
 from xenwam.netns import Netns
-from xenwam.runner import DEFAULT_TIMEOUT, CommandResult, Runner, default_runner, start_background
+from xenwam.runner import (
+    DEFAULT_TIMEOUT,
+    CommandResult,
+    Process,
+    Runner,
+    default_runner,
+    start_background,
+)
 
 log = logging.getLogger(__name__)
 
@@ -665,6 +672,20 @@ class Lab:
             self.sleep(0.3)
         return pid
 
+    def _start_pinger(self, config: LabConfig, name: str, address: str
+                      ) -> tuple[Process, Path, Path]:
+        """A 50 ms ping of ``address`` from the correspondent, logged with timestamps
+        (``ping -D``); its pid is recorded so :meth:`down` can stop it after a crash."""
+        ping_log = self.run_dir / f"ping-{name}.log"
+        ping_pidfile = self.run_dir / f"ping-{name}.pid"
+        ping_log.unlink(missing_ok=True)
+        corr = Netns(config.correspondent_netns, self.runner)
+        pinger = start_background(corr.argv(["ping", "-n", "-D", "-i", "0.05", "-W", "1",
+                                             address]),
+                                  stdout_path=str(ping_log))
+        ping_pidfile.write_text(str(pinger.pid))
+        return pinger, ping_log, ping_pidfile
+
     def migrate_baseline(self, name: str, destination: str | None = None, *,
                          transport: str = "ssh") -> MigrationReport:
         """Stock ``xl migrate``, watched by a 50 ms ping from the correspondent.
@@ -682,14 +703,7 @@ class Lab:
         if destination == source:
             raise ConfigError(f"guest {name} is already on host {source}")
         ticks_before = self.guest_ticks(source, name)
-        ping_log = self.run_dir / f"ping-{name}.log"
-        ping_pidfile = self.run_dir / f"ping-{name}.pid"
-        ping_log.unlink(missing_ok=True)
-        corr = Netns(config.correspondent_netns, self.runner)
-        pinger = start_background(corr.argv(["ping", "-n", "-D", "-i", "0.05", "-W", "1",
-                                             record.address]),
-                                  stdout_path=str(ping_log))
-        ping_pidfile.write_text(str(pinger.pid))
+        pinger, ping_log, ping_pidfile = self._start_pinger(config, name, record.address)
         try:
             self.sleep(2.0)
             dest_ip = str(cfg.link_address(destination).ip)
@@ -766,14 +780,7 @@ class Lab:
         source = record.host
         destination = HOSTS[1 - cfg.host_index(source)]
         new_address = cfg.guest_address(config.layout, destination, record.number)
-        ping_log = self.run_dir / f"ping-{name}.log"
-        ping_pidfile = self.run_dir / f"ping-{name}.pid"
-        ping_log.unlink(missing_ok=True)
-        corr = Netns(config.correspondent_netns, self.runner)
-        pinger = start_background(corr.argv(["ping", "-n", "-D", "-i", "0.05", "-W", "1",
-                                             record.address]),
-                                  stdout_path=str(ping_log))
-        ping_pidfile.write_text(str(pinger.pid))
+        pinger, ping_log, ping_pidfile = self._start_pinger(config, name, record.address)
         renumber_seconds: float | None = None
         answered = False
         first_new_reply: float | None = None

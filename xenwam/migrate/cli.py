@@ -139,21 +139,21 @@ def _print_report(args: argparse.Namespace, report: dict[str, Any]) -> None:
         return  # the Finished event carried it
     rows = [
         ("outcome", report.get("outcome")),
-        ("total", _secs(report.get("total_seconds"))),
-        ("downtime (suspended to unpaused)", _secs(report.get("downtime_seconds"))),
+        ("total", format_seconds(report.get("total_seconds"))),
+        ("downtime (suspended to unpaused)", format_seconds(report.get("downtime_seconds"))),
         ("downtime estimate", f"{report.get('downtime_estimate_ms')} ms"),
-        ("seed: data / on the wire", f"{_mib(report.get('seed_data_bytes'))} / "
-                                     f"{_mib(report.get('seed_wire_bytes'))}"),
-        ("resync sent", _mib((report.get("resync_kib") or 0) * 1024)),
-        ("memory: raw / on the wire", f"{_mib(report.get('memory_raw_bytes'))} / "
-                                      f"{_mib(report.get('memory_wire_bytes'))}"),
-        ("writes slowed to the link", _secs(report.get("throttled_seconds"))),
+        ("seed: data / on the wire", f"{format_mib(report.get('seed_data_bytes'))} / "
+                                     f"{format_mib(report.get('seed_wire_bytes'))}"),
+        ("resync sent", format_mib((report.get("resync_kib") or 0) * 1024)),
+        ("memory: raw / on the wire", f"{format_mib(report.get('memory_raw_bytes'))} / "
+                                      f"{format_mib(report.get('memory_wire_bytes'))}"),
+        ("writes slowed to the link", format_seconds(report.get("throttled_seconds"))),
         ("online verify: out of sync", f"{report.get('verify_out_of_sync_kib')} KiB in "
-                                       f"{_secs(report.get('verify_seconds'))}"),
+                                       f"{format_seconds(report.get('verify_seconds'))}"),
         ("new address", report.get("new_address") or "(site DHCP)"),
     ]
     for phase, seconds in (report.get("phase_seconds") or {}).items():
-        rows.append((f"  phase {phase}", _secs(seconds)))
+        rows.append((f"  phase {phase}", format_seconds(seconds)))
     if report.get("error"):
         rows.append(("error", report["error"]))
     width = max(len(k) for k, _ in rows)
@@ -161,11 +161,13 @@ def _print_report(args: argparse.Namespace, report: dict[str, Any]) -> None:
         print(f"{key:<{width}}  {value}")
 
 
-def _secs(v: Any) -> str:
+def format_seconds(v: Any) -> str:
+    """A report's seconds for people (``-`` when not measured)."""
     return "-" if v is None else f"{float(v):.1f} s"
 
 
-def _mib(v: Any) -> str:
+def format_mib(v: Any) -> str:
+    """A report's byte count in MiB for people (``-`` when not measured)."""
     return "-" if v is None else f"{int(v) / 1048576:.1f} MiB"
 
 

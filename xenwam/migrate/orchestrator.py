@@ -47,7 +47,7 @@ from xenwam.migrate.plan import (
 )
 from xenwam.runner import CommandResult, Runner, default_runner, start_piped
 from xenwam.xen import xl
-from xenwam.xen.remote import SSH_OPTIONS, SshRunner
+from xenwam.xen.remote import SshRunner, ensure_control_dir, ssh_argv
 
 log = logging.getLogger(__name__)
 
@@ -393,10 +393,10 @@ class Migration:
             if rp.reuse_pair:
                 continue
             target = self.pairs[rp.name].host(plan.destination_hostname).disk
+            ensure_control_dir()
             receiver = start_piped(
-                ["ssh", *SSH_OPTIONS, plan.destination,
-                 shlex.join([*self.destination.xenwam_argv, "disk", "seed-receive",
-                             "--zeroed", target])],
+                ssh_argv(plan.destination, [*self.destination.xenwam_argv, "disk",
+                                            "seed-receive", "--zeroed", target]),
                 stdin=True, stdout=True)
             assert receiver.stdin is not None and receiver.stdout is not None
             counter = _ProgressWriter(receiver.stdin, self, rp.name, rp.size_bytes)
