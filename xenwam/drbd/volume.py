@@ -34,7 +34,6 @@ from xenwam import site as sitecfg
 from xenwam.cliargs import int_in, matching, regular_file, text_type, writable_device
 from xenwam.drbd.device import DrbdDevice
 from xenwam.drbd.resource import (
-    _NAME_RE,
     DEFAULT_CONFIG_DIR,
     FILE_PREFIX,
     MINOR_MAX,
@@ -42,6 +41,7 @@ from xenwam.drbd.resource import (
     Resource,
     WanProfile,
     install,
+    load,
     uninstall,
     valid_name,
 )
@@ -70,7 +70,7 @@ def meta_size(size: int) -> int:
 
 def check_name(name: str) -> str:
     """``name`` if it is a usable resource name (fullmatch: no trailing newline)."""
-    if not _NAME_RE.fullmatch(name):
+    if not valid_name(name):
         raise ConfigError(f"invalid resource name {name!r}: use 1-63 letters, digits, '.', "
                           "'_' or '-', starting with a letter or digit")
     return name
@@ -166,8 +166,6 @@ def adopt(name: str, disk: str, minor: int, site: sitecfg.Site, *,
 
 
 def _load_quiet(name: str, config_dir: Path) -> Resource | None:
-    from xenwam.drbd.resource import load
-
     path = config_dir / f"{FILE_PREFIX}{name}.res"
     return load(name, config_dir) if path.exists() else None
 
