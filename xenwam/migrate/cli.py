@@ -127,7 +127,8 @@ def _options(args: argparse.Namespace) -> Options:
                    config_path=args.config,
                    debug=args.debug, no_daemon=args.e, paused=args.p, address=args.ip,
                    max_downtime_ms=args.max_downtime, verify=not args.no_verify,
-                   converge_after=args.converge_after, transport_level=args.transport_level)
+                   converge_after=args.converge_after, transport_level=args.transport_level,
+                   agent_timeout=args.agent_timeout)
 
 
 def _display(args: argparse.Namespace) -> ev.Display:
@@ -331,6 +332,11 @@ def register(subparsers: Any, common: argparse.ArgumentParser) -> None:
                         "no progress for S seconds (default: %(default)s)")
     p.add_argument("--transport-level", type=int_in(1, 19), default=1, metavar="N",
                    help="zstd level of the memory stream, 1-19 (default: %(default)s)")
+    p.add_argument("--agent-timeout", type=number_in(0, 3600, what=" seconds"), default=20.0,
+                   metavar="S",
+                   help="after unpausing, wait up to S seconds for the guest agent to "
+                        "report its new address (default: %(default)s; a guest without "
+                        "the agent is not waited for)")
     p.add_argument("--site", type=regular_file,
                    help="this host's site file (default: $XENWAM_SITE or "
                         "/etc/xenwam/site.toml)")

@@ -14,6 +14,7 @@ the destination.  Recovery first looks at both hosts, then repairs (STYLE rule 1
 
 from __future__ import annotations
 
+import ipaddress
 import json
 import logging
 import os
@@ -48,11 +49,13 @@ from xenwam.migrate.plan import (
 from xenwam.runner import CommandResult, Runner, default_runner, start_piped
 from xenwam.xen import xl
 from xenwam.xen.remote import SshRunner, ensure_control_dir, ssh_argv
+from xenwam_guest import layout
+from xenwam_guest.errors import LayoutError
+from xenwam_guest.layout import AgentReport, NetworkAssignment, Status
 
 log = logging.getLogger(__name__)
 
 #: Where the guest finds its new network (read by the guest agent; docs/migrate.md).
-XENSTORE_NETWORK = "xenwam/network"
 
 #: Runs on the destination while the guest is paused: one ssh round trip instead of five.
 #: Arguments: DOMAIN UNPAUSE(0|1) XENSTORE_DIR then KEY VALUE pairs.  Prints the domid.
@@ -130,6 +133,7 @@ class Options:
     converge_after: float = 60.0     # seconds without progress before writes are slowed
     sync_timeout: float = 3600.0
     transport_level: int = 1
+    agent_timeout: float = 20.0      # seconds to wait for the guest agent's answer
 
 
 @dataclass
@@ -153,7 +157,24 @@ class Report:
     verify_out_of_sync_kib: int | None = None
     verify_seconds: float | None = None
     new_address: str | None = None
+    #: The guest agent's answer (:class:`xenwam_guest.layout.AgentReport` as JSON) and
+    #: the seconds from unpause until dom0 read it.
+    agent_report: dict[str, Any] | None = None
+    agent_seconds: float | None = None
     error: str | None = None
+
+
+def network_assignment(plan: Plan, generation: int) -> NetworkAssignment:
+    """What dom0 writes into the guest's xenstore for the plan's network."""
+    net = plan.network
+    try:
+        return NetworkAssignment(
+            address=ipaddress.ip_interface(net.address) if net.address else None,
+            gateway=ipaddress.ip_address(net.gateway) if net.gateway else None,
+            subnet=ipaddress.ip_network(net.subnet) if net.subnet else None,
+            migration=plan.id, generation=generation)
+    except (ValueError, LayoutError) as exc:
+        raise ConfigError(f"the guest's new network does not hold together: {exc}") from exc
 
 
 def new_id(domain: str, clock: Callable[[], float] = time.time) -> str:
@@ -271,13 +292,17 @@ class Migration:
                     raise ConfigError(f"DRBD minor {rp.minor} is in use on {o.destination}; "
                                       "give the resource another minor (`xenwam disk adopt`)")
         network = plan_network(config, dest_site, o.address)
+        agent = self.source.run(["xenstore-read",
+                                 f"/local/domain/{config.domid}/{layout.AGENT_KEY}"],
+                                check=False, timeout=30)
+        guest_agent = agent.stdout.strip() if agent.ok and agent.stdout.strip() else None
         estimate = estimate_downtime_ms(config.memory_mib, site.bandwidth_mbit, site.rtt_ms)
         check_downtime(estimate, o.max_downtime_ms)
         self.plan = Plan(id=self.report.id, domain=o.domain, domid=config.domid,
                          memory_mib=config.memory_mib, source_hostname=source_hostname,
                          destination=o.destination, destination_hostname=dest_hostname,
                          resources=planned, network=network, downtime_estimate_ms=estimate,
-                         max_downtime_ms=o.max_downtime_ms)
+                         max_downtime_ms=o.max_downtime_ms, guest_agent=guest_agent)
         self._config = config
         self.report.downtime_estimate_ms = estimate
         self.report.new_address = network.address
@@ -540,22 +565,21 @@ class Migration:
 
     def rebind(self, plan: Plan) -> None:
         """On the destination, in one round trip (the guest is paused meanwhile): check it
-        holds exactly one copy, write the guest's new network into its xenstore, unpause."""
-        net = plan.network
-        values = {"address": net.address or "dhcp", "gateway": net.gateway,
-                  "subnet": net.subnet, "migration": plan.id,
-                  "generation": str(int(self.clock() * 1000))}
+        holds exactly one copy, write the guest's new network into its xenstore, unpause.
+        Then wait for the guest agent's answer, if the guest runs one."""
+        assignment = network_assignment(plan, generation=int(self.clock() * 1000))
         argv = ["sh", "-c", FINISH_SCRIPT, "xenwam-finish", plan.domain,
-                "0" if self.options.paused else "1", XENSTORE_NETWORK,
-                *(x for kv in values.items() for x in kv)]
+                "0" if self.options.paused else "1", layout.NETWORK_DIR,
+                *(x for kv in assignment.to_values() for x in kv)]
         result = self.destination.run(argv, timeout=120, check=False)
         if not result.ok:
             raise MigrationError(f"finishing on the destination failed: "
                                  f"{(result.stderr or result.stdout).strip()[-400:]!r}")
         unpaused = self.clock()
         domid = result.stdout.strip().splitlines()[-1] if result.stdout.strip() else "?"
+        net = plan.network
         self._note(f"new network for the guest written to "
-                   f"/local/domain/{domid}/{XENSTORE_NETWORK}",
+                   f"/local/domain/{domid}/{layout.NETWORK_DIR}",
                    address=net.address, gateway=net.gateway)
         if self.options.paused:
             self._note("left paused on the destination (-p): `xl unpause` it there")
@@ -564,6 +588,47 @@ class Migration:
             self.report.downtime_seconds = round(unpaused - self.suspended_at, 3)
         self._note("guest unpaused on the destination",
                    downtime_seconds=self.report.downtime_seconds)
+        if plan.guest_agent is None:
+            self._note("the guest runs no xenwam guest agent: nothing applies its new "
+                       f"network ({net.address or 'dhcp'}); renumber it by other means")
+            return
+        self.wait_for_agent(domid, str(assignment.generation), unpaused)
+
+    def wait_for_agent(self, domid: str, generation: str, unpaused: float) -> None:
+        """Read the agent's report until it answers ``generation`` (or the timeout).  Its
+        error is a note, not a failure: the guest runs on the destination either way."""
+        deadline = unpaused + self.options.agent_timeout
+        # One ssh round trip reads every key: "KEY=VALUE" lines (values are one line).
+        script = 'for k in "$@"; do echo "$k=$(xenstore-read "$0/$k" 2>/dev/null)"; done'
+        base = f"/local/domain/{domid}/{layout.REPORT_DIR}"
+        while True:
+            res = self.destination.run(["sh", "-c", script, base, *layout.REPORT_KEYS],
+                                       check=False, timeout=30)
+            values = dict(line.split("=", 1) for line in res.stdout.splitlines()
+                          if "=" in line)
+            if values.get("generation") == generation:
+                break
+            if self.clock() > deadline:
+                self._note(f"the guest agent did not answer within "
+                           f"{self.options.agent_timeout:g} s; check the guest's address "
+                           f"(it should be {self.report.new_address or 'from DHCP'})")
+                return
+            self.sleep(0.25)
+        try:
+            answer = AgentReport.parse(values)
+        except LayoutError as exc:
+            self._note(f"the guest agent's answer is unreadable: {exc}")
+            return
+        self.report.agent_report = answer.to_json()
+        self.report.agent_seconds = round(self.clock() - unpaused, 3)
+        if answer.status is Status.ERROR:
+            self._note(f"the guest agent could not apply the new network: {answer.message}; "
+                       "the guest runs on the destination with its old address",
+                       agent=answer.to_json())
+        else:
+            self._note(f"guest agent {answer.status.value} the new network in "
+                       f"{answer.took_ms} ms; the guest has {answer.address}",
+                       agent=answer.to_json(), seconds_after_unpause=self.report.agent_seconds)
 
     def finalize(self, plan: Plan) -> None:
         """Back to protocol A with the destination the only primary; the old host keeps

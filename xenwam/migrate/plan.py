@@ -74,6 +74,9 @@ class Plan:
     network: NetworkPlan
     downtime_estimate_ms: float
     max_downtime_ms: float | None
+    #: What the guest's ``data/xenwam/agent`` said before the move (``xenwam-guest-agent
+    #: 1``), None when it runs no agent: then nobody applies the new network.
+    guest_agent: str | None = None
 
     def to_json(self) -> dict[str, Any]:
         """Plain data (``plan.json`` in the journal directory, ``--dry-run --json``)."""
