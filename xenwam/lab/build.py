@@ -33,7 +33,7 @@ from xenwam.runner import Runner, default_runner
 log = logging.getLogger(__name__)
 
 #: Bumped when the image layout changes in a way the file digests would not show.
-BUILD_FORMAT = 2
+BUILD_FORMAT = 3
 
 FILES_DIR = Path(__file__).parent / "files"
 
@@ -44,8 +44,14 @@ SUITE = "bookworm"
 
 #: Modules the dom0 initramfs loads to reach its ext4 root on virtio-blk.
 DOM0_INITRAMFS_MODULES = ("virtio_pci", "virtio_blk", "crc32c_generic", "ext4")
-#: Modules a lab guest loads (PVH: Xen front-ends for its disk and network).
-GUEST_INITRAMFS_MODULES = ("xen-blkfront", "xen-netfront")
+#: Modules a lab guest loads (PVH: Xen front-ends for its disk and network), then what
+#: hipd's kernel data plane needs (XFRM, ESP, the HIT's dummy device, TUN) and the
+#: kernel's random generator (without it the kernel refuses an ESP state).  The guest has
+#: no modprobe: the kernel cannot load them on demand.
+GUEST_INITRAMFS_MODULES = ("xen-blkfront", "xen-netfront",
+                           "xfrm_user", "esp4", "authenc", "echainiv", "seqiv", "ecb",
+                           "dummy", "tun", "sha3_generic", "jitterentropy_rng",
+                           "sha512_generic", "ctr", "drbg", "ansi_cprng")
 
 #: Module trees not needed in a lab dom0 (saves about half of the 390 MB).
 MODULE_DIRS_SKIPPED = (
@@ -64,8 +70,7 @@ DOM0_IMAGE_SIZE = "3G"
 #: what no daemon needs, and the ``cryptography`` package hip uses.
 GUEST_PYTHON_SKIPPED = ("test", "idlelib", "tkinter", "turtledemo", "ensurepip", "lib2to3",
                         "pydoc_data", "distutils", "__pycache__", "config-3.11-x86_64-linux-gnu",
-                        "site-packages", "dist-packages", "sqlite3", "curses", "dbm",
-                        "unittest", "lib-dynload")
+                        "site-packages", "dist-packages", "curses", "dbm", "lib-dynload")
 #: Extension modules guests get (name prefixes in lib-dynload); the rest pull in large
 #: libraries (sqlite, Berkeley DB, ncurses, the CJK codecs) nothing in hip needs.
 GUEST_PYTHON_EXTENSIONS = ("_asyncio", "_bisect", "_blake2", "_contextvars", "_csv",
@@ -75,7 +80,10 @@ GUEST_PYTHON_EXTENSIONS = ("_asyncio", "_bisect", "_blake2", "_contextvars", "_c
                            "_sha256", "_sha3", "_sha512", "_socket", "_ssl", "_statistics",
                            "_struct", "_uuid", "_zoneinfo", "array", "binascii", "cmath",
                            "fcntl", "grp", "math", "mmap", "resource", "select", "termios",
-                           "unicodedata", "zlib", "_bz2", "_lzma")
+                           "unicodedata", "zlib", "_bz2", "_lzma", "_sqlite3")
+#: Debian packages (dist-packages) guests get besides cryptography: hipd follows addresses
+#: with pyroute2 (which imports unittest and sqlite3, so those stay in the stdlib above).
+GUEST_PYTHON_PACKAGES = ("pyroute2",)
 
 Progress = Callable[[str], None]
 
@@ -532,7 +540,7 @@ class Builder:
         return gzip.compress(newc_archive(entries), compresslevel=6)
 
     def _guest_python(self, rootfs: Path) -> bytes:
-        self.progress("packing Python and cryptography for guests")
+        self.progress("packing Python, cryptography, pyroute2 and iproute2 for guests")
         files: dict[str, tuple[int, bytes]] = {}
         objects = ["/usr/bin/python3.11"]
         stdlib = rootfs / "usr/lib/python3.11"
@@ -562,6 +570,18 @@ class Builder:
             files[crypto_rel] = (stat.S_IFREG | 0o644, path.read_bytes())
             if path.name.endswith(".so"):
                 objects.append("/" + crypto_rel)
+        for name in GUEST_PYTHON_PACKAGES:
+            tops = [crypto / name, *crypto.glob(f"{name}-*.dist-info"),
+                    *crypto.glob(f"{name}-*.egg-info")]
+            for top in tops:
+                for path in sorted(top.rglob("*")) if top.is_dir() else [top]:
+                    if "__pycache__" in path.parts or not path.is_file():
+                        continue
+                    files[str(path.relative_to(rootfs))] = (stat.S_IFREG | 0o644,
+                                                            path.read_bytes())
+        # iproute2's ip: busybox's has no `ip xfrm`, which hipd's kernel data plane uses.
+        files["usr/bin/ip"] = (stat.S_IFREG | 0o755, _read_in_root(rootfs, "/usr/bin/ip"))
+        objects.append("/usr/bin/ip")
         for cffi in crypto.glob("_cffi_backend*.so"):
             cffi_rel = str(cffi.relative_to(rootfs))
             files[cffi_rel] = (stat.S_IFREG | 0o644, cffi.read_bytes())

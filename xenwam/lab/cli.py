@@ -171,8 +171,10 @@ def cmd_console(args: argparse.Namespace) -> int:
 def cmd_guest_create(args: argparse.Namespace) -> int:
     """Create a PVH guest on a host."""
     rec = _lab(args).create_guest(args.host, args.name, memory_mib=args.memory,
-                                  python=args.python, xenwam_disk=args.xenwam_disk)
-    _emit(args, asdict(rec), f"guest {rec.name} on host {rec.host} at {rec.address}")
+                                  python=args.python, xenwam_disk=args.xenwam_disk,
+                                  hip=args.hip)
+    _emit(args, asdict(rec), f"guest {rec.name} on host {rec.host} at {rec.address}"
+          + (f", HIT {rec.hit}" if rec.hit else ""))
     return 0
 
 
@@ -353,9 +355,12 @@ def register(subparsers: Any, common: argparse.ArgumentParser) -> None:
     g.add_argument("host", choices=HOSTS)
     g.add_argument("--name", type=GUEST_NAME, help="guest name (default gN)")
     g.add_argument("--memory", type=int_in(96, 65536),
-                   help="MiB (default 128, 192 with --python)")
+                   help="MiB (default 128, 192 with --python, 288 with --hip)")
     g.add_argument("--python", action="store_true",
                    help="also carry python3, cryptography and the current hip package")
+    g.add_argument("--hip", action="store_true",
+                   help="run hipd (kernel ESP) peered with the correspondent's, the xenwam "
+                        "guest agent and a records echo server (port 7001); implies --python")
     g.add_argument("--xenwam-disk", action="store_true",
                    help="its data disk is a xenwam DRBD resource (`xenwam disk adopt`), so "
                         "`xenwam migrate` can move it")

@@ -9,6 +9,7 @@ forward listens on that namespace's 127.0.0.1, which nothing outside the lab can
 
 from __future__ import annotations
 
+import gzip
 import itertools
 import json
 import logging
@@ -16,6 +17,9 @@ import os
 import secrets
 import shlex
 import signal
+import stat
+import sys
+import tempfile
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import asdict, dataclass, field, replace
@@ -25,7 +29,7 @@ from typing import Any
 
 from xenwam.errors import CommandError, ConfigError, LabError
 from xenwam.lab import config as cfg
-from xenwam.lab.build import Artifacts, package_piece
+from xenwam.lab.build import Artifacts, newc_archive, package_piece, with_parents
 from xenwam.lab.config import HOSTS, LabConfig, Layout, Shaping
 from xenwam.lab.qemu import HostFiles, host_argv, overlay_argv
 from xenwam.lab.xl import (
@@ -55,6 +59,7 @@ from xenwam.runner import (
     default_runner,
     start_background,
 )
+from xenwam_guest import layout as agent_layout
 
 log = logging.getLogger(__name__)
 
@@ -62,6 +67,25 @@ STATE_FILE = "state.json"
 #: How long both hosts may take from QEMU start to answering ssh.
 BOOT_TIMEOUT = 300.0
 SWITCH_BRIDGE = "br0"
+#: The correspondent's hipd: its identity, socket, log, pidfile and TUN device.
+CORR_HIP_DIR = "corr-hip"
+CORR_HIPD_SOCKET = "corr-hipd.sock"
+CORR_HIPD_PID = "corr-hipd.pid"
+CORR_HIP_TUN = "xwlabhip0"
+HIP_MODULE = "hip.daemon"
+RECORDS_MODULE = "xenwam.lab.records"
+#: The TCP port the records echo server listens on in hip guests.
+RECORDS_PORT = 7001
+#: What a --hip guest starts at boot (guest-init.sh runs /etc/xenwam-lab/services): the
+#: xenwam guest agent, hipd with the kernel data plane, the records echo server.
+GUEST_SERVICES = """#!/bin/sh
+export PATH=/usr/bin:/bin PYTHONPATH=/opt/xenwam PYTHONDONTWRITEBYTECODE=1
+mkdir -p /var/log /var/lib/hip
+python3 -m xenwam_guest.agent --interface eth0 > /var/log/xenwam-agent.log 2>&1 &
+python3 -m hip.daemon -v --config-dir /etc/hip --socket /run/hipd.sock \\
+    --data-plane kernel --state-dir /var/lib/hip > /var/log/hipd.log 2>&1 &
+python3 /opt/xenwam/xwrecords.py serve --port {port} > /var/log/xwrecords.log 2>&1 &
+"""
 
 
 @dataclass
@@ -72,6 +96,8 @@ class GuestRecord:
     host: str
     address: str
     number: int
+    #: The guest's HIT when it runs hipd and the xenwam guest agent (``--hip``).
+    hit: str | None = None
 
 
 @dataclass
@@ -467,6 +493,9 @@ class Lab:
             done.append(f"stopped QEMU of host {host} (pid {pid})")
         for pidfile in self.run_dir.glob("ping-*.pid"):
             self._stop_helper(pidfile)
+        for pidfile in self.run_dir.glob("records-*.pid"):
+            self._stop_helper(pidfile, expect=RECORDS_MODULE, sig=signal.SIGKILL)
+        self.stop_correspondent_hipd()
         existing = self.runner.run(["ip", "netns", "list"], check=False).stdout.split()
         for ns in (config.switch_netns, config.correspondent_netns):
             if ns in existing:
@@ -481,16 +510,21 @@ class Lab:
             self._save(state)
         return done
 
-    def _stop_helper(self, pidfile: Path) -> None:
+    def _stop_helper(self, pidfile: Path, *, expect: str = "ping",
+                     sig: signal.Signals = signal.SIGINT, wait: float = 5.0) -> None:
+        """Signal the helper in ``pidfile`` if it is still the process we started (its
+        command line names ``expect``), wait for it, forget the pidfile."""
         try:
             pid = int(pidfile.read_text())
         except (OSError, ValueError):
             pidfile.unlink(missing_ok=True)
             return
         argv = _argv_of(pid)
-        if _pid_alive(pid) and argv and Path(argv[0]).name == "ping":
-            os.kill(pid, signal.SIGINT)
-            deadline = time.monotonic() + 5
+        ours = bool(argv) and (Path(argv[0]).name == expect
+                               or any(expect in a for a in argv[1:3]))
+        if _pid_alive(pid) and ours:
+            os.kill(pid, sig)
+            deadline = time.monotonic() + wait
             while _pid_alive(pid) and time.monotonic() < deadline:
                 self.sleep(0.1)
         pidfile.unlink(missing_ok=True)
@@ -544,15 +578,19 @@ class Lab:
 
     def create_guest(self, host: str, name: str | None = None, *,
                      memory_mib: int | None = None, python: bool = False,
-                     xenwam_disk: bool = False) -> GuestRecord:
+                     xenwam_disk: bool = False, hip: bool = False) -> GuestRecord:
         """Create a PVH guest on ``host`` with an address on that host's site subnet.
 
-        With ``python`` the guest also carries python3, ``cryptography`` and the
-        project's current ``hip`` package (at /opt/xenwam, on its PYTHONPATH); it
-        needs more memory (default 192 MiB instead of 128) to unpack them.
+        With ``python`` the guest also carries python3, ``cryptography``, pyroute2,
+        iproute2's ``ip`` and the project's current ``hip`` package (at /opt/xenwam, on its
+        PYTHONPATH); it needs more memory (default 192 MiB instead of 128) to unpack them.
+        With ``hip`` (implies ``python``) it also gets a HIP identity peered with the
+        correspondent's, and starts hipd (kernel ESP), the xenwam guest agent and the
+        records echo server at boot (default 288 MiB).
         """
+        python = python or hip
         if memory_mib is None:
-            memory_mib = 192 if python else 128
+            memory_mib = 288 if hip else 192 if python else 128
         state = self._require_up()
         config = state.config()
         number = max((g.number for g in state.guests), default=0) + 1
@@ -563,9 +601,13 @@ class Lab:
         spec = GuestSpec(name=name, address=address,
                          gateway=cfg.site_gateway(config.layout, host).ip,
                          mac=guest_mac(number), memory_mib=memory_mib)
+        hit: str | None = None
         if python:
             spec = replace(spec, ramdisk=f"{GUEST_DIR}/{name}-initrd.gz")
-            hip_piece = package_piece(cfg.source_tree() / "hip", "opt/xenwam/hip")
+            pieces = package_piece(cfg.source_tree() / "hip", "opt/xenwam/hip")
+            if hip:
+                hit, hip_piece = self._guest_hip_piece(name, str(address.ip))
+                pieces += hip_piece
         # The data disk (and ramdisk) must exist at the same path on both hosts for xl
         # migrate to re-attach it (without DRBD its contents do not follow the guest).
         # A xenwam disk exists on the guest's host only: xenwam migrate makes the copy.
@@ -576,23 +618,175 @@ class Lab:
                 self.runner.run(self.ssh_argv(h, [
                     "sh", "-c", f"cat {GUEST_DIR}/guest-initrd.gz "
                                 f"{GUEST_DIR}/guest-python.cpio.gz - > {spec.ramdisk}"]),
-                    input=hip_piece)
+                    input=pieces)
         if xenwam_disk:
             resource = f"{name}-disk"
             self.exec(host, ["xenwam", "disk", "adopt", resource, "--disk", spec.data_disk,
                              "--minor", str(number), "--json"], timeout=120)
             spec = replace(spec, disk_resource=resource)
         self.exec(host, ["tee", spec.config_path], input=spec.xl_config())
-        self.progress(f"creating PVH guest {name} on host {host} at {address.ip}")
+        self.progress(f"creating PVH guest {name} on host {host} at {address.ip}"
+                      + (f", HIT {hit}" if hit else ""))
         self.exec(host, ["xl", "create", spec.config_path], timeout=180)
-        record = GuestRecord(name=name, host=host, address=str(address.ip), number=number)
+        record = GuestRecord(name=name, host=host, address=str(address.ip), number=number,
+                             hit=hit)
         state.guests.append(record)
         self._save(state)
         corr = Netns(config.correspondent_netns, self.runner)
         self._wait(lambda: corr.run(["ping", "-c", "1", "-W", "1", record.address],
                                     check=False).ok,
                    120, f"guest {name} to answer ping at {record.address}", config)
+        if hit is not None:
+            self._wait(lambda: self.guest_agent_running(record), 180,
+                       f"guest {name}'s xenwam agent to start", config)
         return record
+
+    # ------------------------------------------------------------ HIP in the lab
+
+    def _hip(self, *args: str, input: str | None = None) -> str:
+        """``hipctl ARGS`` on this host, from the source tree."""
+        argv = [sys.executable, "-m", "hip.ctl", *args]
+        env = {**os.environ, "PYTHONPATH": str(cfg.source_tree())}
+        return self.runner.run(argv, env=env, input=input, timeout=120).stdout
+
+    def correspondent_hit(self) -> str:
+        """The correspondent's HIT (its identity is made once per run directory)."""
+        directory = self.run_dir / CORR_HIP_DIR
+        hit_file = directory / "hit"
+        if not hit_file.exists():
+            directory.mkdir(mode=0o700, parents=True, exist_ok=True)
+            doc = json.loads(self._hip("keygen", "--json", "--config-dir", str(directory)))
+            hit_file.write_text(doc["hit"] + "\n")
+        return hit_file.read_text().strip()
+
+    def _guest_hip_piece(self, name: str, address: str) -> tuple[str, bytes]:
+        """A HIP identity for guest ``name`` peered with the correspondent (and the
+        correspondent with it), the agent, pyxs, the records server and the boot
+        services, as an initramfs piece; the guest's HIT."""
+        import pyxs  # on the host: the lab ships the copy setup installed
+
+        corr_hit = self.correspondent_hit()
+        corr_locator = str(cfg.correspondent_address().ip)
+        with tempfile.TemporaryDirectory() as tmp:
+            d = Path(tmp) / "hip"
+            hit = json.loads(self._hip("keygen", "--json", "--config-dir", str(d)))["hit"]
+            self._hip("peer", "add", "corr", corr_hit, corr_locator, "--config-dir", str(d))
+            files: dict[str, tuple[int, bytes]] = {
+                f"etc/hip/{p.name}": (stat.S_IFREG | (0o600 if p.suffix == ".pem" else 0o644),
+                                      p.read_bytes())
+                for p in sorted(d.iterdir()) if p.is_file()}
+        files["etc/xenwam-lab/services"] = (stat.S_IFREG | 0o755,
+                                            GUEST_SERVICES.format(port=RECORDS_PORT).encode())
+        files["opt/xenwam/xwrecords.py"] = (stat.S_IFREG | 0o644,
+                                            (Path(__file__).parent / "records.py").read_bytes())
+        piece = gzip.compress(newc_archive(with_parents(files)), compresslevel=6)
+        piece += package_piece(cfg.source_tree() / "xenwam_guest", "opt/xenwam/xenwam_guest")
+        piece += package_piece(Path(pyxs.__file__).parent, "opt/xenwam/pyxs")
+        peer = ["peer", "add", name, hit, address, "--replace",
+                "--config-dir", str(self.run_dir / CORR_HIP_DIR)]
+        if (self.run_dir / CORR_HIPD_SOCKET).exists():
+            peer += ["--socket", str(self.run_dir / CORR_HIPD_SOCKET)]
+        self._hip(*peer)
+        return hit, piece
+
+    def guest_agent_running(self, record: GuestRecord) -> bool:
+        """True once guest ``record``'s xenwam agent has said so in its xenstore area."""
+        res = self.exec(record.host, [
+            "sh", "-c", f'xenstore-read "/local/domain/$(xl domid {shlex.quote(record.name)})'
+                        f'/{agent_layout.AGENT_KEY}"'], check=False)
+        return res.ok and res.stdout.startswith("xenwam-guest-agent")
+
+    def guest_agent_report(self, name: str) -> dict[str, str]:
+        """What guest ``name``'s agent last wrote under data/xenwam/network (raw)."""
+        record = self.guest(name)
+        script = ('base="/local/domain/$(xl domid "$1")/$2"; shift 2; '
+                  'for k in "$@"; do echo "$k=$(xenstore-read "$base/$k" 2>/dev/null)"; done')
+        out = self.exec(record.host, ["sh", "-c", script, "sh", name, agent_layout.REPORT_DIR,
+                                      *agent_layout.REPORT_KEYS]).stdout
+        return dict(line.split("=", 1) for line in out.splitlines() if "=" in line)
+
+    def write_guest_network(self, name: str, values: Sequence[tuple[str, str]]) -> None:
+        """Write ``values`` under guest ``name``'s xenwam/network keys, in order, as dom0
+        does after a migration (tests use it to feed the agent garbage)."""
+        record = self.guest(name)
+        script = ('base="/local/domain/$(xl domid "$1")/$2"; shift 2; '
+                  'while [ $# -ge 2 ]; do xenstore-write "$base/$1" "$2"; shift 2; done')
+        self.exec(record.host, ["sh", "-c", script, "sh", name, agent_layout.NETWORK_DIR,
+                                *(x for kv in values for x in kv)])
+
+    def start_correspondent_hipd(self) -> None:
+        """hipd (userspace ESP, TUN) in the correspondent's namespace; idempotent."""
+        state = self._require_up()
+        config = state.config()
+        pidfile = self.run_dir / CORR_HIPD_PID
+        sock = self.run_dir / CORR_HIPD_SOCKET
+        if pidfile.exists() and sock.exists():
+            try:
+                if _pid_alive(int(pidfile.read_text())):
+                    return
+            except ValueError:
+                pass
+        self.correspondent_hit()
+        sock.unlink(missing_ok=True)
+        corr = Netns(config.correspondent_netns, self.runner)
+        proc = start_background(
+            corr.argv([sys.executable, "-m", HIP_MODULE, "-v",
+                       "--config-dir", str(self.run_dir / CORR_HIP_DIR),
+                       "--socket", str(sock), "--data-plane", "userspace",
+                       "--locator", str(cfg.correspondent_address().ip),
+                       "--tun", CORR_HIP_TUN,
+                       "--state-dir", str(self.run_dir / "corr-hip-state")]),
+            stdout_path=str(self.run_dir / "corr-hipd.log"),
+            env={"PYTHONPATH": str(cfg.source_tree())})
+        pidfile.write_text(str(proc.pid))
+        self._wait(lambda: sock.exists() or proc.poll() is not None, 60,
+                   "the correspondent's hipd to open its control socket", config)
+        if proc.poll() is not None:
+            raise LabError("the correspondent's hipd exited at start: "
+                           + self._tail(self.run_dir / "corr-hipd.log"))
+
+    def stop_correspondent_hipd(self) -> None:
+        """Stop the correspondent's hipd if it runs (it removes its TUN device)."""
+        self._stop_helper(self.run_dir / CORR_HIPD_PID, expect=HIP_MODULE,
+                          sig=signal.SIGTERM, wait=10.0)
+        (self.run_dir / CORR_HIPD_SOCKET).unlink(missing_ok=True)
+
+    def start_records(self, name: str, rate: float = 50.0) -> tuple[Process, Path]:
+        """The correspondent's records client to guest ``name``'s HIT (hipd must run);
+        returns it and the path its summary will be written to (:meth:`stop_records`)."""
+        record = self.guest(name)
+        if record.hit is None:
+            raise ConfigError(f"guest {name} runs no hipd: create it with --hip")
+        state = self._require_up()
+        corr = Netns(state.config().correspondent_netns, self.runner)
+        summary = self.run_dir / f"records-{name}.json"
+        summary.unlink(missing_ok=True)
+        proc = start_background(
+            corr.argv([sys.executable, "-m", RECORDS_MODULE, "client", "--to", record.hit,
+                       "--port", str(RECORDS_PORT), "--rate", f"{rate:g}",
+                       "--summary", str(summary), "--timeout", "60"]),
+            stdout_path=str(self.run_dir / f"records-{name}.log"),
+            env={"PYTHONPATH": str(cfg.source_tree())})
+        (self.run_dir / f"records-{name}.pid").write_text(str(proc.pid))
+        return proc, summary
+
+    def stop_records(self, proc: Process, summary: Path, *, wait: float = 90.0
+                     ) -> dict[str, Any]:
+        """Tell the records client to stop, wait for its summary; the summary."""
+        if proc.poll() is None:
+            proc.send_signal(signal.SIGTERM)
+        try:
+            proc.wait(timeout=wait)
+        except Exception:  # subprocess.TimeoutExpired: it hangs; kill what we started
+            proc.kill()
+            proc.wait(timeout=10)
+        for pidfile in self.run_dir.glob("records-*.pid"):
+            if pidfile.read_text().strip() == str(proc.pid):
+                pidfile.unlink()
+        if not summary.exists():
+            log_path = summary.with_suffix(".log")
+            raise LabError(f"the records client wrote no summary; see {log_path}")
+        return dict(json.loads(summary.read_text()))
 
     def guest_console_text(self, host: str) -> str:
         """Everything the guests on ``host`` wrote to their consoles (xenconsoled logs)."""
@@ -772,8 +966,8 @@ class Lab:
     def migrate_xenwam(self, name: str, *, timeout: float = 1800.0,
                        extra: Sequence[str] = ()) -> XenwamMigration:
         """``xenwam migrate`` of guest ``name`` to the other host, watched by a 50 ms ping
-        from the correspondent; in the wan layout the guest is then renumbered on its
-        new site the way the lab does it today (through its console)."""
+        from the correspondent.  In the wan layout a ``--hip`` guest's agent applies its
+        new address; any other guest is renumbered through its console."""
         state = self._require_up()
         config = state.config()
         record = self.guest(name)
@@ -820,14 +1014,16 @@ class Lab:
             if outcome.startswith("done"):
                 record.host = destination
                 if config.layout is Layout.WAN:
-                    # No guest agent yet: renumber through the console, as the lab did.
                     t0 = time.monotonic()
                     record.address = str(new_address.ip)
                     state.guests = [record if g.name == name else g for g in state.guests]
                     self._save(state)
-                    gateway = cfg.site_gateway(config.layout, destination).ip
-                    self.guest_run(name, f"ip addr flush dev eth0 && ip addr add {new_address} "
-                                         f"dev eth0 && ip route replace default via {gateway}")
+                    if record.hit is None:
+                        # A guest without the xenwam agent: renumber it through its console.
+                        gateway = cfg.site_gateway(config.layout, destination).ip
+                        self.guest_run(name, f"ip addr flush dev eth0 && ip addr add "
+                                             f"{new_address} dev eth0 && "
+                                             f"ip route replace default via {gateway}")
                     while time.monotonic() - t0 < 60 and not answered:
                         answered = self.ping_from_correspondent(record.address)
                     first_new_reply = time.time() if answered else None

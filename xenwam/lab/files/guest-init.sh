@@ -3,9 +3,9 @@
 # (xw.ip=CIDR xw.gw=ADDR), writes a timestamped counter to its console once a second so a
 # test can see that it kept running across a migration, and reads commands from its
 # console so the lab can renumber it (`xenwam lab guest-run`).
-export PATH=/bin:/usr/bin
-# Guests made with --python carry python3 and the project's hip package there.
-export PYTHONPATH=/opt/xenwam PYTHONDONTWRITEBYTECODE=1
+# Guests made with --python carry python3, iproute2's ip and the project's hip package
+# there (/usr/bin first: iproute2's ip, not busybox's, which has no `ip xfrm`).
+export PATH=/usr/bin:/bin PYTHONPATH=/opt/xenwam PYTHONDONTWRITEBYTECODE=1
 mkdir -p /tmp /run
 mount -t tmpfs tmpfs /tmp
 ip=""
@@ -26,6 +26,8 @@ ip link set eth0 up
 [ -n "$ip" ] && ip addr add "$ip" dev eth0
 [ -n "$gw" ] && ip route add default via "$gw"
 echo "xw-guest: up ip=$ip gw=$gw"
+# Guests made with --hip start hipd, the xenwam guest agent and the records echo server.
+[ -x /etc/xenwam-lab/services ] && /etc/xenwam-lab/services
 
 (
     n=0
