@@ -233,6 +233,23 @@ class LinuxNetwork:
                  sleep: Callable[[float], None] = time.sleep) -> None:
         self.dhcp_command = tuple(dhcp_command)
         self.sleep = sleep
+        self._ipr: Any = None
+
+    def _netlink(self) -> Any:
+        """One netlink socket for the agent's life, opened before the first move: importing
+        pyroute2 and opening it takes seconds in a small guest just after a resume, which
+        is exactly when the new address is needed."""
+        if self._ipr is None:
+            from pyroute2 import IPRoute  # only guests have (and need) it
+
+            self._ipr = IPRoute()
+        return self._ipr
+
+    def _reset(self) -> None:
+        if self._ipr is not None:
+            with contextlib.suppress(Exception):
+                self._ipr.close()
+            self._ipr = None
 
     @staticmethod
     def _index(ipr: Any, interface: str) -> int:
@@ -243,9 +260,8 @@ class LinuxNetwork:
 
     def addresses(self, interface: str) -> list[IPInterface]:
         """Global addresses on ``interface`` (IPv4, then IPv6)."""
-        from pyroute2 import IPRoute
-
-        with IPRoute() as ipr:
+        ipr = self._netlink()
+        try:
             index = self._index(ipr, interface)
             found: list[IPInterface] = []
             for msg in ipr.get_addr(index=index):
@@ -253,12 +269,15 @@ class LinuxNetwork:
                     continue
                 found.append(ipaddress.ip_interface(
                     f"{msg.get_attr('IFA_ADDRESS')}/{msg['prefixlen']}"))
+        except OSError as exc:
+            self._reset()
+            raise ApplyError(f"netlink: cannot list the addresses of {interface}: "
+                             f"{exc}") from exc
         return sorted(found, key=lambda a: (a.version, a))
 
     def apply(self, interface: str, assignment: NetworkAssignment) -> bool:
         """New address first, then the default route, then the old addresses go: hipd sees
         the new locator before it loses the old one."""
-        from pyroute2 import IPRoute
         from pyroute2.netlink.exceptions import NetlinkError
 
         new = assignment.address
@@ -267,22 +286,25 @@ class LinuxNetwork:
         if old == [new]:
             return False
         family = socket.AF_INET if new.version == 4 else socket.AF_INET6
+        ipr = self._netlink()
         try:
-            with IPRoute() as ipr:
-                index = self._index(ipr, interface)
-                if new not in old:
-                    ipr.addr("add", index=index, address=str(new.ip),
-                             prefixlen=new.network.prefixlen)
-                if assignment.gateway is not None:
-                    any_address = "0.0.0.0" if new.version == 4 else "::"
-                    ipr.route("replace", family=family, dst=any_address, dst_len=0,
-                              gateway=str(assignment.gateway), oif=index)
-                for stale in old:
-                    if stale != new:
-                        ipr.addr("del", index=index, address=str(stale.ip),
-                                 prefixlen=stale.network.prefixlen)
+            index = self._index(ipr, interface)
+            if new not in old:
+                ipr.addr("add", index=index, address=str(new.ip),
+                         prefixlen=new.network.prefixlen)
+            if assignment.gateway is not None:
+                any_address = "0.0.0.0" if new.version == 4 else "::"
+                ipr.route("replace", family=family, dst=any_address, dst_len=0,
+                          gateway=str(assignment.gateway), oif=index)
+            for stale in old:
+                if stale != new:
+                    ipr.addr("del", index=index, address=str(stale.ip),
+                             prefixlen=stale.network.prefixlen)
         except NetlinkError as exc:
             raise ApplyError(f"netlink refused the change on {interface}: {exc}") from exc
+        except OSError as exc:
+            self._reset()
+            raise ApplyError(f"netlink: {exc}") from exc
         return True
 
     def announce(self, interface: str, address: IPInterface) -> None:
@@ -368,7 +390,12 @@ def main(argv: Sequence[str] | None = None) -> int:
             raise UsageError(f"{args.xenbus} does not exist: is this a Xen guest? "
                              "(the xenbus device comes with the kernel's Xen support)")
         store = XenbusStore(args.xenbus)
-        agent = Agent(args.interface, store, LinuxNetwork(args.dhcp_command.split()))
+        network = LinuxNetwork(args.dhcp_command.split())
+        started = time.monotonic()
+        have = network.addresses(args.interface)  # netlink ready before the first move
+        log.info("%s has %s (netlink ready in %.1f s)", args.interface,
+                 ",".join(map(str, have)) or "no address", time.monotonic() - started)
+        agent = Agent(args.interface, store, network)
         if args.once:
             agent.start()
             agent.poll()

@@ -355,7 +355,7 @@ def register(subparsers: Any, common: argparse.ArgumentParser) -> None:
     g.add_argument("host", choices=HOSTS)
     g.add_argument("--name", type=GUEST_NAME, help="guest name (default gN)")
     g.add_argument("--memory", type=int_in(96, 65536),
-                   help="MiB (default 128, 192 with --python, 288 with --hip)")
+                   help="MiB (default 128, 192 with --python, 224 with --hip)")
     g.add_argument("--python", action="store_true",
                    help="also carry python3, cryptography and the current hip package")
     g.add_argument("--hip", action="store_true",

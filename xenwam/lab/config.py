@@ -248,6 +248,11 @@ def dom0_network_commands(layout: Layout, host: str) -> list[list[str]]:
             ["ip", "route", "add", str(SITE_SUBNETS[peer]), "via", str(link_address(peer).ip)]
         )
         cmds.append(["sysctl", "-q", "-w", "net.ipv4.ip_forward=1"])
+        # Sites filter like real ones: a packet from an address that does not route back
+        # through the interface it came in on is dropped (strict reverse-path filtering),
+        # so a moved guest still using its old site's address is not let out.
+        for scope in ("all", "default", "wan", "xenbr0"):
+            cmds.append(["sysctl", "-q", "-w", f"net.ipv4.conf.{scope}.rp_filter=1"])
     return cmds
 
 

@@ -586,11 +586,11 @@ class Lab:
         PYTHONPATH); it needs more memory (default 192 MiB instead of 128) to unpack them.
         With ``hip`` (implies ``python``) it also gets a HIP identity peered with the
         correspondent's, and starts hipd (kernel ESP), the xenwam guest agent and the
-        records echo server at boot (default 288 MiB).
+        records echo server at boot (default 224 MiB).
         """
         python = python or hip
         if memory_mib is None:
-            memory_mib = 288 if hip else 192 if python else 128
+            memory_mib = 224 if hip else 192 if python else 128
         state = self._require_up()
         config = state.config()
         number = max((g.number for g in state.guests), default=0) + 1

@@ -18,7 +18,9 @@ Standard library only: the lab copies this file into guests as ``/opt/xenwam/xwr
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
+import select
 import signal
 import socket
 import struct
@@ -86,7 +88,6 @@ def client(to: str, port: int, rate: float, summary_path: str, timeout: float) -
         _write(summary_path, summary)
         return 1
     sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
-    sock.settimeout(None)
     summary.connected_at = time.time()
     sent_lock = threading.Lock()
 
@@ -110,7 +111,9 @@ def client(to: str, port: int, rate: float, summary_path: str, timeout: float) -
     expected = 0
     last_echo = time.time()
     drain_deadline: float | None = None
-    sock.settimeout(0.5)
+    # Blocking sends (the sender thread may wait out a migration with a full send
+    # buffer); the receive side looks every 0.5 s whether it should stop.
+    sock.setblocking(True)
     while True:
         if stop.is_set() and drain_deadline is None:
             drain_deadline = time.monotonic() + timeout
@@ -120,9 +123,10 @@ def client(to: str, port: int, rate: float, summary_path: str, timeout: float) -
             if done or time.monotonic() > drain_deadline:
                 break
         try:
+            readable, _, _ = select.select([sock], [], [], 0.5)
+            if not readable:
+                continue
             data = sock.recv(65536)
-        except TimeoutError:
-            continue
         except OSError as exc:
             summary.error = f"receive: {exc}"
             break
@@ -145,6 +149,8 @@ def client(to: str, port: int, rate: float, summary_path: str, timeout: float) -
                 summary.first_echo_after_gap_seq = seq
             last_echo = now
     stop.set()
+    with contextlib.suppress(OSError):
+        sock.shutdown(socket.SHUT_RDWR)  # wakes a sender blocked on a full buffer
     thread.join(timeout=5)
     sock.close()
     summary.lost = summary.sent - summary.echoed
