@@ -11,6 +11,14 @@ record N goes to sector N, is flushed, and only then acknowledged on its console
    A holds no primary;
 3. the guest moves back B -> A over the existing pair (no new copy, no seed).
 
+The guest also runs hipd (kernel ESP) and the xenwam guest agent, and the correspondent
+(hipd, userspace ESP) keeps one TCP connection to the guest's HIT open across both trips,
+streaming numbered records that the guest echoes: after the trips every record came back,
+none lost, duplicated or reordered, and neither ESP end dropped a packet as a replay.  The
+agent applied each site's address (strict reverse-path filtering at both sites, so the old
+address gets nothing out), and garbage written to its xenstore key is reported back with
+the address left alone.
+
 Everything is checked by looking at both hosts (``xl list``, /proc/drbd, the disks), not
 by trusting xenwam's own report.
 """
@@ -18,9 +26,13 @@ by trusting xenwam's own report.
 from __future__ import annotations
 
 import json
+import os
 import re
+import subprocess
+import sys
 import time
 from dataclasses import replace
+from pathlib import Path
 from typing import Any
 
 import pytest
@@ -29,6 +41,8 @@ from xenwam.lab import drbdpair as lp
 from xenwam.lab.config import Shaping
 
 pytestmark = pytest.mark.lab
+
+REPO = Path(__file__).resolve().parents[2]
 
 CONSOLE = "/var/log/xen/console"
 RECORD_RE = re.compile(r"xwj-ack (xwj \d{8} \d+)")
@@ -87,10 +101,18 @@ def wan40(lab: Any) -> Any:
         lab.install_xenwam(host, config)
 
 
+def guest_replay_failures(lab: Any, name: str) -> list[int]:
+    """Per kernel ESP state in the guest: packets it refused as replays."""
+    states = lab.guest_exec(name, "ip -s xfrm state", timeout=120).output
+    return [int(n) for n in re.findall(r"replay \d+ failed (\d+)", states)]
+
+
 def test_xenwam_migrate_kill_recover_there_and_back(wan40: Any) -> None:
     lab = wan40
-    guest = lab.create_guest("a", name="mig1", xenwam_disk=True)
+    lab.start_correspondent_hipd()
+    guest = lab.create_guest("a", name="mig1", xenwam_disk=True, hip=True)
     name, minor, resource = guest.name, guest.number, f"{guest.name}-disk"
+    records = None
     try:
         wait_for("the guest's console", lambda: "xw-tick" in lp.sh(
             lab, "a", f"cat {CONSOLE}/guest-{name}.log 2>/dev/null || true"), 120)
@@ -99,6 +121,7 @@ def test_xenwam_migrate_kill_recover_there_and_back(wan40: Any) -> None:
                              "conv=fsync 2>/dev/null; echo ok", timeout=180)
         lab.guest_run(name, WRITER)
         wait_for("journal records", lambda: len(acked(lab, "a", name)) >= 5, 90)
+        records = lab.start_records(name)
 
         # 1. SIGKILL the orchestrator while it seeds, then recover.
         out = lab.start_xenwam_migrate(name)
@@ -125,8 +148,13 @@ def test_xenwam_migrate_kill_recover_there_and_back(wan40: Any) -> None:
         assert "already ended" in again
 
         # 2. The retried migration A -> B.
-        there = lab.migrate_xenwam(name)
+        there = lab.migrate_xenwam(name, watch_connection=False)
         assert there.outcome == "done", there.report.get("error")
+        b_address = there.new_address
+        assert there.agent_report is not None
+        assert there.agent_report["status"] == "applied", there.agent_report
+        assert there.agent_report["address"] == f"{b_address}/24"
+        assert there.report["agent_report"]["status"] == "applied"  # dom0 read it too
         assert copies(lab, "b", name) == [name] and copies(lab, "a", name) == []
         assert there.report["verify_out_of_sync_kib"] == 0
         assert status(lab, "a", there.migration_id)["outcome"] == "done"
@@ -146,8 +174,39 @@ def test_xenwam_migrate_kill_recover_there_and_back(wan40: Any) -> None:
         assert [line.rstrip() for line in disk.splitlines()][:len(records)] == records
 
         # 3. Back B -> A over the existing pair: no new copy, nothing seeded.
-        back = lab.migrate_xenwam(name)
+        back = lab.migrate_xenwam(name, watch_connection=False)
         assert back.outcome == "done", back.report.get("error")
+        assert back.agent_report is not None and back.agent_report["status"] == "applied"
+        assert back.agent_report["address"] == f"{back.new_address}/24"
+        assert back.answered_at_new_address
+
+        # The one TCP connection over the guest's HIT carried on through both trips.
+        time.sleep(10)
+        summary = lab.stop_records(*records)
+        records = None
+        print("records across both trips:", summary,
+              "paused", there.report["downtime_seconds"], back.report["downtime_seconds"])
+        assert summary["error"] is None, summary
+        assert summary["echoed"] == summary["sent"] > 1000, summary
+        assert summary["lost"] == 0 and summary["out_of_order"] == 0, summary
+        assert not any(guest_replay_failures(lab, name))
+        show = json.loads(subprocess.run(
+            [sys.executable, "-m", "hip.ctl", "show", "--json",
+             "--socket", str(lab.run_dir / "corr-hipd.sock")],
+            check=True, capture_output=True, text=True,
+            env={**os.environ, "PYTHONPATH": str(REPO)}).stdout)
+        esp = [a["esp"] for a in show["associations"]]
+        assert esp and all(not r["dropped"] for e in esp for r in e["received"]), esp
+
+        # Garbage in the key: reported back, the address left alone.
+        lab.write_guest_network(name, [("address", "10.1.0.999/24"), ("gateway", "x"),
+                                       ("generation", "42")])
+        wait_for("the agent's answer to garbage",
+                 lambda: lab.guest_agent_report(name).get("generation") == "42", 60, 1.0)
+        report = lab.guest_agent_report(name)
+        assert report["status"] == "error" and "address" in report["message"], report
+        assert report["address"] == f"{back.new_address}/24"
+        assert lab.ping_from_correspondent(back.new_address, count=3)
         assert copies(lab, "a", name) == [name] and copies(lab, "b", name) == []
         assert back.report["seed_wire_bytes"] == 0
         assert drbd_role(lab, "a", minor) == "Primary"
@@ -160,6 +219,8 @@ def test_xenwam_migrate_kill_recover_there_and_back(wan40: Any) -> None:
                               f"count={len(records)}"], timeout=60).stdout
         assert [line.rstrip() for line in disk.splitlines()][:len(records)] == records
     finally:
+        if records is not None:
+            lab.stop_records(*records, wait=5)
         for host in ("a", "b"):
             lp.sh(lab, host, f"xl destroy {name} 2>/dev/null; "
                              f"drbdadm down {resource} 2>/dev/null; "
