@@ -241,13 +241,28 @@ def _xenwam_report_text(rep: XenwamMigration) -> str:
     else:
         lines.append(f"  client (50 ms ping)   at the old address: longest gap {gap}, "
                      f"{rep.ping_replies} replies")
-    if rep.renumber_seconds is not None:
+    agent = rep.agent_report or {}
+    if agent:
+        lines.append(f"  guest agent           {agent.get('status')}: the guest has "
+                     f"{agent.get('address')} ({agent.get('took-ms')} ms to apply; "
+                     f"{secs(r.get('agent_seconds'))} after unpause as dom0 saw it)")
+    elif rep.renumber_seconds is not None:
         lines.append(f"  new site address      {rep.new_address}: "
                      f"{'answers' if rep.answered_at_new_address else 'SILENT'} "
                      f"{rep.renumber_seconds} s after the lab renumbered it through its "
-                     "console")
-        lines.append("  (no guest agent or HIP rebinding yet: the guest's open connections "
-                     "do not survive the address change; that is the next issue)")
+                     "console (the guest runs no xenwam agent)")
+    c = rep.connection
+    if c is not None:
+        kept = c.get("error") is None and c.get("lost") == 0 and c.get("out_of_order") == 0
+        paused = r.get("downtime_seconds")
+        after = (f"; {float(c['longest_gap_seconds']) - float(paused):.1f} s of it after "
+                 "the unpause" if paused is not None else "")
+        lines.append(
+            f"  client's TCP over HIP {'KEPT' if kept else 'BROKEN'}: {c.get('echoed')} of "
+            f"{c.get('sent')} records echoed, {c.get('lost')} lost, "
+            f"{c.get('out_of_order')} out of order; longest gap "
+            f"{c.get('longest_gap_seconds')} s{after}"
+            + (f"; error: {c['error']}" if c.get("error") else ""))
     if r.get("error"):
         lines.append(f"  error                 {r['error']}")
     return "\n".join(lines)
@@ -264,13 +279,16 @@ def cmd_demo(args: argparse.Namespace) -> int:
     try:
         state = lab.up(config, arts)
         if args.method == "xenwam":
-            guest = lab.create_guest("a", xenwam_disk=True)
+            lab.start_correspondent_hipd()
+            guest = lab.create_guest("a", xenwam_disk=True, hip=True)
             xrep = lab.migrate_xenwam(guest.name)
             doc = {"build_seconds": round(build_s, 1), "boot_seconds": state.boot_seconds,
                    "migration": asdict(xrep)}
             text = (f"build {build_s:.0f} s (cached if short), boot {state.boot_seconds} s\n"
                     + _xenwam_report_text(xrep))
-            ok = xrep.outcome.startswith("done")
+            conn = xrep.connection or {}
+            ok = (xrep.outcome.startswith("done") and conn.get("error") is None
+                  and conn.get("lost") == 0 and conn.get("out_of_order") == 0)
         else:
             guest = lab.create_guest("a")
             rep = lab.migrate_baseline(guest.name, transport=args.transport)

@@ -182,6 +182,11 @@ class XenwamMigration:
     #: suspended to its first reply from the new address (None if it never answered).
     new_address: str
     client_silence_seconds: float | None = None
+    #: The records client's summary (a --hip guest): the TCP connection over the
+    #: guest's HIT that the migration must not break (see xenwam/lab/records.py).
+    connection: dict[str, Any] | None = None
+    #: What the guest agent wrote back (data/xenwam/network), raw.
+    agent_report: dict[str, str] | None = None
 
 
 def _pid_alive(pid: int) -> bool:
@@ -964,10 +969,17 @@ class Lab:
         return events
 
     def migrate_xenwam(self, name: str, *, timeout: float = 1800.0,
-                       extra: Sequence[str] = ()) -> XenwamMigration:
+                       extra: Sequence[str] = (), watch_connection: bool = True
+                       ) -> XenwamMigration:
         """``xenwam migrate`` of guest ``name`` to the other host, watched by a 50 ms ping
         from the correspondent.  In the wan layout a ``--hip`` guest's agent applies its
-        new address; any other guest is renumbered through its console."""
+        new address; any other guest is renumbered through its console.
+
+        For a ``--hip`` guest, with ``watch_connection``, the correspondent also keeps a
+        records stream open to the guest's HIT across the move (started 5 s before,
+        stopped 10 s after) and the result carries its summary.  A caller that watches
+        one connection across several moves starts :meth:`start_records` itself and
+        passes ``watch_connection=False``."""
         state = self._require_up()
         config = state.config()
         record = self.guest(name)
@@ -978,7 +990,14 @@ class Lab:
         renumber_seconds: float | None = None
         answered = False
         first_new_reply: float | None = None
+        records: tuple[Process, Path] | None = None
+        connection: dict[str, Any] | None = None
+        agent_report: dict[str, str] | None = None
         try:
+            if record.hit is not None and watch_connection:
+                self.start_correspondent_hipd()
+                records = self.start_records(name)
+                self.sleep(5.0)
             self.progress(f"xenwam migrate {name}: host {source} -> {destination}")
             out = self.start_xenwam_migrate(name, extra)
             deadline = time.monotonic() + timeout
@@ -1032,9 +1051,15 @@ class Lab:
                     answered = self.ping_from_correspondent(record.address)
                 state.guests = [record if g.name == name else g for g in state.guests]
                 self._save(state)
+                if record.hit is not None:
+                    agent_report = self.guest_agent_report(name)
+            if records is not None:
+                self.sleep(10.0)
         finally:
             self._stop_helper(ping_pidfile)
             pinger.wait(timeout=10)
+            if records is not None:
+                connection = self.stop_records(*records)
         replies = parse_ping(ping_log.read_text())
         start = events[0]["at"] if events else time.time()
         gap = longest_gap(replies, start, final["at"])
@@ -1049,4 +1074,5 @@ class Lab:
             ping_replies=gap.replies, longest_gap_seconds=gap.longest_gap,
             answered_at_new_address=answered, renumber_seconds=renumber_seconds,
             client_silence_seconds=silence,
-            new_address=str(new_address.ip))
+            new_address=str(new_address.ip), connection=connection,
+            agent_report=agent_report)
