@@ -625,12 +625,13 @@ class Hipd:
         with contextlib.suppress(FileNotFoundError):
             os.unlink(path)
         Path(path).parent.mkdir(parents=True, exist_ok=True)
-        old = os.umask(0o077)
+        # Created 0600 (not chmod'ed after bind): a client that finds the path finds it
+        # closed to everyone but root already.
+        old = os.umask(0o177)
         try:
             self._server = await asyncio.start_unix_server(self._serve_client, path)
         finally:
             os.umask(old)
-        os.chmod(path, 0o600)
 
     async def _serve_client(self, reader: asyncio.StreamReader,
                             writer: asyncio.StreamWriter) -> None:

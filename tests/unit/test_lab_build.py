@@ -3,8 +3,13 @@
 from __future__ import annotations
 
 import gzip
+import importlib.util
+import io
 import stat
+import sys
+import zipfile
 from dataclasses import replace
+from pathlib import Path
 
 import pytest
 
@@ -12,11 +17,13 @@ from xenwam.errors import LabError
 from xenwam.lab.build import (
     AptSource,
     BuildInputs,
+    bytecode,
     chroot_sources,
     load_order,
     main_mirror,
     module_name,
     newc_archive,
+    package_piece,
     parse_apt_sources,
     parse_candidate_version,
     parse_kernel_package,
@@ -173,3 +180,47 @@ def test_cache_key_changes_with_any_input() -> None:
     assert base.key == replace(base).key
     assert base.key != replace(base, kernel_version="6.1.193-1").key
     assert base.key != replace(base, files_digest="abd").key
+
+
+def test_bytecode_loads_from_a_zip_without_its_source(tmp_path: Path) -> None:
+    """The guests' standard library is bytecode alone in a zip: zipimport must take it."""
+    zipped = io.BytesIO()
+    with zipfile.ZipFile(zipped, "w") as zf:
+        zf.writestr("xw_sourceless.pyc", bytecode(b"ANSWER = 6 * 7\n", "/x/xw_sourceless.py"))
+    (tmp_path / "lib.zip").write_bytes(zipped.getvalue())
+    sys.path.insert(0, str(tmp_path / "lib.zip"))
+    try:
+        module = importlib.import_module("xw_sourceless")
+        assert module.ANSWER == 42
+        assert module.__file__.endswith("xw_sourceless.pyc")
+    finally:
+        sys.path.remove(str(tmp_path / "lib.zip"))
+        sys.modules.pop("xw_sourceless", None)
+
+
+def test_bytecode_is_unchecked_hash_based() -> None:
+    blob = bytecode(b"x = 1\n", "/m.py")
+    assert blob[:4] == importlib.util.MAGIC_NUMBER
+    assert int.from_bytes(blob[4:8], "little") == 0b01  # hash-based, never checked
+    assert blob[8:16] == importlib.util.source_hash(b"x = 1\n")
+
+
+def test_bytecode_refuses_syntax_errors() -> None:
+    with pytest.raises(SyntaxError):
+        bytecode(b"def (:\n", "/bad.py")
+
+
+def test_package_piece_carries_bytecode(tmp_path: Path) -> None:
+    pkg = tmp_path / "pkg"
+    (pkg / "sub").mkdir(parents=True)
+    (pkg / "__init__.py").write_text("")
+    (pkg / "sub" / "mod.py").write_text("VALUE = 1\n")
+    tag = sys.implementation.cache_tag
+    with_sources = {name: data for name, mode, data in _read_newc(
+        gzip.decompress(package_piece(pkg, "opt/x/pkg"))) if stat.S_ISREG(mode)}
+    assert with_sources["opt/x/pkg/sub/mod.py"] == b"VALUE = 1\n"
+    cached = with_sources[f"opt/x/pkg/sub/__pycache__/mod.{tag}.pyc"]
+    assert cached == bytecode(b"VALUE = 1\n", "/opt/x/pkg/sub/mod.py")
+    bare = {name for name, mode, _ in _read_newc(
+        gzip.decompress(package_piece(pkg, "opt/x/pkg", sources=False))) if stat.S_ISREG(mode)}
+    assert bare == {"opt/x/pkg/__init__.pyc", "opt/x/pkg/sub/mod.pyc"}

@@ -13,13 +13,16 @@ from __future__ import annotations
 import fcntl
 import gzip
 import hashlib
+import importlib.util
 import io
 import json
 import logging
+import marshal
 import os
 import re
 import shutil
 import stat
+import sys
 import time
 import zipfile
 from collections.abc import Callable, Iterable
@@ -33,7 +36,7 @@ from xenwam.runner import Runner, default_runner
 log = logging.getLogger(__name__)
 
 #: Bumped when the image layout changes in a way the file digests would not show.
-BUILD_FORMAT = 3
+BUILD_FORMAT = 4
 
 FILES_DIR = Path(__file__).parent / "files"
 
@@ -281,18 +284,60 @@ def parse_ldd(text: str) -> set[str]:
     return found
 
 
-def package_piece(package_dir: Path, dest: str) -> bytes:
+#: The Python guests run (Debian 12's): bytecode made here must be its bytecode.
+GUEST_PYTHON = (3, 11)
+
+
+def bytecode(source: bytes, filename: str) -> bytes:
+    """``source`` compiled into a .pyc that Python loads without looking for the source
+    (PEP 552's unchecked hash-based form); ``filename`` is what tracebacks will name.
+
+    Guests unpack their initramfs into RAM and cannot keep a bytecode cache across boots:
+    without bytecode every import compiles its module again, and under TCG that made
+    hipd and the agent take minutes to start.
+    """
+    if sys.version_info[:2] != GUEST_PYTHON:
+        raise LabError(f"the lab compiles guests' Python with the host's, which must be "
+                       f"Python {'.'.join(map(str, GUEST_PYTHON))} as on Debian 12, not "
+                       f"{sys.version.split()[0]}")
+    code = compile(source, filename, "exec", dont_inherit=True)
+    flags = 0b01  # hash-based, source not checked
+    return (importlib.util.MAGIC_NUMBER + flags.to_bytes(4, "little")
+            + importlib.util.source_hash(source) + marshal.dumps(code))
+
+
+def _installed_module(path: Path, rel: str) -> dict[str, tuple[int, bytes]]:
+    """A third-party package's file for a guest: a module as its bytecode alone."""
+    if rel.endswith(".py"):
+        return {rel[:-3] + ".pyc": (stat.S_IFREG | 0o644,
+                                    bytecode(path.read_bytes(), "/" + rel))}
+    return {rel: (stat.S_IFREG | 0o644, path.read_bytes())}
+
+
+def package_piece(package_dir: Path, dest: str, *, sources: bool = True) -> bytes:
     """A gzip'd newc archive of the Python package in ``package_dir`` placed at ``dest``.
 
     Appended to a guest's initramfs so the guest runs the project's current code (e.g.
-    ``hip`` at ``opt/xenwam/hip``) without an image rebuild.
+    ``hip`` at ``opt/xenwam/hip``) without an image rebuild.  Each module comes with its
+    bytecode in ``__pycache__``; with ``sources`` False only the bytecode goes (as
+    ``module.pyc`` where the source was), for third-party code whose lines tracebacks
+    need not show.
     """
     files: dict[str, tuple[int, bytes]] = {}
+    tag = sys.implementation.cache_tag
     for path in sorted(package_dir.rglob("*.py")):
         if "__pycache__" in path.parts:
             continue
         rel = path.relative_to(package_dir)
-        files[f"{dest.strip('/')}/{rel}"] = (stat.S_IFREG | 0o644, path.read_bytes())
+        target = f"{dest.strip('/')}/{rel}"
+        source = path.read_bytes()
+        compiled = bytecode(source, "/" + target)
+        if sources:
+            files[target] = (stat.S_IFREG | 0o644, source)
+            cached = f"{dest.strip('/')}/{rel.parent}/__pycache__/{rel.stem}.{tag}.pyc"
+            files[os.path.normpath(cached)] = (stat.S_IFREG | 0o644, compiled)
+        else:
+            files[target[:-3] + ".pyc"] = (stat.S_IFREG | 0o644, compiled)
     if not files:
         raise LabError(f"{package_dir} holds no Python files; is the source tree complete?")
     return gzip.compress(newc_archive(with_parents(files)), compresslevel=6)
@@ -552,7 +597,12 @@ class Builder:
                 rel = path.relative_to(stdlib)
                 if any(part in GUEST_PYTHON_SKIPPED for part in rel.parts[:-1]):
                     continue
-                zf.write(path, str(rel))
+                # Bytecode only: zipimport cannot cache what it compiles.
+                try:
+                    compiled = bytecode(path.read_bytes(), f"/usr/lib/python3.11/{rel}")
+                except SyntaxError:  # never imported (templates, test data)
+                    continue
+                zf.writestr(str(rel)[:-3] + ".pyc", compiled)
         files["usr/lib/python311.zip"] = (stat.S_IFREG | 0o644, zipped.getvalue())
         # getpath looks for os.py to find the standard library's prefix.
         files["usr/lib/python3.11/os.py"] = (stat.S_IFREG | 0o644,
@@ -567,7 +617,7 @@ class Builder:
             if "__pycache__" in path.parts or path.is_symlink() or not path.is_file():
                 continue
             crypto_rel = str(path.relative_to(rootfs))
-            files[crypto_rel] = (stat.S_IFREG | 0o644, path.read_bytes())
+            files.update(_installed_module(path, crypto_rel))
             if path.name.endswith(".so"):
                 objects.append("/" + crypto_rel)
         for name in GUEST_PYTHON_PACKAGES:
@@ -577,8 +627,7 @@ class Builder:
                 for path in sorted(top.rglob("*")) if top.is_dir() else [top]:
                     if "__pycache__" in path.parts or not path.is_file():
                         continue
-                    files[str(path.relative_to(rootfs))] = (stat.S_IFREG | 0o644,
-                                                            path.read_bytes())
+                    files.update(_installed_module(path, str(path.relative_to(rootfs))))
         # iproute2's ip: busybox's has no `ip xfrm`, which hipd's kernel data plane uses.
         files["usr/bin/ip"] = (stat.S_IFREG | 0o755, _read_in_root(rootfs, "/usr/bin/ip"))
         objects.append("/usr/bin/ip")

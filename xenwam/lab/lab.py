@@ -642,9 +642,23 @@ class Lab:
                                     check=False).ok,
                    120, f"guest {name} to answer ping at {record.address}", config)
         if hit is not None:
-            self._wait(lambda: self.guest_agent_running(record), 180,
-                       f"guest {name}'s xenwam agent to start", config)
+            try:
+                self._wait(lambda: self.guest_agent_running(record), 300,
+                           f"guest {name}'s xenwam agent to start", config)
+            except LabError as exc:
+                raise LabError(f"{exc}{self._guest_logs(name)}") from exc
         return record
+
+    def _guest_logs(self, name: str) -> str:
+        """The tails of a --hip guest's agent and hipd logs and of its memory figures, read
+        through its console, for an error message (best effort)."""
+        try:
+            res = self.guest_exec(name, "tail -n 15 /var/log/xenwam-agent.log "
+                                        "/var/log/hipd.log; grep -E 'MemFree|MemAvail' "
+                                        "/proc/meminfo; ps", timeout=60)
+        except (LabError, CommandError) as exc:
+            return f"\n(the guest's logs could not be read: {exc})"
+        return "\n--- in the guest ---\n" + res.output
 
     # ------------------------------------------------------------ HIP in the lab
 
@@ -686,7 +700,7 @@ class Lab:
                                             (Path(__file__).parent / "records.py").read_bytes())
         piece = gzip.compress(newc_archive(with_parents(files)), compresslevel=6)
         piece += package_piece(cfg.source_tree() / "xenwam_guest", "opt/xenwam/xenwam_guest")
-        piece += package_piece(Path(pyxs.__file__).parent, "opt/xenwam/pyxs")
+        piece += package_piece(Path(pyxs.__file__).parent, "opt/xenwam/pyxs", sources=False)
         peer = ["peer", "add", name, hit, address, "--replace",
                 "--config-dir", str(self.run_dir / CORR_HIP_DIR)]
         if (self.run_dir / CORR_HIPD_SOCKET).exists():
