@@ -1,4 +1,4 @@
-"""Seeding a fresh peer out of band vs DRBD's own full sync, on a mostly empty 256 MiB disk.
+"""Seeding a fresh peer out of band on a mostly empty 128 MiB disk: only the data crosses.
 
 Bytes on the wire are the link NIC's counters in dom0 a; identity is checked twice, by
 xenwam's digest and by coreutils' sha256 over both whole images.
@@ -15,14 +15,15 @@ from xenwam.lab import drbdpair as lp
 
 pytestmark = pytest.mark.lab
 
-#: 256 MiB keeps CI short; `xenwam bench drbd` measures the full 1 GiB case.
-SIZE = 256 * lp.MIB
+#: 128 MiB keeps CI short; `xenwam bench drbd` measures the 1 GiB case against DRBD's
+#: own full sync.
+SIZE = 128 * lp.MIB
 
 
 def test_seeding_sends_far_fewer_bytes_than_a_full_sync(lab: Any) -> None:
     results: dict[str, Any] = {}
 
-    # Seeded: only the 14 MiB of data cross the link, then DRBD skips its initial sync.
+    # Seeded: only the data written cross the link, then DRBD skips its initial sync.
     lp.create_images(lab, "xwt-seed", SIZE)
     written = lp.write_guest_like_data(lab, lp.image_path("xwt-seed", "a"), SIZE)
     seeded = lp.seed(lab, "xwt-seed")
@@ -54,24 +55,10 @@ def test_seeding_sends_far_fewer_bytes_than_a_full_sync(lab: Any) -> None:
                               "seconds": round(resync.seconds, 1),
                               "bytes_per_byte_written": round(resync.wire_bytes / (8 * lp.MIB), 3)}
 
-    # Full sync of the same kind of disk by DRBD itself.
-    lp.create_images(lab, "xwt-full", SIZE)
-    lp.write_guest_like_data(lab, lp.image_path("xwt-full", "a"), SIZE)
-    pair = lp.define_pair(lab, "xwt-full", 43, SIZE, 7843)
-    try:
-        lp.bring_up(lab, pair)
-        # DRBD's own full sync is the reference being measured; its result is DRBD's
-        # to get right, so it is not read back (each 1 GiB read costs a minute under TCG).
-        full = lp.full_sync(lab, pair)
-        st = lp.status_json(lab, "a", "xwt-full")
-        assert (st["disk"], st["peer_disk"], st["out_of_sync_kib"]) == (
-            "UpToDate", "UpToDate", 0)
-    finally:
-        lp.destroy_pair(lab, pair)
-    results["full_sync"] = {"wire_bytes": full.wire_bytes, "seconds": round(full.seconds, 1)}
     print("storage-bench " + json.dumps(results))
 
-    # The full sync moves the whole gibibyte; seeding moves roughly the data.
-    assert full.wire_bytes > SIZE
-    assert seeded.wire_bytes * 10 < full.wire_bytes, results
+    # DRBD's own initial sync would move the whole device (at least SIZE bytes; `xenwam
+    # bench drbd` measures it next to the seed): seeding moves about the data written.
+    assert seeded.wire_bytes < written * 1.2 + lp.MIB, results
+    assert seeded.wire_bytes * 4 < SIZE, results
     assert resync.wire_bytes < 3 * 8 * lp.MIB, results
