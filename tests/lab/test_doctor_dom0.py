@@ -9,7 +9,8 @@ import pytest
 
 pytestmark = pytest.mark.lab
 
-DOCTOR = ["env", "PYTHONPATH=/opt/xenwam", "python3", "-m", "xenwam.cli", "doctor", "--json"]
+#: The lab's ``xenwam`` command, as an operator runs it.
+DOCTOR = ["xenwam", "doctor", "--json"]
 
 
 def test_doctor_in_dom0_finds_xen_drbd_and_kernel_esp(lab: Any) -> None:

@@ -28,6 +28,7 @@ from xenwam.lab.build import (
     parse_candidate_version,
     parse_kernel_package,
     parse_modules_dep,
+    precompile_tree,
 )
 
 pytestmark = pytest.mark.unit
@@ -224,3 +225,19 @@ def test_package_piece_carries_bytecode(tmp_path: Path) -> None:
     bare = {name for name, mode, _ in _read_newc(
         gzip.decompress(package_piece(pkg, "opt/x/pkg", sources=False))) if stat.S_ISREG(mode)}
     assert bare == {"opt/x/pkg/__init__.pyc", "opt/x/pkg/sub/mod.pyc"}
+
+
+def test_precompile_tree_lays_out_checked_bytecode_for_the_prefix(tmp_path: Path) -> None:
+    src = tmp_path / "src"
+    (src / "xenwam" / "lab").mkdir(parents=True)
+    (src / "xenwam" / "lab" / "x.py").write_text("X = 1\n")
+    (src / "xenwam" / "broken.py").write_text("def (:\n")
+    (src / "tests").mkdir()
+    (src / "tests" / "t.py").write_text("T = 1\n")
+    out = tmp_path / "out"
+    assert precompile_tree(src, out) == 1
+    tag = sys.implementation.cache_tag
+    blob = (out / "xenwam" / "lab" / f"x.{tag}.pyc").read_bytes()
+    assert int.from_bytes(blob[4:8], "little") == 0b11  # checked against the source
+    assert blob == bytecode(b"X = 1\n", "/opt/xenwam/xenwam/lab/x.py", checked=True)
+    assert sorted(p.name for p in out.rglob("*.pyc")) == [f"x.{tag}.pyc"]

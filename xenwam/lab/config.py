@@ -172,6 +172,12 @@ class LabConfig:
         """Namespace of the correspondent host."""
         return f"xwlab-{self.tag}-c"
 
+    @property
+    def dom0_pycache(self) -> Path:
+        """The share's bytecode, compiled on the lab host for the dom0s (see
+        :func:`xenwam.lab.build.precompile_tree`)."""
+        return self.run_dir / "dom0-pycache"
+
     def tap_name(self, host: str) -> str:
         """The link tap of ``host`` inside the switch namespace (<= 15 bytes)."""
         return f"xw{self.tag}{host}"

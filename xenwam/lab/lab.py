@@ -16,6 +16,7 @@ import logging
 import os
 import secrets
 import shlex
+import shutil
 import signal
 import stat
 import sys
@@ -29,7 +30,13 @@ from typing import Any
 
 from xenwam.errors import CommandError, ConfigError, LabError
 from xenwam.lab import config as cfg
-from xenwam.lab.build import Artifacts, newc_archive, package_piece, with_parents
+from xenwam.lab.build import (
+    Artifacts,
+    newc_archive,
+    package_piece,
+    precompile_tree,
+    with_parents,
+)
 from xenwam.lab.config import HOSTS, LabConfig, Layout, Shaping
 from xenwam.lab.qemu import HostFiles, host_argv, overlay_argv
 from xenwam.lab.xl import (
@@ -380,6 +387,11 @@ class Lab:
         for route in cfg.correspondent_routes(config.layout):
             corr.run(route)
 
+        if config.source_dir is not None:
+            shutil.rmtree(config.dom0_pycache, ignore_errors=True)
+            config.dom0_pycache.mkdir(parents=True)
+            count = precompile_tree(config.source_dir, config.dom0_pycache)
+            log.debug("compiled %d modules of %s for the dom0s", count, config.source_dir)
         for host in HOSTS:
             files = HostFiles.for_host(config.run_dir, host)
             for stale in (files.disk, files.pidfile, files.serial_socket):

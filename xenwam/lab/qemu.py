@@ -101,6 +101,9 @@ def host_argv(
         argv += [
             "-virtfs",
             f"local,path={src},mount_tag=xenwam,security_model=none,readonly=on",
+            "-virtfs",
+            f"local,path={_no_commas(str(config.dom0_pycache), 'the run directory')},"
+            "mount_tag=xenwampyc,security_model=none,readonly=on",
         ]
     return argv
 

@@ -67,6 +67,13 @@ if grep -q '^xenwam$' /sys/bus/virtio/drivers/9pnet_virtio/*/mount_tag 2>/dev/nu
     mount -t 9p -o trans=virtio,version=9p2000.L,ro xenwam /opt/xenwam \
         || say "cannot mount the xenwam source share"
 fi
+# The share's bytecode, compiled by the lab host (the share itself is read-only), where
+# PYTHONPYCACHEPREFIX looks for it; the rest of the prefix is dom0's own (image-built).
+if grep -q '^xenwampyc$' /sys/bus/virtio/drivers/9pnet_virtio/*/mount_tag 2>/dev/null; then
+    mkdir -p /var/cache/xenwam/pycache/opt/xenwam
+    mount -t 9p -o trans=virtio,version=9p2000.L,ro xenwampyc /var/cache/xenwam/pycache/opt/xenwam \
+        || say "cannot mount the xenwam bytecode share"
+fi
 
 /usr/sbin/sshd || say "sshd failed"
 say "ready"

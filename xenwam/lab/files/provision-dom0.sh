@@ -44,6 +44,14 @@ CONF
 
 mkdir -p /var/lib/xenwam-lab /var/log/xen/console /etc/xen
 
+# xenwam's commands run with PYTHONPYCACHEPREFIX (their source tree may be read-only, as
+# the lab's share is), and Python then looks for all bytecode there, the standard
+# library's too: compile it there once.  A file that does not compile (test data,
+# templates) is compiled when imported, if it ever is.
+PYTHONPYCACHEPREFIX=/var/cache/xenwam/pycache python3 -m compileall -q \
+    -x '/(test|tests|idlelib|tkinter|lib2to3|turtledemo)/' \
+    /usr/lib/python3.11 /usr/lib/python3/dist-packages > /dev/null || true
+
 if [ "$MODE" = image ]; then
     rm -f /usr/sbin/policy-rc.d
     # The per-build host keys are written by `xenwam lab build` after this script.
