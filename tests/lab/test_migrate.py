@@ -112,7 +112,7 @@ def test_xenwam_migrate_kill_recover_there_and_back(wan40: Any) -> None:
     lab.start_correspondent_hipd()
     guest = lab.create_guest("a", name="mig1", xenwam_disk=True, hip=True)
     name, minor, resource = guest.name, guest.number, f"{guest.name}-disk"
-    records = None
+    stream = None
     try:
         wait_for("the guest's console", lambda: "xw-tick" in lp.sh(
             lab, "a", f"cat {CONSOLE}/guest-{name}.log 2>/dev/null || true"), 120)
@@ -121,7 +121,7 @@ def test_xenwam_migrate_kill_recover_there_and_back(wan40: Any) -> None:
                              "conv=fsync 2>/dev/null; echo ok", timeout=180)
         lab.guest_run(name, WRITER)
         wait_for("journal records", lambda: len(acked(lab, "a", name)) >= 5, 90)
-        records = lab.start_records(name)
+        stream = lab.start_records(name)
 
         # 1. SIGKILL the orchestrator while it seeds, then recover.
         out = lab.start_xenwam_migrate(name)
@@ -166,12 +166,12 @@ def test_xenwam_migrate_kill_recover_there_and_back(wan40: Any) -> None:
 
         # Every record acknowledged so far, on both sides of the move, is on B's disk.
         wait_for("journal records on b", lambda: len(acked(lab, "b", name)) >= 3, 120)
-        records = sorted(set(acked(lab, "a", name) + acked(lab, "b", name)))
-        numbers = [int(r.split()[1]) for r in records]
+        journal = sorted(set(acked(lab, "a", name) + acked(lab, "b", name)))
+        numbers = [int(r.split()[1]) for r in journal]
         assert numbers == list(range(1, len(numbers) + 1)), "journal has gaps"
         disk = lab.exec("b", ["dd", f"if=/dev/drbd{minor}", "bs=512", "skip=1",
                               f"count={len(numbers)}"], timeout=60).stdout
-        assert [line.rstrip() for line in disk.splitlines()][:len(records)] == records
+        assert [line.rstrip() for line in disk.splitlines()][:len(journal)] == journal
 
         # 3. Back B -> A over the existing pair: no new copy, nothing seeded.
         back = lab.migrate_xenwam(name, watch_connection=False)
@@ -182,8 +182,8 @@ def test_xenwam_migrate_kill_recover_there_and_back(wan40: Any) -> None:
 
         # The one TCP connection over the guest's HIT carried on through both trips.
         time.sleep(10)
-        summary = lab.stop_records(*records)
-        records = None
+        summary = lab.stop_records(*stream)
+        stream = None
         print("records across both trips:", summary,
               "paused", there.report["downtime_seconds"], back.report["downtime_seconds"])
         assert summary["error"] is None, summary
@@ -214,13 +214,13 @@ def test_xenwam_migrate_kill_recover_there_and_back(wan40: Any) -> None:
         lab.guest_run(name, "touch /tmp/stop")
         wait_for("the writer to stop", lambda: "xwj-stopped" in lp.sh(
             lab, "a", f"cat {CONSOLE}/guest-{name}*.log"), 90)
-        records = sorted(set(acked(lab, "a", name) + acked(lab, "b", name)))
+        journal = sorted(set(acked(lab, "a", name) + acked(lab, "b", name)))
         disk = lab.exec("a", ["dd", f"if=/dev/drbd{minor}", "bs=512", "skip=1",
-                              f"count={len(records)}"], timeout=60).stdout
-        assert [line.rstrip() for line in disk.splitlines()][:len(records)] == records
+                              f"count={len(journal)}"], timeout=60).stdout
+        assert [line.rstrip() for line in disk.splitlines()][:len(journal)] == journal
     finally:
-        if records is not None:
-            lab.stop_records(*records, wait=5)
+        if stream is not None:
+            lab.stop_records(*stream, wait=5)
         for host in ("a", "b"):
             lp.sh(lab, host, f"xl destroy {name} 2>/dev/null; "
                              f"drbdadm down {resource} 2>/dev/null; "

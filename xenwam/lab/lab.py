@@ -309,14 +309,37 @@ class Lab:
             "-o", "HostKeyAlias=xenwam-lab",
             "-o", f"UserKnownHostsFile={arts.known_hosts}",
             "-o", "StrictHostKeyChecking=yes", "-o", "BatchMode=yes",
-            "-o", "ConnectTimeout=5", "-o", "LogLevel=ERROR",
+            "-o", "ConnectTimeout=30", "-o", "LogLevel=ERROR",
             "-o", "ServerAliveInterval=10",
         ]
+        control = self._ssh_control_path(host)
+        if control is not None:
+            # One connection per dom0, shared by every command: a handshake costs an
+            # emulated dom0 CPU seconds, and a dom0 busy with a migration was too slow to
+            # answer the banner of each new one.
+            argv += ["-o", "ControlMaster=auto", "-o", f"ControlPath={control}",
+                     "-o", "ControlPersist=120"]
         argv.append("-t" if tty else "-T")
         argv.append("root@127.0.0.1")
         if remote:
             argv += ["--", shlex.join(remote)]
         return argv
+
+    def _ssh_control_path(self, host: str) -> Path | None:
+        """The shared ssh connection's socket for ``host``, None if the run directory's
+        path is too long for a socket address."""
+        path = self.run_dir.resolve() / f"ssh-{host}.ctl"
+        return path if len(str(path)) < 100 else None
+
+    def _close_ssh(self, host: str) -> bool:
+        """Ask ``host``'s shared ssh connection to exit; True if one was there."""
+        control = self._ssh_control_path(host)
+        if control is None or not control.exists():
+            return False
+        self.runner.run(["ssh", "-o", f"ControlPath={control}", "-O", "exit",
+                         "root@127.0.0.1"], check=False, timeout=15)
+        control.unlink(missing_ok=True)
+        return True
 
     def exec(self, host: str, argv: Sequence[str], *, timeout: float = DEFAULT_TIMEOUT,
              check: bool = True, input: str | None = None) -> CommandResult:
@@ -497,6 +520,9 @@ class Lab:
         state = self.load_state()
         config = (state.config() if state is not None
                   else LabConfig(run_dir=self.run_dir))
+        for host in HOSTS:
+            if self._close_ssh(host):
+                done.append(f"closed the shared ssh connection to host {host}")
         for host in HOSTS:
             pid = self.qemu_pid(host)
             if pid is None:

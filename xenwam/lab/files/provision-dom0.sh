@@ -40,6 +40,8 @@ PermitRootLogin prohibit-password
 PasswordAuthentication no
 KbdInteractiveAuthentication no
 UseDNS no
+# The lab multiplexes every command to a dom0 over one connection.
+MaxSessions 64
 CONF
 
 mkdir -p /var/lib/xenwam-lab /var/log/xen/console /etc/xen
