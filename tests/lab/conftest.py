@@ -4,8 +4,9 @@ Lab tests ask for ``lab`` and either use it directly as a :class:`~xenwam.lab.La
 (``lab.exec("a", [...])``: the lab that is up, booting the default ``wan`` layout if
 none is) or call ``lab.use(Layout.LAN)`` for a given layout: the first call of a layout
 boots the two hosts (stopping a lab of the other layout first), later calls reuse it.
-Keep tests of one layout together so the session boots each layout once; the wan
-layout comes first (tests that do not care about the layout run in it).
+Tests of the lan layout carry the ``lan`` marker and run after all others (see
+``pytest_collection_modifyitems`` below), so the session boots each layout once; tests
+that do not care about the layout run in the wan layout.
 The run directory is private to the session; the build cache is the user's
 (``~/.cache/xenwam/lab`` or ``$XENWAM_LAB_CACHE``), so the first run builds it cold.
 """
@@ -45,6 +46,12 @@ def _why_no_lab() -> str | None:
     except HostCheckError as exc:
         return f"the lab needs network namespaces: {exc}"
     return None
+
+
+def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
+    """Lab tests of the lan layout (marker ``lan``) run last, in file order, whatever
+    file they are in: the session then boots the wan layout once and the lan layout once."""
+    items.sort(key=lambda item: item.get_closest_marker("lan") is not None)
 
 
 @dataclass

@@ -1,6 +1,7 @@
 """The lab end to end: real Xen 4.17 under QEMU, stock xl migrate in both layouts.
 
-Ordered wan first, then lan, then teardown, so the session boots each layout once.
+The lan-layout tests (marker ``lan``) run after every other lab test, in this file's
+order, the teardown check last.
 """
 
 from __future__ import annotations
@@ -66,6 +67,7 @@ def test_wan_migration_keeps_guest_running_and_renumbered_guest_answers(lab) -> 
 
 # ---------------------------------------------------------------- lan layout
 
+@pytest.mark.lan
 def test_both_dom0s_run_xl_list(lab) -> None:
     lan = lab.use(Layout.LAN)
     for host in ("a", "b"):
@@ -75,6 +77,7 @@ def test_both_dom0s_run_xl_list(lab) -> None:
         assert domains[0].memory_mib == 512
 
 
+@pytest.mark.lan
 def test_dom0_sees_project_source_share(lab) -> None:
     lan = lab.use(Layout.LAN)
     res = lan.exec("a", ["sh", "-c", ". /etc/profile.d/xenwam.sh && "
@@ -82,6 +85,7 @@ def test_dom0_sees_project_source_share(lab) -> None:
     assert res.stdout.strip() == "('a', 'b')"
 
 
+@pytest.mark.lan
 def test_lan_guest_migrates_and_still_answers(lab) -> None:
     lan = lab.use(Layout.LAN)
     guest = lan.create_guest("a")
@@ -96,6 +100,7 @@ def test_lan_guest_migrates_and_still_answers(lab) -> None:
     assert lan.ping_from_correspondent(guest.address, count=3)
 
 
+@pytest.mark.lan
 def test_cli_status_and_exec_reach_the_lab(lab, capsys) -> None:
     lan = lab.use(Layout.LAN)
     capsys.readouterr()
@@ -107,6 +112,7 @@ def test_cli_status_and_exec_reach_the_lab(lab, capsys) -> None:
     assert capsys.readouterr().out.strip() == "b"
 
 
+@pytest.mark.lan
 def test_python_guest_runs_the_projects_hip(lab) -> None:
     lan = lab.use(Layout.LAN)
     guest = lan.create_guest("b", "pyguest", python=True)
@@ -118,6 +124,7 @@ def test_python_guest_runs_the_projects_hip(lab) -> None:
 
 # ---------------------------------------------------------------- teardown
 
+@pytest.mark.lan
 def test_down_leaves_no_process_or_namespace(lab) -> None:
     lab.use(Layout.LAN)
     config_netns = [lab.lab.load_state().config().switch_netns,
