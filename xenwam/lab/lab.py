@@ -296,7 +296,7 @@ class Lab:
     # ------------------------------------------------------------ commands in dom0
 
     def ssh_argv(self, host: str, remote: Sequence[str] | None = None, *,
-                 tty: bool = False) -> list[str]:
+                 tty: bool = False, connect_timeout: int = 30) -> list[str]:
         """argv running ``remote`` (an argv list) in ``host``'s dom0 over the control path."""
         state = self.load_state()
         if state is None or state.status == "down":
@@ -309,7 +309,7 @@ class Lab:
             "-o", "HostKeyAlias=xenwam-lab",
             "-o", f"UserKnownHostsFile={arts.known_hosts}",
             "-o", "StrictHostKeyChecking=yes", "-o", "BatchMode=yes",
-            "-o", "ConnectTimeout=30", "-o", "LogLevel=ERROR",
+            "-o", f"ConnectTimeout={connect_timeout}", "-o", "LogLevel=ERROR",
             "-o", "ServerAliveInterval=10",
         ]
         control = self._ssh_control_path(host)
@@ -436,7 +436,13 @@ class Lab:
         return ns.run(["ip", "link", "show", ifname], check=False).ok
 
     def _answers(self, host: str) -> bool:
-        return self.exec(host, ["xl", "list"], check=False, timeout=30).ok
+        # A dom0 still booting accepts the connection (QEMU's port forward) but sends no
+        # banner: give up on this try after 5 s and let the caller try again.
+        argv = self.ssh_argv(host, ["xl", "list"], connect_timeout=5)
+        try:
+            return self.runner.run(argv, check=False, timeout=30).ok
+        except CommandError:
+            return False
 
     def _wait(self, ready: Callable[[], bool], timeout: float, what: str,
               config: LabConfig, host: str | None = None) -> None:
