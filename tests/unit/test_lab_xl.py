@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import ipaddress
+import time
 from pathlib import Path
 
 import pytest
@@ -11,11 +12,14 @@ from xenwam.errors import ConfigError, XenError
 from xenwam.lab.xl import (
     GuestSpec,
     PingReply,
+    clock_offset,
+    first_after,
     guest_mac,
     longest_gap,
     parse_ping,
     parse_ticks,
     parse_xl_list,
+    rebounds,
 )
 
 pytestmark = pytest.mark.unit
@@ -143,3 +147,25 @@ def test_migrate_argv_per_transport() -> None:
     listener = receive_listener_argv("10.0.0.2")
     assert listener[1] == "TCP-LISTEN:8002,bind=10.0.0.2,reuseaddr"
     assert "fork" not in listener[1]
+
+
+HIPD_LOG = """\
+2026-12-02 01:50:10,120 hipd INFO hipd ready: HIT 2001:22::1, locators 10.0.0.100
+2026-12-02 01:50:20,000 hipd INFO rebound with 2001:22::9 (peer): 10.1.0.10 -> 10.2.0.10
+2026-12-02 01:50:21,500 hipd INFO rebound with 2001:22::99 (peer): 10.1.0.11 -> 10.2.0.11
+Traceback (most recent call last):
+2026-12-02 01:51:02,250 hipd INFO rebound with 2001:22::9 (peer): 10.2.0.10 -> 10.1.0.10
+"""
+
+
+def test_rebounds_reads_the_peers_completed_rebindings_only() -> None:
+    base = time.mktime(time.strptime("2026-12-02 01:50:20", "%Y-%m-%d %H:%M:%S"))
+    assert rebounds(HIPD_LOG, "2001:22::9") == [base, base + 42.25]
+    assert rebounds(HIPD_LOG, "2001:22::7") == []
+
+
+def test_first_after_and_clock_offset() -> None:
+    assert first_after([10.0, 20.0, 30.0], 15.5) == 4.5
+    assert first_after([10.0], 15.5) is None
+    offset, error = clock_offset(100.0, 250.5, 101.0)  # the remote read 150 s ahead
+    assert (offset, error) == (150.0, 0.5)

@@ -47,7 +47,9 @@ from xenwam.lab.xl import (
     GuestSpec,
     Tick,
     XlDomain,
+    clock_offset,
     console_exec_script,
+    first_after,
     guest_mac,
     longest_gap,
     migrate_argv,
@@ -55,6 +57,7 @@ from xenwam.lab.xl import (
     parse_ping,
     parse_ticks,
     parse_xl_list,
+    rebounds,
     receive_listener_argv,
 )
 from xenwam.netns import Netns
@@ -194,6 +197,16 @@ class XenwamMigration:
     connection: dict[str, Any] | None = None
     #: What the guest agent wrote back (data/xenwam/network), raw.
     agent_report: dict[str, str] | None = None
+    #: When the destination's ``xl unpause`` returned, on this host's clock (the
+    #: orchestrator's journal, shifted by the source dom0's measured clock offset), and
+    #: the error bound of that shift.
+    unpaused_at: float | None = None
+    clock_error_seconds: float | None = None
+    #: From unpause to the correspondent's hipd completing the rebinding (the guest's
+    #: locator UPDATE acknowledged, return routability done), for a ``--hip`` guest.
+    update_acked_seconds: float | None = None
+    #: From unpause to the first echo on the records connection after its silence.
+    first_record_seconds: float | None = None
 
 
 def _pid_alive(pid: int) -> bool:
@@ -340,6 +353,30 @@ class Lab:
                          "root@127.0.0.1"], check=False, timeout=15)
         control.unlink(missing_ok=True)
         return True
+
+    def clock_offset(self, host: str) -> tuple[float, float]:
+        """``host``'s dom0 clock minus this host's, and the error bound (half the round
+        trip of the reading); dom0 clocks under TCG drift from the host's."""
+        before = time.time()
+        remote = float(self.exec(host, ["date", "+%s.%N"], timeout=60).stdout)
+        return clock_offset(before, remote, time.time())
+
+    def rebind_timeline(self, name: str, unpaused_at: float,
+                        connection: dict[str, Any] | None) -> tuple[float | None, float | None]:
+        """For ``--hip`` guest ``name`` unpaused at ``unpaused_at`` (this host's clock):
+        seconds to the correspondent's hipd completing the rebinding, and to the first
+        echo on the records ``connection`` (a records summary) after its silence."""
+        record = self.guest(name)
+        acked = None
+        log_path = self.run_dir / "corr-hipd.log"
+        if record.hit is not None and log_path.exists():
+            acked = first_after(rebounds(log_path.read_text(errors="replace"), record.hit),
+                                unpaused_at)
+        first = None
+        if connection is not None:
+            first = first_after([end for _start, end in connection.get("gaps", [])],
+                                unpaused_at)
+        return acked, first
 
     def exec(self, host: str, argv: Sequence[str], *, timeout: float = DEFAULT_TIMEOUT,
              check: bool = True, input: str | None = None) -> CommandResult:
@@ -1118,6 +1155,13 @@ class Lab:
             pinger.wait(timeout=10)
             if records is not None:
                 connection = self.stop_records(*records)
+        unpaused_at = clock_error = acked = first_record = None
+        unpause = [e for e in events if e.get("event") == "note"
+                   and str(e.get("message", "")).startswith("guest unpaused")]
+        if unpause and outcome.startswith("done"):
+            offset, clock_error = self.clock_offset(source)
+            unpaused_at = float(unpause[-1]["at"]) - offset
+            acked, first_record = self.rebind_timeline(name, unpaused_at, connection)
         replies = parse_ping(ping_log.read_text())
         start = events[0]["at"] if events else time.time()
         gap = longest_gap(replies, start, final["at"])
@@ -1133,4 +1177,6 @@ class Lab:
             answered_at_new_address=answered, renumber_seconds=renumber_seconds,
             client_silence_seconds=silence,
             new_address=str(new_address.ip), connection=connection,
-            agent_report=agent_report)
+            agent_report=agent_report, unpaused_at=unpaused_at,
+            clock_error_seconds=None if clock_error is None else round(clock_error, 3),
+            update_acked_seconds=acked, first_record_seconds=first_record)

@@ -27,10 +27,14 @@ import struct
 import sys
 import threading
 import time
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, field
 
 RECORD = struct.Struct("!QQ")  # sequence number, sender's clock in ns
 DEFAULT_PORT = 7001
+#: Silences between two echoes longer than this are listed in the summary (one per move).
+GAP_LISTED_S = 0.5
+#: At most this many of them (the first ones).
+GAPS_LISTED = 50
 
 
 @dataclass
@@ -45,6 +49,8 @@ class Summary:
     gap_started_at: float | None = None  # wall clock
     gap_ended_at: float | None = None
     first_echo_after_gap_seq: int | None = None
+    #: Every silence over GAP_LISTED_S: [last echo before, first echo after] (wall clock).
+    gaps: list[list[float]] = field(default_factory=list)
     error: str | None = None
     connected_at: float | None = None
     ended_at: float | None = None
@@ -143,6 +149,8 @@ def client(to: str, port: int, rate: float, summary_path: str, timeout: float) -
             expected = max(expected, seq + 1)
             summary.echoed += 1
             gap = now - last_echo
+            if gap > GAP_LISTED_S and len(summary.gaps) < GAPS_LISTED:
+                summary.gaps.append([round(last_echo, 3), round(now, 3)])
             if gap > summary.longest_gap_seconds:
                 summary.longest_gap_seconds = round(gap, 3)
                 summary.gap_started_at, summary.gap_ended_at = last_echo, now

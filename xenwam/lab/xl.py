@@ -8,6 +8,8 @@ from __future__ import annotations
 import ipaddress
 import itertools
 import re
+import time
+from collections.abc import Sequence
 from dataclasses import dataclass
 
 from xenwam.errors import ConfigError
@@ -136,6 +138,34 @@ def longest_gap(replies: list[PingReply], start: float, end: float) -> GapReport
     times = ([before[-1]] if before else [start]) + [r.time for r in replies if r.time > start]
     gap = max(b - a for a, b in itertools.pairwise(times))
     return GapReport(len(replies), round(gap, 3), True)
+
+
+_HIPD_LINE = re.compile(r"^(\d{4}-\d\d-\d\d \d\d:\d\d:\d\d),(\d{3}) hipd \w+ (.*)$")
+
+
+def rebounds(hipd_log: str, peer_hit: str) -> list[float]:
+    """When (wall clock, the log's local time) hipd logged a completed rebinding with
+    ``peer_hit``: its locator UPDATE acknowledged and return routability done."""
+    found = []
+    for line in hipd_log.splitlines():
+        m = _HIPD_LINE.match(line)
+        if m and m.group(3).startswith(f"rebound with {peer_hit} "):
+            stamp = time.mktime(time.strptime(m.group(1), "%Y-%m-%d %H:%M:%S"))
+            found.append(stamp + int(m.group(2)) / 1000)
+    return found
+
+
+def first_after(times: Sequence[float], moment: float) -> float | None:
+    """Seconds from ``moment`` to the first of ``times`` after it (None if none is)."""
+    later = [t for t in times if t >= moment]
+    return round(min(later) - moment, 3) if later else None
+
+
+def clock_offset(before: float, remote: float, after: float) -> tuple[float, float]:
+    """A remote clock's offset from ours (remote minus local) and its error bound, from a
+    reading ``remote`` taken between our ``before`` and ``after``."""
+    middle = (before + after) / 2
+    return remote - middle, (after - before) / 2
 
 
 @dataclass(frozen=True)
