@@ -238,6 +238,20 @@ def test_backend_refuses_a_tree_without_the_packages(tmp_path: Path) -> None:
     assert not (tmp_path / "out").exists() or not list((tmp_path / "out").iterdir())
 
 
+def test_script_without_pip_builds_the_same_wheel(wheel: Path, tmp_path: Path) -> None:
+    # A stock Debian 12 has python3 but no pip: a python3 whose pip is missing.
+    shim = tmp_path / "bin" / "python3"
+    shim.parent.mkdir()
+    shim.write_text(f'#!/bin/sh\n[ "$1 $2" = "-m pip" ] && exit 1\nexec {sys.executable} "$@"\n')
+    shim.chmod(0o755)
+    res = subprocess.run([str(SCRIPT), "--out", str(tmp_path / "out")], capture_output=True,
+                         text=True, timeout=60, check=False,
+                         env={"PATH": f"{shim.parent}:/usr/bin:/bin"})
+    assert res.returncode == 0, res.stderr
+    assert "no pip" in res.stderr
+    assert Path(res.stdout.strip()).read_bytes() == wheel.read_bytes()
+
+
 @pytest.mark.parametrize("args", [
     ["--bogus"], ["--out"], ["--out", ""], ["extra"], ["--out", "FILE"]])
 def test_script_refuses_bad_arguments_with_one_line(args: list[str], tmp_path: Path) -> None:
