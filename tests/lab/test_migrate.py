@@ -187,9 +187,10 @@ def test_xenwam_migrate_kill_recover_there_and_back(wan40: Any) -> None:
         print("records across both trips:", summary)
         for trip, moved in (("A->B", there), ("B->A", back)):
             assert moved.unpaused_at is not None
-            acked, first = lab.rebind_timeline(name, moved.unpaused_at, summary)
+            update_acked, first_record = lab.rebind_timeline(name, moved.unpaused_at, summary)
             print(f"rebind {trip}: paused {moved.report['downtime_seconds']} s, unpause to "
-                  f"UPDATE acknowledged {acked} s, to first record {first} s (clock error "
+                  f"UPDATE acknowledged {update_acked} s, to first record {first_record} s "
+                  f"(clock error "
                   f"{moved.clock_error_seconds} s), agent {moved.report['agent_seconds']} s, "
                   f"total {moved.report.get('total_seconds')} s")
         assert summary["error"] is None, summary
