@@ -263,6 +263,11 @@ def _xenwam_report_text(rep: XenwamMigration) -> str:
             f"{c.get('out_of_order')} out of order; longest gap "
             f"{c.get('longest_gap_seconds')} s{after}"
             + (f"; error: {c['error']}" if c.get("error") else ""))
+    if rep.update_acked_seconds is not None or rep.first_record_seconds is not None:
+        lines.append(f"  after the unpause     the correspondent's hipd rebound in "
+                     f"{secs(rep.update_acked_seconds)}, the first record came back in "
+                     f"{secs(rep.first_record_seconds)} (clocks aligned within "
+                     f"{secs(rep.clock_error_seconds)})")
     if r.get("error"):
         lines.append(f"  error                 {r['error']}")
     return "\n".join(lines)
