@@ -95,18 +95,40 @@ class Agent:
     wall_clock: Callable[[], float] = time.time
     #: The generation last acted on (its raw text), None before the first.
     seen: str | None = None
+    #: Seconds between two checks that the agent's key is still there.
+    announce_every: float = 10.0
+    _announced_at: float | None = None
 
     def start(self) -> None:
         """Say the agent runs; skip a generation already answered (an agent restart must
         not re-apply an old move, though applying it again would change nothing)."""
-        self.store.write(layout.AGENT_KEY, f"xenwam-guest-agent {VERSION}")
+        self.announce()
         answered = self.store.read(f"{layout.REPORT_DIR}/generation")
         current = self.store.read(f"{layout.NETWORK_DIR}/generation")
         if answered is not None and answered == current:
             self.seen = current
 
+    def announce(self) -> None:
+        """Write the agent's key, by which dom0 knows someone will act on a new network."""
+        self.store.write(layout.AGENT_KEY, f"xenwam-guest-agent {VERSION}")
+        self._announced_at = self.clock()
+
+    def _announce_if_gone(self) -> None:
+        """A guest that moved starts with an empty ``data/`` area on its new host (the
+        migration carries none of it): say again that the agent runs, or the next
+        ``xenwam migrate`` would find no agent and not wait for one."""
+        if self._announced_at is not None and \
+                self.clock() - self._announced_at < self.announce_every:
+            return
+        if self.store.read(layout.AGENT_KEY) is None:
+            log.info("the agent's key is gone (the guest moved): announcing again")
+            self.announce()
+        else:
+            self._announced_at = self.clock()
+
     def poll(self) -> AgentReport | None:
         """Act on a new generation if there is one; the report written, or None."""
+        self._announce_if_gone()
         generation = self.store.read(f"{layout.NETWORK_DIR}/generation")
         if generation is None or generation == self.seen:
             return None
@@ -136,7 +158,8 @@ class Agent:
             now_addresses = f"? ({exc})"
         report = AgentReport(generation=generation, status=status, address=now_addresses,
                              message=message, took_ms=took_ms, at=self.wall_clock())
-        for key, value in report.to_values():
+        self.announce()  # a new generation means a new host, whose data/ area was empty
+        for key, value in report.to_values():  # the generation last: dom0 waits on it
             self.store.write(f"{layout.REPORT_DIR}/{key}", value)
         log.info("generation %s: %s (%s) in %d ms; %s now has %s", generation,
                  status.value, message, took_ms, self.interface, now_addresses)

@@ -158,6 +158,27 @@ def test_a_new_generation_is_applied_announced_and_reported() -> None:
     assert agent.poll() is None  # the same generation is not applied again
 
 
+def test_a_moved_guest_announces_itself_again_on_its_new_host() -> None:
+    """xl migrate carries none of the guest's data/ area: the key that tells the next
+    xenwam migrate an agent runs must come back by itself, and with each answer."""
+    store, net = MemoryStore(), MemoryNetwork()
+    now = [0.0]
+    agent = Agent("eth0", store, net, clock=lambda: now[0], announce_every=10.0)
+    agent.start()
+    store.values.clear()  # resumed on the new host: an empty data/ area
+    now[0] = 5.0
+    agent.poll()
+    assert layout.AGENT_KEY not in store.values  # checked at most every 10 s
+    now[0] = 10.5
+    agent.poll()
+    assert store.values[layout.AGENT_KEY].startswith("xenwam-guest-agent ")
+    store.values.clear()
+    store.put(assignment(generation=8))  # xenwam migrate's new network, at once
+    now[0] = 11.0
+    assert agent.poll() is not None
+    assert store.values[layout.AGENT_KEY].startswith("xenwam-guest-agent ")
+
+
 def test_rewritten_twice_each_generation_is_answered_in_order() -> None:
     agent, store, net = make_agent()
     store.put(assignment(generation=1, address="10.2.0.10/24"))
