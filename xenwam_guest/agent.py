@@ -28,6 +28,7 @@ import errno
 import ipaddress
 import logging
 import os
+import select
 import socket
 import struct
 import subprocess
@@ -46,7 +47,13 @@ log = logging.getLogger("xenwam-guest-agent")
 
 VERSION = "1"
 XENBUS_PATH = "/dev/xen/xenbus"
+#: Seconds between two looks at xenstore around a move (after a link event) ...
 DEFAULT_INTERVAL = 0.1
+#: ... and otherwise: each look costs the guest CPU (a xenstore round trip through dom0),
+#: and a resumed guest's network device reports its link at once, which wakes the agent.
+DEFAULT_IDLE_INTERVAL = 1.0
+#: How long the agent keeps looking every DEFAULT_INTERVAL after a link event.
+FAST_FOR = 30.0
 #: Gratuitous ARPs sent after an address change, this far apart (RFC 5227 announces twice).
 ANNOUNCEMENTS = 3
 ANNOUNCE_SPACING = 0.05
@@ -168,10 +175,21 @@ class Agent:
 
 def run(agent: Agent, interval: float, *, sleep: Callable[[float], None] = time.sleep,
         reconnect: Callable[[], None] | None = None,
-        keep_going: Callable[[], bool] = lambda: True) -> None:
-    """Poll forever; a store that fails (xenstore gone after a resume) is retried."""
+        keep_going: Callable[[], bool] = lambda: True,
+        idle_interval: float | None = None, fast_for: float = FAST_FOR,
+        wait: Callable[[float], bool] | None = None,
+        clock: Callable[[], float] = time.monotonic) -> None:
+    """Poll forever; a store that fails (xenstore gone after a resume) is retried.
+
+    With ``wait`` (block up to the given seconds; True if the guest's link changed) the
+    agent looks every ``idle_interval`` seconds, at once when the link changes, and then
+    every ``interval`` seconds for ``fast_for`` seconds: a migration's new network is
+    written before the guest resumes, and a resumed guest's network device reports its
+    link.  Without it, every ``interval`` seconds.
+    """
     started = False
     failing = False
+    fast_until = -1.0
     while keep_going():
         try:
             if not started:
@@ -187,7 +205,14 @@ def run(agent: Agent, interval: float, *, sleep: Callable[[float], None] = time.
                 failing = True
             if reconnect is not None:
                 reconnect()
-        sleep(interval)
+        if wait is None:
+            sleep(interval)
+            continue
+        now = clock()
+        pause = interval if failing or now < fast_until else (idle_interval or interval)
+        if wait(pause):
+            log.debug("link event: looking every %g s for %g s", interval, fast_for)
+            fast_until = clock() + fast_for
 
 
 # ---------------------------------------------------------------- real side effects
@@ -257,6 +282,7 @@ class LinuxNetwork:
         self.dhcp_command = tuple(dhcp_command)
         self.sleep = sleep
         self._ipr: Any = None
+        self._events: Any = None
 
     def _netlink(self) -> Any:
         """One netlink socket for the agent's life, opened before the first move: importing
@@ -267,6 +293,37 @@ class LinuxNetwork:
 
             self._ipr = IPRoute()
         return self._ipr
+
+    def open_events(self) -> None:
+        """Subscribe to the guest's link events (:meth:`wait` reads them)."""
+        if self._events is None:
+            from pyroute2 import IPRoute
+            from pyroute2.netlink.rtnl import RTMGRP_LINK
+
+            events = IPRoute()
+            events.bind(groups=RTMGRP_LINK)
+            self._events = events
+
+    def wait(self, timeout: float) -> bool:
+        """Block up to ``timeout`` seconds; True if a link event came (all read)."""
+        if self._events is None:
+            self.sleep(timeout)
+            return False
+        try:
+            readable, _, _ = select.select([self._events.fileno()], [], [], timeout)
+            if not readable:
+                return False
+            while True:
+                self._events.get()  # one batch; drain what else is already there
+                more, _, _ = select.select([self._events.fileno()], [], [], 0)
+                if not more:
+                    return True
+        except OSError as exc:
+            log.warning("netlink events: %s; polling on time alone", exc)
+            with contextlib.suppress(Exception):
+                self._events.close()
+            self._events = None
+            return False
 
     def _reset(self) -> None:
         if self._ipr is not None:
@@ -382,8 +439,12 @@ def _parser() -> argparse.ArgumentParser:
     parser.add_argument("--interface", default="eth0",
                         help="the interface to renumber (default: eth0)")
     parser.add_argument("--interval", type=float, default=DEFAULT_INTERVAL,
-                        help=f"seconds between two looks at xenstore "
-                             f"(default: {DEFAULT_INTERVAL})")
+                        help=f"seconds between two looks at xenstore for {FAST_FOR:g} s "
+                             f"after the guest's link changed, as when it resumes on a new "
+                             f"host (default: {DEFAULT_INTERVAL})")
+    parser.add_argument("--idle-interval", type=float, default=DEFAULT_IDLE_INTERVAL,
+                        help=f"seconds between two looks otherwise (default: "
+                             f"{DEFAULT_IDLE_INTERVAL}); 0: always --interval")
     parser.add_argument("--xenbus", default=XENBUS_PATH,
                         help=f"the xenbus device (default: {XENBUS_PATH})")
     parser.add_argument("--dhcp-command", default="",
@@ -407,6 +468,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     try:
         if not 0.01 <= args.interval <= 60:
             raise UsageError(f"--interval {args.interval:g} is outside 0.01-60 seconds")
+        if args.idle_interval != 0 and not args.interval <= args.idle_interval <= 600:
+            raise UsageError(f"--idle-interval {args.idle_interval:g} must be 0 or between "
+                             f"--interval ({args.interval:g}) and 600 seconds")
         if not args.interface or "/" in args.interface or len(args.interface) > 15:
             raise UsageError(f"--interface {args.interface!r} is not an interface name")
         if not os.path.exists(args.xenbus):
@@ -423,9 +487,20 @@ def main(argv: Sequence[str] | None = None) -> int:
             agent.start()
             agent.poll()
             return 0
-        log.info("watching xenstore %s every %g s for %s", layout.NETWORK_DIR, args.interval,
-                 args.interface)
-        run(agent, args.interval, reconnect=store.reconnect)
+        if args.idle_interval:
+            try:
+                network.open_events()
+            except OSError as exc:
+                raise ApplyError(f"netlink: cannot subscribe to link events: {exc}") from exc
+            log.info("watching xenstore %s for %s every %g s, every %g s for %g s after a "
+                     "link event", layout.NETWORK_DIR, args.interface, args.idle_interval,
+                     args.interval, FAST_FOR)
+            run(agent, args.interval, reconnect=store.reconnect,
+                idle_interval=args.idle_interval, wait=network.wait)
+        else:
+            log.info("watching xenstore %s every %g s for %s", layout.NETWORK_DIR,
+                     args.interval, args.interface)
+            run(agent, args.interval, reconnect=store.reconnect)
     except AgentError as exc:
         print(f"xenwam-guest-agent: {exc}", file=sys.stderr)
         return exc.exit_status

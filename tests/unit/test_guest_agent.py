@@ -179,6 +179,22 @@ def test_a_moved_guest_announces_itself_again_on_its_new_host() -> None:
     assert store.values[layout.AGENT_KEY].startswith("xenwam-guest-agent ")
 
 
+def test_polls_slowly_until_a_link_event_then_fast_for_a_while() -> None:
+    agent, _store, _net = make_agent()
+    now = [0.0]
+    pauses: list[float] = []
+    events = {3}  # the guest's link changes during the fourth wait
+
+    def wait(timeout: float) -> bool:
+        pauses.append(timeout)
+        now[0] += timeout
+        return len(pauses) - 1 in events
+
+    run(agent, 0.1, idle_interval=1.0, fast_for=0.45, wait=wait, clock=lambda: now[0],
+        keep_going=lambda: len(pauses) < 12)
+    assert pauses == [1.0] * 4 + [0.1] * 5 + [1.0] * 3
+
+
 def test_rewritten_twice_each_generation_is_answered_in_order() -> None:
     agent, store, net = make_agent()
     store.put(assignment(generation=1, address="10.2.0.10/24"))
