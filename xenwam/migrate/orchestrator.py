@@ -599,14 +599,20 @@ class Migration:
         error is a note, not a failure: the guest runs on the destination either way."""
         deadline = unpaused + self.options.agent_timeout
         # One ssh round trip reads every key: "KEY=VALUE" lines (values are one line).
-        script = 'for k in "$@"; do echo "$k=$(xenstore-read "$0/$k" 2>/dev/null)"; done'
+        # The agent writes the generation last, so it is read first: when it matches, the
+        # other keys read after it are that answer's (read the other way round, a key
+        # read before the agent wrote it came back empty while the generation matched).
+        # It is read again at the end ("recheck") in case a newer answer came meanwhile.
+        script = ('for k in "$@"; do echo "$k=$(xenstore-read "$0/$k" 2>/dev/null)"; done; '
+                  'echo "recheck=$(xenstore-read "$0/generation" 2>/dev/null)"')
         base = f"/local/domain/{domid}/{layout.REPORT_DIR}"
+        keys = ["generation", *(k for k in layout.REPORT_KEYS if k != "generation")]
         while True:
-            res = self.destination.run(["sh", "-c", script, base, *layout.REPORT_KEYS],
+            res = self.destination.run(["sh", "-c", script, base, *keys],
                                        check=False, timeout=30)
             values = dict(line.split("=", 1) for line in res.stdout.splitlines()
                           if "=" in line)
-            if values.get("generation") == generation:
+            if values.get("generation") == generation == values.pop("recheck", None):
                 break
             if self.clock() > deadline:
                 self._note(f"the guest agent did not answer within "
