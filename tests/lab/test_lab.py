@@ -112,16 +112,6 @@ def test_cli_status_and_exec_reach_the_lab(lab, capsys) -> None:
     assert capsys.readouterr().out.strip() == "b"
 
 
-@pytest.mark.lan
-def test_python_guest_runs_the_projects_hip(lab) -> None:
-    lan = lab.use(Layout.LAN)
-    guest = lan.create_guest("b", "pyguest", python=True)
-    result = lan.guest_exec(
-        guest.name, "python3 -c 'import hip, cryptography; print(hip.__file__)'", timeout=120)
-    assert result.exit_status == 0, result
-    assert result.output.splitlines()[-1] == "/opt/xenwam/hip/__init__.py"
-
-
 # ---------------------------------------------------------------- teardown
 
 @pytest.mark.lan
