@@ -56,6 +56,8 @@ DEFAULT_IDLE_INTERVAL = 1.0
 FAST_FOR = 30.0
 #: Gratuitous ARPs sent after an address change, this far apart (RFC 5227 announces twice).
 ANNOUNCEMENTS = 3
+#: rtnetlink's "gateway is on-link" route flag (linux/rtnetlink.h).
+RTNH_F_ONLINK = 4
 ANNOUNCE_SPACING = 0.05
 ETH_P_ARP = 0x0806
 
@@ -356,8 +358,14 @@ class LinuxNetwork:
         return sorted(found, key=lambda a: (a.version, a))
 
     def apply(self, interface: str, assignment: NetworkAssignment) -> bool:
-        """New address first, then the default route, then the old addresses go: hipd sees
-        the new locator before it loses the old one."""
+        """The default route via the new gateway first (on-link: the new subnet is not on
+        the interface yet), then the new address, then the old addresses go.
+
+        hipd announces a new address as soon as netlink reports it: by then packets from
+        it must already leave through the new site's router.  (Address first, hipd's
+        UPDATE went to the old site's gateway, waited for an ARP answer that never came
+        on the new site, and was lost: seconds until hipd retransmitted it.)  hipd also
+        sees the new locator before it loses the old one."""
         from pyroute2.netlink.exceptions import NetlinkError
 
         new = assignment.address
@@ -369,13 +377,13 @@ class LinuxNetwork:
         ipr = self._netlink()
         try:
             index = self._index(ipr, interface)
-            if new not in old:
-                ipr.addr("add", index=index, address=str(new.ip),
-                         prefixlen=new.network.prefixlen)
             if assignment.gateway is not None:
                 any_address = "0.0.0.0" if new.version == 4 else "::"
                 ipr.route("replace", family=family, dst=any_address, dst_len=0,
-                          gateway=str(assignment.gateway), oif=index)
+                          gateway=str(assignment.gateway), oif=index, flags=RTNH_F_ONLINK)
+            if new not in old:
+                ipr.addr("add", index=index, address=str(new.ip),
+                         prefixlen=new.network.prefixlen)
             for stale in old:
                 if stale != new:
                     ipr.addr("del", index=index, address=str(stale.ip),

@@ -21,10 +21,14 @@ pytestmark = pytest.mark.netns
 
 #: Runs in the guest namespace: apply the new site's network, announce it, report.
 _APPLY = """
-import ipaddress, json, sys
+import ipaddress, json, select, sys
 from xenwam_guest.agent import LinuxNetwork
 from xenwam_guest.layout import NetworkAssignment
+from pyroute2 import IPRoute
+from pyroute2.netlink.rtnl import RTMGRP_IPV4_IFADDR, RTMGRP_IPV4_ROUTE
 iface = sys.argv[1]
+watch = IPRoute()  # what hipd would see, in order
+watch.bind(groups=RTMGRP_IPV4_IFADDR | RTMGRP_IPV4_ROUTE)
 net = LinuxNetwork()
 before = [str(a) for a in net.addresses(iface)]
 a = NetworkAssignment.parse({"address": "10.2.0.10/24", "gateway": "10.2.0.1",
@@ -32,7 +36,15 @@ a = NetworkAssignment.parse({"address": "10.2.0.10/24", "gateway": "10.2.0.1",
 changed = net.apply(iface, a)
 net.announce(iface, a.address)
 again = net.apply(iface, a)
-print(json.dumps({"before": before, "changed": changed, "again": again,
+seen = []
+while select.select([watch.fileno()], [], [], 0.5)[0]:
+    for msg in watch.get():
+        what = msg["event"]
+        if what == "RTM_NEWADDR":
+            seen.append("new address " + msg.get_attr("IFA_ADDRESS"))
+        elif what == "RTM_NEWROUTE" and msg["dst_len"] == 0:
+            seen.append("default via " + str(msg.get_attr("RTA_GATEWAY")))
+print(json.dumps({"before": before, "changed": changed, "again": again, "seen": seen,
                   "after": [str(x) for x in net.addresses(iface)]}))
 """
 
@@ -63,8 +75,12 @@ def test_apply_moves_address_and_route_and_announces_it(netns: NetnsSet) -> None
         assert doc["before"] == ["10.1.0.10/24"]
         assert doc["changed"] is True and doc["again"] is False
         assert doc["after"] == ["10.2.0.10/24"]
+        # hipd announces the address the moment it appears: the route through the new
+        # site's gateway must already be there.
+        assert doc["seen"][:2] == ["default via 10.2.0.1", "new address 10.2.0.10"], doc
         route = guest.ip("-4", "route", "show", "default").stdout
-        assert "via 10.2.0.1" in route and g_if in route, route
+        # On-link: in place before the new address (and its subnet route) existed.
+        assert "via 10.2.0.1" in route and g_if in route and "onlink" in route, route
         arp, _ = sniff.communicate(timeout=10)
         # RFC 5227's announcement: the new address as both sender and target.
         assert "Request who-has 10.2.0.10 tell 10.2.0.10" in arp, arp
