@@ -15,8 +15,8 @@ the API by the caller (e.g. ``close`` on an association that never started) rais
 from __future__ import annotations
 
 import hmac as _hmac
-from collections import Counter, deque
-from dataclasses import dataclass, field
+from collections import deque
+from dataclasses import dataclass
 from ipaddress import IPv6Address
 
 from hip import crypto
@@ -33,7 +33,6 @@ from hip.events import (
     LocatorVerified,
     Mover,
     NotifyReceived,
-    PacketDropped,
     PeerLocatorsChanged,
     Rebound,
     SAChangeReason,
@@ -50,6 +49,7 @@ from hip.mobility import (
     UpdatePurpose,
     UpdateSequencer,
 )
+from hip.outbox import Outbox, OutgoingPacket
 from hip.packet import HIPPacket, PacketType, integrity_bytes, parse, serialize
 from hip.params import (
     Ack,
@@ -91,31 +91,6 @@ from hip.states import State, StateMachine, Trigger, allows
 
 #: Lowest SPI we hand out: 1-255 are reserved by IANA (RFC 4303 section 2.1).
 MIN_SPI = 256
-
-
-@dataclass(frozen=True)
-class OutgoingPacket:
-    """A datagram to send: HIP packet bytes from locator ``src`` to locator ``dst``."""
-
-    data: bytes
-    src: Address
-    dst: Address
-
-
-@dataclass
-class Outbox:
-    """Where associations and their host put packets, events and drop counts."""
-
-    packets: list[OutgoingPacket] = field(default_factory=list)
-    events: deque[AnyEvent] = field(default_factory=deque)
-    drops: Counter[str] = field(default_factory=Counter)
-
-    def drop(self, reason: str, packet_type: str | None = None,
-             peer_hit: bytes | None = None) -> None:
-        """Count a dropped packet under ``reason`` and report it as an event."""
-        self.drops[reason] += 1
-        self.events.append(PacketDropped(
-            reason, packet_type, IPv6Address(peer_hit) if peer_hit else None))
 
 
 @dataclass(frozen=True)

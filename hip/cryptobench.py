@@ -15,7 +15,6 @@ from collections.abc import Callable, Sequence
 from functools import partial
 from ipaddress import ip_address
 
-from hip.association import OutgoingPacket
 from hip.crypto import (
     DHGroup,
     Keymat,
@@ -28,6 +27,7 @@ from hip.crypto import (
 from hip.errors import HIPError
 from hip.host import HIPHost
 from hip.identity import HostIdentity
+from hip.outbox import OutgoingPacket
 from hip.packet import PacketType, integrity_bytes, parse, serialize
 from hip.params import ParamType
 from hip.puzzle import solve_puzzle

@@ -25,8 +25,6 @@ from ipaddress import IPv6Address, ip_address
 from hip import crypto
 from hip.association import (
     Association,
-    Outbox,
-    OutgoingPacket,
     ResponderOffer,
     host_id_param,
     i2_fingerprint,
@@ -35,6 +33,7 @@ from hip.config import HIPConfig
 from hip.errors import HIPError, ParseError, ProtocolError
 from hip.events import Address, AnyEvent
 from hip.identity import HostIdentity, hit_suite_list_id
+from hip.outbox import Outbox, OutgoingPacket
 from hip.packet import HIPPacket, PacketType, integrity_bytes, parse, serialize
 from hip.params import (
     DHGroupList,
