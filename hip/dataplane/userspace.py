@@ -32,8 +32,8 @@ from hip.dataplane import (
     Locator,
     SecurityAssociation,
 )
+from hip.dataplane.esp import InboundSA, OutboundSA, suite_by_id
 from hip.errors import DataPlaneError
-from hip.esp import InboundSA, OutboundSA, suite_by_id
 from hip.orchid import ORCHID_PREFIX
 from hip.runner import Runner, default_runner
 

@@ -12,6 +12,7 @@ import pytest
 
 from hip.crypto import ESP_SUITES, EspTransform
 from hip.dataplane import Encapsulation, SecurityAssociation
+from hip.dataplane.esp import build_inner
 from hip.dataplane.kernel import (
     MOVE_OSEQ_MARGIN,
     KernelDataPlane,
@@ -34,7 +35,6 @@ from hip.dataplane.userspace import (
     static_sa,
 )
 from hip.errors import CommandError, DataPlaneError
-from hip.esp import build_inner
 from hip.random import SeededRandom
 from hip.runner import DEFAULT_TIMEOUT, CommandResult
 from hip.transport import UdpKind, classify_udp, frame_udp

@@ -15,8 +15,7 @@ from cryptography.hazmat.primitives.ciphers import Cipher, algorithms, modes
 
 from hip.config import HIPConfig
 from hip.crypto import ESP_SUITES, EspTransform
-from hip.errors import CryptoError, DataPlaneError
-from hip.esp import (
+from hip.dataplane.esp import (
     SUITES,
     InboundSA,
     InnerPacket,
@@ -26,6 +25,7 @@ from hip.esp import (
     split_inner,
     suite_by_id,
 )
+from hip.errors import CryptoError, DataPlaneError
 from hip.pcap import PcapRecord, ip_datagram, pcap_bytes
 
 pytestmark = pytest.mark.unit
