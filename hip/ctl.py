@@ -20,7 +20,7 @@ from pathlib import Path
 from typing import Any, TextIO
 
 from hip import keystore
-from hip.control import DEFAULT_SOCKET, ControlRequest, call
+from hip.daemon.control import DEFAULT_SOCKET, ControlRequest, call
 from hip.errors import HIPError
 from hip.hosts import (
     HostsFile,

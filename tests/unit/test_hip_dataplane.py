@@ -11,6 +11,7 @@ from pathlib import Path
 import pytest
 
 from hip.crypto import ESP_SUITES, EspTransform
+from hip.daemon.transport import UdpKind, classify_udp, frame_udp
 from hip.dataplane import Encapsulation, SecurityAssociation
 from hip.dataplane.esp import build_inner
 from hip.dataplane.kernel import (
@@ -37,7 +38,6 @@ from hip.dataplane.userspace import (
 from hip.errors import CommandError, DataPlaneError
 from hip.random import SeededRandom
 from hip.runner import DEFAULT_TIMEOUT, CommandResult
-from hip.transport import UdpKind, classify_udp, frame_udp
 
 pytestmark = pytest.mark.unit
 
@@ -257,7 +257,7 @@ def test_static_sa_ends_mirror_each_other(suite_id: int) -> None:
 
 
 def test_locator_filter_and_bounded_memory() -> None:
-    from hip.daemon import ADDRESS_MEMORY, _remember, usable_locator
+    from hip.daemon.hipd import ADDRESS_MEMORY, _remember, usable_locator
 
     assert usable_locator(IPv4Address("10.1.0.2"), "eth0", ())
     assert usable_locator(IPv6Address("fd01::2"), "eth0", ())
@@ -347,7 +347,7 @@ class _ScriptedNetlink:
 
 
 def test_netlink_watch_survives_read_errors_and_rereads() -> None:
-    from hip.daemon import watch_netlink
+    from hip.daemon.hipd import watch_netlink
 
     sockets = iter([
         _ScriptedNetlink([[{"event": "RTM_NEWADDR"}, {"event": "RTM_NEWLINK"}]],

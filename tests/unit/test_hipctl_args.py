@@ -10,8 +10,8 @@ from typing import Any
 
 import pytest
 
-from hip.control import ControlRequest, encode_response
 from hip.ctl import run
+from hip.daemon.control import ControlRequest, encode_response
 from hip.errors import DaemonError
 
 pytestmark = pytest.mark.unit

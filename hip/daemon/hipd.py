@@ -3,7 +3,7 @@
 Everything protocol-shaped happens in the sans-I/O core; this module only moves bytes
 and time between it and the world:
 
-* HIP control packets from :class:`hip.transport.HipTransport` go to
+* HIP control packets from :class:`hip.daemon.transport.HipTransport` go to
   ``host.receive_packet(data, src, dst, now)``; ``host.packets_to_send()`` goes back out;
   one asyncio timer follows ``host.get_timer()``.
 * Core events drive the ESP data plane (:mod:`hip.dataplane`): SAs are installed,
@@ -14,7 +14,7 @@ and time between it and the world:
 * Our locators come from netlink address events (pyroute2), or from
   ``hipctl update-locators``; a change is handed to ``host.update_locators``, which
   sends UPDATE to every peer.
-* ``hipctl`` talks to us over a Unix socket only root may use (:mod:`hip.control`).
+* ``hipctl`` talks to us over a Unix socket only root may use (:mod:`hip.daemon.control`).
 
 A peer can make the core drop its packet, never crash the daemon: any exception out
 of the receive path is caught, counted as ``core-exception`` and logged as a bug.
@@ -43,12 +43,14 @@ from typing import Any
 from hip import keystore
 from hip.association import Association
 from hip.config import HIPConfig
-from hip.control import DEFAULT_SOCKET, MAX_MESSAGE, ControlRequest, encode_response
+from hip.daemon.control import DEFAULT_SOCKET, MAX_MESSAGE, ControlRequest, encode_response
+from hip.daemon.eventlog import EventJournal
+from hip.daemon.peer_memory import DEFAULT_STATE_DIR, PeerMemory
+from hip.daemon.transport import Carrier, HipTransport
 from hip.dataplane import DataPlane, Encapsulation, Locator, SecurityAssociation
 from hip.dataplane.probe import DataPlaneKind, choose
 from hip.dataplane.userspace import DEFAULT_TUN_NAME, NoAssociation, UserspaceDataPlane
 from hip.errors import DaemonError, HIPError
-from hip.eventlog import EventJournal
 from hip.events import (
     AssociationClosed,
     AssociationEstablished,
@@ -62,9 +64,7 @@ from hip.hosts import HostsFile, load_hosts
 from hip.identity import HostIdentity
 from hip.mobility import PeerLocatorSet
 from hip.orchid import ORCHID_PREFIX
-from hip.peer_memory import DEFAULT_STATE_DIR, PeerMemory
 from hip.runner import LineStream
-from hip.transport import Carrier, HipTransport
 
 log = logging.getLogger("hipd")
 
