@@ -6,7 +6,9 @@ Everything here does I/O, and nothing of the protocol is decided here:
   expiries and hipctl commands to :class:`hip.host.HIPHost` and acts on what it returns;
   hipd's command line;
 * :mod:`hip.daemon.transport` -- the HIP sockets (raw IP protocol 139, UDP 10500);
-* :mod:`hip.daemon.control` -- the hipctl <-> hipd protocol over a Unix socket;
+* :mod:`hip.daemon.netlink` -- our addresses (the locators) and routes, and their events;
+* :mod:`hip.daemon.control` -- the hipctl <-> hipd protocol over a Unix socket, and
+  :mod:`hip.daemon.control_server`, hipd's end of it;
 * :mod:`hip.daemon.eventlog` -- the journal of protocol events hipctl reads;
 * :mod:`hip.daemon.peer_memory` -- peers' last verified locators, kept across restarts.
 

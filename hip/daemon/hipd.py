@@ -11,10 +11,11 @@ and time between it and the world:
 * A packet an application sends to a HIT with no association is queued and a base
   exchange starts to the locators the hosts file gives; the queue is flushed when the
   SAs arrive.
-* Our locators come from netlink address events (pyroute2), or from
+* Our locators come from netlink address events (:mod:`hip.daemon.netlink`), or from
   ``hipctl update-locators``; a change is handed to ``host.update_locators``, which
   sends UPDATE to every peer.
-* ``hipctl`` talks to us over a Unix socket only root may use (:mod:`hip.daemon.control`).
+* ``hipctl`` talks to us over a Unix socket only root may use
+  (:mod:`hip.daemon.control_server`).
 
 A peer can make the core drop its packet, never crash the daemon: any exception out
 of the receive path is caught, counted as ``core-exception`` and logged as a bug.
@@ -26,10 +27,7 @@ import argparse
 import asyncio
 import contextlib
 import logging
-import os
 import signal
-import socket
-import struct
 import sys
 import threading
 import time
@@ -43,8 +41,10 @@ from typing import Any
 from hip import keystore
 from hip.association import Association
 from hip.config import HIPConfig
-from hip.daemon.control import DEFAULT_SOCKET, MAX_MESSAGE, ControlRequest, encode_response
+from hip.daemon.control import DEFAULT_SOCKET, ControlRequest
+from hip.daemon.control_server import ControlServer
 from hip.daemon.eventlog import EventJournal
+from hip.daemon.netlink import read_locators, routable, watch_netlink
 from hip.daemon.peer_memory import DEFAULT_STATE_DIR, PeerMemory
 from hip.daemon.transport import Carrier, HipTransport
 from hip.dataplane import DataPlane, Encapsulation, Locator, SecurityAssociation
@@ -63,7 +63,6 @@ from hip.host import HIPHost
 from hip.hosts import HostsFile, load_hosts
 from hip.identity import HostIdentity
 from hip.mobility import PeerLocatorSet
-from hip.orchid import ORCHID_PREFIX
 from hip.runner import LineStream
 
 log = logging.getLogger("hipd")
@@ -82,10 +81,6 @@ ROUTE_WAIT_MAX = 1.0
 UNKNOWN_SPI_HOLDOFF = 2.0
 #: Longest a hipctl ``events`` request may wait for a new event; hipctl asks again.
 MAX_EVENT_WAIT = 30.0
-#: Address flags from linux/if_addr.h.
-_IFA_F_TENTATIVE = 0x40
-_IFA_F_DEPRECATED = 0x20
-_LOCATOR_EVENTS = ("RTM_NEWADDR", "RTM_DELADDR", "RTM_NEWROUTE", "RTM_DELROUTE")
 
 
 @dataclass
@@ -110,15 +105,6 @@ class DaemonOptions:
 @dataclass
 class _Queued:
     packets: deque[tuple[float, bytes]] = field(default_factory=deque)
-
-
-def usable_locator(address: Locator, label: str, ignored: tuple[str, ...]) -> bool:
-    """True for addresses that can be locators: global unicast, not a HIT, not ours."""
-    if label in ignored:
-        return False
-    if address.is_loopback or address.is_link_local or address.is_multicast:
-        return False
-    return not (isinstance(address, IPv6Address) and address in ORCHID_PREFIX)
 
 
 class Hipd:
@@ -161,7 +147,7 @@ class Hipd:
         self._settle: asyncio.TimerHandle | None = None
         self._loop: asyncio.AbstractEventLoop | None = None
         self._stopped = asyncio.Event()
-        self._server: asyncio.AbstractServer | None = None
+        self.control = ControlServer(options.socket_path, self.handle_control)
         self._acquire_task: asyncio.Task[None] | None = None
         self._acquire_stream: LineStream | None = None
         self._unknown_spi_seen: dict[Locator, float] = {}
@@ -209,7 +195,7 @@ class Hipd:
             self.plane = self.userspace
         self.transport.open()
         self.transport.attach(self._loop)
-        await self._start_control()
+        await self.control.start()
         # Always watch: `hipctl update-locators` with no addresses turns following back on.
         self._start_netlink_watch()
         log.info("hipd ready: HIT %s, locators %s, control socket %s", self.hit,
@@ -240,10 +226,7 @@ class Hipd:
         for handle in (self._timer, self._settle):
             if handle is not None:
                 handle.cancel()
-        if self._server is not None:
-            self._server.close()
-            with contextlib.suppress(FileNotFoundError):
-                os.unlink(self.options.socket_path)
+        self.control.close()
         self.transport.close()
         if self.plane is not None:
             self.plane.close()
@@ -619,45 +602,7 @@ class Hipd:
             return True
         return await asyncio.to_thread(routable, src, peers)
 
-    # -- control socket ------------------------------------------------------------------
-    async def _start_control(self) -> None:
-        path = self.options.socket_path
-        with contextlib.suppress(FileNotFoundError):
-            os.unlink(path)
-        Path(path).parent.mkdir(parents=True, exist_ok=True)
-        # Created 0600 (not chmod'ed after bind): a client that finds the path finds it
-        # closed to everyone but root already.
-        old = os.umask(0o177)
-        try:
-            self._server = await asyncio.start_unix_server(self._serve_client, path)
-        finally:
-            os.umask(old)
-
-    async def _serve_client(self, reader: asyncio.StreamReader,
-                            writer: asyncio.StreamWriter) -> None:
-        try:
-            sock = writer.get_extra_info("socket")
-            creds = sock.getsockopt(socket.SOL_SOCKET, socket.SO_PEERCRED, struct.calcsize("3i"))
-            _pid, uid, _gid = struct.unpack("3i", creds)
-            if uid not in (0, os.geteuid()):
-                writer.write(encode_response(error="hipctl must run as root"))
-                return
-            line = await reader.readline()
-            if len(line) > MAX_MESSAGE:
-                writer.write(encode_response(error="request too long"))
-                return
-            try:
-                request = ControlRequest.decode(line)
-                result = await self.handle_control(request)
-                writer.write(encode_response(result))
-            except HIPError as exc:
-                writer.write(encode_response(error=str(exc)))
-            except (ValueError, KeyError, TypeError) as exc:
-                writer.write(encode_response(error=f"bad arguments: {exc}"))
-            await writer.drain()
-        finally:
-            writer.close()
-
+    # -- control commands ----------------------------------------------------------------
     async def handle_control(self, request: ControlRequest) -> object:
         """Carry out one hipctl command and return its JSON-ready result."""
         if request.command == "show":
@@ -768,85 +713,6 @@ def _peer_locator_items(peer_set: PeerLocatorSet | None) -> list[dict[str, Any]]
              "lifetime": e.lifetime} for e in peer_set.entries()]
 
 
-def read_locators(ignored: tuple[str, ...]) -> tuple[Locator, ...]:
-    """Every usable address of this host (IPv4 first, then IPv6), read over netlink.
-
-    Blocking (pyroute2's synchronous API): hipd calls it in a worker thread.
-    """
-    from pyroute2 import IPRoute
-
-    found: list[Locator] = []
-    with IPRoute() as ipr:
-        names = {link["index"]: link.get_attr("IFLA_IFNAME") for link in ipr.get_links()}
-        for msg in ipr.get_addr():
-            text = msg.get_attr("IFA_ADDRESS")
-            if text is None:
-                continue
-            address = ip_address(text)
-            flags = msg.get_attr("IFA_FLAGS") or msg.get("flags", 0)
-            # Tentative (DAD running) and deprecated addresses cannot be used yet.
-            if flags & (_IFA_F_TENTATIVE | _IFA_F_DEPRECATED):
-                continue
-            if usable_locator(address, names.get(msg["index"], ""), ignored):
-                found.append(address)
-    found.sort(key=lambda a: (a.version, a.packed))
-    return tuple(found)
-
-
-def routable(src: Locator, peers: list[Locator]) -> bool:
-    """True if the kernel has a route from ``src`` to every one of ``peers`` (blocking)."""
-    from pyroute2 import IPRoute
-    from pyroute2.netlink.exceptions import NetlinkError
-
-    with IPRoute() as ipr:
-        for peer in peers:
-            try:
-                ipr.route("get", dst=str(peer), src=str(src))
-            except NetlinkError:
-                return False
-    return True
-
-
-#: Longest wait before reopening a netlink socket that failed (the wait doubles from 1 s).
-NETLINK_RETRY_MAX = 30.0
-
-
-def watch_netlink(
-    on_event: Callable[[], None],
-    *,
-    open_netlink: Callable[[], Any] | None = None,
-    sleep: Callable[[float], None] = time.sleep,
-) -> None:
-    """Call ``on_event`` for every address or route change, forever (thread target).
-
-    A failure while reading (ENOBUFS when a burst of events overflowed the socket buffer,
-    or a message this pyroute2 cannot parse) must not end the thread, or hipd would stop
-    following moves without a word: it is logged, ``on_event`` runs once because events
-    may have been lost (hipd re-reads the addresses anyway), and a new socket is opened.
-    ``open_netlink`` makes the bound socket (default: pyroute2's ``IPRoute``).
-    """
-    if open_netlink is None:
-        from pyroute2 import IPRoute
-
-        open_netlink = IPRoute
-    delay = 1.0
-    while True:
-        try:
-            with open_netlink() as ipr:
-                ipr.bind()
-                while True:
-                    for msg in ipr.get():
-                        delay = 1.0
-                        if msg.get("event") in _LOCATOR_EVENTS:
-                            on_event()
-        except Exception as exc:
-            log.warning("netlink watch failed (%s: %s); re-reading the addresses, "
-                        "watching again in %g s", type(exc).__name__, exc, delay)
-            on_event()
-            sleep(delay)
-            delay = min(2 * delay, NETLINK_RETRY_MAX)
-
-
 def build_parser() -> argparse.ArgumentParser:
     """hipd's command line."""
     parser = argparse.ArgumentParser(prog="hipd", description="The HIP daemon (HIPv2 + RFC 8046).")
@@ -901,4 +767,4 @@ if __name__ == "__main__":
     main()
 
 
-__all__ = ["DaemonOptions", "Hipd", "main", "read_locators", "usable_locator"]
+__all__ = ["DaemonOptions", "Hipd", "main"]

@@ -257,7 +257,8 @@ def test_static_sa_ends_mirror_each_other(suite_id: int) -> None:
 
 
 def test_locator_filter_and_bounded_memory() -> None:
-    from hip.daemon.hipd import ADDRESS_MEMORY, _remember, usable_locator
+    from hip.daemon.hipd import ADDRESS_MEMORY, _remember
+    from hip.daemon.netlink import usable_locator
 
     assert usable_locator(IPv4Address("10.1.0.2"), "eth0", ())
     assert usable_locator(IPv6Address("fd01::2"), "eth0", ())
@@ -347,7 +348,7 @@ class _ScriptedNetlink:
 
 
 def test_netlink_watch_survives_read_errors_and_rereads() -> None:
-    from hip.daemon.hipd import watch_netlink
+    from hip.daemon.netlink import watch_netlink
 
     sockets = iter([
         _ScriptedNetlink([[{"event": "RTM_NEWADDR"}, {"event": "RTM_NEWLINK"}]],
