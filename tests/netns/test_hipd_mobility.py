@@ -107,11 +107,11 @@ class HipLab:
 
     def start_stream(self, port: int, count: int, interval: float) -> Path:
         out = self.work / f"stream{port}.json"
-        self.popen(self.m, [sys.executable, "-m", "hip.daemon_bench", "sink", "--port",
+        self.popen(self.m, [sys.executable, "-m", "hipbench.hipd", "sink", "--port",
                             str(port), "--out", str(out), "--stop-after", str(count)],
                    f"sink{port}.log")
         wait_for(lambda: Path(str(out) + ".listening").exists(), 10, "the sink")
-        self.popen(self.c, [sys.executable, "-m", "hip.daemon_bench", "source", "--dst",
+        self.popen(self.c, [sys.executable, "-m", "hipbench.hipd", "source", "--dst",
                             self.hits["m"], "--port", str(port), "--interval", str(interval),
                             "--count", str(count)], f"source{port}.log")
         return out

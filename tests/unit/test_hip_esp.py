@@ -12,6 +12,7 @@ from pathlib import Path
 
 import pytest
 from cryptography.hazmat.primitives.ciphers import Cipher, algorithms, modes
+from hip_pcap import PcapRecord, ip_datagram, pcap_bytes
 
 from hip.config import HIPConfig
 from hip.crypto import ESP_SUITES, EspTransform
@@ -26,7 +27,6 @@ from hip.dataplane.esp import (
     suite_by_id,
 )
 from hip.errors import CryptoError, DataPlaneError
-from hip.pcap import PcapRecord, ip_datagram, pcap_bytes
 
 pytestmark = pytest.mark.unit
 
