@@ -29,7 +29,6 @@ import contextlib
 import logging
 import signal
 import sys
-import threading
 import time
 from collections import Counter, deque
 from collections.abc import Callable
@@ -44,7 +43,7 @@ from hip.config import HIPConfig
 from hip.daemon.control import DEFAULT_SOCKET, ControlRequest
 from hip.daemon.control_server import ControlServer
 from hip.daemon.eventlog import EventJournal
-from hip.daemon.netlink import read_locators, routable, watch_netlink
+from hip.daemon.netlink import NetlinkEvents, RouteRequests
 from hip.daemon.peer_memory import DEFAULT_STATE_DIR, PeerMemory
 from hip.daemon.transport import Carrier, HipTransport
 from hip.dataplane import DataPlane, Encapsulation, Locator, SecurityAssociation
@@ -70,13 +69,12 @@ log = logging.getLogger("hipd")
 #: Packets kept per peer while its base exchange runs, and how long they may wait.
 QUEUE_PACKETS = 256
 QUEUE_SECONDS = 30.0
-#: Netlink events come in bursts (address removed, address added, route replaced): wait
-#: this long for quiet before looking at the addresses.
-LOCATOR_SETTLE = 0.01
 #: A new address is announced only once the peers are routable from it (an UPDATE sent
 #: before the route exists is lost and costs a full retransmission timeout); give up
 #: waiting for a route after this long and announce anyway.
 ROUTE_WAIT_MAX = 1.0
+#: Longest wait before reopening a netlink event socket that failed (doubles from 1 s).
+NETLINK_RETRY_MAX = 30.0
 #: Seconds between two reactions to ESP with an unknown SPI from the same locator.
 UNKNOWN_SPI_HOLDOFF = 2.0
 #: Longest a hipctl ``events`` request may wait for a new event; hipctl asks again.
@@ -144,7 +142,15 @@ class Hipd:
         self.started_at = clock()
         self.established_at: dict[IPv6Address, float] = {}
         self._timer: asyncio.TimerHandle | None = None
-        self._settle: asyncio.TimerHandle | None = None
+        #: One rtnetlink socket for every locator read and route lookup, kept open.
+        self.route_requests = RouteRequests()
+        self.netlink_events: NetlinkEvents | None = None
+        self._netlink_retry = 1.0
+        self._netlink_reopen: asyncio.TimerHandle | None = None
+        #: The locator check the events of this turn of the loop asked for.
+        self._check_pending: asyncio.Handle | None = None
+        #: When the first netlink event not yet answered arrived (for the debug log).
+        self._locator_event_at: float | None = None
         self._loop: asyncio.AbstractEventLoop | None = None
         self._stopped = asyncio.Event()
         self.control = ControlServer(options.socket_path, self.handle_control)
@@ -168,12 +174,12 @@ class Hipd:
         """Open everything, in an order that undoes cleanly if a step fails."""
         self._loop = asyncio.get_running_loop()
         if not self.locators:
-            self.locators = await self._read_locators()
+            self.locators = self._read_locators()
         while not self.locators:
             # HIPHost needs an address to speak from; a guest may still be configuring.
             log.warning("no usable locator yet; waiting for an address to appear")
             await asyncio.sleep(1.0)
-            self.locators = await self._read_locators()
+            self.locators = self._read_locators()
         self.host = HIPHost(self.identity, self.locators, config=self.config, now=self._now())
         choice = choose(self.options.data_plane)
         log.info("data plane: %s (%s)", choice.kind.value, choice.reason)
@@ -223,9 +229,11 @@ class Hipd:
             self._acquire_task.cancel()
         if self._acquire_stream is not None:
             self._acquire_stream.stop()
-        for handle in (self._timer, self._settle):
+        for handle in (self._timer, self._check_pending, self._netlink_reopen):
             if handle is not None:
                 handle.cancel()
+        self._stop_netlink_watch()
+        self.route_requests.close()
         self.control.close()
         self.transport.close()
         if self.plane is not None:
@@ -543,36 +551,85 @@ class Hipd:
         return len(self.sas)
 
     def _start_netlink_watch(self) -> None:
-        """Follow address and route events in a thread (works with pyroute2 0.7 and 0.9:
-        the synchronous API, kept off the event loop)."""
+        """Follow address and route events on the event loop, from a socket read only
+        when it is readable (no thread; see :mod:`hip.daemon.netlink` for why).  When
+        the socket cannot be opened, the addresses are read at once and opening is
+        retried, the wait doubling up to ``NETLINK_RETRY_MAX``."""
         loop = self._loop
-        assert loop is not None
+        self._netlink_reopen = None
+        if loop is None or self._stopped.is_set():
+            return
+        try:
+            events = NetlinkEvents()
+        except OSError as exc:
+            delay = self._netlink_retry
+            self._netlink_retry = min(2 * delay, NETLINK_RETRY_MAX)
+            log.warning("cannot watch netlink (%s); re-reading the addresses, trying again "
+                        "in %g s", exc, delay)
+            self._on_locator_event()
+            self._netlink_reopen = loop.call_later(delay, self._start_netlink_watch)
+            return
+        self._netlink_retry = 1.0
+        self.netlink_events = events
+        loop.add_reader(events.fileno(), self._on_netlink_readable)
 
-        def on_event() -> None:
-            loop.call_soon_threadsafe(self._schedule_locator_check)
+    def _stop_netlink_watch(self) -> None:
+        events, self.netlink_events = self.netlink_events, None
+        if events is None:
+            return
+        if self._loop is not None:
+            self._loop.remove_reader(events.fileno())
+        events.close()
 
-        thread = threading.Thread(target=watch_netlink, args=(on_event,), daemon=True,
-                                  name="hipd-netlink")
-        thread.start()
+    def _on_netlink_readable(self) -> None:
+        events = self.netlink_events
+        if events is None:
+            return
+        try:
+            changed = events.drain()
+        except OSError as exc:
+            # Events may have been lost with the socket: look at the addresses anyway.
+            log.warning("netlink watch failed (%s); re-reading the addresses, watching "
+                        "again", exc)
+            self._stop_netlink_watch()
+            self._start_netlink_watch()
+            changed = True
+        if changed:
+            self._on_locator_event()
 
-    async def _read_locators(self) -> tuple[Locator, ...]:
-        return await asyncio.to_thread(
-            read_locators, (*self.options.ignore_interfaces, self.options.tun_name)
-        )
+    def _on_locator_event(self) -> None:
+        if self._locator_event_at is None:
+            self._locator_event_at = self._now()
+        self._schedule_locator_check()
 
     def _schedule_locator_check(self) -> None:
-        if self._loop is None or self.manual_locators or self._stopped.is_set():
-            return
-        if self._settle is not None:
-            self._settle.cancel()
-        self._settle = self._loop.call_later(
-            LOCATOR_SETTLE, lambda: asyncio.ensure_future(self._check_locators())
-        )
+        """Check the locators right after the current turn of the event loop.
 
-    async def _check_locators(self) -> int:
+        No fixed delay: a burst of events read in one turn leads to one check, and an
+        event read later leads to another (a check costs two netlink requests).
+        """
+        if (self._loop is None or self.manual_locators or self._stopped.is_set()
+                or self._check_pending is not None):
+            return
+        self._check_pending = self._loop.call_soon(self._run_locator_check)
+
+    def _run_locator_check(self) -> None:
+        self._check_pending = None
+        if self.manual_locators or self._stopped.is_set():
+            return
+        try:
+            self._check_locators()
+        except HIPError as exc:
+            log.warning("locator check failed: %s", exc)
+
+    def _read_locators(self) -> tuple[Locator, ...]:
+        return self.route_requests.locators(
+            (*self.options.ignore_interfaces, self.options.tun_name))
+
+    def _check_locators(self) -> int:
         """Re-read our addresses; on a change, UPDATE every peer (returns how many)."""
-        self._settle = None
-        current = await self._read_locators()
+        started = self._now()
+        current = self._read_locators()
         # Keep the order of addresses we already had; new ones go first, because a
         # new address after a move is the one that works.
         kept = [loc for loc in self.locators if loc in current]
@@ -580,8 +637,9 @@ class Hipd:
         new = tuple(fresh + kept)
         if not new or new == self.locators:
             self._route_wait_since = None
+            self._locator_event_at = None
             return 0
-        if not await self._peers_routable_from(new[0]):
+        if not self._peers_routable_from(new[0]):
             now = self._now()
             if self._route_wait_since is None:
                 self._route_wait_since = now
@@ -593,14 +651,26 @@ class Hipd:
             log.warning("no route to the peers from %s after %g s; announcing it anyway",
                         new[0], ROUTE_WAIT_MAX)
         self._route_wait_since = None
-        return self.set_locators(new)
+        updated = self.set_locators(new)
+        self._log_locator_latency(started, updated)
+        return updated
 
-    async def _peers_routable_from(self, src: Locator) -> bool:
+    def _log_locator_latency(self, check_started: float, updated: int) -> None:
+        """Debug: how long from the netlink event to the UPDATEs sent (issue 10, finding
+        2: seconds in a Xen guest under TCG, ~25 ms in namespaces), and this check's
+        share of it (reading the addresses and the route lookups)."""
+        event_at, self._locator_event_at = self._locator_event_at, None
+        now = self._now()
+        if event_at is None:
+            return
+        log.debug("locators changed: UPDATE sent to %d peer(s) %.1f ms after the netlink "
+                  "event (the check took %.1f ms)", updated, 1000 * (now - event_at),
+                  1000 * (now - check_started))
+
+    def _peers_routable_from(self, src: Locator) -> bool:
         """True if every peer locator of ``src``'s family has a route from ``src``."""
         peers = [sa.peer_locator for sa in self.sas.values() if type(sa.peer_locator) is type(src)]
-        if not peers:
-            return True
-        return await asyncio.to_thread(routable, src, peers)
+        return not peers or self.route_requests.routable(src, peers)
 
     # -- control commands ----------------------------------------------------------------
     async def handle_control(self, request: ControlRequest) -> object:
@@ -614,7 +684,7 @@ class Hipd:
                 n = self.set_locators(given)
             else:
                 self.manual_locators = False
-                n = await self._check_locators()
+                n = self._check_locators()
             return {"locators": [str(x) for x in self.locators], "peers_updated": n}
         if request.command == "events":
             return await self.wait_events(request.args)

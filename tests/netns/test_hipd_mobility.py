@@ -512,6 +512,10 @@ def test_rebound_event_after_a_move(hip_lab: HipLab) -> None:
     """hipd reports a move taken in by both ends: the mobile's UPDATE acknowledged and
     its new locator's return routability done; hipctl wait-rebound waits for it."""
     lab = hip_lab
+    # M logs at debug level, which says how long the move took from the netlink event
+    # to the UPDATE sent (issue 10, finding 2).
+    lab.stop_hipd("m")
+    lab.start_hipd(lab.m, "m", "-v")
     _ctl(lab, lab.c, "c", "connect", "mobile")
     wait_for(lambda: _state_on(lab, lab.c, "c", lab.hits["m"]) == "ESTABLISHED", 10,
              "hipctl connect to establish")
@@ -549,6 +553,10 @@ def test_rebound_event_after_a_move(hip_lab: HipLab) -> None:
     assert theirs["event"] == "Rebound" and theirs["mover"] == "the peer moved"
     assert (theirs["local_locator"], theirs["peer_locator"]) == ("10.3.0.3", "10.2.0.2")
     assert theirs["time"] >= mine["time"]  # C verifies after M answered its check
+    m_log = (lab.work / "hipd-m.log").read_text(errors="replace")
+    latency = [line for line in m_log.splitlines() if "after the netlink event" in line]
+    print("\n".join(latency))
+    assert latency and "UPDATE sent to 1 peer(s)" in latency[-1]
     # And C's locator for M is verified by then.
     assert any(loc["address"] == "10.2.0.2" and loc["state"] == "ACTIVE"
                for loc in _peer_locators(lab.show(lab.c, "c"), lab.hits["m"]))

@@ -322,64 +322,6 @@ def test_kernel_setup_falls_back_to_tun_and_installs_catch_all_policy() -> None:
     assert runner.calls[-1] == ["ip", "link", "del", "hip0"]
 
 
-class _StopWatch(BaseException):
-    """Ends the endless netlink loop in the test (not an Exception, so not retried)."""
-
-
-class _ScriptedNetlink:
-    """A netlink socket that hands out ``batches`` of messages, then raises ``failure``."""
-
-    def __init__(self, batches: list[list[dict[str, str]]], failure: Exception) -> None:
-        self.batches, self.failure, self.bound = batches, failure, False
-
-    def __enter__(self) -> _ScriptedNetlink:
-        return self
-
-    def __exit__(self, *exc: object) -> None:
-        return None
-
-    def bind(self) -> None:
-        self.bound = True
-
-    def get(self) -> list[dict[str, str]]:
-        if self.batches:
-            return self.batches.pop(0)
-        raise self.failure
-
-
-def test_netlink_watch_survives_read_errors_and_rereads() -> None:
-    from hip.daemon.netlink import watch_netlink
-
-    sockets = iter([
-        _ScriptedNetlink([[{"event": "RTM_NEWADDR"}, {"event": "RTM_NEWLINK"}]],
-                         OSError(105, "No buffer space available")),
-        OSError(1, "Operation not permitted"),  # reopening fails once
-        _ScriptedNetlink([[{"event": "RTM_DELROUTE"}]], ValueError("unparsable message")),
-    ])
-
-    def open_netlink() -> _ScriptedNetlink:
-        nxt = next(sockets)
-        if isinstance(nxt, Exception):
-            raise nxt
-        return nxt
-
-    events: list[int] = []
-    slept: list[float] = []
-
-    def sleep(seconds: float) -> None:
-        slept.append(seconds)
-        if len(slept) == 3:
-            raise _StopWatch
-
-    with pytest.raises(_StopWatch):
-        watch_netlink(lambda: events.append(1), open_netlink=open_netlink, sleep=sleep)
-    # NEWADDR and DELROUTE, plus one re-read after each of the three failures; NEWLINK is
-    # not a locator event.
-    assert len(events) == 5
-    # The wait doubles while reopening fails and starts again at 1 s once messages flow.
-    assert slept == [1.0, 2.0, 1.0]
-
-
 def _state_text(src: object, dst: object, spi: int, seq: int, oseq: int) -> str:
     """One state as iproute2 6.1 prints it (``ip xfrm state get``), written out from its
     print format (ip/ipxfrm.c), not captured: this host's kernel has no ESP.  Keys are
