@@ -59,7 +59,7 @@ from hip.events import (
     SecurityAssociationsChanged,
 )
 from hip.host import HIPHost
-from hip.hosts import HostsFile, load_hosts
+from hip.hosts import HostsFile, load_hosts, parse_locator
 from hip.identity import HostIdentity
 from hip.mobility import PeerLocatorSet
 from hip.runner import LineStream
@@ -75,6 +75,10 @@ QUEUE_SECONDS = 30.0
 ROUTE_WAIT_MAX = 1.0
 #: Longest wait before reopening a netlink event socket that failed (doubles from 1 s).
 NETLINK_RETRY_MAX = 30.0
+#: A locator check that failed runs again after this long, the wait doubling up to
+#: LOCATOR_RETRY_MAX until one succeeds: a lost check would be a lost move.
+LOCATOR_RETRY_FIRST = 0.1
+LOCATOR_RETRY_MAX = 2.0
 #: Seconds between two reactions to ESP with an unknown SPI from the same locator.
 UNKNOWN_SPI_HOLDOFF = 2.0
 #: Longest a hipctl ``events`` request may wait for a new event; hipctl asks again.
@@ -116,6 +120,7 @@ class Hipd:
         *,
         config: HIPConfig | None = None,
         clock: Callable[[], float] = time.monotonic,
+        route_requests: RouteRequests | None = None,
     ) -> None:
         self.options = options
         self.identity = identity
@@ -143,12 +148,14 @@ class Hipd:
         self.established_at: dict[IPv6Address, float] = {}
         self._timer: asyncio.TimerHandle | None = None
         #: One rtnetlink socket for every locator read and route lookup, kept open.
-        self.route_requests = RouteRequests()
+        self.route_requests = route_requests or RouteRequests()
         self.netlink_events: NetlinkEvents | None = None
         self._netlink_retry = 1.0
         self._netlink_reopen: asyncio.TimerHandle | None = None
         #: The locator check the events of this turn of the loop asked for.
         self._check_pending: asyncio.Handle | None = None
+        #: Wait before a failed locator check runs again (doubles while it fails).
+        self._locator_retry = LOCATOR_RETRY_FIRST
         #: When the first netlink event not yet answered arrived (for the debug log).
         self._locator_event_at: float | None = None
         self._loop: asyncio.AbstractEventLoop | None = None
@@ -173,6 +180,8 @@ class Hipd:
     async def start(self) -> None:
         """Open everything, in an order that undoes cleanly if a step fails."""
         self._loop = asyncio.get_running_loop()
+        # Before anything is set up: refuse when another hipd answers on our socket path.
+        self.control.claim()
         if not self.locators:
             self.locators = self._read_locators()
         while not self.locators:
@@ -614,13 +623,23 @@ class Hipd:
         self._check_pending = self._loop.call_soon(self._run_locator_check)
 
     def _run_locator_check(self) -> None:
+        """One locator check; if it fails, the next one is scheduled (issue 11, item 2:
+        a check lost to EMFILE kept a moved host advertising its dead address)."""
         self._check_pending = None
-        if self.manual_locators or self._stopped.is_set():
+        if self.manual_locators or self._stopped.is_set() or self._loop is None:
             return
         try:
             self._check_locators()
-        except HIPError as exc:
-            log.warning("locator check failed: %s", exc)
+        except Exception as exc:
+            delay = self._locator_retry
+            self._locator_retry = min(2 * delay, LOCATOR_RETRY_MAX)
+            if isinstance(exc, HIPError):
+                log.warning("locator check failed (%s); trying again in %g s", exc, delay)
+            else:
+                log.exception("locator check failed; trying again in %g s", delay)
+            self._check_pending = self._loop.call_later(delay, self._run_locator_check)
+            return
+        self._locator_retry = LOCATOR_RETRY_FIRST
 
     def _read_locators(self) -> tuple[Locator, ...]:
         return self.route_requests.locators(
@@ -678,7 +697,7 @@ class Hipd:
         if request.command == "show":
             return self.show()
         if request.command == "update-locators":
-            given = tuple(ip_address(text) for text in request.args.get("locators", []))
+            given = tuple(parse_locator(str(text)) for text in request.args.get("locators", []))
             if given:
                 self.manual_locators = True
                 n = self.set_locators(given)
@@ -694,7 +713,7 @@ class Hipd:
         peer = IPv6Address(request.args["peer"])
         if request.command == "connect":
             loc = request.args.get("locator")
-            if not self._start_base_exchange(peer, ip_address(loc) if loc else None):
+            if not self._start_base_exchange(peer, parse_locator(str(loc)) if loc else None):
                 raise HIPError(f"no locator known for {peer}; give one or add it to hosts")
             return {"state": self._state_of(peer)}
         if request.command in ("close", "rekey"):

@@ -14,13 +14,15 @@ HIT; the sink checks every sequence number.
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import signal
+import socket
 import subprocess
 import sys
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -84,11 +86,12 @@ class HipLab:
         self.procs.append(proc)
         return proc
 
-    def start_hipd(self, ns: Netns, role: str, *extra: str) -> None:
+    def start_hipd(self, ns: Netns, role: str, *extra: str, wrap: Sequence[str] = ()) -> None:
+        """Start hipd ``role`` in ``ns`` (``wrap``: a command that runs it, e.g. prlimit)."""
         sock = self.work / f"{role}.sock"
         sock.unlink(missing_ok=True)
         self.hipd[role] = self.popen(
-            ns, [sys.executable, "-m", "hip.daemon", "--config-dir", str(self.work / role),
+            ns, [*wrap, sys.executable, "-m", "hip.daemon", "--config-dir", str(self.work / role),
                  "--socket", str(sock), "--state-dir", str(self.work / f"{role}-state"),
                  "-v", *extra], f"hipd-{role}.log")
         wait_for(lambda: sock.exists(), 20, f"hipd in {role} ({self.log(role)})")
@@ -593,3 +596,37 @@ def test_restarted_hipd_finds_a_moved_peer_at_its_last_verified_locator(
     sa = lab.show(lab.c, "c")["associations"][0]["sa"]  # type: ignore[index]
     assert sa["peer_locator"] == "10.2.0.2"
     assert "at its last verified locator 10.2.0.2" in lab.log("c")
+
+
+def test_a_move_is_announced_while_hipd_is_short_of_descriptors(hip_lab: HipLab) -> None:
+    """Issue 11, item 2: with idle control connections holding every descriptor hipd
+    had, its locator check failed (EMFILE) and the move was never announced, and
+    asyncio logged "accept() out of system resource" thousands of times."""
+    lab = hip_lab
+    lab.stop_hipd("m")
+    lab.start_hipd(lab.m, "m", wrap=["prlimit", "--nofile=128:128", "--"])
+    _ctl(lab, lab.c, "c", "connect", "mobile")
+    wait_for(lambda: _state_on(lab, lab.c, "c", lab.hits["m"]) == "ESTABLISHED", 10,
+             "hipctl connect to establish")
+    lab.c.run(["ping", "-6", "-c", "1", "-W", "5", lab.hits["m"]])  # ESP: M leaves R2-SENT
+    wait_for(lambda: _state_on(lab, lab.m, "m", lab.hits["c"]) == "ESTABLISHED", 10,
+             "M to reach ESTABLISHED")
+    idle: list[socket.socket] = []
+    try:
+        for _ in range(300):
+            client = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+            client.settimeout(0.5)
+            idle.append(client)
+            with contextlib.suppress(OSError):  # a full backlog refuses: fine
+                client.connect(str(lab.work / "m.sock"))
+        moved = lab.place(lab.m, "m", 2, 2, old=1)  # M: subnet 1 -> subnet 2
+        wait_for(lambda: any(loc["address"] == "10.2.0.2" and loc["state"] == "ACTIVE"
+                             for loc in _peer_locators(lab.show(lab.c, "c"), lab.hits["m"])),
+                 10, "C to verify M's new locator")
+        print(f"M's move verified by C {(time.monotonic() - moved) * 1000:.0f} ms after it")
+    finally:
+        for client in idle:
+            client.close()
+    m_log = (lab.work / "hipd-m.log").read_text(errors="replace")
+    assert "Traceback" not in m_log
+    assert m_log.count("out of system resource") < 10

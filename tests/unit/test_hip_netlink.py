@@ -6,6 +6,7 @@ namespace was set up.  The I/O classes meet a real kernel in tests/netns/test_hi
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 import errno
 import socket
@@ -190,3 +191,51 @@ def test_hipd_does_not_load_pyroute2() -> None:
     out = subprocess.run([sys.executable, "-c", code], check=True, capture_output=True,
                          text=True, cwd=Path(__file__).resolve().parents[2]).stdout.split()
     assert out[0].startswith(str(Path(__file__).resolve().parents[2])) and out[1] == "False"
+
+
+class _FlakyKernel:
+    """Route requests whose address dump fails ``failures`` times (as with EMFILE while
+    something else held every descriptor), then sees ``found``."""
+
+    def __init__(self, failures: int, found: tuple[IPv4Address, ...]) -> None:
+        self.failures, self.found, self.dumps = failures, found, 0
+
+    def locators(self, ignored: tuple[str, ...]) -> tuple[IPv4Address, ...]:
+        self.dumps += 1
+        if self.failures:
+            self.failures -= 1
+            raise NetlinkError("netlink address dump failed: [Errno 24] Too many open files")
+        return self.found
+
+    def routable(self, src: object, peers: object) -> bool:
+        return True
+
+    def close(self) -> None:
+        return None
+
+
+def test_a_failed_locator_check_is_retried_until_it_succeeds() -> None:
+    # Issue 11, item 2: the check ran once, fire and forget; when it raised, the move
+    # was never announced.
+    from hip.daemon.hipd import DaemonOptions, Hipd
+    from hip.hosts import HostsFile
+    from hip.identity import HostIdentity
+    from hip.random import SeededRandom
+
+    async def scenario() -> tuple[object, int, int]:
+        kernel = _FlakyKernel(2, (IPv4Address("10.2.0.2"),))
+        identity = HostIdentity.generate("ed25519", SeededRandom(b"netlink retry"))
+        hipd = Hipd(DaemonOptions(), identity, HostsFile(), route_requests=kernel)
+        hipd._loop = asyncio.get_running_loop()
+        hipd.locators = (IPv4Address("10.1.0.2"),)
+        hipd._on_locator_event()
+        for _ in range(300):
+            if hipd.locators != (IPv4Address("10.1.0.2"),):
+                break
+            await asyncio.sleep(0.01)
+        hipd.close()
+        return hipd.locators, kernel.dumps, kernel.failures
+
+    locators, dumps, failures = asyncio.run(scenario())
+    assert locators == (IPv4Address("10.2.0.2"),)
+    assert (dumps, failures) == (3, 0)
