@@ -56,6 +56,7 @@ from hip.params import (
 )
 from hip.puzzle import verify_solution
 from hip.random import RandomSource, default_random
+from hip.ratelimit import TokenBucket
 from hip.states import State, Trigger, allows
 
 #: HIT suites we accept from peers, announced in R1's HIT_SUITE_LIST (RFC 7401 5.2.10).
@@ -94,25 +95,6 @@ class _Generation:
     #: honoured generation are processed, so this remembers every I2 that could still
     #: be replayed, even one of a session that was since replaced or closed.
     accepted_i2: set[bytes] = field(default_factory=set)
-
-
-@dataclass
-class TokenBucket:
-    """``rate`` tokens per second up to ``burst``; driven by the ``now`` passed in."""
-
-    rate: float
-    burst: int
-    tokens: float
-    last: float
-
-    def take(self, now: float) -> bool:
-        """Spend one token if there is one (refilled for the time since the last call)."""
-        self.tokens = min(float(self.burst), self.tokens + max(0.0, now - self.last) * self.rate)
-        self.last = max(self.last, now)
-        if self.tokens >= 1.0:
-            self.tokens -= 1.0
-            return True
-        return False
 
 
 class HIPHost:

@@ -19,7 +19,8 @@ ROOT = Path(__file__).resolve().parents[2]
 HIP = ROOT / "hip"
 #: The protocol core: packets, timers and user calls in; packets, timers, events out.
 CORE = ("association", "config", "crypto", "errors", "events", "host", "identity", "keccak",
-        "mobility", "orchid", "outbox", "packet", "params", "puzzle", "random", "states")
+        "mobility", "orchid", "outbox", "packet", "params", "puzzle", "random", "ratelimit",
+        "states")
 #: What the core must not import: hipd's shell and the means of I/O it uses.
 SHELL = ("hip.daemon", "hip.dataplane", "hip.runner", "hip.ctl", "hip.keystore", "hip.hosts",
          "socket", "asyncio", "subprocess", "threading", "selectors", "pyroute2")
