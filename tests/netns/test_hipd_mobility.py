@@ -337,8 +337,10 @@ def test_hipd_survives_garbage_and_i1_flood(hip_lab: HipLab) -> None:
     assert sum(dropped.values()) >= n
     responder = show["responder"]
     assert isinstance(responder, dict)
-    # The I1 flood was answered from pre-computed R1s, and #K rose above the default 1.
-    assert responder["r1_sent"] >= n // 4  # some I1s may overflow the socket buffer
+    # The flood came from one address: a burst of its I1s was answered from pre-computed
+    # R1s, the rest dropped unparsed (issue 11, item 1), and #K rose above the default 1.
+    assert responder["r1_sent"] >= 20  # HIPConfig.i1_source_burst
+    assert dropped["hip:I1 rate limit (per source)"] >= n // 4
     assert responder["puzzle_difficulty_peak"] > 1
     assert [a["peer_hit"] for a in show["associations"]] == [lab.hits["c"]]  # type: ignore[attr-defined]
 
