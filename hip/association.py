@@ -15,8 +15,8 @@ the API by the caller (e.g. ``close`` on an association that never started) rais
 from __future__ import annotations
 
 import hmac as _hmac
-from collections import Counter, deque
-from dataclasses import dataclass, field
+from collections import deque
+from dataclasses import dataclass
 from ipaddress import IPv6Address
 
 from hip import crypto
@@ -33,7 +33,6 @@ from hip.events import (
     LocatorVerified,
     Mover,
     NotifyReceived,
-    PacketDropped,
     PeerLocatorsChanged,
     Rebound,
     SAChangeReason,
@@ -50,6 +49,7 @@ from hip.mobility import (
     UpdatePurpose,
     UpdateSequencer,
 )
+from hip.outbox import Outbox, OutgoingPacket
 from hip.packet import HIPPacket, PacketType, integrity_bytes, parse, serialize
 from hip.params import (
     Ack,
@@ -87,35 +87,11 @@ from hip.params import (
 )
 from hip.puzzle import solve_puzzle
 from hip.random import RandomSource
+from hip.ratelimit import TokenBucket
 from hip.states import State, StateMachine, Trigger, allows
 
 #: Lowest SPI we hand out: 1-255 are reserved by IANA (RFC 4303 section 2.1).
 MIN_SPI = 256
-
-
-@dataclass(frozen=True)
-class OutgoingPacket:
-    """A datagram to send: HIP packet bytes from locator ``src`` to locator ``dst``."""
-
-    data: bytes
-    src: Address
-    dst: Address
-
-
-@dataclass
-class Outbox:
-    """Where associations and their host put packets, events and drop counts."""
-
-    packets: list[OutgoingPacket] = field(default_factory=list)
-    events: deque[AnyEvent] = field(default_factory=deque)
-    drops: Counter[str] = field(default_factory=Counter)
-
-    def drop(self, reason: str, packet_type: str | None = None,
-             peer_hit: bytes | None = None) -> None:
-        """Count a dropped packet under ``reason`` and report it as an event."""
-        self.drops[reason] += 1
-        self.events.append(PacketDropped(
-            reason, packet_type, IPv6Address(peer_hit) if peer_hit else None))
 
 
 @dataclass(frozen=True)
@@ -261,6 +237,9 @@ class Association:
         #: Our own keys and SPI of a crossing exchange we gave up as Initiator.
         self._abandoned_initiator: _AbandonedInitiator | None = None
         self._updates = UpdateSequencer()
+        #: Re-acknowledgements of replayed UPDATEs we may still send (HIPConfig.reack_*).
+        self._reack_budget = TokenBucket(self.config.reack_rate, self.config.reack_burst,
+                                         float(self.config.reack_burst), 0.0)
         #: Our locators the peer has verified (answered its echo request there, or the
         #: base exchange ran there); the peer forgets those we stop announcing.
         self._verified_by_peer: set[Address] = set()
@@ -413,6 +392,9 @@ class Association:
         self.spi_in = self.spi_out = 0
         self.peer_locators = None
         self._updates = UpdateSequencer()
+        #: Re-acknowledgements of replayed UPDATEs we may still send (HIPConfig.reack_*).
+        self._reack_budget = TokenBucket(self.config.reack_rate, self.config.reack_burst,
+                                         float(self.config.reack_burst), 0.0)
         self._update_queue.clear()
         self._rekey = None
         self._close_nonce = None
@@ -1112,10 +1094,14 @@ class Association:
             return
         seq = packet.get(Seq)
         if seq is not None and not self._updates.is_new(seq.update_id):
-            # A retransmission: our answer was lost; send it again (RFC 7401 6.12.1).
-            if self._updates.last_reply is not None:
-                self._resend(self._updates.last_reply)
-            self.outbox.drops["UPDATE duplicate SEQ (re-acknowledged)"] += 1
+            # A retransmission: our answer was lost; send it again (RFC 7401 6.12.1) --
+            # within a budget, since a replayed copy passes every check just as well.
+            if self._updates.last_reply is None or self._reack_budget.take(now):
+                if self._updates.last_reply is not None:
+                    self._resend(self._updates.last_reply)
+                self.outbox.drops["UPDATE duplicate SEQ (re-acknowledged)"] += 1
+            else:
+                self.outbox.drops["UPDATE duplicate SEQ (re-acknowledgement rate limit)"] += 1
             return
         # A new DH value (rekey after KEYMAT ran out) is checked before anything changes.
         peer_dh = packet.get(DiffieHellman)

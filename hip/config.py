@@ -95,6 +95,18 @@ class HIPConfig:
     #: would let spoofed packets spend our CPU.
     notify_rate: float = 10.0
     notify_burst: int = 20
+    #: A replayed UPDATE (a SEQ already processed, with a valid MAC and signature) is
+    #: answered with our last reply again (RFC 7401 6.12.1), at most ``reack_rate`` per
+    #: second per association in bursts of ``reack_burst``: a peer's retransmissions
+    #: need about one a second, a replay flood would make both ends work for every copy.
+    reack_rate: float = 4.0
+    reack_burst: int = 4
+    #: I1s from one source address are answered at most ``i1_source_rate`` per second, in
+    #: bursts of ``i1_source_burst``; the rest are dropped before they are parsed.  An
+    #: Initiator sends one I1 and retransmits it about once a second; a flood from one
+    #: host must not take the time that peers' UPDATEs, I2s and CLOSEs need.
+    i1_source_rate: float = 10.0
+    i1_source_burst: int = 20
 
     def __post_init__(self) -> None:
         def refuse(name: str, value: object, hint: str) -> None:
@@ -123,7 +135,8 @@ class HIPConfig:
                    "need 0 <= puzzle_difficulty <= puzzle_difficulty_max <= 255")
         for name in ("retransmit_initial", "retransmit_max", "r2_sent_timeout",
                      "closed_linger", "i1_rate_window", "credit_aging_interval",
-                     "r1_generation_lifetime", "notify_rate"):
+                     "r1_generation_lifetime", "notify_rate", "reack_rate",
+                     "i1_source_rate"):
             value = getattr(self, name)
             if not value > 0:
                 refuse(name, value, "must be a positive number of seconds")
@@ -133,7 +146,7 @@ class HIPConfig:
             refuse("retransmit_max", self.retransmit_max, "must be >= retransmit_initial")
         for name in ("i1_retries_max", "i2_retries_max", "update_retries_max",
                      "close_retries_max", "credit_limit", "i1_rate_threshold",
-                     "notify_burst"):
+                     "notify_burst", "reack_burst", "i1_source_burst"):
             value = getattr(self, name)
             if not (isinstance(value, int) and value >= 0):
                 refuse(name, value, "must be a non-negative integer")

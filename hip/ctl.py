@@ -15,12 +15,11 @@ import os
 import sys
 import time
 from collections.abc import Callable, Sequence
-from ipaddress import ip_address
 from pathlib import Path
 from typing import Any, TextIO
 
 from hip import keystore
-from hip.control import DEFAULT_SOCKET, ControlRequest, call
+from hip.daemon.control import DEFAULT_SOCKET, ControlRequest, call
 from hip.errors import HIPError
 from hip.hosts import (
     HostsFile,
@@ -227,7 +226,7 @@ def _dispatch(args: argparse.Namespace, out: TextIO, caller: Caller) -> int:
         hit = _resolve_peer(args, args.peer)
         request_args: dict[str, Any] = {"peer": hit}
         if command == "connect" and args.locator:
-            request_args["locator"] = str(ip_address(args.locator))
+            request_args["locator"] = str(parse_locator(args.locator))
         result = caller(ControlRequest(command, request_args), args.socket)
         _emit(out, args.json, result, f"{command}: {hit}: {result.get('state', 'requested')}")
         return EXIT_OK

@@ -39,5 +39,9 @@ class DaemonError(HIPError):
     """hipd or hipctl failed (socket, configuration, permissions)."""
 
 
+class NetlinkError(DaemonError):
+    """A netlink request to the kernel failed, or it sent a message hipd cannot read."""
+
+
 class CommandError(HIPError):
     """An external command (``ip``, ``ip xfrm``) failed, timed out or could not be started."""

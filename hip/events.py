@@ -3,7 +3,7 @@
 Every event is a frozen dataclass naming the peer by its HIT.  Drain them with
 ``next_event()`` on :class:`hip.host.HIPHost` or :class:`hip.association.Association`.
 :class:`SecurityAssociationsChanged` carries everything the ESP data plane needs to
-program kernel XFRM states or the userspace ESP of :mod:`hip.esp`.
+program kernel XFRM states or the userspace ESP of :mod:`hip.dataplane.esp`.
 """
 
 from __future__ import annotations

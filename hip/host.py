@@ -25,8 +25,6 @@ from ipaddress import IPv6Address, ip_address
 from hip import crypto
 from hip.association import (
     Association,
-    Outbox,
-    OutgoingPacket,
     ResponderOffer,
     host_id_param,
     i2_fingerprint,
@@ -35,7 +33,15 @@ from hip.config import HIPConfig
 from hip.errors import HIPError, ParseError, ProtocolError
 from hip.events import Address, AnyEvent
 from hip.identity import HostIdentity, hit_suite_list_id
-from hip.packet import HIPPacket, PacketType, integrity_bytes, parse, serialize
+from hip.outbox import Outbox, OutgoingPacket
+from hip.packet import (
+    HIPPacket,
+    PacketType,
+    integrity_bytes,
+    parse,
+    peek_packet_type,
+    serialize,
+)
 from hip.params import (
     DHGroupList,
     DiffieHellman,
@@ -57,6 +63,7 @@ from hip.params import (
 )
 from hip.puzzle import verify_solution
 from hip.random import RandomSource, default_random
+from hip.ratelimit import TokenBucket
 from hip.states import State, Trigger, allows
 
 #: HIT suites we accept from peers, announced in R1's HIT_SUITE_LIST (RFC 7401 5.2.10).
@@ -97,23 +104,9 @@ class _Generation:
     accepted_i2: set[bytes] = field(default_factory=set)
 
 
-@dataclass
-class TokenBucket:
-    """``rate`` tokens per second up to ``burst``; driven by the ``now`` passed in."""
-
-    rate: float
-    burst: int
-    tokens: float
-    last: float
-
-    def take(self, now: float) -> bool:
-        """Spend one token if there is one (refilled for the time since the last call)."""
-        self.tokens = min(float(self.burst), self.tokens + max(0.0, now - self.last) * self.rate)
-        self.last = max(self.last, now)
-        if self.tokens >= 1.0:
-            self.tokens -= 1.0
-            return True
-        return False
+#: Source addresses whose I1 budget the host remembers; spoofed sources beyond this
+#: only make it forget the oldest (each gets a fresh burst, as if never seen).
+I1_SOURCES = 4096
 
 
 class HIPHost:
@@ -150,6 +143,8 @@ class HIPHost:
         self.r1_sent = 0
         self._notify_budget = TokenBucket(self.config.notify_rate, self.config.notify_burst,
                                           float(self.config.notify_burst), now)
+        #: I1 budget per source address (oldest first; at most I1_SOURCES kept).
+        self._i1_sources: dict[Address, TokenBucket] = {}
 
     # --- outputs ---------------------------------------------------------------------
 
@@ -343,6 +338,12 @@ class HIPHost:
         dropped and counted in :attr:`drops`, or answered with a NOTIFY.
         """
         src_addr, dst_addr = _address(src), _address(dst)
+        if peek_packet_type(data) == PacketType.I1 and not self._i1_allowed(src_addr, now):
+            # Counted towards the I1 rate (the puzzle still hardens under a flood), but
+            # neither parsed nor answered: a flood from one host costs next to nothing.
+            self._count_i1(now)
+            self.outbox.drops["I1 rate limit (per source)"] += 1
+            return
         try:
             packet = parse(data, src_addr, dst_addr)
         except UnsupportedCriticalParam as exc:
@@ -361,6 +362,17 @@ class HIPHost:
             self.outbox.drop(f"{packet.packet_type.name} rejected: {type(exc).__name__}",
                              packet.packet_type.name, packet.sender_hit)
         self._reap()
+
+    def _i1_allowed(self, src: Address, now: float) -> bool:
+        """Spend one of ``src``'s I1 tokens (HIPConfig.i1_source_*), if it has one left."""
+        bucket = self._i1_sources.pop(src, None)
+        if bucket is None:
+            burst = self.config.i1_source_burst
+            bucket = TokenBucket(self.config.i1_source_rate, burst, float(burst), now)
+        self._i1_sources[src] = bucket  # re-inserted last: the oldest go first
+        while len(self._i1_sources) > I1_SOURCES:
+            del self._i1_sources[next(iter(self._i1_sources))]
+        return bucket.take(now)
 
     def _notify_unsupported(self, packet: HIPPacket, param_type: int, dst: Address,
                             now: float) -> None:

@@ -55,16 +55,39 @@ def parse_hit(text: str) -> IPv6Address:
         raise HostsFileError(str(exc)) from None
 
 
+#: IPv4's limited broadcast address: no unicast peer ever answers from it.
+_LIMITED_BROADCAST = IPv4Address("255.255.255.255")
+
+
+def locator_problem(loc: IPv4Address | IPv6Address) -> str | None:
+    """Why ``loc`` can never be a locator (ours or a peer's), or None if it can be one.
+
+    A locator is where HIP and ESP packets to one host go: a HIT, the unspecified,
+    loopback, multicast, broadcast or link-local address would send them nowhere, to
+    ourselves, to many hosts, or out of no particular interface.
+    """
+    if isinstance(loc, IPv6Address) and loc in ORCHID_PREFIX:
+        return "is a HIT, not a locator; locators are routable addresses"
+    for test, what in ((loc.is_unspecified, "unspecified"), (loc.is_loopback, "loopback"),
+                       (loc.is_multicast, "multicast"), (loc == _LIMITED_BROADCAST, "broadcast"),
+                       (loc.is_link_local, "link-local")):
+        if test:
+            return (f"is a {what} address, which cannot be a locator; give a unicast "
+                    "address, like 10.3.0.2")
+    return None
+
+
 def parse_locator(text: str) -> IPv4Address | IPv6Address:
-    """Parse a locator (IPv4 or IPv6 address that is not itself a HIT)."""
+    """Parse a locator: a unicast IPv4 or IPv6 address that is not a HIT."""
     try:
         loc = ip_address(text)
     except ValueError:
         raise HostsFileError(
             f"{text!r} is not an IP address; give a locator like 10.3.0.2"
         ) from None
-    if isinstance(loc, IPv6Address) and loc in ORCHID_PREFIX:
-        raise HostsFileError(f"{text!r} is a HIT, not a locator; locators are routable addresses")
+    problem = locator_problem(loc)
+    if problem is not None:
+        raise HostsFileError(f"{text!r} {problem}")
     return loc
 
 

@@ -21,13 +21,10 @@ import enum
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from types import MappingProxyType
-from typing import TYPE_CHECKING
 
 from hip.errors import StateTransitionError
 from hip.events import Address, LocatorState, PeerLocator
-
-if TYPE_CHECKING:  # hip.association imports this module; the type is only annotated here
-    from hip.association import OutgoingPacket
+from hip.outbox import OutgoingPacket
 
 __all__ = [
     "LOCATOR_TRANSITIONS",

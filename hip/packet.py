@@ -55,6 +55,7 @@ __all__ = [
     "checksum",
     "integrity_bytes",
     "parse",
+    "peek_packet_type",
     "serialize",
 ]
 
@@ -249,6 +250,18 @@ def integrity_bytes(
 
 
 # --- parse -------------------------------------------------------------------------------
+
+
+def peek_packet_type(data: bytes) -> int | None:
+    """The Packet Type of a would-be HIP packet, read without parsing or checking it.
+
+    None when ``data`` is shorter than the fixed header.  It lets a receiver throttle
+    I1s before paying for a parse and a checksum, and a sender tell R1s from the rest;
+    the value is only a hint until :func:`parse` has checked the packet.
+    """
+    if len(data) < HEADER_LENGTH:
+        return None
+    return data[2] & 0x7F
 
 
 def parse(

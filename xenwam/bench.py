@@ -14,9 +14,9 @@ from xenwam.errors import BenchError
 
 #: Benchmark name -> (module, one-line description).
 BENCHMARKS: dict[str, tuple[str, str]] = {
-    "hip": ("hip.bench", "HIP core: base exchanges and UPDATE round trips per second"),
-    "hip-crypto": ("hip.cryptobench", "HIP crypto primitives and packet codec, per call"),
-    "hipd": ("hip.daemon_bench", "hipd in namespaces: handover time, userspace ESP throughput"),
+    "hip": ("hipbench.core", "HIP core: base exchanges and UPDATE round trips per second"),
+    "hip-crypto": ("hipbench.crypto", "HIP crypto primitives and packet codec, per call"),
+    "hipd": ("hipbench.hipd", "hipd in namespaces: handover time, userspace ESP throughput"),
     "drbd": ("xenwam.lab.drbd_bench", "DRBD seeding vs full sync, resync after disconnect (lab)"),
 }
 

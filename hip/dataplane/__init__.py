@@ -7,7 +7,8 @@ completes, :meth:`~DataPlane.update_locators` when either end moves, and
 addresses the current locators (BEET, RFC 7402 section 3).
 
 * :mod:`hip.dataplane.kernel` programs Linux XFRM states and policies in BEET mode;
-* :mod:`hip.dataplane.userspace` runs a TUN device and does ESP in Python;
+* :mod:`hip.dataplane.userspace` runs a TUN device and does ESP in Python, with
+  :mod:`hip.dataplane.esp` (the sans-I/O ESP packet transform);
 * :mod:`hip.dataplane.probe` picks one of them at start-up.
 """
 

@@ -32,8 +32,8 @@ from hip.dataplane import (
     Locator,
     SecurityAssociation,
 )
+from hip.dataplane.esp import InboundSA, OutboundSA, suite_by_id
 from hip.errors import DataPlaneError
-from hip.esp import InboundSA, OutboundSA, suite_by_id
 from hip.orchid import ORCHID_PREFIX
 from hip.runner import Runner, default_runner
 
@@ -472,7 +472,7 @@ def _static_main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(message)s")
     # Imported here: the transport is only needed by this debugging entry point.
-    from hip.transport import HipTransport
+    from hip.daemon.transport import HipTransport
 
     transport = HipTransport(on_hip=lambda *_: None, raw=False)
     plane = UserspaceDataPlane(args.own_hit, tun_name=args.tun, send_udp=transport.send_esp)

@@ -14,11 +14,11 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from ipaddress import ip_address
 
-from hip.association import OutgoingPacket
 from hip.config import HIPConfig
 from hip.events import Address, AnyEvent
 from hip.host import HIPHost
 from hip.identity import HostIdentity
+from hip.outbox import OutgoingPacket
 from hip.packet import PacketType
 from hip.random import SeededRandom
 

@@ -1,4 +1,4 @@
-"""``python -m hip.bench`` runs and reports what it measured (no timing is asserted)."""
+"""``python -m hipbench.core`` runs and reports what it measured (no timing is asserted)."""
 
 from __future__ import annotations
 
@@ -6,7 +6,7 @@ import json
 
 import pytest
 
-from hip.bench import COMBINATIONS, main, measure, render_table
+from hipbench.core import COMBINATIONS, main, measure, render_table
 
 pytestmark = pytest.mark.unit
 
@@ -34,9 +34,9 @@ def test_bench_table_and_bad_arguments(capsys: pytest.CaptureFixture[str]) -> No
 
 
 def test_a_failed_run_raises_a_hip_error(monkeypatch: pytest.MonkeyPatch) -> None:
-    from hip.bench import BenchmarkError
     from hip.errors import HIPError
     from hip.host import HIPHost
+    from hipbench.core import BenchmarkError
 
     assert issubclass(BenchmarkError, HIPError)
     # An Initiator that never sends its I1: the base exchange cannot complete.
@@ -46,7 +46,7 @@ def test_a_failed_run_raises_a_hip_error(monkeypatch: pytest.MonkeyPatch) -> Non
 
 
 def test_cryptobench_codec_table_and_arguments(capsys: pytest.CaptureFixture[str]) -> None:
-    from hip import cryptobench
+    from hipbench import crypto as cryptobench
 
     assert cryptobench.main(["--only", "codec", "--codec-runs", "1"]) == 0
     lines = capsys.readouterr().out.splitlines()
@@ -68,6 +68,6 @@ def test_benchmarks_are_wired_into_xenwam_bench() -> None:
 
     from xenwam.bench import BENCHMARKS
 
-    for name in ("hip", "hip-crypto"):
+    for name in ("hip", "hip-crypto", "hipd"):
         module = importlib.import_module(BENCHMARKS[name][0])
         assert list(inspect.signature(module.main).parameters) == ["argv"]

@@ -11,7 +11,9 @@ from pathlib import Path
 import pytest
 
 from hip.crypto import ESP_SUITES, EspTransform
+from hip.daemon.transport import UdpKind, classify_udp, frame_udp
 from hip.dataplane import Encapsulation, SecurityAssociation
+from hip.dataplane.esp import build_inner
 from hip.dataplane.kernel import (
     MOVE_OSEQ_MARGIN,
     KernelDataPlane,
@@ -34,10 +36,8 @@ from hip.dataplane.userspace import (
     static_sa,
 )
 from hip.errors import CommandError, DataPlaneError
-from hip.esp import build_inner
 from hip.random import SeededRandom
 from hip.runner import DEFAULT_TIMEOUT, CommandResult
-from hip.transport import UdpKind, classify_udp, frame_udp
 
 pytestmark = pytest.mark.unit
 
@@ -257,7 +257,8 @@ def test_static_sa_ends_mirror_each_other(suite_id: int) -> None:
 
 
 def test_locator_filter_and_bounded_memory() -> None:
-    from hip.daemon import ADDRESS_MEMORY, _remember, usable_locator
+    from hip.daemon.hipd import ADDRESS_MEMORY, _remember
+    from hip.daemon.netlink import usable_locator
 
     assert usable_locator(IPv4Address("10.1.0.2"), "eth0", ())
     assert usable_locator(IPv6Address("fd01::2"), "eth0", ())
@@ -319,64 +320,6 @@ def test_kernel_setup_falls_back_to_tun_and_installs_catch_all_policy() -> None:
     assert runner.calls[-1][-5:] == ["tmpl", "proto", "esp", "mode", "transport"]
     plane.close()
     assert runner.calls[-1] == ["ip", "link", "del", "hip0"]
-
-
-class _StopWatch(BaseException):
-    """Ends the endless netlink loop in the test (not an Exception, so not retried)."""
-
-
-class _ScriptedNetlink:
-    """A netlink socket that hands out ``batches`` of messages, then raises ``failure``."""
-
-    def __init__(self, batches: list[list[dict[str, str]]], failure: Exception) -> None:
-        self.batches, self.failure, self.bound = batches, failure, False
-
-    def __enter__(self) -> _ScriptedNetlink:
-        return self
-
-    def __exit__(self, *exc: object) -> None:
-        return None
-
-    def bind(self) -> None:
-        self.bound = True
-
-    def get(self) -> list[dict[str, str]]:
-        if self.batches:
-            return self.batches.pop(0)
-        raise self.failure
-
-
-def test_netlink_watch_survives_read_errors_and_rereads() -> None:
-    from hip.daemon import watch_netlink
-
-    sockets = iter([
-        _ScriptedNetlink([[{"event": "RTM_NEWADDR"}, {"event": "RTM_NEWLINK"}]],
-                         OSError(105, "No buffer space available")),
-        OSError(1, "Operation not permitted"),  # reopening fails once
-        _ScriptedNetlink([[{"event": "RTM_DELROUTE"}]], ValueError("unparsable message")),
-    ])
-
-    def open_netlink() -> _ScriptedNetlink:
-        nxt = next(sockets)
-        if isinstance(nxt, Exception):
-            raise nxt
-        return nxt
-
-    events: list[int] = []
-    slept: list[float] = []
-
-    def sleep(seconds: float) -> None:
-        slept.append(seconds)
-        if len(slept) == 3:
-            raise _StopWatch
-
-    with pytest.raises(_StopWatch):
-        watch_netlink(lambda: events.append(1), open_netlink=open_netlink, sleep=sleep)
-    # NEWADDR and DELROUTE, plus one re-read after each of the three failures; NEWLINK is
-    # not a locator event.
-    assert len(events) == 5
-    # The wait doubles while reopening fails and starts again at 1 s once messages flow.
-    assert slept == [1.0, 2.0, 1.0]
 
 
 def _state_text(src: object, dst: object, spi: int, seq: int, oseq: int) -> str:

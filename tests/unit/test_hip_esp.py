@@ -12,11 +12,11 @@ from pathlib import Path
 
 import pytest
 from cryptography.hazmat.primitives.ciphers import Cipher, algorithms, modes
+from hip_pcap import PcapRecord, ip_datagram, pcap_bytes
 
 from hip.config import HIPConfig
 from hip.crypto import ESP_SUITES, EspTransform
-from hip.errors import CryptoError, DataPlaneError
-from hip.esp import (
+from hip.dataplane.esp import (
     SUITES,
     InboundSA,
     InnerPacket,
@@ -26,7 +26,7 @@ from hip.esp import (
     split_inner,
     suite_by_id,
 )
-from hip.pcap import PcapRecord, ip_datagram, pcap_bytes
+from hip.errors import CryptoError, DataPlaneError
 
 pytestmark = pytest.mark.unit
 

@@ -10,11 +10,11 @@ from typing import Any
 
 import pytest
 
-from hip.control import ControlRequest
 from hip.ctl import run
-from hip.daemon import DaemonOptions, Hipd
+from hip.daemon.control import ControlRequest
+from hip.daemon.eventlog import EventJournal, event_fields
+from hip.daemon.hipd import DaemonOptions, Hipd
 from hip.errors import DaemonError
-from hip.eventlog import EventJournal, event_fields
 from hip.events import (
     LocatorVerified,
     Mover,

@@ -63,6 +63,32 @@ def test_i1_flood_creates_no_state_and_raises_the_puzzle() -> None:
     assert not any(host.drops.values())
 
 
+def test_i1s_from_one_source_beyond_its_budget_are_dropped_unparsed() -> None:
+    # Issue 11, item 1: an I1 flood from one host took the time peers' UPDATEs need.
+    host = responder()
+    burst, rate = host.config.i1_source_burst, host.config.i1_source_rate
+    data, src = i1_from(1, host)
+    for _ in range(200):
+        host.receive_packet(data, src, R_ADDR, 5.0)
+    assert host.r1_sent == burst == len(host.packets_to_send())
+    assert host.drops["I1 rate limit (per source)"] == 200 - burst
+    # Other sources keep their own budgets, and the flood still hardens the puzzle.
+    for n in range(2, 60):
+        other, other_src = i1_from(n, host)
+        host.receive_packet(other, other_src, R_ADDR, 5.0)
+    assert host.r1_sent == burst + 58
+    assert host.puzzle_difficulty(5.0) > host.config.puzzle_difficulty
+    # A second later the source has earned ``rate`` more answers, no more.
+    host.packets_to_send()
+    for _ in range(200):
+        host.receive_packet(data, src, R_ADDR, 6.0)
+    assert len(host.packets_to_send()) == int(rate)
+    # Garbage that only looks like an I1 by its type byte is throttled too, never parsed.
+    junk = bytes([59, 4, 1, 0x21]) + bytes(36)
+    host.receive_packet(junk, src, R_ADDR, 6.0)
+    assert host.drops["malformed packet"] == 0
+
+
 def test_r1_is_signed_once_per_generation_and_verifies() -> None:
     host = responder()
     peer = HostIdentity.generate("ed25519", SeededRandom(b"peer"))

@@ -2,12 +2,20 @@
 
 from __future__ import annotations
 
-from ipaddress import IPv4Address, IPv6Address
+from ipaddress import IPv4Address, IPv6Address, ip_address
 from pathlib import Path
 
 import pytest
 
-from hip.hosts import HostsFile, HostsFileError, PeerEntry, load_hosts, save_hosts
+from hip.hosts import (
+    HostsFile,
+    HostsFileError,
+    PeerEntry,
+    load_hosts,
+    locator_problem,
+    parse_locator,
+    save_hosts,
+)
 
 pytestmark = pytest.mark.unit
 
@@ -48,6 +56,8 @@ def test_round_trip() -> None:
         ("peer not-an-address", "is not an IPv6 address"),
         (f"peer {HIT_C} 10.0.0.300", "is not an IP address"),
         (f"peer {HIT_C} {HIT_M}", "is a HIT, not a locator"),
+        (f"peer {HIT_C} 224.0.0.1", "is a multicast address, which cannot be a locator"),
+        (f"peer {HIT_C} ::1", "is a loopback address"),
         (f"-peer {HIT_C}", "peer name '-peer' is invalid"),
         (f"10.1.1.1 {HIT_C}", "looks like an address"),
     ],
@@ -90,3 +100,24 @@ def test_save_and_load(tmp_path: Path) -> None:
     assert not [p for p in tmp_path.iterdir() if p.name.startswith(".hosts.")]
     with pytest.raises(HostsFileError, match="cannot write"):
         save_hosts(tmp_path / "missing-dir" / "hosts", hosts)
+
+
+@pytest.mark.parametrize(
+    ("text", "what"),
+    [("224.0.0.251", "multicast"), ("ff02::1", "multicast"), ("127.0.0.1", "loopback"),
+     ("::1", "loopback"), ("0.0.0.0", "unspecified"), ("::", "unspecified"),
+     ("255.255.255.255", "broadcast"), ("169.254.7.1", "link-local"), ("fe80::1", "link-local"),
+     (HIT_M, "HIT")],
+)
+def test_locators_that_reach_no_one_host_are_refused(text: str, what: str) -> None:
+    # Issue 11, item 5: hipd's `connect` took a multicast locator and ::1.
+    with pytest.raises(HostsFileError, match=what) as info:
+        parse_locator(text)
+    assert "\n" not in str(info.value) and repr(text) in str(info.value)
+    assert locator_problem(ip_address(text)) is not None
+
+
+@pytest.mark.parametrize("text", ["10.3.0.2", "192.0.2.9", "fd00::3", "2001:db8::7"])
+def test_unicast_locators_are_accepted(text: str) -> None:
+    assert parse_locator(text) == ip_address(text)
+    assert locator_problem(ip_address(text)) is None

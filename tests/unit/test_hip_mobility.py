@@ -543,3 +543,25 @@ def test_rebound_without_a_check_when_the_peer_verified_the_locator_before() -> 
     net.run()
     assert [e.local_locator for e in _rebound_after(net, "a", mark_a)] == [ip_address(A1)]
     assert [e.mover for e in _rebound_after(net, "b", mark_b)] == [Mover.PEER]
+
+
+def test_replayed_updates_are_re_acknowledged_within_a_budget() -> None:
+    # Issue 11, item 6: every replayed copy of a valid UPDATE made the receiver send its
+    # last reply again, and the other end process that reply: 30k replays cost both
+    # peers seconds of CPU.  A lost reply still gets its retransmission answered.
+    net = established()
+    a, b = net.hosts["a"], net.hosts["b"]
+    net.move("a", A2)
+    net.run()
+    update = next(s.packet for s in net.sent_by("a", PacketType.UPDATE)
+                  if parse(s.packet.data, s.packet.src, s.packet.dst).get(LocatorSet))
+    b.packets_to_send()
+    burst, rate = b.config.reack_burst, b.config.reack_rate
+    for _ in range(100):
+        b.receive_packet(update.data, update.src, update.dst, net.now)
+    assert len(b.packets_to_send()) == burst
+    assert b.drops["UPDATE duplicate SEQ (re-acknowledgement rate limit)"] == 100 - burst
+    for _ in range(100):  # one second later: what the bucket refilled, no more
+        b.receive_packet(update.data, update.src, update.dst, net.now + 1.0)
+    assert len(b.packets_to_send()) == min(burst, int(rate))
+    assert b.association(a.our_hit).state is State.ESTABLISHED

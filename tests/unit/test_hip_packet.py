@@ -8,6 +8,7 @@ from ipaddress import IPv4Address, IPv6Address
 from pathlib import Path
 
 import pytest
+from hip_pcap import PcapRecord, ip_datagram, pcap_bytes
 from hip_strategies import endpoints, packets
 from hypothesis import given
 
@@ -21,7 +22,6 @@ from hip.packet import (
     parse,
     serialize,
 )
-from hip.pcap import PcapRecord, ip_datagram, pcap_bytes
 
 pytestmark = pytest.mark.unit
 

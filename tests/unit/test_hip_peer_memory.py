@@ -10,12 +10,12 @@ from pathlib import Path
 
 import pytest
 
-from hip.daemon import DaemonOptions, Hipd
+from hip.daemon.hipd import DaemonOptions, Hipd
+from hip.daemon.peer_memory import FILE_NAME, PeerMemory, RememberedPeer, parse_memory
 from hip.dataplane import SecurityAssociation
 from hip.events import AssociationFailed, SAChangeReason, SecurityAssociationsChanged
 from hip.hosts import HostsFile, PeerEntry, save_hosts
 from hip.identity import HostIdentity
-from hip.peer_memory import FILE_NAME, PeerMemory, RememberedPeer, parse_memory
 from hip.random import SeededRandom
 
 pytestmark = pytest.mark.unit

@@ -23,10 +23,10 @@ from cryptography.hazmat.primitives.asymmetric import ec
 from cryptography.hazmat.primitives.asymmetric.utils import decode_dss_signature
 from cryptography.hazmat.primitives.ciphers import Cipher, algorithms, modes
 from cryptography.hazmat.primitives.serialization import Encoding, PublicFormat
+from hip_pcap import PcapRecord, ip_datagram, pcap_bytes
 
 from hip import params as P
 from hip.packet import HIPPacket, PacketType, integrity_bytes, parse, serialize
-from hip.pcap import PcapRecord, ip_datagram, pcap_bytes
 
 pytestmark = pytest.mark.unit
 

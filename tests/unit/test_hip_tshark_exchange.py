@@ -15,12 +15,12 @@ from ipaddress import IPv6Address, ip_address
 
 import pytest
 from hip_network import Network, Sent
+from hip_pcap import PcapRecord, ip_datagram, pcap_bytes
 from test_hip_tshark import ALLOWED_EXPERT_MESSAGES, TSHARK, Dissected, dissect
 
 from hip import params as P
 from hip.packet import HIPPacket, PacketType, parse
 from hip.params import NotifyType
-from hip.pcap import PcapRecord, ip_datagram, pcap_bytes
 
 pytestmark = pytest.mark.unit
 

@@ -10,8 +10,8 @@ from typing import Any
 
 import pytest
 
-from hip.control import ControlRequest, encode_response
 from hip.ctl import run
+from hip.daemon.control import ControlRequest, encode_response
 from hip.errors import DaemonError
 
 pytestmark = pytest.mark.unit
@@ -89,6 +89,7 @@ def test_peer_add_list_del(tmp_path: Path) -> None:
         (["peer", "del", "ghost"], "no peer 'ghost'"),
         (["close", "ghost"], "unknown peer 'ghost'"),
         (["update-locators", "10.0.0.999"], "'10.0.0.999' is not an IP address"),
+        (["update-locators", "ff02::1"], "'ff02::1' is a multicast address"),
     ],
 )
 def test_bad_arguments_are_quoted(tmp_path: Path, argv: list[str], message: str) -> None:
@@ -174,3 +175,11 @@ def test_reader_gone_is_a_quiet_failure(tmp_path: Path) -> None:
                  caller=Recorder(fail=True))
     assert status == 1
     assert err.getvalue() == ""
+
+
+def test_deeply_nested_request_is_one_error_line() -> None:
+    # Issue 11, item 5: json.loads raised RecursionError, a traceback in hipd's log.
+    deep = b'{"command": "show", "args": ' + b'{"a": ' * 100_000 + b"1" + b"}" * 100_001
+    with pytest.raises(DaemonError, match="nested too deeply") as info:
+        ControlRequest.decode(deep + b"\n")
+    assert len(str(info.value)) < 300

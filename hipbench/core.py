@@ -1,4 +1,4 @@
-"""``python -m hip.bench``: how fast the HIP protocol core runs on one core.
+"""``python -m hipbench.core``: how fast the HIP protocol core runs on one core.
 
 Two :class:`hip.host.HIPHost` objects exchange real packets in memory (no sockets, no
 sleeping): every packet is serialized, checksummed, parsed, MACed and signed exactly as
@@ -184,8 +184,8 @@ def render_table(results: Sequence[Result]) -> str:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    """Entry point of ``python -m hip.bench``."""
-    parser = argparse.ArgumentParser(prog="python -m hip.bench", description=__doc__.split(
+    """Entry point of ``python -m hipbench.core``."""
+    parser = argparse.ArgumentParser(prog="python -m hipbench.core", description=__doc__.split(
         "\n\n")[0])
     parser.add_argument("--seconds", type=float, default=3.0,
                         help="CPU seconds of measuring per figure (default 3)")

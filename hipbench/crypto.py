@@ -1,4 +1,4 @@
-"""``python -m hip.cryptobench``: micro-benchmarks of the HIP crypto primitives and the
+"""``python -m hipbench.crypto``: micro-benchmarks of the HIP crypto primitives and the
 packet codec (not a test; prints Markdown tables).
 
 Run it on an otherwise idle core; the tables in docs/benchmarks.md ("HIP crypto
@@ -15,7 +15,6 @@ from collections.abc import Callable, Sequence
 from functools import partial
 from ipaddress import ip_address
 
-from hip.association import OutgoingPacket
 from hip.crypto import (
     DHGroup,
     Keymat,
@@ -28,6 +27,7 @@ from hip.crypto import (
 from hip.errors import HIPError
 from hip.host import HIPHost
 from hip.identity import HostIdentity
+from hip.outbox import OutgoingPacket
 from hip.packet import PacketType, integrity_bytes, parse, serialize
 from hip.params import ParamType
 from hip.puzzle import solve_puzzle
@@ -134,8 +134,8 @@ def codec_rows(number: int = 5000) -> list[str]:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    """Entry point of ``python -m hip.cryptobench`` (and ``xenwam bench hip-crypto``)."""
-    parser = argparse.ArgumentParser(prog="python -m hip.cryptobench",
+    """Entry point of ``python -m hipbench.crypto`` (and ``xenwam bench hip-crypto``)."""
+    parser = argparse.ArgumentParser(prog="python -m hipbench.crypto",
                                      description=(__doc__ or "").split("\n\n")[0])
     parser.add_argument("--only", choices=TABLES, help="run one table (default: both)")
     parser.add_argument("--codec-runs", type=int, default=5000,

@@ -1,4 +1,4 @@
-"""A minimal classic-libpcap writer for HIP packets (LINKTYPE_RAW), for tests and debugging.
+"""A minimal classic-libpcap writer for HIP packets (LINKTYPE_RAW), for the tshark tests.
 
 Builds bytes only; the caller writes them.  Each record is an IPv4 or IPv6 datagram with
 protocol 139 around a serialized HIP packet, so that tools such as tshark dissect it.

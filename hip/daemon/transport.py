@@ -9,11 +9,20 @@ The HIP checksum covers a pseudo-header with both addresses, so every packet mus
 from exactly the source locator the protocol core chose: sends carry ``IP_PKTINFO`` /
 ``IPV6_PKTINFO`` control messages, and receives ask for the destination address the same
 way.  Sans-I/O helpers (:func:`frame_udp`, :func:`classify_udp`) hold the framing rules.
+
+Raw protocol 139 has two sockets per family (issue 11, item 1).  A classic BPF filter
+(:func:`type_filter`) gives I1s to a *responder* socket and everything else to the main
+one: an I1 flood then fills only the responder socket's receive buffer, never the one
+peers' UPDATEs, I2s and CLOSEs arrive in, and hipd reads a bounded batch of I1s per turn
+of its event loop.  R1s leave through the responder socket too, so R1s waiting for the
+neighbour resolution of spoofed sources fill only its send buffer, and a full buffer
+drops an R1 (counted) rather than blocking or failing any other send.
 """
 
 from __future__ import annotations
 
 import asyncio
+import ctypes
 import enum
 import errno
 import logging
@@ -40,6 +49,13 @@ RECEIVE_BUFFER = 4 << 20
 #: Socket option and value from linux/udp.h that hand ESP-in-UDP to XFRM.
 UDP_ENCAP = 100
 UDP_ENCAP_ESPINUDP = 2
+#: Packets read from one socket per turn of the event loop: main socket, responder.
+READ_BATCH = 64
+RESPONDER_READ_BATCH = 16
+#: ``SO_ATTACH_FILTER`` from asm-generic/socket.h.
+SO_ATTACH_FILTER = 26
+#: Packet Type of I1 and R1 (RFC 7401 5.3), read by the filter from the header's third byte.
+I1_TYPE, R1_TYPE = 1, 2
 #: ``IP_PKTINFO`` from linux/in.h; typeshed does not declare it for every platform.
 IP_PKTINFO: int = getattr(socket, "IP_PKTINFO", 8)
 _CMSG_SPACE = socket.CMSG_SPACE(IN6_PKTINFO.size) + socket.CMSG_SPACE(IN_PKTINFO.size)
@@ -82,6 +98,77 @@ def classify_udp(datagram: bytes) -> UdpPayload:
     return UdpPayload(UdpKind.ESP, datagram)
 
 
+#: One classic BPF instruction: (code, jump if true, jump if false, constant).
+BpfInstruction = tuple[int, int, int, int]
+_BPF_LDX_MSH = 0xB1  # X = 4 * (packet[k] & 0x0f): the IPv4 header length
+_BPF_LD_B_ABS = 0x30  # A = packet[k]
+_BPF_LD_B_IND = 0x50  # A = packet[X + k]
+_BPF_AND_K = 0x54  # A &= k
+_BPF_JEQ_K = 0x15  # jump by jt if A == k, else by jf
+_BPF_RET_K = 0x06  # accept k bytes (0: drop)
+_ACCEPT = 0x40000
+
+
+def type_filter(ip_header: bool, i1: bool) -> list[BpfInstruction]:
+    """A socket filter that accepts only I1s (``i1``) or everything but I1s.
+
+    ``ip_header``: the socket sees the IPv4 header before the HIP header (raw IPv4
+    sockets do; raw IPv6 sockets see the payload only).  A packet too short to hold a
+    Packet Type is dropped by the kernel (a load beyond the end ends the filter with 0).
+    """
+    if ip_header:
+        load = [(_BPF_LDX_MSH, 0, 0, 0), (_BPF_LD_B_IND, 0, 0, 2)]
+    else:
+        load = [(_BPF_LD_B_ABS, 0, 0, 2)]
+    accept_i1, accept_other = (_ACCEPT, 0) if i1 else (0, _ACCEPT)
+    return [*load, (_BPF_AND_K, 0, 0, 0x7F), (_BPF_JEQ_K, 0, 1, I1_TYPE),
+            (_BPF_RET_K, 0, 0, accept_i1), (_BPF_RET_K, 0, 0, accept_other)]
+
+
+def run_filter(program: list[BpfInstruction], packet: bytes) -> int:
+    """What the kernel's filter would return for ``packet`` (the instructions above only).
+
+    For tests and for the reader: the filter is kernel code written as data.
+    """
+    a = x = pc = 0
+    while True:
+        code, jt, jf, k = program[pc]
+        pc += 1
+        if code == _BPF_LDX_MSH:
+            if k >= len(packet):
+                return 0
+            x = 4 * (packet[k] & 0x0F)
+        elif code in (_BPF_LD_B_ABS, _BPF_LD_B_IND):
+            offset = k + (x if code == _BPF_LD_B_IND else 0)
+            if offset >= len(packet):
+                return 0
+            a = packet[offset]
+        elif code == _BPF_AND_K:
+            a &= k
+        elif code == _BPF_JEQ_K:
+            pc += jt if a == k else jf
+        elif code == _BPF_RET_K:
+            return k
+        else:
+            raise ValueError(f"instruction {code:#x} is not one type_filter emits")
+
+
+class _SockFilter(ctypes.Structure):
+    _fields_ = [("code", ctypes.c_uint16), ("jt", ctypes.c_uint8), ("jf", ctypes.c_uint8),
+                ("k", ctypes.c_uint32)]
+
+
+class _SockFprog(ctypes.Structure):
+    _fields_ = [("len", ctypes.c_uint16), ("filter", ctypes.POINTER(_SockFilter))]
+
+
+def attach_filter(sock: socket.socket, program: list[BpfInstruction]) -> None:
+    """Attach ``program`` to ``sock`` (``SO_ATTACH_FILTER``; struct sock_fprog)."""
+    instructions = (_SockFilter * len(program))(*(_SockFilter(*i) for i in program))
+    fprog = _SockFprog(len(program), ctypes.cast(instructions, ctypes.POINTER(_SockFilter)))
+    sock.setsockopt(socket.SOL_SOCKET, SO_ATTACH_FILTER, bytes(fprog))
+
+
 def _pktinfo_cmsg(src: Locator) -> list[tuple[int, int, bytes]]:
     if isinstance(src, IPv4Address):
         return [(socket.IPPROTO_IP, IP_PKTINFO, IN_PKTINFO.pack(0, src.packed, bytes(4)))]
@@ -119,15 +206,18 @@ class HipTransport:
     #: (UDP_ENCAP_ESPINUDP); zero-marker HIP packets still reach us.
     kernel_esp_in_udp: bool = False
     counters: Counter[str] = field(default_factory=Counter)
-    sockets: list[tuple[socket.socket, Carrier, int]] = field(default_factory=list)
+    #: (socket, carrier, family, responder): the responder sockets take I1s, send R1s.
+    sockets: list[tuple[socket.socket, Carrier, int, bool]] = field(default_factory=list)
     _loop: asyncio.AbstractEventLoop | None = None
 
     def open(self) -> None:
         """Open every socket; raise :class:`DaemonError` saying which one failed."""
         try:
             if self.raw:
-                self._add(socket.AF_INET, socket.SOCK_RAW, IPPROTO_HIP, Carrier.RAW)
-                self._add(socket.AF_INET6, socket.SOCK_RAW, IPPROTO_HIP, Carrier.RAW)
+                for family in (socket.AF_INET, socket.AF_INET6):
+                    for responder in (False, True):
+                        self._add(family, socket.SOCK_RAW, IPPROTO_HIP, Carrier.RAW,
+                                  responder=responder)
             if self.udp_port:
                 self._add(socket.AF_INET, socket.SOCK_DGRAM, 0, Carrier.UDP)
                 self._add(socket.AF_INET6, socket.SOCK_DGRAM, 0, Carrier.UDP)
@@ -138,10 +228,13 @@ class HipTransport:
                 f"protocol {IPPROTO_HIP}) and a free UDP port {self.udp_port}"
             ) from exc
 
-    def _add(self, family: int, kind: int, proto: int, carrier: Carrier) -> None:
+    def _add(self, family: int, kind: int, proto: int, carrier: Carrier, *,
+             responder: bool = False) -> None:
         sock = socket.socket(family, kind, proto)
         try:
             sock.setblocking(False)
+            if kind == socket.SOCK_RAW:
+                attach_filter(sock, type_filter(family == socket.AF_INET, responder))
             # Room for bursts (an I1 flood, a window of UDP-encapsulated ESP).
             sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, RECEIVE_BUFFER)
             if family == socket.AF_INET6:
@@ -159,17 +252,18 @@ class HipTransport:
         except OSError:
             sock.close()
             raise
-        self.sockets.append((sock, carrier, family))
+        self.sockets.append((sock, carrier, family, responder))
 
     def attach(self, loop: asyncio.AbstractEventLoop) -> None:
         """Start reading every socket on ``loop``."""
         self._loop = loop
-        for sock, carrier, family in self.sockets:
-            loop.add_reader(sock.fileno(), self._on_readable, sock, carrier, family)
+        for sock, carrier, family, responder in self.sockets:
+            batch = RESPONDER_READ_BATCH if responder else READ_BATCH
+            loop.add_reader(sock.fileno(), self._on_readable, sock, carrier, family, batch)
 
     def close(self) -> None:
         """Close every socket."""
-        for sock, _carrier, _family in self.sockets:
+        for sock, _carrier, _family, _responder in self.sockets:
             if self._loop is not None:
                 self._loop.remove_reader(sock.fileno())
             sock.close()
@@ -177,19 +271,25 @@ class HipTransport:
         self._loop = None
 
     def send_hip(self, packet: bytes, src: Locator, dst: Locator, carrier: Carrier) -> bool:
-        """Send a HIP control packet from ``src`` to ``dst``; False (counted) on failure."""
+        """Send a HIP control packet from ``src`` to ``dst``; False (counted) on failure.
+
+        An R1 (raw) leaves through the responder socket, every other packet through the
+        main one: R1s stuck behind unresolved neighbours fill only their own buffer.
+        """
         if carrier is Carrier.UDP:
             return self._send(frame_udp(packet), src, dst, Carrier.UDP)
-        return self._send(packet, src, dst, Carrier.RAW)
+        responder = len(packet) > 2 and packet[2] & 0x7F == R1_TYPE
+        return self._send(packet, src, dst, Carrier.RAW, responder=responder)
 
     def send_esp(self, payload: bytes, src: Locator, dst: Locator) -> None:
         """Send a UDP-encapsulated ESP payload (the userspace data plane calls this)."""
         self._send(payload, src, dst, Carrier.UDP)
 
-    def _send(self, data: bytes, src: Locator, dst: Locator, carrier: Carrier) -> bool:
+    def _send(self, data: bytes, src: Locator, dst: Locator, carrier: Carrier, *,
+              responder: bool = False) -> bool:
         family = socket.AF_INET if isinstance(dst, IPv4Address) else socket.AF_INET6
-        for sock, c, f in self.sockets:
-            if c is carrier and f == family:
+        for sock, c, f, r in self.sockets:
+            if c is carrier and f == family and r is responder:
                 port = self.udp_port if carrier is Carrier.UDP else 0
                 try:
                     sock.sendmsg([data], _pktinfo_cmsg(src), 0, (str(dst), port))
@@ -197,7 +297,8 @@ class HipTransport:
                     # The source locator may have just been removed (we are moving):
                     # retransmission from the new locator will follow.
                     name = errno.errorcode.get(exc.errno or 0, "E?")
-                    self.counters[f"send-{carrier.value}-{name}"] += 1
+                    kind = f"{carrier.value}-r1" if responder else carrier.value
+                    self.counters[f"send-{kind}-{name}"] += 1
                     log.debug("send %s -> %s failed: %s", src, dst, exc)
                     return False
                 self.counters[f"sent-{carrier.value}"] += 1
@@ -205,8 +306,11 @@ class HipTransport:
         self.counters[f"no-{carrier.value}-socket"] += 1
         return False
 
-    def _on_readable(self, sock: socket.socket, carrier: Carrier, family: int) -> None:
-        for _ in range(64):
+    def _on_readable(self, sock: socket.socket, carrier: Carrier, family: int,
+                     batch: int = READ_BATCH) -> None:
+        # A bounded batch per turn of the loop, so that no socket (an I1 flood's) keeps
+        # the others waiting.
+        for _ in range(batch):
             try:
                 data, ancdata, _flags, addr = sock.recvmsg(65535, _CMSG_SPACE)
             except BlockingIOError:

@@ -1,6 +1,6 @@
 """hipd benchmarks, and the stream tools the hipd network tests use.
 
-``python -m hip.daemon_bench`` builds three subnets joined by a router namespace, runs
+``python -m hipbench.hipd`` builds three subnets joined by a router namespace, runs
 hipd on a mobile host M and a correspondent C, and measures:
 
 * base exchange latency: a TCP connect to a HIT with no association (I1, R1, I2, R2,
@@ -265,8 +265,8 @@ def benchmark(repeats: int) -> dict[str, object]:
         results["rtt_ms"] = round(rtt, 3)
 
         # Base exchange: first connect (no association) vs second (associated).
-        lab.start("m", _py("hip.daemon_bench", "bulk-sink", "--port", "5001"), "bulk-m.log")
-        lab.start("m", _py("hip.daemon_bench", "bulk-sink", "--port", "5002"), "bulk-m2.log")
+        lab.start("m", _py("hipbench.hipd", "bulk-sink", "--port", "5001"), "bulk-m.log")
+        lab.start("m", _py("hipbench.hipd", "bulk-sink", "--port", "5002"), "bulk-m2.log")
         time.sleep(0.5)
         first = _connect_time(lab, hits["m"], 5001)
         again = statistics.median(_connect_time(lab, hits["m"], 5001) for _ in range(5))
@@ -292,10 +292,10 @@ def benchmark(repeats: int) -> dict[str, object]:
         for i in range(repeats):
             port = 6000 + i
             out = lab.workdir / f"stream{i}.json"
-            lab.start("m", _py("hip.daemon_bench", "sink", "--port", str(port), "--out",
+            lab.start("m", _py("hipbench.hipd", "sink", "--port", str(port), "--out",
                                str(out), "--stop-after", "400"), f"sink{i}.log")
             _wait_for(lambda o=out: Path(str(o) + ".listening").exists(), 10, "sink")
-            lab.start("c", _py("hip.daemon_bench", "source", "--dst", hits["m"], "--port",
+            lab.start("c", _py("hipbench.hipd", "source", "--dst", hits["m"], "--port",
                                str(port), "--interval", "0.005", "--count", "400"),
                       f"source{i}.log")
             time.sleep(0.6)
@@ -332,14 +332,14 @@ def _connect_time(lab: Lab, dst: str, port: int) -> float:
 
 
 def _bulk(lab: Lab, dst: str, port: int, nbytes: int) -> float:
-    res = lab.in_ns("c", *_py("hip.daemon_bench", "bulk-source", "--dst", dst, "--port",
+    res = lab.in_ns("c", *_py("hipbench.hipd", "bulk-source", "--dst", dst, "--port",
                               str(port), "--bytes", str(nbytes)))
     return float(json.loads(res.stdout.strip().splitlines()[-1])["seconds"])
 
 
 def main(argv: list[str] | None = None) -> int:
-    """``python -m hip.daemon_bench [run|sink|source|bulk-sink|bulk-source]``."""
-    parser = argparse.ArgumentParser(prog="python -m hip.daemon_bench", description=__doc__,
+    """``python -m hipbench.hipd [run|sink|source|bulk-sink|bulk-source]``."""
+    parser = argparse.ArgumentParser(prog="python -m hipbench.hipd", description=__doc__,
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
     sub = parser.add_subparsers(dest="command")
     run = sub.add_parser("run", help="run the benchmark (the default)")
@@ -372,7 +372,7 @@ def main(argv: list[str] | None = None) -> int:
         run_bulk_source(args.dst, args.port, args.bytes)
         return 0
     if os.geteuid() != 0:
-        print("python -m hip.daemon_bench needs root (it creates network namespaces)",
+        print("python -m hipbench.hipd needs root (it creates network namespaces)",
               file=sys.stderr)
         return 2
     print(json.dumps(benchmark(getattr(args, "repeats", 3)), indent=2))

@@ -9,14 +9,18 @@ from __future__ import annotations
 
 import json
 import socket
+import time
 from dataclasses import dataclass, field
 from typing import Any
 
 from hip.errors import DaemonError
 
 DEFAULT_SOCKET = "/run/hipd.sock"
-#: Longest request or response line accepted; a ``show`` of many peers fits easily.
+#: Longest response line accepted; a ``show`` of many peers fits easily.
 MAX_MESSAGE = 1 << 20
+#: Longest request line hipd reads: every command fits in a few hundred bytes, and a
+#: client must not make hipd hold much for it.
+MAX_REQUEST = 1 << 16
 COMMANDS = ("show", "update-locators", "close", "connect", "rekey", "reload-hosts", "events")
 
 
@@ -38,6 +42,8 @@ class ControlRequest:
             doc = json.loads(line)
         except (UnicodeDecodeError, json.JSONDecodeError) as exc:
             raise DaemonError(f"control request is not JSON ({exc}): {line[:200]!r}") from None
+        except RecursionError:
+            raise DaemonError(f"control request is nested too deeply: {line[:200]!r}") from None
         if not isinstance(doc, dict) or doc.get("command") not in COMMANDS:
             raise DaemonError(
                 f"control request {line[:200]!r} names no known command; use one of {COMMANDS}"
@@ -55,13 +61,27 @@ def encode_response(result: object = None, error: str | None = None) -> bytes:
     return json.dumps({"ok": True, "result": result}, default=str).encode() + b"\n"
 
 
+def connect_unix(sock: socket.socket, path: str, deadline: float) -> None:
+    """Connect, waiting while hipd's backlog is full: a Unix socket refuses with EAGAIN
+    at once instead of queueing the caller (hipd serves a bounded number of clients)."""
+    while True:
+        try:
+            sock.connect(path)
+            return
+        except BlockingIOError:
+            if time.monotonic() >= deadline:
+                raise
+            time.sleep(0.05)
+
+
 def call(request: ControlRequest, socket_path: str = DEFAULT_SOCKET, timeout: float = 10.0) -> Any:
     """Send ``request`` to hipd and return its result; raise :class:`DaemonError` on failure."""
     sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
     sock.settimeout(timeout)
+    deadline = time.monotonic() + timeout
     try:
         try:
-            sock.connect(socket_path)
+            connect_unix(sock, socket_path, deadline)
         except FileNotFoundError:
             raise DaemonError(
                 f"hipd is not running: no control socket at {socket_path!r}; start it with "
@@ -72,6 +92,11 @@ def call(request: ControlRequest, socket_path: str = DEFAULT_SOCKET, timeout: fl
         except ConnectionRefusedError:
             raise DaemonError(
                 f"hipd does not answer on {socket_path!r} (stale socket?); restart hipd"
+            ) from None
+        except BlockingIOError:
+            raise DaemonError(
+                f"hipd is busy: its control socket {socket_path!r} took no new connection "
+                f"within {timeout:g} s; try again"
             ) from None
         sock.sendall(request.encode())
         chunks: list[bytes] = []

@@ -3,7 +3,7 @@
 Everything protocol-shaped happens in the sans-I/O core; this module only moves bytes
 and time between it and the world:
 
-* HIP control packets from :class:`hip.transport.HipTransport` go to
+* HIP control packets from :class:`hip.daemon.transport.HipTransport` go to
   ``host.receive_packet(data, src, dst, now)``; ``host.packets_to_send()`` goes back out;
   one asyncio timer follows ``host.get_timer()``.
 * Core events drive the ESP data plane (:mod:`hip.dataplane`): SAs are installed,
@@ -11,10 +11,11 @@ and time between it and the world:
 * A packet an application sends to a HIT with no association is queued and a base
   exchange starts to the locators the hosts file gives; the queue is flushed when the
   SAs arrive.
-* Our locators come from netlink address events (pyroute2), or from
+* Our locators come from netlink address events (:mod:`hip.daemon.netlink`), or from
   ``hipctl update-locators``; a change is handed to ``host.update_locators``, which
   sends UPDATE to every peer.
-* ``hipctl`` talks to us over a Unix socket only root may use (:mod:`hip.control`).
+* ``hipctl`` talks to us over a Unix socket only root may use
+  (:mod:`hip.daemon.control_server`).
 
 A peer can make the core drop its packet, never crash the daemon: any exception out
 of the receive path is caught, counted as ``core-exception`` and logged as a bug.
@@ -26,12 +27,8 @@ import argparse
 import asyncio
 import contextlib
 import logging
-import os
 import signal
-import socket
-import struct
 import sys
-import threading
 import time
 from collections import Counter, deque
 from collections.abc import Callable
@@ -43,12 +40,16 @@ from typing import Any
 from hip import keystore
 from hip.association import Association
 from hip.config import HIPConfig
-from hip.control import DEFAULT_SOCKET, MAX_MESSAGE, ControlRequest, encode_response
+from hip.daemon.control import DEFAULT_SOCKET, ControlRequest
+from hip.daemon.control_server import ControlServer
+from hip.daemon.eventlog import EventJournal
+from hip.daemon.netlink import NetlinkEvents, RouteRequests
+from hip.daemon.peer_memory import DEFAULT_STATE_DIR, PeerMemory
+from hip.daemon.transport import Carrier, HipTransport
 from hip.dataplane import DataPlane, Encapsulation, Locator, SecurityAssociation
 from hip.dataplane.probe import DataPlaneKind, choose
 from hip.dataplane.userspace import DEFAULT_TUN_NAME, NoAssociation, UserspaceDataPlane
 from hip.errors import DaemonError, HIPError
-from hip.eventlog import EventJournal
 from hip.events import (
     AssociationClosed,
     AssociationEstablished,
@@ -58,34 +59,30 @@ from hip.events import (
     SecurityAssociationsChanged,
 )
 from hip.host import HIPHost
-from hip.hosts import HostsFile, load_hosts
+from hip.hosts import HostsFile, load_hosts, parse_locator
 from hip.identity import HostIdentity
 from hip.mobility import PeerLocatorSet
-from hip.orchid import ORCHID_PREFIX
-from hip.peer_memory import DEFAULT_STATE_DIR, PeerMemory
 from hip.runner import LineStream
-from hip.transport import Carrier, HipTransport
 
 log = logging.getLogger("hipd")
 
 #: Packets kept per peer while its base exchange runs, and how long they may wait.
 QUEUE_PACKETS = 256
 QUEUE_SECONDS = 30.0
-#: Netlink events come in bursts (address removed, address added, route replaced): wait
-#: this long for quiet before looking at the addresses.
-LOCATOR_SETTLE = 0.01
 #: A new address is announced only once the peers are routable from it (an UPDATE sent
 #: before the route exists is lost and costs a full retransmission timeout); give up
 #: waiting for a route after this long and announce anyway.
 ROUTE_WAIT_MAX = 1.0
+#: Longest wait before reopening a netlink event socket that failed (doubles from 1 s).
+NETLINK_RETRY_MAX = 30.0
+#: A locator check that failed runs again after this long, the wait doubling up to
+#: LOCATOR_RETRY_MAX until one succeeds: a lost check would be a lost move.
+LOCATOR_RETRY_FIRST = 0.1
+LOCATOR_RETRY_MAX = 2.0
 #: Seconds between two reactions to ESP with an unknown SPI from the same locator.
 UNKNOWN_SPI_HOLDOFF = 2.0
 #: Longest a hipctl ``events`` request may wait for a new event; hipctl asks again.
 MAX_EVENT_WAIT = 30.0
-#: Address flags from linux/if_addr.h.
-_IFA_F_TENTATIVE = 0x40
-_IFA_F_DEPRECATED = 0x20
-_LOCATOR_EVENTS = ("RTM_NEWADDR", "RTM_DELADDR", "RTM_NEWROUTE", "RTM_DELROUTE")
 
 
 @dataclass
@@ -112,15 +109,6 @@ class _Queued:
     packets: deque[tuple[float, bytes]] = field(default_factory=deque)
 
 
-def usable_locator(address: Locator, label: str, ignored: tuple[str, ...]) -> bool:
-    """True for addresses that can be locators: global unicast, not a HIT, not ours."""
-    if label in ignored:
-        return False
-    if address.is_loopback or address.is_link_local or address.is_multicast:
-        return False
-    return not (isinstance(address, IPv6Address) and address in ORCHID_PREFIX)
-
-
 class Hipd:
     """The daemon: owns the HIP host, the transport, the data plane and the queues."""
 
@@ -132,6 +120,7 @@ class Hipd:
         *,
         config: HIPConfig | None = None,
         clock: Callable[[], float] = time.monotonic,
+        route_requests: RouteRequests | None = None,
     ) -> None:
         self.options = options
         self.identity = identity
@@ -158,10 +147,20 @@ class Hipd:
         self.started_at = clock()
         self.established_at: dict[IPv6Address, float] = {}
         self._timer: asyncio.TimerHandle | None = None
-        self._settle: asyncio.TimerHandle | None = None
+        #: One rtnetlink socket for every locator read and route lookup, kept open.
+        self.route_requests = route_requests or RouteRequests()
+        self.netlink_events: NetlinkEvents | None = None
+        self._netlink_retry = 1.0
+        self._netlink_reopen: asyncio.TimerHandle | None = None
+        #: The locator check the events of this turn of the loop asked for.
+        self._check_pending: asyncio.Handle | None = None
+        #: Wait before a failed locator check runs again (doubles while it fails).
+        self._locator_retry = LOCATOR_RETRY_FIRST
+        #: When the first netlink event not yet answered arrived (for the debug log).
+        self._locator_event_at: float | None = None
         self._loop: asyncio.AbstractEventLoop | None = None
         self._stopped = asyncio.Event()
-        self._server: asyncio.AbstractServer | None = None
+        self.control = ControlServer(options.socket_path, self.handle_control)
         self._acquire_task: asyncio.Task[None] | None = None
         self._acquire_stream: LineStream | None = None
         self._unknown_spi_seen: dict[Locator, float] = {}
@@ -181,13 +180,15 @@ class Hipd:
     async def start(self) -> None:
         """Open everything, in an order that undoes cleanly if a step fails."""
         self._loop = asyncio.get_running_loop()
+        # Before anything is set up: refuse when another hipd answers on our socket path.
+        self.control.claim()
         if not self.locators:
-            self.locators = await self._read_locators()
+            self.locators = self._read_locators()
         while not self.locators:
             # HIPHost needs an address to speak from; a guest may still be configuring.
             log.warning("no usable locator yet; waiting for an address to appear")
             await asyncio.sleep(1.0)
-            self.locators = await self._read_locators()
+            self.locators = self._read_locators()
         self.host = HIPHost(self.identity, self.locators, config=self.config, now=self._now())
         choice = choose(self.options.data_plane)
         log.info("data plane: %s (%s)", choice.kind.value, choice.reason)
@@ -209,7 +210,7 @@ class Hipd:
             self.plane = self.userspace
         self.transport.open()
         self.transport.attach(self._loop)
-        await self._start_control()
+        await self.control.start()
         # Always watch: `hipctl update-locators` with no addresses turns following back on.
         self._start_netlink_watch()
         log.info("hipd ready: HIT %s, locators %s, control socket %s", self.hit,
@@ -237,13 +238,12 @@ class Hipd:
             self._acquire_task.cancel()
         if self._acquire_stream is not None:
             self._acquire_stream.stop()
-        for handle in (self._timer, self._settle):
+        for handle in (self._timer, self._check_pending, self._netlink_reopen):
             if handle is not None:
                 handle.cancel()
-        if self._server is not None:
-            self._server.close()
-            with contextlib.suppress(FileNotFoundError):
-                os.unlink(self.options.socket_path)
+        self._stop_netlink_watch()
+        self.route_requests.close()
+        self.control.close()
         self.transport.close()
         if self.plane is not None:
             self.plane.close()
@@ -560,36 +560,95 @@ class Hipd:
         return len(self.sas)
 
     def _start_netlink_watch(self) -> None:
-        """Follow address and route events in a thread (works with pyroute2 0.7 and 0.9:
-        the synchronous API, kept off the event loop)."""
+        """Follow address and route events on the event loop, from a socket read only
+        when it is readable (no thread; see :mod:`hip.daemon.netlink` for why).  When
+        the socket cannot be opened, the addresses are read at once and opening is
+        retried, the wait doubling up to ``NETLINK_RETRY_MAX``."""
         loop = self._loop
-        assert loop is not None
+        self._netlink_reopen = None
+        if loop is None or self._stopped.is_set():
+            return
+        try:
+            events = NetlinkEvents()
+        except OSError as exc:
+            delay = self._netlink_retry
+            self._netlink_retry = min(2 * delay, NETLINK_RETRY_MAX)
+            log.warning("cannot watch netlink (%s); re-reading the addresses, trying again "
+                        "in %g s", exc, delay)
+            self._on_locator_event()
+            self._netlink_reopen = loop.call_later(delay, self._start_netlink_watch)
+            return
+        self._netlink_retry = 1.0
+        self.netlink_events = events
+        loop.add_reader(events.fileno(), self._on_netlink_readable)
 
-        def on_event() -> None:
-            loop.call_soon_threadsafe(self._schedule_locator_check)
+    def _stop_netlink_watch(self) -> None:
+        events, self.netlink_events = self.netlink_events, None
+        if events is None:
+            return
+        if self._loop is not None:
+            self._loop.remove_reader(events.fileno())
+        events.close()
 
-        thread = threading.Thread(target=watch_netlink, args=(on_event,), daemon=True,
-                                  name="hipd-netlink")
-        thread.start()
+    def _on_netlink_readable(self) -> None:
+        events = self.netlink_events
+        if events is None:
+            return
+        try:
+            changed = events.drain()
+        except OSError as exc:
+            # Events may have been lost with the socket: look at the addresses anyway.
+            log.warning("netlink watch failed (%s); re-reading the addresses, watching "
+                        "again", exc)
+            self._stop_netlink_watch()
+            self._start_netlink_watch()
+            changed = True
+        if changed:
+            self._on_locator_event()
 
-    async def _read_locators(self) -> tuple[Locator, ...]:
-        return await asyncio.to_thread(
-            read_locators, (*self.options.ignore_interfaces, self.options.tun_name)
-        )
+    def _on_locator_event(self) -> None:
+        if self._locator_event_at is None:
+            self._locator_event_at = self._now()
+        self._schedule_locator_check()
 
     def _schedule_locator_check(self) -> None:
-        if self._loop is None or self.manual_locators or self._stopped.is_set():
-            return
-        if self._settle is not None:
-            self._settle.cancel()
-        self._settle = self._loop.call_later(
-            LOCATOR_SETTLE, lambda: asyncio.ensure_future(self._check_locators())
-        )
+        """Check the locators right after the current turn of the event loop.
 
-    async def _check_locators(self) -> int:
+        No fixed delay: a burst of events read in one turn leads to one check, and an
+        event read later leads to another (a check costs two netlink requests).
+        """
+        if (self._loop is None or self.manual_locators or self._stopped.is_set()
+                or self._check_pending is not None):
+            return
+        self._check_pending = self._loop.call_soon(self._run_locator_check)
+
+    def _run_locator_check(self) -> None:
+        """One locator check; if it fails, the next one is scheduled (issue 11, item 2:
+        a check lost to EMFILE kept a moved host advertising its dead address)."""
+        self._check_pending = None
+        if self.manual_locators or self._stopped.is_set() or self._loop is None:
+            return
+        try:
+            self._check_locators()
+        except Exception as exc:
+            delay = self._locator_retry
+            self._locator_retry = min(2 * delay, LOCATOR_RETRY_MAX)
+            if isinstance(exc, HIPError):
+                log.warning("locator check failed (%s); trying again in %g s", exc, delay)
+            else:
+                log.exception("locator check failed; trying again in %g s", delay)
+            self._check_pending = self._loop.call_later(delay, self._run_locator_check)
+            return
+        self._locator_retry = LOCATOR_RETRY_FIRST
+
+    def _read_locators(self) -> tuple[Locator, ...]:
+        return self.route_requests.locators(
+            (*self.options.ignore_interfaces, self.options.tun_name))
+
+    def _check_locators(self) -> int:
         """Re-read our addresses; on a change, UPDATE every peer (returns how many)."""
-        self._settle = None
-        current = await self._read_locators()
+        started = self._now()
+        current = self._read_locators()
         # Keep the order of addresses we already had; new ones go first, because a
         # new address after a move is the one that works.
         kept = [loc for loc in self.locators if loc in current]
@@ -597,8 +656,9 @@ class Hipd:
         new = tuple(fresh + kept)
         if not new or new == self.locators:
             self._route_wait_since = None
+            self._locator_event_at = None
             return 0
-        if not await self._peers_routable_from(new[0]):
+        if not self._peers_routable_from(new[0]):
             now = self._now()
             if self._route_wait_since is None:
                 self._route_wait_since = now
@@ -610,66 +670,40 @@ class Hipd:
             log.warning("no route to the peers from %s after %g s; announcing it anyway",
                         new[0], ROUTE_WAIT_MAX)
         self._route_wait_since = None
-        return self.set_locators(new)
+        updated = self.set_locators(new)
+        self._log_locator_latency(started, updated)
+        return updated
 
-    async def _peers_routable_from(self, src: Locator) -> bool:
+    def _log_locator_latency(self, check_started: float, updated: int) -> None:
+        """Debug: how long from the netlink event to the UPDATEs sent (issue 10, finding
+        2: seconds in a Xen guest under TCG, ~25 ms in namespaces), and this check's
+        share of it (reading the addresses and the route lookups)."""
+        event_at, self._locator_event_at = self._locator_event_at, None
+        now = self._now()
+        if event_at is None:
+            return
+        log.debug("locators changed: UPDATE sent to %d peer(s) %.1f ms after the netlink "
+                  "event (the check took %.1f ms)", updated, 1000 * (now - event_at),
+                  1000 * (now - check_started))
+
+    def _peers_routable_from(self, src: Locator) -> bool:
         """True if every peer locator of ``src``'s family has a route from ``src``."""
         peers = [sa.peer_locator for sa in self.sas.values() if type(sa.peer_locator) is type(src)]
-        if not peers:
-            return True
-        return await asyncio.to_thread(routable, src, peers)
+        return not peers or self.route_requests.routable(src, peers)
 
-    # -- control socket ------------------------------------------------------------------
-    async def _start_control(self) -> None:
-        path = self.options.socket_path
-        with contextlib.suppress(FileNotFoundError):
-            os.unlink(path)
-        Path(path).parent.mkdir(parents=True, exist_ok=True)
-        # Created 0600 (not chmod'ed after bind): a client that finds the path finds it
-        # closed to everyone but root already.
-        old = os.umask(0o177)
-        try:
-            self._server = await asyncio.start_unix_server(self._serve_client, path)
-        finally:
-            os.umask(old)
-
-    async def _serve_client(self, reader: asyncio.StreamReader,
-                            writer: asyncio.StreamWriter) -> None:
-        try:
-            sock = writer.get_extra_info("socket")
-            creds = sock.getsockopt(socket.SOL_SOCKET, socket.SO_PEERCRED, struct.calcsize("3i"))
-            _pid, uid, _gid = struct.unpack("3i", creds)
-            if uid not in (0, os.geteuid()):
-                writer.write(encode_response(error="hipctl must run as root"))
-                return
-            line = await reader.readline()
-            if len(line) > MAX_MESSAGE:
-                writer.write(encode_response(error="request too long"))
-                return
-            try:
-                request = ControlRequest.decode(line)
-                result = await self.handle_control(request)
-                writer.write(encode_response(result))
-            except HIPError as exc:
-                writer.write(encode_response(error=str(exc)))
-            except (ValueError, KeyError, TypeError) as exc:
-                writer.write(encode_response(error=f"bad arguments: {exc}"))
-            await writer.drain()
-        finally:
-            writer.close()
-
+    # -- control commands ----------------------------------------------------------------
     async def handle_control(self, request: ControlRequest) -> object:
         """Carry out one hipctl command and return its JSON-ready result."""
         if request.command == "show":
             return self.show()
         if request.command == "update-locators":
-            given = tuple(ip_address(text) for text in request.args.get("locators", []))
+            given = tuple(parse_locator(str(text)) for text in request.args.get("locators", []))
             if given:
                 self.manual_locators = True
                 n = self.set_locators(given)
             else:
                 self.manual_locators = False
-                n = await self._check_locators()
+                n = self._check_locators()
             return {"locators": [str(x) for x in self.locators], "peers_updated": n}
         if request.command == "events":
             return await self.wait_events(request.args)
@@ -679,7 +713,7 @@ class Hipd:
         peer = IPv6Address(request.args["peer"])
         if request.command == "connect":
             loc = request.args.get("locator")
-            if not self._start_base_exchange(peer, ip_address(loc) if loc else None):
+            if not self._start_base_exchange(peer, parse_locator(str(loc)) if loc else None):
                 raise HIPError(f"no locator known for {peer}; give one or add it to hosts")
             return {"state": self._state_of(peer)}
         if request.command in ("close", "rekey"):
@@ -768,85 +802,6 @@ def _peer_locator_items(peer_set: PeerLocatorSet | None) -> list[dict[str, Any]]
              "lifetime": e.lifetime} for e in peer_set.entries()]
 
 
-def read_locators(ignored: tuple[str, ...]) -> tuple[Locator, ...]:
-    """Every usable address of this host (IPv4 first, then IPv6), read over netlink.
-
-    Blocking (pyroute2's synchronous API): hipd calls it in a worker thread.
-    """
-    from pyroute2 import IPRoute
-
-    found: list[Locator] = []
-    with IPRoute() as ipr:
-        names = {link["index"]: link.get_attr("IFLA_IFNAME") for link in ipr.get_links()}
-        for msg in ipr.get_addr():
-            text = msg.get_attr("IFA_ADDRESS")
-            if text is None:
-                continue
-            address = ip_address(text)
-            flags = msg.get_attr("IFA_FLAGS") or msg.get("flags", 0)
-            # Tentative (DAD running) and deprecated addresses cannot be used yet.
-            if flags & (_IFA_F_TENTATIVE | _IFA_F_DEPRECATED):
-                continue
-            if usable_locator(address, names.get(msg["index"], ""), ignored):
-                found.append(address)
-    found.sort(key=lambda a: (a.version, a.packed))
-    return tuple(found)
-
-
-def routable(src: Locator, peers: list[Locator]) -> bool:
-    """True if the kernel has a route from ``src`` to every one of ``peers`` (blocking)."""
-    from pyroute2 import IPRoute
-    from pyroute2.netlink.exceptions import NetlinkError
-
-    with IPRoute() as ipr:
-        for peer in peers:
-            try:
-                ipr.route("get", dst=str(peer), src=str(src))
-            except NetlinkError:
-                return False
-    return True
-
-
-#: Longest wait before reopening a netlink socket that failed (the wait doubles from 1 s).
-NETLINK_RETRY_MAX = 30.0
-
-
-def watch_netlink(
-    on_event: Callable[[], None],
-    *,
-    open_netlink: Callable[[], Any] | None = None,
-    sleep: Callable[[float], None] = time.sleep,
-) -> None:
-    """Call ``on_event`` for every address or route change, forever (thread target).
-
-    A failure while reading (ENOBUFS when a burst of events overflowed the socket buffer,
-    or a message this pyroute2 cannot parse) must not end the thread, or hipd would stop
-    following moves without a word: it is logged, ``on_event`` runs once because events
-    may have been lost (hipd re-reads the addresses anyway), and a new socket is opened.
-    ``open_netlink`` makes the bound socket (default: pyroute2's ``IPRoute``).
-    """
-    if open_netlink is None:
-        from pyroute2 import IPRoute
-
-        open_netlink = IPRoute
-    delay = 1.0
-    while True:
-        try:
-            with open_netlink() as ipr:
-                ipr.bind()
-                while True:
-                    for msg in ipr.get():
-                        delay = 1.0
-                        if msg.get("event") in _LOCATOR_EVENTS:
-                            on_event()
-        except Exception as exc:
-            log.warning("netlink watch failed (%s: %s); re-reading the addresses, "
-                        "watching again in %g s", type(exc).__name__, exc, delay)
-            on_event()
-            sleep(delay)
-            delay = min(2 * delay, NETLINK_RETRY_MAX)
-
-
 def build_parser() -> argparse.ArgumentParser:
     """hipd's command line."""
     parser = argparse.ArgumentParser(prog="hipd", description="The HIP daemon (HIPv2 + RFC 8046).")
@@ -901,4 +856,4 @@ if __name__ == "__main__":
     main()
 
 
-__all__ = ["DaemonOptions", "Hipd", "main", "read_locators", "usable_locator"]
+__all__ = ["DaemonOptions", "Hipd", "main"]
