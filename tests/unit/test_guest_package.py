@@ -202,7 +202,7 @@ def test_a_hip_without_the_benchmarks_still_builds(tree: Path, tmp_path: Path) -
     res = _run(tree / "scripts" / "guest-wheel", "--out", str(tmp_path / "out"))
     assert res.returncode == 0, res.stderr
     names = zipfile.ZipFile(res.stdout.strip()).namelist()
-    assert "hip/daemon.py" in names and not BENCHMARKS & set(names)
+    assert "hip/daemon/hipd.py" in names and not BENCHMARKS & set(names)
     assert not [n for n in names if "__pycache__" in n or n.endswith(".pyc")]
     assert not [p for p in tree.rglob("*") if p.name in {"build", "dist"}
                 or p.name.endswith(".egg-info")]  # built elsewhere, nothing left here
