@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import json
 import os
-import signal
 import subprocess
 import sys
 import time
@@ -17,6 +16,8 @@ from pathlib import Path
 import pytest
 
 from xenwam.netns import NetnsSet
+
+from .procs import stop
 
 pytestmark = pytest.mark.netns
 
@@ -32,16 +33,6 @@ def _start(ns: str, args: list[str], log: Path) -> subprocess.Popen[bytes]:
             stdout=out, stderr=subprocess.STDOUT, cwd=REPO,
             env={**os.environ, "PYTHONPATH": str(REPO)},
         )
-
-
-def _stop(proc: subprocess.Popen[bytes]) -> None:
-    if proc.poll() is None:
-        proc.send_signal(signal.SIGTERM)
-        try:
-            proc.wait(timeout=5)
-        except subprocess.TimeoutExpired:
-            proc.kill()
-            proc.wait()
 
 
 def _wait_ready(log: Path, proc: subprocess.Popen[bytes]) -> None:
@@ -92,7 +83,7 @@ def test_ping_hit_over_static_userspace_esp(
         assert " 0% packet loss" in res.stdout
     finally:
         for proc in procs:
-            _stop(proc)
+            stop(proc)
     sent_a = _counters(logs[0])["peers"][HIT_B]["sent"]  # type: ignore[index]
     recv_b = _counters(logs[1])["peers"][HIT_A]["received"][0]  # type: ignore[index]
     assert sent_a["packets"] >= 5

@@ -17,18 +17,19 @@ from __future__ import annotations
 import contextlib
 import json
 import os
-import signal
 import socket
 import subprocess
 import sys
 import time
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
 import pytest
 
 from xenwam.netns import Netns, NetnsSet
+
+from .procs import stop, wait_for
 
 pytestmark = pytest.mark.netns
 
@@ -118,25 +119,6 @@ class HipLab:
                             self.hits["m"], "--port", str(port), "--interval", str(interval),
                             "--count", str(count)], f"source{port}.log")
         return out
-
-
-def wait_for(predicate: Callable[[], bool], timeout: float, what: str) -> None:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if predicate():
-            return
-        time.sleep(0.05)
-    pytest.fail(f"timed out after {timeout:g} s waiting for {what}")
-
-
-def stop(proc: subprocess.Popen[bytes]) -> None:
-    if proc.poll() is None:
-        proc.send_signal(signal.SIGTERM)
-        try:
-            proc.wait(timeout=5)
-        except subprocess.TimeoutExpired:
-            proc.kill()
-            proc.wait()
 
 
 def stream_report(out: Path, count: int, timeout: float) -> dict[str, object]:
