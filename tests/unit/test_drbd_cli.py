@@ -37,11 +37,45 @@ def define(tmp_path: Path, name: str, minor: int) -> int:
 def test_define_then_status_table(tmp_path: Path) -> None:
     assert define(tmp_path, "g1", 3) == 0
     assert define(tmp_path, "g2", 4) == 0
-    rows = status_rows(list_resources(tmp_path), PROC)
-    assert [(r.resource, r.replication, r.connection) for r in rows] == [
-        ("g1", "SyncSource", "Connected"), ("g2", None, "Unconfigured")]
+    rows = status_rows(list_resources(tmp_path), PROC, hostname="hosta")
+    assert [(r.state.resource, r.state.replication, r.state.connection, r.peer_host)
+            for r in rows] == [("g1", "SyncSource", "Connected", "hostb"),
+                               ("g2", None, "Unconfigured", "hostb")]
+    assert rows[0].behind == ("peer", 56320)  # the sync's own count
     table = format_status(rows)
     assert "14.8%" in table and "4608K/s" in table and "Unconfigured" in table
+    assert "peer 55.0M" in table and "COPY-AT" in table
+
+
+DISCONNECTED = """version: 8.4.11 (api:1/proto:86-101)
+ 3: cs:WFConnection ro:Primary/Unknown ds:UpToDate/DUnknown A r-----
+    ns:100 nr:0 dw:20480 dr:10240 al:8 bm:0 lo:0 pe:0 ua:0 ap:0 ep:1 wo:f oos:20480
+ 4: cs:StandAlone ro:Secondary/Unknown ds:Outdated/DUnknown   r-----
+    ns:0 nr:0 dw:0 dr:0 al:0 bm:0 lo:0 pe:0 ua:0 ap:0 ep:1 wo:f oos:0
+"""
+
+
+def test_status_says_which_copy_lags_while_apart(tmp_path: Path) -> None:
+    define(tmp_path, "g1", 3)
+    define(tmp_path, "g2", 4)
+    running, stale = status_rows(list_resources(tmp_path), DISCONNECTED, hostname="hostb")
+    assert running.peer_host == "hosta" and running.behind == ("peer", 20480)
+    assert running.to_json()["behind"] == {"copy": "peer", "kib": 20480}
+    assert stale.behind == ("here", 0)  # outdated: how much only the other side knows
+    table = format_status([running, stale])
+    assert "peer 20.0M" in table and "here 0K" in table
+
+
+def test_forget_leaves_this_host_alone_and_is_idempotent(tmp_path: Path) -> None:
+    from xenwam.drbd.volume import forget
+    define(tmp_path, "g1", 3)
+    if os.path.exists("/proc/drbd"):
+        pytest.skip("this host runs DRBD: forget would act on its minor 3")
+    assert forget("g1", tmp_path, hostname="hostb") == {"resource": "g1", "changed": True,
+                                                        "peer": "hosta"}
+    (only,) = list_resources(tmp_path)
+    assert [h.hostname for h in only.hosts] == ["hostb"]
+    assert forget("g1", tmp_path, hostname="hostb")["changed"] is False
 
 
 def test_status_json_on_a_host_without_drbd(tmp_path: Path,

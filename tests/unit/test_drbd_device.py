@@ -79,6 +79,32 @@ def test_up_repairs_a_half_up_resource() -> None:
     assert r.calls == [["drbdadm", "attach", "r0"], ["drbdadm", "connect", "r0"]]
 
 
+def test_attach_configures_an_unknown_resource_but_never_connects() -> None:
+    dev, r = device([proc("Unconfigured")])
+    dev.attach()
+    assert r.calls == [["drbdadm", "new-resource", "r0"], ["drbdadm", "new-minor", "r0"],
+                       ["drbdadm", "attach", "r0"]]
+    dev, r = device([proc("StandAlone")])
+    dev.attach()
+    assert r.calls == []
+
+
+def test_generations_read_only_from_an_attached_disk() -> None:
+    gi = "14F4E53CBE25B5FA:0000000000000000:516220D6A5E737A2:4A30764AC1553870:1:1:0:0:0:0:0"
+
+    class GiRunner(Runner):
+        def run(self, argv: Sequence[str], **kw: object) -> CommandResult:
+            self.calls.append(list(argv))
+            return CommandResult(tuple(argv), 0, gi + "\n", "", 0.0)
+
+    dev, r = device([proc("Unconfigured")], GiRunner())
+    assert dev.generations() is None and r.calls == []
+    dev, r = device([proc("WFConnection")], GiRunner())
+    g = dev.generations()
+    assert g is not None and g.current == 0x14F4E53CBE25B5FA
+    assert r.calls == [["drbdadm", "get-gi", "r0"]]
+
+
 def test_down_detach_disconnect_are_idempotent() -> None:
     dev, r = device([proc("Unconfigured")])
     dev.down()

@@ -9,7 +9,7 @@ import re
 import socket
 import sys
 from collections.abc import Callable
-from dataclasses import replace
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any, BinaryIO, cast
 
@@ -24,7 +24,7 @@ from xenwam.cliargs import (
 )
 from xenwam.drbd import cmdgen, seed, volume
 from xenwam.drbd.device import DrbdDevice, Progress, read_proc_drbd
-from xenwam.drbd.info import DeviceState, parse_proc_drbd
+from xenwam.drbd.info import DeviceState, Generations, parse_proc_drbd
 from xenwam.drbd.resource import (
     DEFAULT_CONFIG_DIR,
     MINOR_MAX,
@@ -202,28 +202,79 @@ def _wait_connected(args: argparse.Namespace) -> int:
     return 0
 
 
-def status_rows(resources: list[Resource], proc_text: str) -> list[DeviceState]:
+@dataclass(frozen=True)
+class StatusRow:
+    """One resource as ``xenwam disk status`` shows it: this host's device, where the
+    other copy is, and how far behind the copy that lags is."""
+
+    state: DeviceState
+    peer_host: str | None
+    generations: Generations | None = None
+
+    @property
+    def behind(self) -> tuple[str, int] | None:
+        """Which copy lags (``"peer"`` or ``"here"``) and by how many KiB, or ``None``
+        when both hold the same data or there is no peer."""
+        st = self.state
+        if self.peer_host is None or st.disk == "Diskless":
+            return None
+        kib = st.sync.out_of_sync_kib if st.sync else st.out_of_sync_kib
+        if st.disk in ("Inconsistent", "Outdated") or st.replication in (
+                "SyncTarget", "PausedSyncT", "Behind"):
+            return ("here", kib)
+        if kib == 0 and st.peer_disk in ("UpToDate", "DUnknown"):
+            return None
+        return ("peer", kib)
+
+    def to_json(self) -> dict[str, object]:
+        """Plain data for ``--json``."""
+        doc = self.state.to_json()
+        behind = self.behind
+        doc["peer_host"] = self.peer_host
+        doc["behind"] = ({"copy": behind[0], "kib": behind[1]} if behind is not None
+                         else None)
+        doc["generations"] = (self.generations.to_json() if self.generations is not None
+                              else None)
+        return doc
+
+
+def status_rows(resources: list[Resource], proc_text: str,
+                hostname: str | None = None) -> list[StatusRow]:
     """The state of every xenwam resource, named, from one read of /proc/drbd."""
     devices = parse_proc_drbd(proc_text).devices
+    me = hostname or socket.gethostname()
     rows = []
     for r in resources:
         found = devices.get(r.minor)
         base = found if found is not None else DeviceState(minor=r.minor)
-        rows.append(replace(base, resource=r.name))
+        peers = [h.hostname for h in r.hosts if h.hostname != me]
+        rows.append(StatusRow(replace(base, resource=r.name),
+                              None if r.is_single else (peers[0] if peers else "?")))
     return rows
 
 
-def format_status(rows: list[DeviceState]) -> str:
+def _kib(kib: int) -> str:
+    for unit, size in (("G", 1024 * 1024), ("M", 1024)):
+        if kib >= size:
+            return f"{kib / size:.1f}{unit}"
+    return f"{kib}K"
+
+
+def format_status(rows: list[StatusRow]) -> str:
     """A plain table of :func:`status_rows` for people."""
-    header = ("RESOURCE", "MINOR", "ROLE", "PEER", "CONNECTION", "REPLICATION", "DISK",
-              "PEER-DISK", "PROTO", "SYNC", "RATE")
+    header = ("RESOURCE", "MINOR", "ROLE", "DISK", "COPY-AT", "CONNECTION", "PEER",
+              "PEER-DISK", "PROTO", "BEHIND", "SYNC", "RATE")
     table = [header]
-    for s in rows:
-        sync = f"{s.sync.percent:.1f}%" if s.sync else ("-" if s.out_of_sync_kib == 0
-                                                        else f"{s.out_of_sync_kib}K oos")
+    for row in rows:
+        s = row.state
+        sync = f"{s.sync.percent:.1f}%" if s.sync else "-"
         rate = f"{s.sync.rate_kib_s}K/s" if s.sync and s.sync.rate_kib_s else "-"
-        table.append((s.resource or "?", str(s.minor), s.role, s.peer_role, s.connection,
-                      s.replication or "-", s.disk, s.peer_disk, s.protocol or "-", sync, rate))
+        behind = row.behind
+        lag = "-" if behind is None else f"{behind[0]} {_kib(behind[1])}"
+        table.append((s.resource or "?", str(s.minor), s.role, s.disk, row.peer_host or "-",
+                      s.connection if s.replication in (None, "Established")
+                      else s.replication, s.peer_role, s.peer_disk, s.protocol or "-",
+                      lag, sync, rate))
     widths = [max(len(row[i]) for row in table) for i in range(len(header))]
     return "\n".join("  ".join(c.ljust(w) for c, w in zip(row, widths, strict=True)).rstrip()
                      for row in table)
@@ -239,6 +290,9 @@ def _status(args: argparse.Namespace) -> int:
                               "see `xenwam disk status` for the defined ones")
     rows = status_rows(resources, read_proc_drbd())
     if args.json:
+        by_name = {r.name: r for r in resources}
+        rows = [replace(row, generations=DrbdDevice(by_name[row.state.resource or ""])
+                        .generations()) for row in rows]
         print(json.dumps({"host": socket.gethostname(),
                           "resources": [r.to_json() for r in rows]}, indent=2))
     elif rows:
@@ -302,7 +356,14 @@ def register(subparsers: Any, common: argparse.ArgumentParser) -> None:
     shared.add_argument("--json", action="store_true", help="print JSON")
 
     p = sub.add_parser("status", parents=[shared],
-                       help="every xenwam resource: role, connection, sync state and rate")
+                       help="every xenwam resource: role, where its other copy is, how far behind",
+                       description="One line per xenwam resource on this host: its role "
+                                   "and disk state, the host holding the other copy "
+                                   "(COPY-AT), the connection, and which copy lags by how "
+                                   "much (BEHIND: 'peer 12.0M' means the other copy misses "
+                                   "12 MiB of this one's writes; a resync or a migration "
+                                   "sends only those). --json adds each disk's data "
+                                   "generations.")
     p.add_argument("name", nargs="*", type=resource_name_arg, help="only these resources")
     p.set_defaults(handler=_status)
 
@@ -380,4 +441,5 @@ def register(subparsers: Any, common: argparse.ArgumentParser) -> None:
     p.set_defaults(handler=_digest)
 
 
-__all__ = ["DrbdError", "format_status", "parse_host", "register", "status_rows"]
+__all__ = ["DrbdError", "StatusRow", "format_status", "parse_host", "register",
+           "status_rows"]

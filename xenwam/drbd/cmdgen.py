@@ -71,6 +71,16 @@ def down(resource: str, *, config: Path | None = None) -> list[str]:
     return _drbdadm("down", resource, config=config)
 
 
+def new_resource(resource: str, *, config: Path | None = None) -> list[str]:
+    """Make the resource known to the kernel (no minor, no disk, no network)."""
+    return _drbdadm("new-resource", resource, config=config)
+
+
+def new_minor(resource: str, *, config: Path | None = None) -> list[str]:
+    """Create the resource's minor (then ``attach`` gives it its disk)."""
+    return _drbdadm("new-minor", resource, config=config)
+
+
 def attach(resource: str, *, config: Path | None = None) -> list[str]:
     """Attach the backing disk."""
     return _drbdadm("attach", resource, config=config)
@@ -112,6 +122,11 @@ def new_current_uuid(resource: str, *, clear_bitmap: bool,
     pair this marks both disks UpToDate without a sync (the seeding shortcut)."""
     return _drbdadm("new-current-uuid", resource,
                     *(["--clear-bitmap"] if clear_bitmap else []), config=config)
+
+
+def get_gi(resource: str, *, config: Path | None = None) -> list[str]:
+    """Print the attached disk's data generation identifiers (``CURRENT:BITMAP:H1:H2:...``)."""
+    return _drbdadm("get-gi", resource, config=config)
 
 
 def verify(resource: str, *, config: Path | None = None) -> list[str]:

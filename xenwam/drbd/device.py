@@ -17,7 +17,7 @@ from dataclasses import dataclass, field, replace
 from pathlib import Path
 
 from xenwam.drbd import cmdgen
-from xenwam.drbd.info import DeviceState, parse_proc_drbd
+from xenwam.drbd.info import DeviceState, Generations, parse_gi, parse_proc_drbd
 from xenwam.drbd.resource import Resource
 from xenwam.errors import CommandError, DrbdError
 from xenwam.runner import Runner, default_runner
@@ -74,6 +74,12 @@ class DrbdDevice:
         if found is None:
             return DeviceState(minor=self.resource.minor, resource=self.name)
         return replace(found, resource=self.name)
+
+    def generations(self) -> Generations | None:
+        """The attached disk's data generations; ``None`` while no disk is attached."""
+        if self.state().disk in ("Diskless", "Unconfigured"):
+            return None
+        return parse_gi(self._run(cmdgen.get_gi(self.name, config=self.config)))
 
     def _run(self, argv: list[str], timeout: float = 60.0) -> str:
         self.history.append(argv)
@@ -140,8 +146,14 @@ class DrbdDevice:
             self._run(cmdgen.down(self.name, config=self.config))
 
     def attach(self) -> None:
-        """Attach the backing disk if the device is Diskless."""
-        if self.state().disk == "Diskless":
+        """Attach the backing disk if the device is Diskless, configuring the resource
+        and its minor first if the kernel does not know it; never connects (how a copy's
+        data generations are read before it meets its peer)."""
+        st = self.state()
+        if st.connection == "Unconfigured":
+            self._run(cmdgen.new_resource(self.name, config=self.config))
+            self._run(cmdgen.new_minor(self.name, config=self.config))
+        if st.disk == "Diskless":
             self._run(cmdgen.attach(self.name, config=self.config))
 
     def detach(self) -> None:

@@ -396,9 +396,12 @@ class Resource:
             f"timeout {wan.timeout_tenths};",
             f"cram-hmac-alg {self.cram_hmac_alg};",
             f'shared-secret "{self.shared_secret}";',
-            # After a split brain, keep the side that wrote; never pick a primary blindly.
+            # After a split brain DRBD may resolve it alone only when one side wrote
+            # nothing while apart; otherwise it stays disconnected and a person decides
+            # (`xenwam disk status`, docs/migrate.md).  discard-secondary would silently
+            # throw away what a guest wrote on the secondary's host.
             "after-sb-0pri discard-zero-changes;",
-            "after-sb-1pri discard-secondary;",
+            "after-sb-1pri consensus;",
             "after-sb-2pri disconnect;",
         ]
         if wan.csums_alg:

@@ -26,7 +26,7 @@ import secrets
 import socket
 import string
 import sys
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
 
@@ -215,6 +215,24 @@ def unprovision(name: str, site: sitecfg.Site, config_dir: Path = DEFAULT_CONFIG
     return {"resource": name, "removed": removed}
 
 
+def forget(name: str, config_dir: Path = DEFAULT_CONFIG_DIR,
+           hostname: str | None = None) -> dict[str, Any]:
+    """Drop the resource's peer: this host's copy goes on alone, as after ``adopt``.
+
+    The device keeps its role and data (a guest using it is not disturbed); only the
+    connection goes and the file is rewritten for one host.  The peer's copy is left as
+    it is: ``xenwam disk unprovision NAME`` there removes it.  Idempotent."""
+    check_name(name)
+    resource = load(name, config_dir)
+    if resource.is_single:
+        return {"resource": name, "changed": False, "peer": None}
+    me = resource.host(hostname or socket.gethostname())
+    peer = resource.peer(me.hostname)
+    DrbdDevice(resource).disconnect()
+    install(replace(resource, hosts=(me,), mode="bulk"), config_dir)
+    return {"resource": name, "changed": True, "peer": peer.hostname}
+
+
 # ------------------------------------------------------------------ CLI
 
 
@@ -293,6 +311,15 @@ def read_model(data: bytes) -> Resource:
     return resource
 
 
+def _forget(args: argparse.Namespace) -> int:
+    doc = forget(args.name, Path(args.config_dir))
+    _print(args, doc)
+    if doc["changed"] and not args.json and not getattr(args, "quiet", False):
+        print(f"{args.name} now runs on this host alone; on {doc['peer']}, `xenwam disk "
+              f"unprovision {args.name}` removes the old copy", file=sys.stderr)
+    return 0
+
+
 def _install(args: argparse.Namespace) -> int:
     resource = read_model(sys.stdin.buffer.read(MODEL_MAX + 1))
     path = install(resource, Path(args.config_dir))
@@ -334,6 +361,19 @@ def register(sub: Any, shared: argparse.ArgumentParser) -> None:
                        help="take a resource down here and remove the copy provision made")
     p.add_argument("name", type=resource_name_arg)
     p.set_defaults(handler=_unprovision)
+
+    p = sub.add_parser("forget", parents=[shared],
+                       help="drop the peer: this host's copy goes on alone",
+                       description="Disconnect the resource's peer and rewrite its file for "
+                                   "this host alone, as `adopt` leaves it; the device keeps "
+                                   "its role and data, so a running guest is not disturbed. "
+                                   "After a migration the old host keeps a copy that stays "
+                                   "nearly current (the trip back sends only what changed); "
+                                   "run this on the host where the guest runs to end that, "
+                                   "then `xenwam disk unprovision NAME` on the old host. "
+                                   "`xenwam migrate --forget` does both. Idempotent.")
+    p.add_argument("name", type=resource_name_arg)
+    p.set_defaults(handler=_forget)
 
     p = sub.add_parser("install", parents=[shared],
                        help="write a resource file from a JSON model on stdin")

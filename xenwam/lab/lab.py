@@ -551,6 +551,19 @@ class Lab:
         """Shape ``host``'s link egress with netem (half the RTT each way)."""
         self.exec(host, shaping.netem_argv("wan"), check=not shaping.is_null)
 
+    def cut_link(self, cut: bool = True) -> None:
+        """Cut the link between the two sites (or, with ``cut=False``, restore it), both
+        directions at once; each site still reaches the correspondent.  Done in the
+        switch namespace by isolating the two hosts' bridge ports from each other, so a
+        busy or hung dom0 cannot delay it: to the dom0s it is a WAN outage, DRBD's
+        connection times out and reconnects by itself once the link is back."""
+        state = self._require_up()
+        config = state.config()
+        sw = Netns(config.switch_netns, self.runner)
+        for host in HOSTS:
+            sw.run(["bridge", "link", "set", "dev", config.tap_name(host),
+                    "isolated", "on" if cut else "off"])
+
     # ------------------------------------------------------------ down and status
 
     def down(self) -> list[str]:

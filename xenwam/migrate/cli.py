@@ -41,7 +41,13 @@ copy of each disk on HOST), seed (the disks' non-zero blocks, compressed), catch
 resyncs by checksum while the guest keeps writing), handover (synchronous replication,
 two primaries, online verify), memory (`xl migrate -p` over xenwam's zstd transport; the
 guest arrives paused), rebind (its new network written to its xenstore, then unpaused),
-finalize (back to asynchronous replication; this host keeps a copy for the trip back).
+finalize (back to asynchronous replication; this host keeps a copy for the trip back,
+unless --forget).
+
+A trip back to a host that kept a copy skips prepare and seed: catch-up sends only the
+blocks written since the copies were last in sync, also after the two hosts were cut
+apart or one was off.  If both copies were written while apart (split brain), the
+migration is refused with what to do; xenwam never drops writes to resolve it.
 
 Every phase is journaled in /var/lib/xenwam/migrations/ID/ before the next action.  A
 failure before the memory has moved leaves the guest running here with its disk as
@@ -128,7 +134,7 @@ def _options(args: argparse.Namespace) -> Options:
                    debug=args.debug, no_daemon=args.e, paused=args.p, address=args.ip,
                    max_downtime_ms=args.max_downtime, verify=not args.no_verify,
                    converge_after=args.converge_after, transport_level=args.transport_level,
-                   agent_timeout=args.agent_timeout)
+                   agent_timeout=args.agent_timeout, forget=args.forget)
 
 
 def _display(args: argparse.Namespace) -> ev.Display:
@@ -337,6 +343,10 @@ def register(subparsers: Any, common: argparse.ArgumentParser) -> None:
                    help="after unpausing, wait up to S seconds for the guest agent to "
                         "report its new address (default: %(default)s; a guest without "
                         "the agent is not waited for)")
+    p.add_argument("--forget", action="store_true",
+                   help="remove this host's copy of the disks once the guest runs on HOST "
+                        "(default: keep it as HOST's peer, kept nearly current, so that "
+                        "the trip back sends only what changed)")
     p.add_argument("--site", type=regular_file,
                    help="this host's site file (default: $XENWAM_SITE or "
                         "/etc/xenwam/site.toml)")

@@ -33,7 +33,16 @@ from xenwam import site as sitecfg
 from xenwam.drbd import seed
 from xenwam.drbd.device import DrbdDevice
 from xenwam.drbd.device import Progress as DrbdProgress
-from xenwam.drbd.info import DeviceState, parse_proc_drbd
+from xenwam.drbd.info import (
+    DIVERGED,
+    LOCAL_AHEAD,
+    PEER_AHEAD,
+    SAME,
+    DeviceState,
+    Generations,
+    parse_proc_drbd,
+    relation,
+)
 from xenwam.drbd.phases import Lifecycle
 from xenwam.drbd.resource import DEFAULT_CONFIG_DIR, Host, Resource, install, load
 from xenwam.errors import CommandError, ConfigError, MigrationError, XenwamError
@@ -134,6 +143,7 @@ class Options:
     sync_timeout: float = 3600.0
     transport_level: int = 1
     agent_timeout: float = 20.0      # seconds to wait for the guest agent's answer
+    forget: bool = False             # --forget: remove this host's copy afterwards
 
 
 @dataclass
@@ -402,6 +412,7 @@ class Migration:
         for rp in plan.resources:
             if rp.reuse_pair:
                 self.pairs[rp.name] = Resource.from_json(rp.original)
+                self._check_pair(plan, rp.name)
                 continue
             made = json.loads(self.destination.xenwam(
                 "disk", "provision", rp.name, "--size", str(rp.size_bytes), "--json"))
@@ -410,6 +421,50 @@ class Migration:
             self.pairs[rp.name] = model
             self._note(f"{rp.name}: empty copy {made['disk']} on {plan.destination}",
                        resource=rp.name, copy=made)
+
+    def _check_pair(self, plan: Plan, name: str) -> None:
+        """An existing pair that is not connected: attach the destination's copy (the
+        host may have been off) and compare the two copies' data generations.  A copy
+        that only lags is brought up to date by catch-up, which sends only the blocks its
+        bitmap marks; copies both written while apart are refused, nothing changed."""
+        local = DrbdDevice(self.pairs[name])
+        if local.state().is_connected:
+            return
+        self.destination.xenwam("disk", "attach", name)
+        doc = json.loads(self.destination.xenwam("disk", "status", name, "--json"))
+        theirs = doc["resources"][0].get("generations")
+        mine = local.generations()
+        if theirs is None or mine is None:
+            raise MigrationError(f"resource {name!r}: cannot read the data generations of "
+                                 f"both copies (here {mine}, {plan.destination} {theirs})")
+        how = relation(mine, Generations.from_json(theirs))
+        self._note(f"{name}: the copy on {plan.destination} is {how} "
+                   f"(this host's generations {mine.to_json()}, theirs {theirs})",
+                   resource=name, relation=how)
+        if how in (SAME, LOCAL_AHEAD):
+            return
+        here, there = plan.source_hostname, plan.destination_hostname
+        if how == DIVERGED:
+            raise MigrationError(
+                f"resource {name!r}: both copies were written while apart (split brain: "
+                f"the guest, or something else, wrote to the copy on {there} while the one "
+                f"here was in use). xenwam changed no data and will not choose whose writes "
+                f"to drop. To keep this host's data and give up what was written on "
+                f"{there}: save anything needed from it first, then on {there} run "
+                f"`drbdadm secondary {name}; drbdadm connect --discard-my-data {name}` and "
+                f"here `drbdadm connect {name}` (only the blocks written on either side are "
+                f"resent); then migrate again (docs/migrate.md)")
+        if how == PEER_AHEAD:
+            raise MigrationError(
+                f"resource {name!r}: the copy on {there} holds writes that the running "
+                f"guest's disk here lacks (it was used on {there} after this copy was last "
+                f"in sync). xenwam changed no data. Look at both copies before anything "
+                f"else: `xenwam disk status {name}` here and on {there} (docs/migrate.md)")
+        raise MigrationError(
+            f"resource {name!r}: the copy on {there} shares no data generation with the one "
+            f"on {here} (it is not a copy of this disk). xenwam changed no data; remove it "
+            f"with `xenwam disk forget {name}` here and `xenwam disk unprovision {name}` on "
+            f"{there}, then migrate again for a full copy")
 
     def seed_disks(self, plan: Plan) -> None:
         """Stream each live disk's non-zero blocks to the new copy (a fuzzy copy: what the
@@ -644,6 +699,15 @@ class Migration:
                             mode="bulk")
             local = DrbdDevice(model)
             local.demote()  # the hook's remove already did, normally
+            if self.options.forget:
+                # The destination goes on alone; this host's copy is removed.
+                self.destination.xenwam("disk", "forget", rp.name)
+                removed = json.loads(self.source.xenwam("disk", "unprovision", rp.name,
+                                                        "--json"))
+                gone = removed["removed"] or "no files: an adopted disk stays where it is"
+                self._note(f"{rp.name}: --forget: the copy here is taken down ({gone}); "
+                           f"{plan.destination} runs it alone", resource=rp.name)
+                continue
             self._install_both(model)
             self.destination.xenwam("disk", "bulk", rp.name)
             local.to_bulk()
