@@ -9,7 +9,13 @@ record N goes to sector N, is flushed, and only then acknowledged on its console
 2. the retried migration A -> B completes: the guest runs on B only, every acknowledged
    record is on B's disk, online verify found nothing out of sync, the journal says done,
    A holds no primary;
-3. the guest moves back B -> A over the existing pair (no new copy, no seed).
+3. the guest writes 8 MiB on B with the pair connected, then 8 MiB more while the link
+   is cut and A's copy is down; it moves back B -> A over the existing pair: no new
+   copy, no seed, the disk bytes of the stay and the trip are at most 1.2 times what was
+   written (issue 14);
+4. both copies written while apart (B's copy used while the guest ran on A): the next
+   migration is refused with what to do, nothing is thrown away on either side, and the
+   resolution it names resends only the blocks written on either side.
 
 The guest also runs hipd (kernel ESP) and the xenwam guest agent, and the correspondent
 (hipd, userspace ESP) keeps one TCP connection to the guest's HIT open across both trips,
@@ -101,6 +107,32 @@ def wan40(lab: Any) -> Any:
         lab.install_xenwam(host, config)
 
 
+def disk_status(lab: Any, host: str, resource: str) -> dict[str, Any]:
+    out = lp.sh(lab, host, f"xenwam disk status {resource} --json")
+    return dict(json.loads(out)["resources"][0])
+
+
+def backing_disk(lab: Any, host: str, resource: str) -> str:
+    model = json.loads(lp.sh(lab, host, f"head -1 /etc/drbd.d/xenwam-{resource}.res"
+                                        ).split(": ", 1)[1])
+    hostname = lp.sh(lab, host, "hostname").strip()
+    return str(next(h["disk"] for h in model["hosts"] if h["hostname"] == hostname))
+
+
+def region_md5(lab: Any, host: str, device: str, mib_offset: int, mib: int) -> str:
+    return lp.sh(lab, host, f"dd if={device} bs=1M skip={mib_offset} count={mib} "
+                            "2>/dev/null | md5sum").split()[0]
+
+
+def cut_apart(lab: Any, resource: str, cut: bool, host: str = "a") -> None:
+    """Cut (or restore) the link between the sites; on a cut, wait until ``host``'s DRBD
+    has seen it."""
+    lab.cut_link(cut)
+    if cut:
+        wait_for("DRBD to notice the cut", lambda: disk_status(
+            lab, host, resource)["connection"] != "Connected", 120)
+
+
 def guest_replay_failures(lab: Any, name: str) -> list[int]:
     """Per kernel ESP state in the guest: packets it refused as replays."""
     states = lab.guest_exec(name, "ip -s xfrm state", timeout=120).output
@@ -173,9 +205,35 @@ def test_xenwam_migrate_kill_recover_there_and_back(wan40: Any) -> None:
                               f"count={len(numbers)}"], timeout=60).stdout
         assert [line.rstrip() for line in disk.splitlines()][:len(journal)] == journal
 
-        # 3. Back B -> A over the existing pair: no new copy, nothing seeded.
+        # The stay on B: 8 MiB written with the pair connected is replicated as it is
+        # written; 8 MiB more written while the link is cut and A's copy is down (the
+        # home server was off) is tracked by B's bitmap and resynced on the trip back.
+        sent_before = disk_status(lab, "b", resource)["sent_kib"]
+        lab.guest_exec(name, "dd if=/dev/urandom of=/dev/xvda bs=1M count=8 seek=40 "
+                             "conv=fsync 2>/dev/null; echo ok", timeout=180)
+        wait_for("the connected writes to reach A", lambda: disk_status(
+            lab, "b", resource)["out_of_sync_kib"] == 0, 120)
+        connected_kib = disk_status(lab, "b", resource)["sent_kib"] - sent_before
+        cut_apart(lab, resource, True, host="b")
+        lp.sh(lab, "a", f"drbdadm down {resource}")
+        lab.guest_exec(name, "dd if=/dev/urandom of=/dev/xvda bs=1M count=8 seek=48 "
+                             "conv=fsync 2>/dev/null; echo ok", timeout=180)
+        apart = disk_status(lab, "b", resource)
+        assert apart["behind"] == {"copy": "peer", "kib": 8192}, apart
+        assert apart["peer_host"] == lp.sh(lab, "a", "hostname").strip()
+        cut_apart(lab, resource, False)
+
+        # 3. Back B -> A over the existing pair: no new copy, nothing seeded; catch-up
+        # brings A's copy up and resyncs only what B wrote while apart.
         back = lab.migrate_xenwam(name, watch_connection=False)
         assert back.outcome == "done", back.report.get("error")
+        assert back.report["seed_wire_bytes"] == 0 and back.report["seed_data_bytes"] == 0
+        return_kib = connected_kib + back.report["resync_kib"]
+        print(f"return trip: disk bytes {return_kib} KiB for 16384 KiB written on B "
+              f"({return_kib / 16384:.2f}; connected {connected_kib} KiB, resync "
+              f"{back.report['resync_kib']} KiB); total {back.report['total_seconds']} s "
+              f"against the first trip's {there.report['total_seconds']} s")
+        assert 16384 <= return_kib <= 1.2 * 16384
         assert back.agent_report is not None and back.agent_report["status"] == "applied"
         assert back.agent_report["address"] == f"{back.new_address}/24"
         assert back.answered_at_new_address
@@ -218,6 +276,34 @@ def test_xenwam_migrate_kill_recover_there_and_back(wan40: Any) -> None:
         assert back.report["seed_wire_bytes"] == 0
         assert drbd_role(lab, "a", minor) == "Primary"
         assert drbd_role(lab, "b", minor) == "Secondary"
+        # 4. Both copies written while apart (someone used B's copy while the guest ran
+        # on A): the migration is refused, nothing is lost on either side, and the
+        # resolution its message gives resends only the blocks written on either side.
+        cut_apart(lab, resource, True)
+        b_disk = backing_disk(lab, "b", resource)
+        lp.sh(lab, "b", f"drbdadm primary {resource}; dd if=/dev/urandom of=/dev/drbd{minor} "
+                        f"bs=1M count=1 seek=58 oflag=direct 2>/dev/null; "
+                        f"drbdadm secondary {resource}")
+        b_marker = region_md5(lab, "b", b_disk, 58, 1)
+        lab.guest_exec(name, "dd if=/dev/urandom of=/dev/xvda bs=1M count=1 seek=61 "
+                             "conv=fsync 2>/dev/null; echo ok", timeout=180)
+        a_marker = region_md5(lab, "a", f"/dev/drbd{minor}", 61, 1)
+        cut_apart(lab, resource, False)
+        refused = lab.migrate_xenwam(name, watch_connection=False)
+        assert refused.outcome == "aborted", refused.report
+        assert "split brain" in refused.report["error"], refused.report["error"]
+        assert copies(lab, "a", name) == [name] and copies(lab, "b", name) == []
+        assert region_md5(lab, "b", b_disk, 58, 1) == b_marker  # nothing thrown away
+        assert region_md5(lab, "a", f"/dev/drbd{minor}", 61, 1) == a_marker
+        assert drbd_role(lab, "a", minor) == "Primary"
+        lp.sh(lab, "b", f"drbdadm disconnect {resource} || true; drbdadm secondary {resource}; "
+                        f"drbdadm connect --discard-my-data {resource}")
+        lp.sh(lab, "a", f"drbdadm connect {resource} 2>/dev/null || true")
+        wait_for("the resolved pair in sync", lambda: disk_status(
+            lab, "a", resource)["out_of_sync_kib"] == 0 and disk_status(
+            lab, "a", resource)["peer_disk"] == "UpToDate", 180)
+        assert region_md5(lab, "b", b_disk, 61, 1) == a_marker
+
         lab.guest_run(name, "touch /tmp/stop")
         wait_for("the writer to stop", lambda: "xwj-stopped" in lp.sh(
             lab, "a", f"cat {CONSOLE}/guest-{name}*.log"), 90)

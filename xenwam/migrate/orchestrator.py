@@ -438,9 +438,12 @@ class Migration:
             raise MigrationError(f"resource {name!r}: cannot read the data generations of "
                                  f"both copies (here {mine}, {plan.destination} {theirs})")
         how = relation(mine, Generations.from_json(theirs))
-        self._note(f"{name}: the copy on {plan.destination} is {how} "
-                   f"(this host's generations {mine.to_json()}, theirs {theirs})",
-                   resource=name, relation=how)
+        said = {SAME: "holds the same data as this one",
+                LOCAL_AHEAD: "lags this one: catch-up sends only what it misses"}
+        self._note(f"{name}: the copy on {plan.destination} "
+                   f"{said.get(how, 'cannot be brought up to date: ' + how)}",
+                   resource=name, relation=how, generations=mine.to_json(),
+                   destination_generations=theirs)
         if how in (SAME, LOCAL_AHEAD):
             return
         here, there = plan.source_hostname, plan.destination_hostname
@@ -451,9 +454,10 @@ class Migration:
                 f"here was in use). xenwam changed no data and will not choose whose writes "
                 f"to drop. To keep this host's data and give up what was written on "
                 f"{there}: save anything needed from it first, then on {there} run "
-                f"`drbdadm secondary {name}; drbdadm connect --discard-my-data {name}` and "
-                f"here `drbdadm connect {name}` (only the blocks written on either side are "
-                f"resent); then migrate again (docs/migrate.md)")
+                f"`drbdadm disconnect {name}; drbdadm secondary {name}; drbdadm connect "
+                f"--discard-my-data {name}` and here, if `xenwam disk status` shows it "
+                f"StandAlone, `drbdadm connect {name}` (only the blocks written on either "
+                f"side are resent); then migrate again (docs/migrate.md)")
         if how == PEER_AHEAD:
             raise MigrationError(
                 f"resource {name!r}: the copy on {there} holds writes that the running "
