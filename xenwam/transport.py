@@ -10,7 +10,9 @@ that command (``hooks/xenwam-transport``)::
 On the source it starts ``ssh HOST xenwam-transport --receive -- xl migrate-receive ...``
 and compresses what xl sends (the memory stream) with zstd; on the destination the
 ``--receive`` side decompresses it into ``xl migrate-receive``.  The replies (xl's small
-handshake messages) come back uncompressed.
+handshake messages) come back uncompressed.  ``--level 0`` sends the memory stream as it
+is (both sides then copy; the receiver is told with ``--raw``): for a fast link where
+the CPU, not the link, limits the copy, and to measure what zstd saves.
 
 xl's sender and receiver exchange handshake messages through the same pipe as the memory
 stream and wait for each other's answers, so the compressor flushes a zstd block every
@@ -70,7 +72,14 @@ def _write_all(fd: int, data: bytes) -> None:
 
 def compress_stream(src: int, dst: int, level: int, stats: TransportStats) -> None:
     """Copy fd ``src`` to fd ``dst`` as one zstd frame, flushing a block whenever a read
-    returns (so nothing xl sent waits in the compressor while xl waits for an answer)."""
+    returns (so nothing xl sent waits in the compressor while xl waits for an answer);
+    level 0 copies it as it is."""
+    if level == 0:
+        while data := os.read(src, CHUNK):
+            stats.forward_raw_bytes += len(data)
+            stats.forward_wire_bytes += len(data)
+            _write_all(dst, data)
+        return
     cobj = zstd.ZstdCompressor(level=level).compressobj()
     while True:
         data = os.read(src, CHUNK)
@@ -85,8 +94,15 @@ def compress_stream(src: int, dst: int, level: int, stats: TransportStats) -> No
     _write_all(dst, tail)
 
 
-def decompress_stream(src: int, dst: int) -> int:
-    """Copy the zstd frame on fd ``src`` to fd ``dst`` decompressed; return bytes out."""
+def decompress_stream(src: int, dst: int, *, raw: bool = False) -> int:
+    """Copy the zstd frame on fd ``src`` to fd ``dst`` decompressed (``raw``: as it is);
+    return bytes out."""
+    if raw:
+        total = 0
+        while data := os.read(src, CHUNK):
+            total += len(data)
+            _write_all(dst, data)
+        return total
     dobj = zstd.ZstdDecompressor().decompressobj()
     total = 0
     while True:
@@ -110,12 +126,14 @@ def copy_stream(src: BinaryIO, dst: int, stats: TransportStats) -> None:
         _write_all(dst, data)
 
 
-def remote_argv(host: str, command: Sequence[str], *, local: bool = False) -> list[str]:
+def remote_argv(host: str, command: Sequence[str], *, local: bool = False,
+                raw: bool = False) -> list[str]:
     """What the sending side starts: ssh to ``host`` running the receiving side, or (for
     tests and same-host use) the receiving side directly."""
-    receive = ["xenwam-transport", "--receive", "--", *command]
+    flags = ["--receive", *(["--raw"] if raw else []), "--"]
+    receive = ["xenwam-transport", *flags, *command]
     if local:
-        return [sys.executable, "-m", "xenwam.transport", "--receive", "--", *command]
+        return [sys.executable, "-m", "xenwam.transport", *flags, *command]
     # Shares the orchestrator's ssh connection to the destination when there is one.
     ensure_control_dir()
     return ssh_argv(host, receive)
@@ -126,7 +144,8 @@ def send(host: str, command: Sequence[str], *, level: int = DEFAULT_LEVEL,
     """The sending side: run the receiver, compress stdin into it, copy its replies out."""
     stats = TransportStats(level=level)
     start = time.monotonic()
-    child = start_piped(remote_argv(host, command, local=local), stdin=True, stdout=True)
+    child = start_piped(remote_argv(host, command, local=local, raw=level == 0),
+                        stdin=True, stdout=True)
     assert child.stdin is not None and child.stdout is not None
     back = threading.Thread(target=copy_stream, args=(child.stdout, stdout_fd, stats),
                             daemon=True)
@@ -144,12 +163,12 @@ def send(host: str, command: Sequence[str], *, level: int = DEFAULT_LEVEL,
     return stats
 
 
-def receive(command: Sequence[str], *, stdin_fd: int = 0) -> int:
+def receive(command: Sequence[str], *, stdin_fd: int = 0, raw: bool = False) -> int:
     """The receiving side: decompress stdin into ``command``; its stdout is ours."""
     child = start_piped(list(command), stdin=True)
     assert child.stdin is not None
     try:
-        decompress_stream(stdin_fd, child.stdin.fileno())
+        decompress_stream(stdin_fd, child.stdin.fileno(), raw=raw)
     except (BrokenPipeError, zstd.ZstdError) as exc:
         print(f"xenwam-transport: receive stream broken: {exc}", file=sys.stderr)
     finally:
@@ -167,7 +186,10 @@ def build_parser() -> argparse.ArgumentParser:
                     "needs xenwam installed.")
     p.add_argument("--receive", action="store_true",
                    help="(destination side) decompress stdin into COMMAND")
-    p.add_argument("--level", type=int, default=DEFAULT_LEVEL, help="zstd level (1-19)")
+    p.add_argument("--raw", action="store_true",
+                   help="(destination side) the stream is not compressed (sender's --level 0)")
+    p.add_argument("--level", type=int, default=DEFAULT_LEVEL,
+                   help="zstd level 1-19, or 0 to send the stream uncompressed")
     p.add_argument("--stats", help="write byte counts as JSON to this file at the end")
     p.add_argument("--local", action="store_true",
                    help="run the receiving side here instead of over ssh (tests)")
@@ -181,8 +203,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     """Entry point of ``hooks/xenwam-transport``."""
     parser = build_parser()
     args = parser.parse_args(argv)
-    if not 1 <= args.level <= 19:
-        print(f"xenwam-transport: --level {args.level}: use 1-19", file=sys.stderr)
+    if not 0 <= args.level <= 19:
+        print(f"xenwam-transport: --level {args.level}: use 1-19, or 0 for none",
+              file=sys.stderr)
         return 2
     if args.receive:
         command = ([args.host] if args.host and args.host != "--" else []) + [
@@ -190,7 +213,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         if not command:
             print("xenwam-transport: --receive needs a COMMAND", file=sys.stderr)
             return 2
-        return receive(command)
+        return receive(command, raw=args.raw)
     command = [c for c in args.command if c != "--"]
     if not args.host or not command:
         print("xenwam-transport: usage: xenwam-transport HOST COMMAND... "

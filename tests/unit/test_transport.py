@@ -43,19 +43,23 @@ sys.exit(p.wait())
 """
 
 
-def test_handshake_and_stream_through_the_transport(tmp_path: Path) -> None:
+@pytest.mark.parametrize("level", [1, 0])
+def test_handshake_and_stream_through_the_transport(tmp_path: Path, level: int) -> None:
     stats = tmp_path / "stats.json"
     receiver = tmp_path / "receiver.py"
     receiver.write_text(RECEIVER)
     transport = [sys.executable, "-m", "xenwam.transport", "--stats", str(stats), "--local",
-                 "desthost", sys.executable, str(receiver)]
+                 "--level", str(level), "desthost", sys.executable, str(receiver)]
     out = subprocess.run([sys.executable, "-c", SENDER, *transport], capture_output=True,
                          timeout=60, check=True, text=True).stdout.split()
     assert out[0] == "got"
     assert out[1] == out[3] and out[2] == out[4]  # every byte arrived, unchanged
     doc = json.loads(stats.read_text())
     assert doc["forward_raw_bytes"] == int(out[3]) + len(b"hello\n")
-    assert doc["forward_wire_bytes"] < doc["forward_raw_bytes"] / 5  # it compressed
+    if level:
+        assert doc["forward_wire_bytes"] < doc["forward_raw_bytes"] / 5  # it compressed
+    else:
+        assert doc["forward_wire_bytes"] == doc["forward_raw_bytes"]  # sent as it is
     assert doc["backward_bytes"] == len("ready hello\n") + len(" ".join(out[:3])) + 1
     assert doc["exit_status"] == 0
 

@@ -336,8 +336,9 @@ def register(subparsers: Any, common: argparse.ArgumentParser) -> None:
                    default=60.0, metavar="S",
                    help="slow the guest's writes to the link's pace when the resync made "
                         "no progress for S seconds (default: %(default)s)")
-    p.add_argument("--transport-level", type=int_in(1, 19), default=1, metavar="N",
-                   help="zstd level of the memory stream, 1-19 (default: %(default)s)")
+    p.add_argument("--transport-level", type=int_in(0, 19), default=1, metavar="N",
+                   help="zstd level of the memory stream, 1-19, or 0 to send it "
+                        "uncompressed (default: %(default)s)")
     p.add_argument("--agent-timeout", type=number_in(0, 3600, what=" seconds"), default=20.0,
                    metavar="S",
                    help="after unpausing, wait up to S seconds for the guest agent to "
