@@ -16,6 +16,7 @@ from xenwam.migrate.plan import (
     NetworkPlan,
     Plan,
     ResourcePlan,
+    calibrated_overhead_ms,
     check_downtime,
     estimate_downtime_ms,
     plan_network,
@@ -169,6 +170,23 @@ def test_downtime_grows_with_memory_and_shrinks_with_bandwidth() -> None:
     # The stated model: 2 % of memory over the link, four round trips, the overhead.
     assert estimate_downtime_ms(1000, 80.0, 50.0, overhead_ms=0.0, dirty_fraction=0.01) == \
         round(1000 * 1048576 * 0.01 * 8 / 80e6 * 1000 + 200, 1)
+
+
+def test_overhead_is_learnt_from_this_hosts_earlier_migrations() -> None:
+    assert calibrated_overhead_ms([], 50.0, 40.0) is None
+    copy = estimate_downtime_ms(128, 50.0, 40.0, overhead_ms=0.0)
+    # The lab's trips (128 MiB guest, 40 ms / 50 mbit): paused 15.7, 17.3 and 13.5 s.
+    got = calibrated_overhead_ms([(15.7, 128), (17.3, 128), (13.5, 128)], 50.0, 40.0)
+    assert got == round(15700 - copy, 1)  # the median
+    assert estimate_downtime_ms(128, 50.0, 40.0, overhead_ms=got) == 15700.0
+    # Only the most recent samples count; an even count takes the middle two's mean.
+    recent = [(10.0, 128), (12.0, 128), (14.0, 128), (16.0, 128), (18.0, 128)]
+    assert calibrated_overhead_ms([(99.0, 128)] * 10 + recent, 50.0, 40.0) == \
+        round(14000 - copy, 1)
+    assert calibrated_overhead_ms([(10.0, 128), (12.0, 128)], 50.0, 40.0) == \
+        round(11000 - copy, 1)
+    # A paused time shorter than the model's copy part is no negative overhead.
+    assert calibrated_overhead_ms([(0.1, 8192)], 1.0, 40.0) == 0.0
 
 
 def test_check_downtime_refuses_over_budget() -> None:

@@ -193,7 +193,8 @@ def _migrate(args: argparse.Namespace) -> int:
         migration = Migration(options, bus=bus, journal=None,
                               destination=remote_side(args.destination,
                                                       xenwam_command=args.remote_xenwam),
-                              config_dir=Path(args.config_dir), site=site)
+                              config_dir=Path(args.config_dir), site=site,
+                              history_dir=_base(args))
         try:
             plan = migration.make_plan()
         finally:

@@ -49,7 +49,10 @@ from xenwam.errors import CommandError, ConfigError, MigrationError, XenwamError
 from xenwam.migrate import events as ev
 from xenwam.migrate.phases import TERMINAL, Action, MigrationState, Phase
 from xenwam.migrate.plan import (
+    CALIBRATION_SAMPLES,
+    DEFAULT_HANDOVER_OVERHEAD_MS,
     Plan,
+    calibrated_overhead_ms,
     check_downtime,
     estimate_downtime_ms,
     plan_network,
@@ -200,8 +203,12 @@ class Migration:
                  source: Side | None = None, destination: Side | None = None,
                  config_dir: Path = DEFAULT_CONFIG_DIR, site: sitecfg.Site | None = None,
                  clock: Callable[[], float] = time.time,
-                 sleep: Callable[[float], None] = time.sleep) -> None:
+                 sleep: Callable[[float], None] = time.sleep,
+                 history_dir: Path | None = None) -> None:
         self.options = options
+        #: Where earlier migrations' journals are (the downtime estimate learns from
+        #: them); by default beside this migration's own journal.
+        self.history_dir = history_dir or (journal.directory.parent if journal else None)
         self.bus = bus
         self.journal = journal
         self.source = source or local_side()
@@ -306,7 +313,18 @@ class Migration:
                                  f"/local/domain/{config.domid}/{layout.AGENT_KEY}"],
                                 check=False, timeout=30)
         guest_agent = agent.stdout.strip() if agent.ok and agent.stdout.strip() else None
-        estimate = estimate_downtime_ms(config.memory_mib, site.bandwidth_mbit, site.rtt_ms)
+        samples = self._earlier_downtimes()
+        overhead = calibrated_overhead_ms(samples, site.bandwidth_mbit, site.rtt_ms)
+        estimate = estimate_downtime_ms(config.memory_mib, site.bandwidth_mbit, site.rtt_ms,
+                                        DEFAULT_HANDOVER_OVERHEAD_MS if overhead is None
+                                        else overhead)
+        self._note(f"expected paused time {estimate / 1000:.1f} s (handover overhead "
+                   + (f"{overhead / 1000:.1f} s, the median of the last "
+                      f"{min(len(samples), CALIBRATION_SAMPLES)} migrations from this host)"
+                      if overhead is not None else
+                      f"{DEFAULT_HANDOVER_OVERHEAD_MS / 1000:.1f} s by default: no earlier "
+                      "migration from this host to learn it from)"),
+                   estimate_ms=estimate, overhead_ms=overhead, samples=len(samples))
         check_downtime(estimate, o.max_downtime_ms)
         self.plan = Plan(id=self.report.id, domain=o.domain, domid=config.domid,
                          memory_mib=config.memory_mib, source_hostname=source_hostname,
@@ -317,6 +335,24 @@ class Migration:
         self.report.downtime_estimate_ms = estimate
         self.report.new_address = network.address
         return self.plan
+
+    def _earlier_downtimes(self) -> list[tuple[float, int]]:
+        """``(paused seconds, guest MiB)`` of the completed migrations in this host's
+        journal directory, oldest first (the ids start with their time)."""
+        if self.history_dir is None or not self.history_dir.is_dir():
+            return []
+        samples = []
+        for directory in sorted(self.history_dir.iterdir()):
+            try:
+                report = json.loads((directory / "report.json").read_text())
+                plan = json.loads((directory / "plan.json").read_text())
+                seconds, mib = report.get("downtime_seconds"), plan.get("memory_mib")
+            except (OSError, ValueError, AttributeError):
+                continue  # not a finished migration, or not ours to read
+            if (str(report.get("outcome", "")).startswith("done")
+                    and isinstance(seconds, (int, float)) and isinstance(mib, int)):
+                samples.append((float(seconds), mib))
+        return samples
 
     # ------------------------------------------------------------ run
 

@@ -192,6 +192,30 @@ def estimate_downtime_ms(memory_mib: int, bandwidth_mbit: float, rtt_ms: float,
     return round(overhead_ms + copy_ms + 4 * rtt_ms, 1)
 
 
+#: Earlier migrations the handover overhead is calibrated on (the most recent ones).
+CALIBRATION_SAMPLES = 5
+
+
+def calibrated_overhead_ms(samples: list[tuple[float, int]], bandwidth_mbit: float,
+                           rtt_ms: float,
+                           dirty_fraction: float = DEFAULT_FINAL_DIRTY_FRACTION
+                           ) -> float | None:
+    """The handover overhead this host has shown: for each of the most recent earlier
+    migrations from it, ``(paused seconds, guest MiB)``, the paused time minus what the
+    model puts down to the copy and the round trips; the median of those, or ``None``
+    with no samples.  The fixed part of the paused time (device teardown, the
+    destination's restore and hotplug scripts) depends on the hosts far more than on the
+    guest, so what this host measured predicts it better than any default."""
+    rest = sorted(
+        max(0.0, seconds * 1000 - (estimate_downtime_ms(mib, bandwidth_mbit, rtt_ms, 0.0,
+                                                        dirty_fraction)))
+        for seconds, mib in samples[-CALIBRATION_SAMPLES:])
+    if not rest:
+        return None
+    mid = len(rest) // 2
+    return round(rest[mid] if len(rest) % 2 else (rest[mid - 1] + rest[mid]) / 2, 1)
+
+
 def check_downtime(estimate_ms: float, max_downtime_ms: float | None) -> None:
     """Refuse (before anything changes) a migration expected to overrun its budget."""
     if max_downtime_ms is not None and estimate_ms > max_downtime_ms:
