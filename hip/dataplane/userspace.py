@@ -110,6 +110,14 @@ class EspEngine:
         inbound = InboundSA(
             sa.spi_in, suite, sa.enc_key_in, sa.auth_key_in, sa.peer_hit, sa.own_hit
         )
+        previous = self.peers.get(sa.peer_hit)
+        if previous is not None and previous.outbound.spi == sa.spi_out:
+            # The same SA again (its encapsulation changed): its sequence numbers go
+            # on, a number is never sent twice under one SPI.
+            outbound.seq, outbound.counters = previous.outbound.seq, previous.outbound.counters
+        if (kept := self.inbound.get(sa.spi_in)) is not None:
+            # Likewise its replay window: a fresh one would accept old packets again.
+            inbound.window, inbound.counters = kept.window, kept.counters
         self.peers[sa.peer_hit] = _Peer(sa, outbound, sa.own_locator, sa.peer_locator)
         spis = [s for s in self.spis_by_peer.get(sa.peer_hit, []) if s != sa.spi_in]
         spis.append(sa.spi_in)
