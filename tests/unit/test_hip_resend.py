@@ -16,6 +16,8 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
+from hip.ctl import render_show
+from hip.daemon.hipd import build_parser
 from hip.dataplane.esp import ESP_HEADER, build_inner
 from hip.dataplane.resend import (
     NO_RESEND,
@@ -306,3 +308,15 @@ def test_a_rekey_keeps_what_the_peer_may_have_missed() -> None:
     assert [seq_of(d) for d in resent] == [1]  # the new SA's first number
     assert pair.delivered(resent) == [lost]
 
+
+def test_hipd_option_turns_it_off() -> None:
+    assert build_parser().parse_args([]).resend_after_move is True
+    assert build_parser().parse_args(["--no-resend-after-move"]).resend_after_move is False
+
+
+def test_hipctl_show_says_how_many_were_resent() -> None:
+    state = {"hit": str(HIT_C), "data_plane": "userspace", "locators": ["10.3.0.3"],
+             "associations": [{"peer_hit": str(HIT_M), "state": "ESTABLISHED"}],
+             "esp_resent_after_move": {str(HIT_M): 17}}
+    assert "  ESP re-sent after moves: 17 packets" in render_show(state).splitlines()
+    assert "re-sent" not in render_show({**state, "esp_resent_after_move": {}})
