@@ -164,6 +164,9 @@ def render_show(state: dict[str, Any]) -> str:
                     drops[reason] = drops.get(reason, 0) + n
             if drops:
                 lines.append("  ESP dropped " + ", ".join(f"{k} {v}" for k, v in drops.items()))
+        resent = state.get("esp_resent_after_move", {}).get(assoc.get("peer_hit"))
+        if resent:
+            lines.append(f"  ESP re-sent after moves: {resent} packets")
         queued = assoc.get("queued_packets")
         if queued:
             lines.append(f"  queued packets waiting for the base exchange: {queued}")

@@ -48,6 +48,7 @@ from hip.daemon.peer_memory import DEFAULT_STATE_DIR, PeerMemory
 from hip.daemon.transport import Carrier, HipTransport
 from hip.dataplane import DataPlane, Encapsulation, Locator, SecurityAssociation
 from hip.dataplane.probe import DataPlaneKind, choose
+from hip.dataplane.resend import DEFAULT_RESEND, NO_RESEND
 from hip.dataplane.userspace import DEFAULT_TUN_NAME, NoAssociation, UserspaceDataPlane
 from hip.errors import DaemonError, HIPError
 from hip.events import (
@@ -102,6 +103,9 @@ class DaemonOptions:
     #: Where peers' last verified locators are kept (None: not kept across restarts;
     #: the command line defaults to /var/lib/hip).
     state_dir: str | None = None
+    #: Userspace data plane: after a move, send again at once the TCP segments the peer
+    #: may have missed, rather than leave TCP to its backed-off retransmission timer.
+    resend_after_move: bool = True
 
 
 @dataclass
@@ -205,6 +209,8 @@ class Hipd:
                 self.hit, tun_name=self.options.tun_name, send_udp=self.transport.send_esp,
                 on_no_association=self._on_no_association, on_received=self._on_esp_received,
                 on_unknown_spi=self._on_unknown_spi, destination=self._esp_destination,
+                clock=self.clock, on_resent=self._on_resent_after_move,
+                resend=DEFAULT_RESEND if self.options.resend_after_move else NO_RESEND,
             )
             self.userspace.attach(self._loop)
             self.plane = self.userspace
@@ -490,6 +496,11 @@ class Hipd:
         except HIPError:
             self.counters["esp-for-unknown-association"] += 1
 
+    def _on_resent_after_move(self, peer_hit: IPv6Address, packets: int) -> None:
+        self.stats["resent-after-move"] += packets
+        log.info("re-sent %d TCP segment(s) to %s after the move: its TCP answers now, not "
+                 "at its next backed-off retransmission", packets, peer_hit)
+
     def _esp_destination(self, peer_hit: IPv6Address, nbytes: int) -> Locator | None:
         # The core decides where data may go: the verified preferred locator, or a new
         # unverified one while credit lasts (RFC 8046 5.5).
@@ -762,6 +773,7 @@ class Hipd:
             "transport": dict(self.transport.counters),
             "hipd": dict(self.stats),
             "esp_sent_on_credit": plane_counters.get("sent_on_credit", {}),
+            "esp_resent_after_move": plane_counters.get("resent_after_move", {}),
             "responder": {
                 "r1_sent": self.host.r1_sent if self.host else 0,
                 "puzzle_difficulty": (self.host.puzzle_difficulty(self._now())
@@ -824,6 +836,10 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--state-dir", default=DEFAULT_STATE_DIR,
                         help="where peers' last verified locators are kept across restarts "
                         "(default %(default)s)")
+    parser.add_argument("--no-resend-after-move", dest="resend_after_move",
+                        action="store_false",
+                        help="userspace data plane: do not send again, after a move, the TCP "
+                        "segments the peer may have missed (default: do)")
     parser.add_argument("-v", "--verbose", action="count", default=0)
     return parser
 
@@ -841,6 +857,7 @@ def main(argv: list[str] | None = None) -> None:
         carrier=Carrier.UDP if args.udp else Carrier.RAW, udp_port=args.udp_port,
         tun_name=args.tun, locators=tuple(args.locator),
         ignore_interfaces=tuple(args.ignore_interface), state_dir=args.state_dir,
+        resend_after_move=args.resend_after_move,
     )
     try:
         identity = keystore.load_identity(args.config_dir)

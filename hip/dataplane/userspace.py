@@ -21,6 +21,7 @@ import os
 import signal
 import socket
 import struct
+import time
 from collections import Counter
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -33,6 +34,7 @@ from hip.dataplane import (
     SecurityAssociation,
 )
 from hip.dataplane.esp import InboundSA, OutboundSA, suite_by_id
+from hip.dataplane.resend import DEFAULT_RESEND, ResendBounds, ResendBuffer
 from hip.errors import DataPlaneError
 from hip.orchid import ORCHID_PREFIX
 from hip.runner import Runner, default_runner
@@ -76,6 +78,8 @@ class _Peer:
     outbound: OutboundSA
     own_locator: Locator
     peer_locator: Locator
+    #: What was sent since the peer was last heard from, to send again after a move.
+    sent: ResendBuffer
 
 
 @dataclass
@@ -84,6 +88,11 @@ class EspEngine:
 
     Inbound SAs are found by SPI alone, whatever the outer source address: a peer that
     moved keeps sending on the same SA, and only the ICV decides (RFC 7402 section 3).
+
+    When either end's locator changes, the TCP segments sent since the peer was last
+    heard from are encapsulated again (new sequence numbers) and returned by
+    :meth:`update_locators` for sending: the peer's TCP answers them at once instead of
+    after a backed-off retransmission timeout (:mod:`hip.dataplane.resend`).
     """
 
     random: Callable[[int], bytes] = os.urandom
@@ -99,9 +108,19 @@ class EspEngine:
     dropped: Counter[str] = field(default_factory=Counter)
     #: Packets sent to a peer's unverified new locator on credit, per peer HIT.
     moved_early: Counter[str] = field(default_factory=Counter)
+    #: Monotonic seconds: when packets were sent, when peers were last heard from.
+    clock: Callable[[], float] = time.monotonic
+    #: What is kept per peer to send again after a move (``NO_RESEND``: nothing).
+    resend: ResendBounds = DEFAULT_RESEND
+    #: Packets sent again after a locator change, per peer HIT.
+    resent_after_move: Counter[str] = field(default_factory=Counter)
 
-    def install(self, sa: SecurityAssociation) -> None:
-        """Install or rekey both directions of ``sa``."""
+    def install(self, sa: SecurityAssociation) -> list[EspDatagram]:
+        """Install or rekey both directions of ``sa``.
+
+        A re-install between other locators than before is a move as well: what the
+        peer may have missed is returned, to be sent (see :meth:`update_locators`).
+        """
         suite = suite_by_id(sa.suite_id)
         outbound = OutboundSA(
             sa.spi_out, suite, sa.enc_key_out, sa.auth_key_out, sa.own_hit, sa.peer_hit,
@@ -110,20 +129,55 @@ class EspEngine:
         inbound = InboundSA(
             sa.spi_in, suite, sa.enc_key_in, sa.auth_key_in, sa.peer_hit, sa.own_hit
         )
-        self.peers[sa.peer_hit] = _Peer(sa, outbound, sa.own_locator, sa.peer_locator)
+        previous = self.peers.get(sa.peer_hit)
+        if previous is not None and previous.outbound.spi == sa.spi_out:
+            # The same SA again (its encapsulation changed): its sequence numbers go
+            # on, a number is never sent twice under one SPI.
+            outbound.seq, outbound.counters = previous.outbound.seq, previous.outbound.counters
+        if (kept := self.inbound.get(sa.spi_in)) is not None:
+            # Likewise its replay window: a fresh one would accept old packets again.
+            inbound.window, inbound.counters = kept.window, kept.counters
+        sent = previous.sent if previous is not None else ResendBuffer(self.resend)
+        entry = _Peer(sa, outbound, sa.own_locator, sa.peer_locator, sent)
+        self.peers[sa.peer_hit] = entry
         spis = [s for s in self.spis_by_peer.get(sa.peer_hit, []) if s != sa.spi_in]
         spis.append(sa.spi_in)
         while len(spis) > 2:
             self.inbound.pop(spis.pop(0), None)
         self.spis_by_peer[sa.peer_hit] = spis
         self.inbound[sa.spi_in] = inbound
+        if previous is None or (previous.own_locator, previous.peer_locator) == (
+                sa.own_locator, sa.peer_locator):
+            return []
+        return self._resend(entry)
 
-    def update_locators(self, peer_hit: IPv6Address, own: Locator, peer: Locator) -> None:
-        """Send future packets for ``peer_hit`` between the new locators."""
+    def update_locators(
+        self, peer_hit: IPv6Address, own: Locator, peer: Locator
+    ) -> list[EspDatagram]:
+        """Send future packets for ``peer_hit`` between the new locators.
+
+        If either locator changed, return the inner packets sent since the peer was
+        last heard from (at most ``resend.max_age`` seconds old, at most
+        ``resend.packets`` of them, in their original order) encapsulated again with
+        new sequence numbers, for the caller to send now.
+        """
         entry = self.peers.get(peer_hit)
         if entry is None:
             raise DataPlaneError(f"no SA with {peer_hit} to move to {own} -> {peer}")
+        if (entry.own_locator, entry.peer_locator) == (own, peer):
+            return []
         entry.own_locator, entry.peer_locator = own, peer
+        return self._resend(entry)
+
+    def _resend(self, entry: _Peer) -> list[EspDatagram]:
+        out = []
+        for inner in entry.sent.take(self.clock()):
+            datagram = self._seal(entry, inner)
+            if datagram is not None:
+                out.append(datagram)
+        if out:
+            self.resent_after_move[str(entry.sa.peer_hit)] += len(out)
+        return out
 
     def remove(self, peer_hit: IPv6Address) -> None:
         """Forget every SA with ``peer_hit``."""
@@ -143,6 +197,13 @@ class EspEngine:
                 return NoAssociation(dst, inner)
             self.dropped["not-a-hit"] += 1  # e.g. router solicitations the kernel sends
             return None
+        datagram = self._seal(entry, inner)
+        if datagram is not None:
+            entry.sent.record(inner, self.clock())
+        return datagram
+
+    def _seal(self, entry: _Peer, inner: bytes) -> EspDatagram | None:
+        """Encrypt ``inner`` with the next sequence number and pick its destination."""
         try:
             data = entry.outbound.encrypt(inner)
         except DataPlaneError as exc:
@@ -157,8 +218,14 @@ class EspEngine:
                 outer_dst = granted
         return EspDatagram(data, entry.own_locator, outer_dst, entry.sa.encapsulation)
 
-    def decapsulate(self, data: bytes) -> bytes | None:
-        """Return the inner packet carried by the ESP payload ``data``, or ``None``."""
+    def decapsulate(self, data: bytes, src: Locator | None = None) -> bytes | None:
+        """Return the inner packet carried by the ESP payload ``data``, or ``None``.
+
+        A packet that authenticates, from the peer locator we send to (or from an
+        unknown ``src``), counts as hearing from the peer: what was sent before it is
+        not sent again after a move.  One from another locator does not: the peer may
+        have moved, and our packets to its old locator may all have been lost.
+        """
         if len(data) < 8:
             self.dropped["truncated"] += 1
             return None
@@ -167,7 +234,12 @@ class EspEngine:
         if sa is None:
             self.dropped["unknown-spi"] += 1
             return None
-        return sa.decrypt(data)
+        inner = sa.decrypt(data)
+        if inner is not None:
+            entry = self.peers.get(sa.src_hit)
+            if entry is not None and (src is None or src == entry.peer_locator):
+                entry.sent.heard(self.clock())
+        return inner
 
     def counters(self) -> dict[str, object]:
         """Per-SA packets, bytes and drops, plus drops before any SA was found."""
@@ -182,7 +254,8 @@ class EspEngine:
                 "peer_locator": str(entry.peer_locator),
             }
         return {"dropped": dict(self.dropped), "peers": per_peer,
-                "sent_on_credit": dict(self.moved_early)}
+                "sent_on_credit": dict(self.moved_early),
+                "resent_after_move": dict(self.resent_after_move)}
 
 
 class TunDevice:
@@ -234,6 +307,8 @@ class UserspaceDataPlane:
     ``send_udp(data, src, dst)`` sends an ESP payload over the shared UDP port (owned by
     the HIP transport); UDP-encapsulated ESP that the transport receives comes back in
     through :meth:`receive_esp`.  ``on_no_association`` gets packets to HITs without SA.
+    ``on_resent(peer_hit, n)`` is told when a move made ``n`` packets go out again
+    (``resend`` bounds what is kept for that; ``NO_RESEND`` turns it off).
     """
 
     kind = "userspace"
@@ -251,9 +326,14 @@ class UserspaceDataPlane:
         on_unknown_spi: Callable[[int, Locator], None] | None = None,
         destination: Callable[[IPv6Address, int], Locator | None] | None = None,
         random: Callable[[int], bytes] = os.urandom,
+        clock: Callable[[], float] = time.monotonic,
+        resend: ResendBounds = DEFAULT_RESEND,
+        on_resent: Callable[[IPv6Address, int], None] | None = None,
     ) -> None:
         self.own_hit = own_hit
-        self.engine = EspEngine(random=random, destination=destination)
+        self.engine = EspEngine(random=random, destination=destination, clock=clock,
+                                resend=resend)
+        self.on_resent = on_resent
         self.send_udp = send_udp
         self.on_no_association = on_no_association
         self.on_received = on_received
@@ -277,11 +357,12 @@ class UserspaceDataPlane:
     # -- DataPlane interface -------------------------------------------------------------
     def install(self, sa: SecurityAssociation) -> None:
         """Install or rekey ``sa``."""
-        self.engine.install(sa)
+        self._resend(sa.peer_hit, self.engine.install(sa))
 
     def update_locators(self, peer_hit: IPv6Address, own: Locator, peer: Locator) -> None:
-        """Move ``peer_hit``'s SAs to new outer addresses."""
-        self.engine.update_locators(peer_hit, own, peer)
+        """Move ``peer_hit``'s SAs to new outer addresses, and send again at once what
+        the peer may have missed (the engine says what)."""
+        self._resend(peer_hit, self.engine.update_locators(peer_hit, own, peer))
 
     def remove(self, peer_hit: IPv6Address) -> None:
         """Forget ``peer_hit``'s SAs."""
@@ -327,7 +408,7 @@ class UserspaceDataPlane:
                 and int.from_bytes(data[:4], "big") not in self.engine.inbound):
             # A peer that still holds SAs we lost (we restarted): let hipd react.
             self.on_unknown_spi(int.from_bytes(data[:4], "big"), src)
-        inner = self.engine.decapsulate(data)
+        inner = self.engine.decapsulate(data, src)
         if inner is not None:
             try:
                 self.tun.write(inner)
@@ -368,6 +449,12 @@ class UserspaceDataPlane:
             except ValueError:
                 src = None
             self.receive_esp(data, src)
+
+    def _resend(self, peer_hit: IPv6Address, packets: list[EspDatagram]) -> None:
+        for packet in packets:
+            self._send(packet)
+        if packets and self.on_resent is not None:
+            self.on_resent(peer_hit, len(packets))
 
     def _send(self, packet: EspDatagram) -> None:
         try:

@@ -200,6 +200,24 @@ def test_engine_keeps_one_old_inbound_sa_across_rekey() -> None:
     assert not engine.inbound and not engine.peers
 
 
+def test_engine_reinstall_with_the_same_spis_keeps_sequence_and_replay_window() -> None:
+    """hipd re-installs the same SAs when only their encapsulation changed: sequence
+    numbers go on (the peer's window is ahead), and old packets stay replays."""
+    m, c = EspEngine(), EspEngine()
+    m.install(static_sa(HIT_M, HIT_C, LOC_M, LOC_C, "k"))
+    c.install(static_sa(HIT_C, HIT_M, LOC_C, LOC_M, "k"))
+    inner = build_inner(HIT_M, HIT_C, 17, b"datagram")
+    first = m.encapsulate(inner)
+    assert isinstance(first, EspDatagram) and c.decapsulate(first.data) == inner
+    m.install(static_sa(HIT_M, HIT_C, LOC_M, LOC_C, "k", encapsulation=Encapsulation.UDP))
+    c.install(static_sa(HIT_C, HIT_M, LOC_C, LOC_M, "k", encapsulation=Encapsulation.UDP))
+    second = m.encapsulate(inner)
+    assert isinstance(second, EspDatagram) and second.data[4:8] == (2).to_bytes(4, "big")
+    assert c.decapsulate(second.data) == inner
+    assert c.decapsulate(first.data) is None  # still a replay
+    assert m.counters()["peers"][str(HIT_C)]["sent"]["packets"] == 2  # type: ignore[index]
+
+
 def test_udp_marker_framing() -> None:
     assert classify_udp(frame_udp(b"HIPHEADER")).kind is UdpKind.HIP
     assert classify_udp(frame_udp(b"HIPHEADER")).data == b"HIPHEADER"
