@@ -17,7 +17,9 @@ record N goes to sector N, is flushed, and only then acknowledged on its console
    written (issue 14);
 4. both copies written while apart (B's copy used while the guest ran on A): the next
    migration is refused with what to do, nothing is thrown away on either side, and the
-   resolution it names resends only the blocks written on either side.
+   resolution it names resends only the blocks written on either side;
+5. ``xenwam disk forget`` on A and ``unprovision`` on B (what ``--forget`` runs) leave
+   the guest running on A alone, undisturbed, and B's copy gone.
 
 The guest also runs hipd (kernel ESP) and the xenwam guest agent, and the correspondent
 (hipd, userspace ESP) keeps one TCP connection to the guest's HIT open across both trips,
@@ -297,6 +299,13 @@ def test_xenwam_migrate_kill_recover_there_and_back(wan40: Any) -> None:
                   f"(clock error "
                   f"{moved.clock_error_seconds} s), agent {moved.report['agent_seconds']} s, "
                   f"total {moved.report.get('total_seconds')} s")
+        # Where the rebinding time goes, from the guest's side (its clock is its Xen
+        # host's): the agent's and hipd's log lines of the moves.
+        logs = lab.guest_exec(name, "grep -h -E 'generation|link event|announc|xenstore' "
+                                    "/var/log/xenwam-agent.log | tail -n 12; grep -h -i -E "
+                                    "'locator|update|address' /var/log/hipd.log | tail -n 30",
+                              timeout=120).output
+        print("guest logs around the moves:\n" + logs)
         assert summary["error"] is None, summary
         assert summary["echoed"] == summary["sent"] > 1000, summary
         assert summary["lost"] == 0 and summary["out_of_order"] == 0, summary
@@ -349,6 +358,17 @@ def test_xenwam_migrate_kill_recover_there_and_back(wan40: Any) -> None:
             lab, "a", resource)["out_of_sync_kib"] == 0 and disk_status(
             lab, "a", resource)["peer_disk"] == "UpToDate", 180)
         assert region_md5(lab, "b", b_disk, 61, 1) == a_marker
+
+        # 5. Forget the old copy (what `xenwam migrate --forget` runs in its finalize):
+        # A goes on alone, undisturbed; B's copy is gone.
+        lp.sh(lab, "a", f"xenwam disk forget {resource}")
+        alone = disk_status(lab, "a", resource)
+        assert alone["peer_host"] is None and alone["role"] == "Primary", alone
+        b_files = json.loads(lp.sh(lab, "b", f"xenwam disk unprovision {resource} --json"))
+        assert b_files["removed"], b_files
+        assert drbd_role(lab, "b", minor) == "Unconfigured"
+        assert lp.sh(lab, "a", f"xenwam disk forget {resource} --json").count(
+            '"changed": false') == 1
 
         lab.guest_run(name, "touch /tmp/stop")
         wait_for("the writer to stop", lambda: "xwj-stopped" in lp.sh(

@@ -91,7 +91,7 @@ RECORDS_PORT = 7001
 GUEST_SERVICES = """#!/bin/sh
 export PATH=/usr/bin:/bin PYTHONPATH=/opt/xenwam PYTHONDONTWRITEBYTECODE=1
 mkdir -p /var/log /var/lib/hip
-python3 -m xenwam_guest.agent --interface eth0 > /var/log/xenwam-agent.log 2>&1 &
+python3 -m xenwam_guest.agent -v --interface eth0 > /var/log/xenwam-agent.log 2>&1 &
 python3 -m hip.daemon -v --config-dir /etc/hip --socket /run/hipd.sock \\
     --data-plane kernel --state-dir /var/lib/hip > /var/log/hipd.log 2>&1 &
 python3 /opt/xenwam/xwrecords.py serve --port {port} > /var/log/xwrecords.log 2>&1 &
