@@ -273,9 +273,19 @@ def test_xenwam_migrate_kill_recover_there_and_back(wan40: Any) -> None:
 
         # 3. Back B -> A over the existing pair: no new copy, nothing seeded; catch-up
         # brings A's copy up and resyncs only what B wrote while apart.
-        back = lab.migrate_xenwam(name, watch_connection=False)
+        # The trip back sends the memory uncompressed (--transport-level 0): the run's
+        # figure for what the transport's zstd saves, and costs, against the first trip.
+        back = lab.migrate_xenwam(name, watch_connection=False,
+                                  extra=["--transport-level", "0"])
         assert back.outcome == "done", back.report.get("error")
         assert back.report["seed_wire_bytes"] == 0 and back.report["seed_data_bytes"] == 0
+        assert back.report["memory_wire_bytes"] == back.report["memory_raw_bytes"]
+        for trip, moved, how in (("A->B", there, "zstd level 1"), ("B->A", back, "none")):
+            r = moved.report
+            print(f"memory {trip} ({how}): {r['memory_raw_bytes']} bytes from xl, "
+                  f"{r['memory_wire_bytes']} on the wire, memory phase "
+                  f"{r['phase_seconds'].get('memory')} s, paused {r['downtime_seconds']} s "
+                  f"(estimate {r['downtime_estimate_ms']} ms)")
         return_kib = connected_kib + back.report["resync_kib"]
         print(f"return trip: disk bytes {return_kib} KiB for 16384 KiB written on B "
               f"({return_kib / 16384:.2f}; connected {connected_kib} KiB, resync "
