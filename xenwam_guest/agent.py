@@ -146,6 +146,9 @@ class Agent:
         values = {key: self.store.read(f"{layout.NETWORK_DIR}/{key}")
                   for key in layout.NETWORK_KEYS}
         values["generation"] = generation
+        read_at = self.clock()
+        log.debug("generation %s: its %d keys read in %d ms", generation, len(values),
+                  (read_at - started) * 1000)
         try:
             assignment = NetworkAssignment.parse(values)
             if assignment.dhcp:
@@ -153,6 +156,8 @@ class Agent:
                 status, message = Status.APPLIED, "address from DHCP"
             elif self.network.apply(self.interface, assignment):
                 status, message = Status.APPLIED, f"migration {assignment.migration}"
+                log.debug("generation %s: route and address applied in %d ms", generation,
+                          (self.clock() - read_at) * 1000)
                 assert assignment.address is not None
                 self.network.announce(self.interface, assignment.address)
             else:
