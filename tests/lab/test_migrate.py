@@ -267,7 +267,9 @@ def test_xenwam_migrate_kill_recover_there_and_back(wan40: Any) -> None:
         lab.guest_exec(name, "dd if=/dev/urandom of=/dev/xvda bs=1M count=8 seek=48 "
                              "conv=fsync 2>/dev/null; echo ok", timeout=180)
         apart = disk_status(lab, "b", resource)
-        assert apart["behind"] == {"copy": "peer", "kib": 8192}, apart
+        # 8 MiB, plus the 4 KiB blocks of the journal records written meanwhile.
+        assert apart["behind"]["copy"] == "peer", apart
+        assert 8192 <= apart["behind"]["kib"] <= 8192 + 1024, apart
         assert apart["peer_host"] == lp.sh(lab, "a", "hostname").strip()
         cut_apart(lab, resource, False)
 
