@@ -18,13 +18,15 @@ BENCHMARKS: dict[str, tuple[str, str]] = {
     "hip-crypto": ("hipbench.crypto", "HIP crypto primitives and packet codec, per call"),
     "hipd": ("hipbench.hipd", "hipd in namespaces: handover time, userspace ESP throughput"),
     "drbd": ("xenwam.lab.drbd_bench", "DRBD seeding vs full sync, resync after disconnect (lab)"),
+    "migrate": ("xenwam.lab.migrate_bench",
+                "xenwam migrate vs freeze-and-copy and stock xl migrate, with plots (lab)"),
 }
 
 
 def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser],
              common: argparse.ArgumentParser) -> None:
     """Add ``xenwam bench``."""
-    lines = "\n".join(f"  {name:<6} {desc}" for name, (_, desc) in BENCHMARKS.items())
+    lines = "\n".join(f"  {name:<10} {desc}" for name, (_, desc) in BENCHMARKS.items())
     p = subparsers.add_parser(
         "bench",
         parents=[common],

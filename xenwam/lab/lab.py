@@ -1193,3 +1193,26 @@ class Lab:
             agent_report=agent_report, unpaused_at=unpaused_at,
             clock_error_seconds=None if clock_error is None else round(clock_error, 3),
             update_acked_seconds=acked, first_record_seconds=first_record)
+
+    # ------------------------------------------------------------ guests moved by others
+
+    def move_guest_record(self, name: str, host: str) -> GuestRecord:
+        """Record that guest ``name`` now runs on ``host``, moved by something other than
+        the lab's own migrations (``xl save`` and ``xl restore`` in ``xenwam bench
+        migrate``); its address stays as it was until :meth:`renumber_guest`."""
+        cfg.host_index(host)
+        state = self._require_up()
+        record = self.guest(name)
+        record.host = host
+        state.guests = [record if g.name == name else g for g in state.guests]
+        self._save(state)
+        return record
+
+    def forget_guest(self, name: str) -> None:
+        """Drop guest ``name`` from the lab's records once it was destroyed (its number,
+        address and MAC can then be given to a new guest); harmless if unknown."""
+        state = self.load_state()
+        if state is None:
+            return
+        state.guests = [g for g in state.guests if g.name != name]
+        self._save(state)

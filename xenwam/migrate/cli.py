@@ -15,7 +15,15 @@ from pathlib import Path
 from typing import Any
 
 from xenwam import site as sitecfg
-from xenwam.cliargs import directory, int_in, matching, number_in, regular_file, text_type
+from xenwam.cliargs import (
+    directory,
+    int_in,
+    matching,
+    new_file,
+    number_in,
+    regular_file,
+    text_type,
+)
 from xenwam.drbd.resource import DEFAULT_CONFIG_DIR
 from xenwam.errors import ConfigError, MigrationError, XenError
 from xenwam.migrate import events as ev
@@ -61,6 +69,7 @@ examples:
   xenwam migrate --json web1 site-b.example | jq .event
   xenwam migrate --status                        # every migration on this host
   xenwam migrate --recover 20261201T081500-web1-1a2b
+  xenwam migrate --plot 20261201T081500-web1-1a2b  # its timeline, as a PNG
 
 exit status: 0 migrated, 1 failed (see the journal), 2 refused before anything changed.
 The guest's disks must be xenwam resources: see `xenwam disk adopt --help` and
@@ -292,8 +301,34 @@ def _recover(args: argparse.Namespace, *, abort: bool) -> int:
     return 0
 
 
+def _plot(args: argparse.Namespace) -> int:
+    from xenwam.migrate import timeline
+
+    base = _base(args)
+    directory = base / args.plot
+    if not (directory / "journal").is_file():
+        raise ConfigError(f"no migration {args.plot!r} in {base}; `xenwam migrate --status` "
+                          "lists them")
+    try:
+        line = timeline.load(directory, Path(args.client) if args.client else None)
+    except ConfigError as exc:
+        raise ConfigError(f"migration {args.plot}: {exc}") from exc
+    output = Path(args.output) if args.output else directory / timeline.DEFAULT_NAME
+    timeline.plot(line, output)
+    if args.json:
+        print(json.dumps({"id": args.plot, "output": str(output)}))
+    else:
+        print(f"timeline of {args.plot}: {output}")
+    return 0
+
+
 def _handler(args: argparse.Namespace) -> int:
-    # --status, --recover and --abort are a mutually exclusive group: at most one is set.
+    # --status, --recover, --abort and --plot are a mutually exclusive group: at most one
+    # is set.
+    if (args.output or args.client) and not args.plot:
+        raise ConfigError("--output and --client go with --plot ID")
+    if args.plot:
+        return _plot(args)
     if args.status is not None:
         return _status(args)
     if args.recover:
@@ -366,6 +401,15 @@ def register(subparsers: Any, common: argparse.ArgumentParser) -> None:
     which.add_argument("--recover", metavar="ID", type=migration_id_arg,
                        help="after the orchestrator died: look at both hosts and abort or "
                             "finish the migration; running it twice is harmless")
+    which.add_argument("--plot", metavar="ID", type=migration_id_arg,
+                       help="draw the timeline of finished migration ID as a PNG (phases, "
+                            "bytes per second per stream, the guest's pause)")
+    p.add_argument("--output", metavar="FILE", type=new_file,
+                   help="with --plot: where to write the PNG (default: timeline.png in the "
+                        "migration's journal directory)")
+    p.add_argument("--client", metavar="FILE", type=regular_file,
+                   help="with --plot: a JSON of client-side figures whose 'gaps' "
+                        "([start, end] wall-clock pairs) are drawn as the client's gaps")
     p.set_defaults(handler=_handler)
 
 

@@ -1,0 +1,303 @@
+"""``xenwam bench migrate``'s pure parts: its arguments, the bound, the ratios P1-P4, the
+docs section, the comparison plots and the parsers of what the lab reads back.  The lab
+part itself runs in tests/lab/test_bench_migrate.py."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from xenwam import cli
+from xenwam.bench import BENCHMARKS
+from xenwam.errors import ConfigError
+from xenwam.lab import migrate_bench as mb
+from xenwam.lab.xl import PingReply
+
+pytestmark = pytest.mark.unit
+
+DATA = Path(__file__).resolve().parents[1] / "data"
+MIB = 1024 * 1024
+
+
+def test_registered_as_a_benchmark() -> None:
+    assert BENCHMARKS["migrate"][0] == "xenwam.lab.migrate_bench"
+
+
+# ------------------------------------------------------------------ arguments
+
+
+def test_the_defaults_are_the_smoke_run() -> None:
+    s = mb.settings_from(mb.parser().parse_args([]))
+    assert s.sizes_mib == (64,)
+    assert [p.name for p in s.profiles] == ["20ms/100mbit"]
+    assert s.repeats == 1
+    assert s.methods == ("freeze-copy", "stock-lan", "xenwam")
+
+
+def test_the_sweep_parses() -> None:
+    s = mb.settings_from(mb.parser().parse_args(mb.SWEEP.split()))
+    assert s.sizes_mib == (64, 256, 1024)
+    assert [(p.rtt_ms, p.rate_kbit) for p in s.profiles] == [(20.0, 100_000), (80.0, 20_000)]
+    assert s.repeats == 3
+
+
+@pytest.mark.parametrize("argv", [
+    ["--sizes-mib", "abc"], ["--sizes-mib", "64,,128"], ["--sizes-mib", "8"],
+    ["--sizes-mib", "64,64"], ["--profiles", "20ms"], ["--profiles", "0ms/10mbit"],
+    ["--profiles", "20ms/fast"], ["--repeats", "0"], ["--methods", "teleport"],
+    ["--write-fraction", "1.5"], ["--write-kib-s", "-1"], ["--docs-from", "/nonexistent"],
+    ["--frobnicate"],
+])
+def test_bad_arguments_are_one_line_and_exit_2(argv: list[str],
+                                               capsys: pytest.CaptureFixture[str]) -> None:
+    with pytest.raises(SystemExit) as stop:
+        mb.main(argv)
+    assert stop.value.code == 2
+    err = capsys.readouterr().err
+    assert len(err.strip().splitlines()) == 1, err
+    assert err.startswith("xenwam bench migrate: error:")
+
+
+def test_bad_arguments_through_xenwam_bench(capsys: pytest.CaptureFixture[str]) -> None:
+    with pytest.raises(SystemExit) as stop:
+        cli.main(["bench", "migrate", "--repeats", "many"])
+    assert stop.value.code == 2
+    assert len(capsys.readouterr().err.strip().splitlines()) == 1
+
+
+def test_docs_without_results_is_refused(tmp_path: Path,
+                                         capsys: pytest.CaptureFixture[str]) -> None:
+    docs = tmp_path / "b.md"
+    docs.write_text("# x\n")
+    assert cli.main(["bench", "migrate", "--docs", str(docs)]) == 2
+    assert "--docs-from" in capsys.readouterr().err
+
+
+def test_without_a_lab_it_says_how_to_get_one(tmp_path: Path,
+                                              capsys: pytest.CaptureFixture[str]) -> None:
+    status = cli.main(["bench", "migrate", "--run-dir", str(tmp_path / "run"),
+                       "--out-dir", str(tmp_path / "out"), "--methods", "xenwam"])
+    assert status == 1
+    err = capsys.readouterr().err.strip().splitlines()[-1]
+    assert "--bring-up" in err and "wan layout" in err
+
+
+def test_profile_names_round_trip() -> None:
+    for text in ("20ms/100mbit", "80ms/20mbit", "40ms/1500kbit"):
+        assert mb.Profile.parse(text).name == text
+    assert mb.Profile.parse("20ms/100mbit").bytes_per_s == 12_500_000
+
+
+# ------------------------------------------------------------------ figures
+
+
+def test_the_bound() -> None:
+    must = mb.must_cross_bytes(16 * MIB, 224 * MIB)
+    assert must == 240 * MIB
+    assert mb.bound_seconds(must, 100_000) == pytest.approx(240 * MIB * 8 / 1e8)
+    assert mb.bound_seconds(must, 100_000) == pytest.approx(20.1326592)
+    assert mb.bound_seconds(mb.must_cross_bytes(16 * MIB, 224 * MIB, disk=False),
+                            20_000) == pytest.approx(224 * MIB * 8 / 2e7)
+    assert mb.bound_seconds(must, 0) is None
+
+
+def test_used_disk_is_the_written_share() -> None:
+    s = mb.Settings(write_fraction=0.25)
+    assert s.used_disk_bytes(64) == 16 * MIB
+    assert s.used_disk_bytes(1024) == 256 * MIB
+    assert mb.written_mib(16, 0.01) == 1
+
+
+def _run(method: str, profile: str | None, size: int, disruption: float | None,
+         total: float | None = None, wire: dict[str, int] | None = None,
+         bound: float | None = None, error: str | None = None,
+         repeat: int = 1) -> dict[str, Any]:
+    run = mb.Run(method=method, size_mib=size, profile=profile, repeat=repeat,
+                 used_disk_bytes=16 * MIB if size == 64 else 64 * MIB,
+                 memory_bytes=224 * MIB, disruption_seconds=disruption,
+                 disruption_kind="records gap", paused_seconds=1.5, total_seconds=total,
+                 wire_bytes=wire or {}, bound_seconds=bound, error=error)
+    from dataclasses import asdict
+    return asdict(run)
+
+
+def results() -> dict[str, Any]:
+    settings = mb.Settings(sizes_mib=(64, 256),
+                           profiles=(mb.Profile.parse("20ms/100mbit"),), repeats=2)
+    runs = [
+        _run("stock-lan", None, 64, 3.0), _run("stock-lan", None, 64, 5.0, repeat=2),
+        _run("stock-lan", None, 256, 4.0),
+        _run("xenwam", "20ms/100mbit", 64, 10.0, 120.0,
+             {"seed": 8 * MIB, "resync": MIB, "memory": 40 * MIB}, 20.0),
+        _run("xenwam", "20ms/100mbit", 64, 12.0, 100.0,
+             {"seed": 8 * MIB, "resync": 3 * MIB, "memory": 40 * MIB}, 20.0, repeat=2),
+        _run("xenwam", "20ms/100mbit", 256, 11.0, 150.0,
+             {"seed": 36 * MIB, "resync": MIB, "memory": 40 * MIB}, 30.0),
+        _run("xenwam", "20ms/100mbit", 256, None, error="BenchError: boom", repeat=2),
+        _run("freeze-copy", "20ms/100mbit", 64, 220.0, 230.0,
+             {"memory": 30 * MIB, "disk": 9 * MIB}, 20.0),
+        _run("freeze-copy", "20ms/100mbit", 256, 550.0, 560.0,
+             {"memory": 30 * MIB, "disk": 40 * MIB}, 30.0),
+    ]
+    doc: dict[str, Any] = {"command": "xenwam bench migrate --sizes-mib 64,256 --repeats 2",
+                           "commit": "abc1234", "started": "2026-12-03 10:00:00 UTC",
+                           "cpus": 2, "load_average": {"start": [1.5, 1.25, 1.0],
+                                                       "end": [2.0, 1.5, 1.0]},
+                           "settings": settings.to_json(), "runs": runs}
+    doc["ratios"] = mb.ratios(doc)
+    return doc
+
+
+def _row(doc: dict[str, Any], ratio: str, size: int | None) -> dict[str, Any]:
+    return next(r for r in doc["ratios"] if r["ratio"] == ratio and r["size_mib"] == size)
+
+
+def test_p1_against_stock_lan_downtime_plus_two_rtt() -> None:
+    doc = results()
+    p1 = _row(doc, "P1", None)
+    # xenwam: median of 10, 12, 11 = 11; stock: median of 3, 5, 4 = 4; 2 RTT = 0.04 s.
+    assert p1["numerator"] == 11.0
+    assert p1["denominator"] == pytest.approx(4.04)
+    assert p1["value"] == pytest.approx(11.0 / 4.04)
+    assert p1["verdict"] == "missed"
+
+
+def test_p2_per_disk_size() -> None:
+    doc = results()
+    assert _row(doc, "P2", 64)["value"] == pytest.approx(220.0 / 11.0)
+    assert _row(doc, "P2", 256)["value"] == pytest.approx(550.0 / 11.0)  # failed run left out
+    assert _row(doc, "P2", 64)["target"] is None
+
+
+def test_p3_total_over_bound() -> None:
+    doc = results()
+    assert _row(doc, "P3", 64)["value"] == pytest.approx(110.0 / 20.0)
+    assert _row(doc, "P3", 256)["value"] == pytest.approx(150.0 / 30.0)
+    assert _row(doc, "P3", 64)["verdict"] == "missed"
+
+
+def test_p4_wire_over_used_disk_and_ram() -> None:
+    doc = results()
+    # wire: median of 49 MiB and 51 MiB = 50 MiB; state 16 + 224 MiB.
+    assert _row(doc, "P4", 64)["value"] == pytest.approx(50 / 240)
+    assert _row(doc, "P4", 64)["verdict"] == "met"
+    assert _row(doc, "P4", 256)["value"] == pytest.approx(77 / (64 + 224))
+
+
+def test_ratios_with_nothing_measured() -> None:
+    doc = results()
+    doc["runs"] = []
+    rows = mb.ratios(doc)
+    assert {r["verdict"] for r in rows if r["target"] is not None} == {"not measured"}
+
+
+# ------------------------------------------------------------------ the docs section
+
+
+def test_render_section_says_command_commit_load_and_ratios() -> None:
+    text = mb.render_section(results())
+    assert text.startswith(mb.DOCS_BEGIN) and text.endswith(mb.DOCS_END)
+    assert "`xenwam bench migrate --sizes-mib 64,256 --repeats 2`" in text
+    assert "`abc1234`" in text and "1.50/1.25/1.00" in text and "2.00/1.50/1.00" in text
+    assert "| xenwam | 20ms/100mbit | 64 | 2 | 11.0 (10.0-12.0) | 1.5 (1.5-1.5) |" in text
+    assert "| stock-lan | lan, unshaped | 64 | 2 | 4.0 (3.0-5.0) |" in text
+    assert "| xenwam | 20ms/100mbit | 256 | 1 (1 failed) |" in text
+    assert "memory 40.0, resync 2.0, seed 8.0" in text
+    assert "| P1 | xenwam WAN disruption / (stock xl LAN downtime + 2 RTT) | " \
+           "20ms/100mbit | all | 2.72 | <= 1 | missed |" in text
+    assert "| P4 |" in text and "| met |" in text
+    assert "Failed: xenwam 20ms/100mbit 256 MiB run 2: BenchError: boom" in text
+
+
+def test_update_docs_replaces_only_its_section() -> None:
+    base = "# Benchmarks\n\nintro\n"
+    first = mb.update_docs(base, mb.DOCS_BEGIN + "\nold\n" + mb.DOCS_END)
+    assert first.startswith(base.rstrip("\n")) and "old" in first
+    second = mb.update_docs(first + "\n## After\n", mb.DOCS_BEGIN + "\nnew\n" + mb.DOCS_END)
+    assert "old" not in second and "new" in second and second.endswith("## After\n")
+    assert mb.update_docs(second, mb.DOCS_BEGIN + "\nnew\n" + mb.DOCS_END) == second
+
+
+def test_docs_regenerated_from_a_results_file(tmp_path: Path,
+                                              capsys: pytest.CaptureFixture[str]) -> None:
+    res = tmp_path / "results.json"
+    res.write_text(json.dumps(results()))
+    docs = tmp_path / "benchmarks.md"
+    docs.write_text("# Benchmarks\n")
+    assert mb.main(["--docs-from", str(res), "--docs", str(docs)]) == 0
+    assert "| P3 |" in docs.read_text()
+    res.write_text("{}")
+    assert cli.main(["bench", "migrate", "--docs-from", str(res), "--docs", str(docs)]) == 2
+    assert "not a results file" in capsys.readouterr().err
+
+
+def test_comparison_plots(tmp_path: Path) -> None:
+    paths = mb.comparison_plots(results(), tmp_path / "plots")
+    assert [p.name for p in paths] == ["disruption-per-method.png", "disruption-vs-size.png"]
+    for p in paths:
+        assert p.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+        assert p.stat().st_size > 5_000
+
+
+# ------------------------------------------------------------------ what the lab reads back
+
+
+HEADER = (DATA / "xl-list-4.17-dom0-only.txt").read_text().splitlines()[0]
+DOM0 = "Domain-0                                     0   512     1     r-----      34.6"
+
+
+def _listing(stamp: float, *guests: str) -> str:
+    rows = [f"{name:<44}{3:>3}{224:>6}{1:>6}     {state}       7.7" for name, state in
+            (g.split(":") for g in guests)]
+    return "\n".join([f"T {stamp}", HEADER, DOM0, *rows]) + "\n"
+
+
+def test_parse_the_watcher_log() -> None:
+    text = (_listing(100.0, "g1:-b----") + _listing(100.5, "g1:---s--")
+            + "T 101.0\nName   ID  Mem")  # cut off when the loop was stopped
+    samples = mb.parse_xl_watch(text)
+    assert [s.time for s in samples][:2] == [100.0, 100.5]
+    assert [d.name for d in samples[0].domains] == ["Domain-0", "g1"]
+    assert samples[1].domains[1].state == "---s--"
+
+
+def test_paused_time_from_both_dom0s() -> None:
+    source = mb.parse_xl_watch(_listing(100.0, "g1:-b----") + _listing(100.5, "g1:-b----")
+                               + _listing(101.0, "g1:---s--") + _listing(101.5))
+    # b's clock runs 100 s ahead of ours, a's 0.25 s behind.
+    destination = mb.parse_xl_watch(
+        _listing(200.0) + _listing(201.8, "g1--incoming:--p---") + _listing(203.0, "g1:--p---")
+        + _listing(203.6, "g1:-b----") + _listing(204.0, "g1:r-----"))
+    assert mb.paused_from_watch(source, destination, "g1", -0.25, 100.0) == pytest.approx(2.35)
+    assert mb.paused_from_watch(source, destination[:3], "g1", -0.25, 100.0) is None
+    assert mb.paused_from_watch(source[:2], destination, "g1") is None
+
+
+def test_talk_again_from_the_two_pingers() -> None:
+    old = [PingReply(10.0, 1), PingReply(10.05, 2), PingReply(10.1, 3)]
+    new = [PingReply(9.0, 1), PingReply(42.5, 2), PingReply(42.55, 3)]
+    assert mb.talk_again_seconds(old, new, start=10.08) == pytest.approx(32.4)
+    assert mb.talk_again_seconds(old, [], start=10.08) is None
+
+
+def test_records_gap_only_for_a_connection_kept_whole() -> None:
+    kept = {"sent": 100, "echoed": 100, "lost": 0, "out_of_order": 0, "error": None,
+            "longest_gap_seconds": 7.25}
+    assert mb.records_gap(kept) == 7.25
+    assert mb.records_gap({**kept, "error": "receive: timed out"}) is None
+    assert mb.records_gap({**kept, "lost": 3}) is None
+    assert mb.records_gap(None) is None
+
+
+def test_writer_stays_in_the_written_share() -> None:
+    cmd = mb.writer_command(16, 256)
+    assert "count=4 " in cmd and "seek=$((i % 256))" in cmd and "oflag=direct" in cmd
+    assert "/tmp/xwb-stop" in cmd
+
+
+def test_a_bad_profile_is_a_config_error() -> None:
+    with pytest.raises(ConfigError, match="RTT/RATE"):
+        mb.Profile.parse("fast")
