@@ -105,6 +105,14 @@ def test_generations_read_only_from_an_attached_disk() -> None:
     assert r.calls == [["drbdadm", "get-gi", "r0"]]
 
 
+def test_favour_resync_gives_it_half_the_link() -> None:
+    dev, r = device([proc("SyncSource")])
+    dev.favour_resync()
+    half = RES.wan.c_max_rate_kib // 2
+    assert r.calls == [["drbdadm", "disk-options", "r0", f"--c-min-rate={half}k"]]
+    assert half >= 250
+
+
 def test_down_detach_disconnect_are_idempotent() -> None:
     dev, r = device([proc("Unconfigured")])
     dev.down()

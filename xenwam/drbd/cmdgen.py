@@ -111,6 +111,11 @@ def secondary(resource: str, *, config: Path | None = None) -> list[str]:
     return _drbdadm("secondary", resource, config=config)
 
 
+def resync_floor(resource: str, kib_s: int, *, config: Path | None = None) -> list[str]:
+    """Change the live device's c-min-rate: the resync rate kept under application I/O."""
+    return _drbdadm("disk-options", resource, f"--c-min-rate={kib_s}k", config=config)
+
+
 def net_options(resource: str, options: NetOptions, *, config: Path | None = None) -> list[str]:
     """Change net options of the live connection (needs protocol version 100 or later)."""
     return _drbdadm("net-options", resource, *options.as_flags(), config=config)

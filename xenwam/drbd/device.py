@@ -220,6 +220,13 @@ class DrbdDevice:
             )
         self._run(cmdgen.net_options(self.name, cmdgen.HANDOVER, config=self.config))
 
+    def favour_resync(self) -> None:
+        """Guarantee the resync half the link even while the guest writes (see
+        :attr:`WanProfile.c_min_rate_converge_kib`); until the next ``adjust`` or ``up``
+        the resource file's floor no longer applies."""
+        self._run(cmdgen.resync_floor(self.name, self.resource.wan.c_min_rate_converge_kib,
+                                      config=self.config))
+
     def to_bulk(self) -> None:
         """Switch back to protocol A with pull-ahead and a single primary."""
         st = self.state()

@@ -163,6 +163,13 @@ class WanProfile:
         return max(250, int(self.bandwidth_mbit * 1e6 / 8 / 1024))
 
     @property
+    def c_min_rate_converge_kib(self) -> int:
+        """The resync rate kept even under application writes once a guest's writes are
+        slowed to the link's pace: half the link, so a catch-up that had stalled ends
+        (DRBD's default floor of 250 KiB/s lets a busy writer starve it for minutes)."""
+        return max(250, self.c_max_rate_kib // 2)
+
+    @property
     def ping_timeout_tenths(self) -> int:
         """A ping answer may take several RTTs on a loaded WAN link."""
         return max(5, math.ceil(4 * self.rtt_ms / 100.0))

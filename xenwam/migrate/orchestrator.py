@@ -579,8 +579,10 @@ class Migration:
             if best is None or oos < best:
                 best, best_at = oos, now
             if (throttled_at is None and now - best_at > self.options.converge_after):
-                # Writes outrun the link: synchronous replication paces them to it.
+                # Writes outrun the link: synchronous replication paces them to it, and
+                # the resync is given half the link so that it ends.
                 device.to_handover()
+                device.favour_resync()
                 throttled_at = now
                 self._emit(ev.Throttled(now, name, f"no progress for "
                                                    f"{self.options.converge_after:g} s"))
