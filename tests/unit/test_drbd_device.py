@@ -109,7 +109,7 @@ def test_favour_resync_gives_it_half_the_link() -> None:
     dev, r = device([proc("SyncSource")])
     dev.favour_resync()
     half = RES.wan.c_max_rate_kib // 2
-    assert r.calls == [["drbdadm", "disk-options", "r0", f"--c-min-rate={half}k"]]
+    assert r.calls == [["drbdadm", "disk-options", f"--c-min-rate={half}k", "r0"]]
     assert half >= 250
 
 
