@@ -6,9 +6,7 @@ record N goes to sector N, is flushed, and only then acknowledged on its console
 1. a migration A -> B is killed with SIGKILL while it seeds; ``--recover`` puts
    everything back (guest on A only, B's copy gone, A's resource as before), and a second
    ``--recover`` changes nothing;
-2. the retried migration A -> B, with the guest writing faster than the link until the
-   handover (xenwam slows its writes to the link's pace so the resync converges),
-   completes: the guest runs on B only, every acknowledged
+2. the retried migration A -> B completes: the guest runs on B only, every acknowledged
    record is on B's disk, online verify found nothing out of sync, the journal says done,
    A holds no primary;
 3. the guest writes 8 MiB on B with the pair connected, then 8 MiB more while the link
@@ -40,7 +38,6 @@ import os
 import re
 import subprocess
 import sys
-import threading
 import time
 from dataclasses import replace
 from pathlib import Path
@@ -68,38 +65,6 @@ WRITER = (
     "&& sync && echo \"xwj-ack $r\"; sleep 0.5; done; echo xwj-stopped) "
     "> /dev/hvc0 2>&1 &"
 )
-
-
-# Writes faster than the 50 mbit link: a 4 MiB random block from tmpfs rewritten over a
-# 16 MiB region with O_DIRECT until /tmp/stopfast appears.
-FAST_WRITER = (
-    "(dd if=/dev/urandom of=/tmp/fast bs=1M count=4 2>/dev/null; i=0; "
-    "while [ ! -e /tmp/stopfast ]; do "
-    "dd if=/tmp/fast of=/dev/xvda bs=1M seek=$((40 + (i % 4) * 4)) oflag=direct "
-    "2>/dev/null; i=$((i+1)); done; echo fast-stopped $i) > /dev/hvc0 2>&1 &"
-)
-
-
-def stop_at_phase(lab: Any, host: str, out: str, phase: str, command: str,
-                  name: str) -> threading.Thread:
-    """In the background: when the migration whose events go to ``out`` starts
-    ``phase``, type ``command`` into guest ``name``'s console (found from the event
-    stream, not from a sleep)."""
-    def watch() -> None:
-        deadline = time.monotonic() + 1800
-        while time.monotonic() < deadline:
-            try:
-                events = lab.xenwam_events(host, out)
-            except Exception:  # a busy dom0 missing one look is not the end
-                events = []
-            if any(e.get("event") == "phase-started" and e.get("phase") == phase
-                   for e in events) or any(e.get("event") == "finished" for e in events):
-                lab.guest_run(name, command)
-                return
-            time.sleep(2.0)
-    thread = threading.Thread(target=watch, daemon=True)
-    thread.start()
-    return thread
 
 
 def acked(lab: Any, host: str, name: str) -> list[str]:
@@ -216,20 +181,9 @@ def test_xenwam_migrate_kill_recover_there_and_back(wan40: Any) -> None:
         again = lp.sh(lab, "a", f"xenwam migrate --recover {started['id']}")
         assert "already ended" in again
 
-        # 2. The retried migration A -> B, with the guest writing faster than the link
-        # until the handover: the resync cannot converge, so after 10 s without progress
-        # xenwam slows the writes to the link's pace (protocol C) and it converges.
-        lab.guest_run(name, FAST_WRITER)
-        stopper = stop_at_phase(lab, "a", f"/root/xenwam-migrate-{name}.ndjson",
-                                "handover", "touch /tmp/stopfast", name)
-        there = lab.migrate_xenwam(name, watch_connection=False,
-                                   extra=["--converge-after", "10"])
-        stopper.join(timeout=60)
+        # 2. The retried migration A -> B.
+        there = lab.migrate_xenwam(name, watch_connection=False)
         assert there.outcome == "done", there.report.get("error")
-        print(f"fast writer: throttled {there.report['throttled_seconds']} s, catch-up "
-              f"{there.report['phase_seconds'].get('catch-up')} s, resync "
-              f"{there.report['resync_kib']} KiB")
-        assert there.report["throttled_seconds"] > 0, there.report
         b_address = there.new_address
         assert there.agent_report is not None
         assert there.agent_report["status"] == "applied", there.agent_report
