@@ -143,7 +143,8 @@ def _options(args: argparse.Namespace) -> Options:
                    debug=args.debug, no_daemon=args.e, paused=args.p, address=args.ip,
                    max_downtime_ms=args.max_downtime, verify=not args.no_verify,
                    converge_after=args.converge_after, transport_level=args.transport_level,
-                   agent_timeout=args.agent_timeout, forget=args.forget)
+                   agent_timeout=args.agent_timeout, forget=args.forget,
+                   sync_timeout=args.sync_timeout)
 
 
 def _display(args: argparse.Namespace) -> ev.Display:
@@ -372,6 +373,10 @@ def register(subparsers: Any, common: argparse.ArgumentParser) -> None:
                    default=60.0, metavar="S",
                    help="slow the guest's writes to the link's pace when the resync made "
                         "no progress for S seconds (default: %(default)s)")
+    p.add_argument("--sync-timeout", type=number_in(1, CONVERGE_MAX, what=" seconds"),
+                   default=3600.0, metavar="S",
+                   help="give up (the guest stays here, unchanged) if the disks have not "
+                        "converged S seconds into the catch-up (default: %(default)s)")
     p.add_argument("--transport-level", type=int_in(0, 19), default=1, metavar="N",
                    help="zstd level of the memory stream, 1-19, or 0 to send it "
                         "uncompressed (default: %(default)s)")
