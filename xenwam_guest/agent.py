@@ -8,10 +8,13 @@ announces the new address on the segment (gratuitous ARP), and writes what it di
 ``data/xenwam/network/``.  hipd sees the address change from netlink and sends its HIP
 UPDATEs; the agent knows nothing of HIP.
 
-It polls rather than watches: pyxs refuses watches over ``/dev/xen/xenbus`` (the guest's
-only way to xenstore), and a poll also survives xenstore being briefly gone after a
-resume, when a watch can be lost.  One read of one key every ``--interval`` (0.1 s) costs
-a guest nothing measurable.
+It polls (every ``--idle-interval``, faster for a while after a link event), which
+survives xenstore being briefly gone after a resume, when a watch can be lost.  With
+``--xenstore-watch`` it also sets a xenstore watch on the generation key
+(:mod:`xenwam_guest.xenbus`: pyxs refuses watches over ``/dev/xen/xenbus``, the guest's
+only way to xenstore), meant to wake it as soon as a resumed guest runs (the guest kernel
+sets its watches again at resume, which fires them); not yet measured on real Xen, so off
+by default.
 
 Garbage in the keys is reported back (``status`` ``error``) and the address is left as
 it is; a generation written twice is applied twice, in order, or only the newer if both
@@ -42,6 +45,7 @@ from typing import Any, Protocol
 from xenwam_guest import layout
 from xenwam_guest.errors import AgentError, ApplyError, LayoutError, StoreError, UsageError
 from xenwam_guest.layout import AgentReport, IPInterface, NetworkAssignment, Status
+from xenwam_guest.xenbus import XenbusError, XenbusWatch
 
 log = logging.getLogger("xenwam-guest-agent")
 
@@ -281,6 +285,10 @@ def arp_announcement(mac: bytes, address: ipaddress.IPv4Address) -> bytes:
     return ethernet + arp
 
 
+class WatchLost(Exception):
+    """The xenstore watch broke; the agent goes on polling without it."""
+
+
 class LinuxNetwork:
     """The guest's network through netlink (pyroute2)."""
 
@@ -311,26 +319,44 @@ class LinuxNetwork:
             events.bind(groups=RTMGRP_LINK)
             self._events = events
 
-    def wait(self, timeout: float) -> bool:
-        """Block up to ``timeout`` seconds; True if a link event came (all read)."""
-        if self._events is None:
+    def wait(self, timeout: float, watch: XenbusWatch | None = None) -> bool:
+        """Block up to ``timeout`` seconds; True if a link event came or ``watch`` (a
+        xenstore watch on the network key) fired (all read)."""
+        fds = [f.fileno() for f in (self._events, watch) if f is not None]
+        if not fds:
             self.sleep(timeout)
             return False
         try:
-            readable, _, _ = select.select([self._events.fileno()], [], [], timeout)
-            if not readable:
-                return False
-            while True:
-                self._events.get()  # one batch; drain what else is already there
-                more, _, _ = select.select([self._events.fileno()], [], [], 0)
-                if not more:
-                    return True
+            readable, _, _ = select.select(fds, [], [], 0 if watch and watch.pending
+                                           else timeout)
         except OSError as exc:
-            log.warning("netlink events: %s; polling on time alone", exc)
-            with contextlib.suppress(Exception):
-                self._events.close()
-            self._events = None
+            log.warning("waiting: %s; polling on time alone", exc)
+            self.sleep(timeout)
             return False
+        woke = False
+        if watch is not None and (watch.pending or watch.fileno() in readable):
+            try:
+                paths = watch.events()
+            except (OSError, XenbusError) as exc:
+                log.warning("xenstore watch: %s; polling on time alone", exc)
+                raise WatchLost from exc
+            if paths:
+                log.debug("xenstore watch fired: %s", ", ".join(paths))
+                woke = True
+        if self._events is not None and self._events.fileno() in readable:
+            try:
+                while True:
+                    self._events.get()  # one batch; drain what else is already there
+                    more, _, _ = select.select([self._events.fileno()], [], [], 0)
+                    if not more:
+                        break
+                woke = True
+            except OSError as exc:
+                log.warning("netlink events: %s; polling on time alone", exc)
+                with contextlib.suppress(Exception):
+                    self._events.close()
+                self._events = None
+        return woke
 
     def _reset(self) -> None:
         if self._ipr is not None:
@@ -433,6 +459,28 @@ class LinuxNetwork:
                              f"(exit {res.returncode}): {res.stderr.strip()[-200:]}")
 
 
+def _waiter(network: LinuxNetwork, xenbus: str) -> Callable[[float], bool]:
+    """The run loop's wait: link events, and a xenstore watch on the network key when the
+    device grants one (it wakes the agent as soon as a resumed guest runs); a watch that
+    breaks is dropped and the poll carries on alone."""
+    key = f"{layout.NETWORK_DIR}/generation"
+    watch: list[XenbusWatch] = []
+    try:
+        watch.append(XenbusWatch(key, "xenwam-network", xenbus))
+        log.info("xenstore watch on %s", key)
+    except (OSError, XenbusError) as exc:
+        log.warning("no xenstore watch on %s (%s): polling alone", key, exc)
+
+    def wait(timeout: float) -> bool:
+        try:
+            return network.wait(timeout, watch[0] if watch else None)
+        except WatchLost:
+            with contextlib.suppress(OSError):
+                watch.pop().close()
+            return True  # look at once: whatever broke it may have been a move
+    return wait
+
+
 # ---------------------------------------------------------------- command line
 
 class _OneLineParser(argparse.ArgumentParser):
@@ -463,6 +511,10 @@ def _parser() -> argparse.ArgumentParser:
     parser.add_argument("--dhcp-command", default="",
                         help="command run with the interface appended when dom0 asks for "
                              "DHCP, e.g. 'udhcpc -n -q -i' (default: none: report an error)")
+    parser.add_argument("--xenstore-watch", action="store_true",
+                        help="also set a xenstore watch on the network key, which wakes the "
+                             "agent as soon as a resumed guest runs (not yet shown on real "
+                             "Xen; the poll stays either way)")
     parser.add_argument("--once", action="store_true",
                         help="look once, act if needed, and exit")
     parser.add_argument("-v", "--verbose", action="store_true", help="log at debug level")
@@ -509,7 +561,8 @@ def main(argv: Sequence[str] | None = None) -> int:
                      "link event", layout.NETWORK_DIR, args.interface, args.idle_interval,
                      args.interval, FAST_FOR)
             run(agent, args.interval, reconnect=store.reconnect,
-                idle_interval=args.idle_interval, wait=network.wait)
+                idle_interval=args.idle_interval,
+                wait=_waiter(network, args.xenbus) if args.xenstore_watch else network.wait)
         else:
             log.info("watching xenstore %s every %g s for %s", layout.NETWORK_DIR,
                      args.interval, args.interface)
