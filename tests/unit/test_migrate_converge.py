@@ -1,0 +1,100 @@
+"""Catch-up with a guest that outruns the link: the orchestrator paces its writes, and
+when DRBD still leaves out-of-sync bits behind (seen in the lab with DRBD 8.4), starts a
+new resync pass over a connection whose files say the live (handover) mode."""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from xenwam.drbd.info import DeviceState, SyncProgress
+from xenwam.drbd.resource import Host, Resource, load
+from xenwam.migrate import events as ev
+from xenwam.migrate.orchestrator import Migration, Options, Side
+from xenwam.runner import CommandResult
+
+pytestmark = pytest.mark.unit
+
+PAIR = Resource(name="g1-disk", minor=3,
+                hosts=(Host("a", "10.0.0.1", 7803, "/dev/loop0", "/dev/loop1"),
+                       Host("b", "10.0.0.2", 7803, "/dev/loop0", "/dev/loop1")),
+                shared_secret="converge-test-secret")
+
+
+def syncing(oos_kib: int) -> DeviceState:
+    return DeviceState(minor=3, resource="g1-disk", connection="Connected",
+                       replication="SyncSource", role="Primary", peer_role="Secondary",
+                       disk="UpToDate", peer_disk="Inconsistent", out_of_sync_kib=oos_kib,
+                       sync=SyncProgress(99.9, oos_kib, 65536, 0, 40))
+
+
+IN_SYNC = DeviceState(minor=3, resource="g1-disk", connection="Connected",
+                      replication="Established", role="Primary", peer_role="Secondary",
+                      disk="UpToDate", peer_disk="UpToDate")
+
+
+@dataclass
+class StuckDevice:
+    """A device whose resync stops 4 KiB short until it is reconnected."""
+
+    calls: list[str] = field(default_factory=list)
+    reconnected: bool = False
+    dropped: bool = False
+
+    def state(self) -> DeviceState:
+        if self.dropped:
+            return DeviceState(minor=3, resource="g1-disk", connection="StandAlone")
+        return IN_SYNC if self.reconnected else syncing(4)
+
+    def __getattr__(self, name: str) -> Any:
+        def call(*_: object, **__: object) -> None:
+            self.calls.append(name)
+            if name == "disconnect":
+                self.dropped = True
+            if name == "connect":
+                self.dropped, self.reconnected = False, True
+        return call
+
+
+@dataclass
+class Remote:
+    commands: list[list[str]] = field(default_factory=list)
+    inputs: list[str] = field(default_factory=list)
+
+    def run(self, argv: Sequence[str], **kw: Any) -> CommandResult:
+        self.commands.append(list(argv))
+        if kw.get("input"):
+            self.inputs.append(str(kw["input"]))
+        return CommandResult(tuple(argv), 0, "", "", 0.0)
+
+
+def test_paced_then_a_new_pass_over_handover_files(tmp_path: Path) -> None:
+    remote = Remote()
+    dest = Side("destination", "b", remote, ("xenwam",))
+    events: list[ev.Event] = []
+    now = [1000.0]
+
+    def sleep(s: float) -> None:
+        now[0] += s
+
+    mig = Migration(Options(domain="g1", destination="b", converge_after=10.0),
+                    bus=ev.EventBus(None, events.append), journal=None, source=dest,
+                    destination=dest, config_dir=tmp_path, clock=lambda: now[0],
+                    sleep=sleep)
+    mig.pairs["g1-disk"] = PAIR
+    device = StuckDevice()
+    mig._wait_converged("g1-disk", device)  # type: ignore[arg-type]
+
+    assert device.calls == ["to_handover", "favour_resync", "disconnect", "connect",
+                            "wait_connected", "favour_resync"]
+    throttled = [e for e in events if isinstance(e, ev.Throttled)]
+    assert len(throttled) == 1 and throttled[0].at == pytest.approx(1011.0, abs=1.0)
+    assert load("g1-disk", tmp_path).mode == "handover"
+    (sent,) = remote.inputs
+    assert json.loads(sent)["mode"] == "handover"
+    assert mig.report.throttled_seconds > 10  # paced from the throttle to convergence
