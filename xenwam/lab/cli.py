@@ -5,13 +5,14 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import re
 import sys
 import time
 from dataclasses import asdict
 from pathlib import Path
 from typing import Any
 
-from xenwam.cliargs import directory, int_in, matching, number_in, text_type
+from xenwam.cliargs import directory, int_in, matching, new_file, number_in, text_type
 from xenwam.errors import ConfigError, LabError
 from xenwam.lab import config as cfg
 from xenwam.lab.build import Artifacts, Builder, check_build_tools
@@ -373,11 +374,13 @@ def register(subparsers: Any, common: argparse.ArgumentParser) -> None:
     p.set_defaults(handler=cmd_build)
     p = sub.add_parser("vagrant-box", parents=parents,
                        help="pack the cached build as a vagrant-libvirt box (vagrant/)")
-    p.add_argument("--output", type=text_type("path", lambda s: s),
+    p.add_argument("--output", type=new_file,
                    help="box file (default CACHE/vagrant/xenwam-dom0-KEY.box)")
     p.add_argument("--force", action="store_true", help="repack even if up to date")
     p.add_argument("--add", action="store_true", help="then `vagrant box add --force` it")
-    p.add_argument("--name", default=BOX_NAME, help="box name for --add")
+    p.add_argument("--name", default=BOX_NAME, help="box name for --add",
+                   type=matching("box name", lambda s: bool(re.fullmatch(r"[\w./-]{1,64}", s)),
+                                 "letters, digits, dot, dash, underscore, slash"))
     p.set_defaults(handler=cmd_vagrant_box)
     p = sub.add_parser("up", parents=[*parents, boot], help="boot the two hosts")
     p.set_defaults(handler=cmd_up)
