@@ -5,19 +5,21 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import re
 import sys
 import time
 from dataclasses import asdict
 from pathlib import Path
 from typing import Any
 
-from xenwam.cliargs import directory, int_in, matching, number_in, text_type
+from xenwam.cliargs import directory, int_in, matching, new_file, number_in, text_type
 from xenwam.errors import ConfigError, LabError
 from xenwam.lab import config as cfg
 from xenwam.lab.build import Artifacts, Builder, check_build_tools
 from xenwam.lab.config import HOSTS, LabConfig, Layout, Shaping
 from xenwam.lab.lab import Lab, MigrationReport, XenwamMigration
 from xenwam.lab.qemu import HostFiles
+from xenwam.lab.vagrant_box import BOX_NAME, BoxMaker
 from xenwam.lab.xl import TRANSPORTS, valid_guest_name
 from xenwam.migrate.cli import format_mib as mib
 from xenwam.migrate.cli import format_seconds as secs
@@ -322,6 +324,23 @@ def cmd_demo(args: argparse.Namespace) -> int:
     return 0 if ok else 1
 
 
+def cmd_vagrant_box(args: argparse.Namespace) -> int:
+    """Pack the cached lab build as a vagrant-libvirt box (and add it to Vagrant)."""
+    arts = _build(args)
+    out = (Path(args.output) if args.output
+           else _cache(args) / "vagrant" / f"{BOX_NAME}-{arts.directory.name}.box")
+    maker = BoxMaker(progress=_progress(args))
+    box = maker.make(arts, out, force=args.force)
+    if args.add:
+        maker.add(box, args.name)
+    _emit(args, {"box": str(box.path), "build_key": box.build_key,
+                 "seconds": box.seconds, "added_as": args.name if args.add else None},
+          str(box.path) + (f" (added as {args.name})" if args.add else
+                           f"\nadd it with `vagrant box add --force --name {args.name} "
+                           f"{box.path}`"))
+    return 0
+
+
 def register(subparsers: Any, common: argparse.ArgumentParser) -> None:
     """Add ``xenwam lab`` and its subcommands."""
     lab = subparsers.add_parser("lab", parents=[common], help="the QEMU Xen lab",
@@ -353,6 +372,16 @@ def register(subparsers: Any, common: argparse.ArgumentParser) -> None:
     p = sub.add_parser("build", parents=parents, help="build or reuse the cached images")
     p.add_argument("--force", action="store_true", help="rebuild even if cached")
     p.set_defaults(handler=cmd_build)
+    p = sub.add_parser("vagrant-box", parents=parents,
+                       help="pack the cached build as a vagrant-libvirt box (vagrant/)")
+    p.add_argument("--output", type=new_file,
+                   help="box file (default CACHE/vagrant/xenwam-dom0-KEY.box)")
+    p.add_argument("--force", action="store_true", help="repack even if up to date")
+    p.add_argument("--add", action="store_true", help="then `vagrant box add --force` it")
+    p.add_argument("--name", default=BOX_NAME, help="box name for --add",
+                   type=matching("box name", lambda s: bool(re.fullmatch(r"[\w./-]{1,64}", s)),
+                                 "letters, digits, dot, dash, underscore, slash"))
+    p.set_defaults(handler=cmd_vagrant_box)
     p = sub.add_parser("up", parents=[*parents, boot], help="boot the two hosts")
     p.set_defaults(handler=cmd_up)
     p = sub.add_parser("down", parents=parents, help="stop everything the lab started")
