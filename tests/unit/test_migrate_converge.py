@@ -98,3 +98,54 @@ def test_paced_then_a_new_pass_over_handover_files(tmp_path: Path) -> None:
     (sent,) = remote.inputs
     assert json.loads(sent)["mode"] == "handover"
     assert mig.report.throttled_seconds > 10  # paced from the throttle to convergence
+
+
+class VerifyingDevice(StuckDevice):
+    """Verify finds ``found`` KiB each time until ``clean_after`` verifies."""
+
+    found = 4
+    clean_after = 1
+    verifies = 0
+
+    def __init__(self, *_: object, **__: object) -> None:
+        super().__init__()
+        self.reconnected = True
+
+    def verify(self, **_: object) -> int:
+        type(self).verifies += 1
+        return self.found if type(self).verifies <= self.clean_after else 0
+
+
+def migration(tmp_path: Path) -> tuple[Migration, Remote]:
+    remote = Remote()
+    dest = Side("destination", "b", remote, ("xenwam",))  # type: ignore[arg-type]
+    mig = Migration(Options(domain="g1", destination="b", converge_after=10.0),
+                    bus=ev.EventBus(None, lambda e: None), journal=None, source=dest,
+                    destination=dest, config_dir=tmp_path, clock=lambda: 0.0,
+                    sleep=lambda s: None)
+    mig.pairs["g1-disk"] = PAIR
+    return mig, remote
+
+
+def test_blocks_verify_finds_are_resynced_and_verified_again(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    from xenwam.migrate import orchestrator
+    monkeypatch.setattr(orchestrator, "DrbdDevice", VerifyingDevice)
+    VerifyingDevice.verifies, VerifyingDevice.clean_after = 0, 1
+    mig, _ = migration(tmp_path)
+    mig._verify("g1-disk", PAIR)
+    assert VerifyingDevice.verifies == 2
+    assert mig.report.verify_repaired_kib == 4 and mig.report.verify_out_of_sync_kib == 0
+
+
+def test_copies_that_keep_differing_are_not_moved(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    from xenwam.errors import MigrationError
+    from xenwam.migrate import orchestrator
+    monkeypatch.setattr(orchestrator, "DrbdDevice", VerifyingDevice)
+    VerifyingDevice.verifies, VerifyingDevice.clean_after = 0, 99
+    mig, _ = migration(tmp_path)
+    with pytest.raises(MigrationError, match=r"still found 4 KiB .* after 2 resyncs"):
+        mig._verify("g1-disk", PAIR)
+    assert VerifyingDevice.verifies == orchestrator.VERIFY_REPAIRS + 1
+    assert mig.report.verify_out_of_sync_kib == 4

@@ -166,7 +166,10 @@ def _print_report(args: argparse.Namespace, report: dict[str, Any]) -> None:
                                       f"{format_mib(report.get('memory_wire_bytes'))}"),
         ("writes slowed to the link", format_seconds(report.get("throttled_seconds"))),
         ("online verify: out of sync", f"{report.get('verify_out_of_sync_kib')} KiB in "
-                                       f"{format_seconds(report.get('verify_seconds'))}"),
+                                       f"{format_seconds(report.get('verify_seconds'))}"
+                                       + (f" ({report['verify_repaired_kib']} KiB found "
+                                          "and resynced before)"
+                                          if report.get("verify_repaired_kib") else "")),
         ("new address", report.get("new_address") or "(site DHCP)"),
     ]
     for phase, seconds in (report.get("phase_seconds") or {}).items():
