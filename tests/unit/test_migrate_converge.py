@@ -118,7 +118,7 @@ class VerifyingDevice(StuckDevice):
 
 def migration(tmp_path: Path) -> tuple[Migration, Remote]:
     remote = Remote()
-    dest = Side("destination", "b", remote, ("xenwam",))  # type: ignore[arg-type]
+    dest = Side("destination", "b", remote, ("xenwam",))
     mig = Migration(Options(domain="g1", destination="b", converge_after=10.0),
                     bus=ev.EventBus(None, lambda e: None), journal=None, source=dest,
                     destination=dest, config_dir=tmp_path, clock=lambda: 0.0,
