@@ -16,7 +16,7 @@ from __future__ import annotations
 import os
 import shutil
 from collections.abc import Iterator, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
@@ -128,3 +128,21 @@ def lab(tmp_path_factory: pytest.TempPathFactory) -> Iterator[LabSession]:
         yield session
     finally:
         session.down()
+
+
+#: The link of the migration tests: 40 ms / 50 mbit, a WAN a guest can outrun.
+MIGRATION_SHAPING = Shaping.parse("40ms", "50mbit", "0")
+
+
+@pytest.fixture()
+def wan40(lab: Any) -> Any:
+    """The lab's link at 40 ms / 50 mbit for this test (site files to match)."""
+    state = lab.load_state()
+    config = state.config()
+    for host in ("a", "b"):
+        lab.apply_shaping(host, MIGRATION_SHAPING)
+        lab.install_xenwam(host, replace(config, shaping=MIGRATION_SHAPING))
+    yield lab
+    for host in ("a", "b"):
+        lab.apply_shaping(host, config.shaping)
+        lab.install_xenwam(host, config)

@@ -39,14 +39,12 @@ import re
 import subprocess
 import sys
 import time
-from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
 import pytest
 
 from xenwam.lab import drbdpair as lp
-from xenwam.lab.config import Shaping
 
 pytestmark = pytest.mark.lab
 
@@ -54,7 +52,6 @@ REPO = Path(__file__).resolve().parents[2]
 
 CONSOLE = "/var/log/xen/console"
 RECORD_RE = re.compile(r"xwj-ack (xwj \d{8} \d+)")
-MIGRATION_SHAPING = Shaping.parse("40ms", "50mbit", "0")
 
 # Typed into the guest's busybox shell: one 512-byte record per sector, flushed before
 # it is acknowledged; stops when /tmp/stop appears.
@@ -93,20 +90,6 @@ def drbd_role(lab: Any, host: str, minor: int) -> str:
 def status(lab: Any, host: str, migration_id: str) -> dict[str, Any]:
     out = lp.sh(lab, host, f"xenwam migrate --status {migration_id} --json")
     return dict(json.loads(out)[0])
-
-
-@pytest.fixture()
-def wan40(lab: Any) -> Any:
-    """The lab's link at 40 ms / 50 mbit for this test (site files to match)."""
-    state = lab.load_state()
-    config = state.config()
-    for host in ("a", "b"):
-        lab.apply_shaping(host, MIGRATION_SHAPING)
-        lab.install_xenwam(host, replace(config, shaping=MIGRATION_SHAPING))
-    yield lab
-    for host in ("a", "b"):
-        lab.apply_shaping(host, config.shaping)
-        lab.install_xenwam(host, config)
 
 
 def disk_status(lab: Any, host: str, resource: str) -> dict[str, Any]:
