@@ -70,15 +70,23 @@ def _write_all(fd: int, data: bytes) -> None:
         view = view[n:]
 
 
+def _copy_fd(src: int, dst: int) -> int:
+    """Copy fd ``src`` to fd ``dst`` as it comes, until EOF; the bytes copied."""
+    total = 0
+    while data := os.read(src, CHUNK):
+        total += len(data)
+        _write_all(dst, data)
+    return total
+
+
 def compress_stream(src: int, dst: int, level: int, stats: TransportStats) -> None:
     """Copy fd ``src`` to fd ``dst`` as one zstd frame, flushing a block whenever a read
     returns (so nothing xl sent waits in the compressor while xl waits for an answer);
     level 0 copies it as it is."""
     if level == 0:
-        while data := os.read(src, CHUNK):
-            stats.forward_raw_bytes += len(data)
-            stats.forward_wire_bytes += len(data)
-            _write_all(dst, data)
+        copied = _copy_fd(src, dst)
+        stats.forward_raw_bytes += copied
+        stats.forward_wire_bytes += copied
         return
     cobj = zstd.ZstdCompressor(level=level).compressobj()
     while True:
@@ -98,11 +106,7 @@ def decompress_stream(src: int, dst: int, *, raw: bool = False) -> int:
     """Copy the zstd frame on fd ``src`` to fd ``dst`` decompressed (``raw``: as it is);
     return bytes out."""
     if raw:
-        total = 0
-        while data := os.read(src, CHUNK):
-            total += len(data)
-            _write_all(dst, data)
-        return total
+        return _copy_fd(src, dst)
     dobj = zstd.ZstdDecompressor().decompressobj()
     total = 0
     while True:

@@ -24,7 +24,6 @@ from dataclasses import dataclass
 
 #: Message types of the xenstore protocol (xen/include/public/io/xs_wire.h).
 XS_WATCH = 4
-XS_UNWATCH = 5
 XS_WATCH_EVENT = 15
 XS_ERROR = 16
 HEADER = struct.Struct("<IIII")

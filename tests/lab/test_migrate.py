@@ -97,9 +97,14 @@ def disk_status(lab: Any, host: str, resource: str) -> dict[str, Any]:
     return dict(json.loads(out)["resources"][0])
 
 
+def resource_model(lab: Any, host: str, resource: str) -> dict[str, Any]:
+    """The model xenwam wrote as the first line of ``host``'s resource file."""
+    return dict(json.loads(lp.sh(lab, host, f"head -1 /etc/drbd.d/xenwam-{resource}.res"
+                                            ).split(": ", 1)[1]))
+
+
 def backing_disk(lab: Any, host: str, resource: str) -> str:
-    model = json.loads(lp.sh(lab, host, f"head -1 /etc/drbd.d/xenwam-{resource}.res"
-                                        ).split(": ", 1)[1])
+    model = resource_model(lab, host, resource)
     hostname = lp.sh(lab, host, "hostname").strip()
     return str(next(h["disk"] for h in model["hosts"] if h["hostname"] == hostname))
 
@@ -158,8 +163,7 @@ def test_xenwam_migrate_kill_recover_there_and_back(wan40: Any) -> None:
         assert drbd_role(lab, "b", minor) == "Unconfigured"
         assert lp.sh(lab, "b", f"ls /var/lib/xenwam/disks/ /etc/drbd.d/ | grep -c {resource} "
                                "|| true").strip() == "0"
-        model = json.loads(lp.sh(lab, "a", f"head -1 /etc/drbd.d/xenwam-{resource}.res"
-                                           ).split(": ", 1)[1])
+        model = resource_model(lab, "a", resource)
         assert len(model["hosts"]) == 1  # as it was before the migration
         again = lp.sh(lab, "a", f"xenwam migrate --recover {started['id']}")
         assert "already ended" in again

@@ -149,3 +149,18 @@ def test_copies_that_keep_differing_are_not_moved(
         mig._verify("g1-disk", PAIR)
     assert VerifyingDevice.verifies == orchestrator.VERIFY_REPAIRS + 1
     assert mig.report.verify_out_of_sync_kib == 4
+
+
+def test_downtimes_learnt_only_from_completed_migrations(tmp_path: Path) -> None:
+    for name, outcome, seconds in (("20261201T080000-g1-aaaa", "done", 9.6),
+                                   ("20261201T090000-g1-bbbb", "aborted", None),
+                                   ("20261201T100000-g1-cccc", "done (rolled forward)", 15.4)):
+        journal = ev.Journal(tmp_path / name)
+        journal.directory.mkdir()
+        journal.write_json("report.json", {"outcome": outcome, "downtime_seconds": seconds})
+        journal.write_json("plan.json", {"memory_mib": 224})
+    (tmp_path / "20261201T110000-g1-dddd").mkdir()  # still running: no report yet
+    mig = Migration(Options(domain="g1", destination="b"), bus=ev.EventBus(None, lambda e: None),
+                    journal=None, source=object(), destination=object(),  # type: ignore[arg-type]
+                    history_dir=tmp_path)
+    assert mig._earlier_downtimes() == [(9.6, 224), (15.4, 224)]

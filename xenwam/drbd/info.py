@@ -401,10 +401,10 @@ class Generations:
     bitmap: int
     history: tuple[int, int]
 
-    def to_json(self) -> dict[str, str]:
+    def to_json(self) -> dict[str, object]:
         """Hex strings, as DRBD prints them."""
         return {"current": f"{self.current:016X}", "bitmap": f"{self.bitmap:016X}",
-                "history": [f"{h:016X}" for h in self.history]}  # type: ignore[dict-item]
+                "history": [f"{h:016X}" for h in self.history]}
 
     @classmethod
     def from_json(cls, doc: dict[str, object]) -> Generations:

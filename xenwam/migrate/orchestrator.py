@@ -349,9 +349,10 @@ class Migration:
             return []
         samples = []
         for directory in sorted(self.history_dir.iterdir()):
+            earlier = ev.Journal(directory)
             try:
-                report = json.loads((directory / "report.json").read_text())
-                plan = json.loads((directory / "plan.json").read_text())
+                report = earlier.read_json("report.json")
+                plan = earlier.read_json("plan.json")
                 seconds, mib = report.get("downtime_seconds"), plan.get("memory_mib")
             except (OSError, ValueError, AttributeError):
                 continue  # not a finished migration, or not ours to read
