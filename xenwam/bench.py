@@ -20,6 +20,8 @@ BENCHMARKS: dict[str, tuple[str, str]] = {
     "drbd": ("xenwam.lab.drbd_bench", "DRBD seeding vs full sync, resync after disconnect (lab)"),
     "migrate": ("xenwam.lab.migrate_bench",
                 "xenwam migrate vs freeze-and-copy and stock xl migrate, with plots (lab)"),
+    "faults": ("xenwam.lab.faults",
+               "xenwam migrate's fault matrix: a fault at each phase, invariants checked (lab)"),
 }
 
 

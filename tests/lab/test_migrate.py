@@ -44,29 +44,19 @@ from typing import Any
 
 import pytest
 
+from xenwam.lab import diskjournal as dj
 from xenwam.lab import drbdpair as lp
 
 pytestmark = pytest.mark.lab
 
 REPO = Path(__file__).resolve().parents[2]
 
-CONSOLE = "/var/log/xen/console"
-RECORD_RE = re.compile(r"xwj-ack (xwj \d{8} \d+)")
-
-# Typed into the guest's busybox shell: one 512-byte record per sector, flushed before
-# it is acknowledged; stops when /tmp/stop appears.
-WRITER = (
-    "(n=0; while [ ! -e /tmp/stop ]; do n=$((n+1)); "
-    "r=$(printf 'xwj %08d %s' $n $(date +%s)); "
-    "printf '%-511s\\n' \"$r\" | dd of=/dev/xvda bs=512 seek=$n conv=notrunc 2>/dev/null "
-    "&& sync && echo \"xwj-ack $r\"; sleep 0.5; done; echo xwj-stopped) "
-    "> /dev/hvc0 2>&1 &"
-)
+CONSOLE = dj.CONSOLE_DIR
+WRITER = dj.WRITER
 
 
 def acked(lab: Any, host: str, name: str) -> list[str]:
-    text = lp.sh(lab, host, f"cat {CONSOLE}/guest-{name}*.log 2>/dev/null || true")
-    return RECORD_RE.findall(text)
+    return dj.acked(lab, host, name)
 
 
 def wait_for(what: str, check: Any, timeout: float, interval: float = 2.0) -> None:

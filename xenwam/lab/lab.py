@@ -454,19 +454,31 @@ class Lab:
             log.debug("compiled %d modules of %s for the dom0s", count, config.source_dir)
         for host in HOSTS:
             files = HostFiles.for_host(config.run_dir, host)
-            for stale in (files.disk, files.pidfile, files.serial_socket):
-                stale.unlink(missing_ok=True)
+            files.disk.unlink(missing_ok=True)
             self.runner.run(overlay_argv(artifacts.dom0_image, files.disk))
-            argv = host_argv(config, host, xen=artifacts.xen, kernel=artifacts.kernel,
-                             initrd=artifacts.initrd)
-            self.progress(f"starting host {host} (QEMU TCG, Xen 4.17, PV dom0)")
-            start_background(sw.argv(argv), stdout_path=str(files.qemu_log))
+            self._start_qemu(config, artifacts, host)
         for host in HOSTS:
-            tap = config.tap_name(host)
-            self._wait(partial(self._link_exists, sw, tap),
-                       30, f"QEMU of host {host} to create its tap {tap}", config, host)
-            sw.ip("link", "set", tap, "master", SWITCH_BRIDGE)
-            sw.ip("link", "set", tap, "up")
+            self._join_switch(config, host)
+
+    def _start_qemu(self, config: LabConfig, artifacts: Artifacts, host: str) -> None:
+        """Start ``host``'s QEMU on its existing disk, in the switch namespace."""
+        files = HostFiles.for_host(config.run_dir, host)
+        for stale in (files.pidfile, files.serial_socket):
+            stale.unlink(missing_ok=True)
+        argv = host_argv(config, host, xen=artifacts.xen, kernel=artifacts.kernel,
+                         initrd=artifacts.initrd)
+        self.progress(f"starting host {host} (QEMU TCG, Xen 4.17, PV dom0)")
+        start_background(Netns(config.switch_netns, self.runner).argv(argv),
+                         stdout_path=str(files.qemu_log))
+
+    def _join_switch(self, config: LabConfig, host: str) -> None:
+        """Put ``host``'s link tap on the switch's bridge once its QEMU has made it."""
+        sw = Netns(config.switch_netns, self.runner)
+        tap = config.tap_name(host)
+        self._wait(partial(self._link_exists, sw, tap),
+                   30, f"QEMU of host {host} to create its tap {tap}", config, host)
+        sw.ip("link", "set", tap, "master", SWITCH_BRIDGE)
+        sw.ip("link", "set", tap, "up")
 
     @staticmethod
     def _link_exists(ns: Netns, ifname: str) -> bool:
@@ -530,10 +542,13 @@ class Lab:
 
     def _configure_hosts(self, config: LabConfig) -> None:
         for host in HOSTS:
-            for argv in cfg.dom0_network_commands(config.layout, host):
-                self.exec(host, argv)
-            self.apply_shaping(host, config.shaping)
-            self.install_xenwam(host, config)
+            self._configure_host(config, host)
+
+    def _configure_host(self, config: LabConfig, host: str) -> None:
+        for argv in cfg.dom0_network_commands(config.layout, host):
+            self.exec(host, argv)
+        self.apply_shaping(host, config.shaping)
+        self.install_xenwam(host, config)
 
     def install_xenwam(self, host: str, config: LabConfig) -> None:
         """Make dom0 a xenwam host: ``xenwam`` and ``xenwam-transport`` on its PATH (the
@@ -563,6 +578,62 @@ class Lab:
         for host in HOSTS:
             sw.run(["bridge", "link", "set", "dev", config.tap_name(host),
                     "isolated", "on" if cut else "off"])
+
+    def cut_one_way(self, sender: str, receiver: str, cut: bool = True) -> None:
+        """Drop (or, with ``cut=False``, stop dropping) everything ``sender``'s site sends
+        to ``receiver`` over the link, the other direction untouched: an ingress filter on
+        ``receiver``'s link interface for ``sender``'s link address and site subnet (this
+        host's kernel has no tc classifier to do it in the switch namespace)."""
+        state = self._require_up()
+        layout = state.config().layout
+        if cut:
+            self.exec(receiver, ["tc", "qdisc", "replace", "dev", "wan", "ingress"])
+            for source in (cfg.link_address(sender).ip, cfg.site_subnet(layout, sender)):
+                self.exec(receiver, ["tc", "filter", "add", "dev", "wan", "parent", "ffff:",
+                                     "protocol", "ip", "prio", "1", "u32", "match", "ip",
+                                     "src", str(source), "action", "drop"])
+        else:
+            self.exec(receiver, ["tc", "qdisc", "del", "dev", "wan", "ingress"], check=False)
+
+    def crash_host(self, host: str) -> int:
+        """Crash ``host``'s dom0, and every guest on it, as a power cut would: its QEMU is
+        stopped at once.  SIGTERM, not SIGKILL: QEMU then closes its disk image cleanly,
+        so the dom0's disk keeps every write that reached it, as a real disk does, while
+        the dom0 itself runs not one more instruction.  Returns the pid stopped."""
+        pid = self.qemu_pid(host)
+        if pid is None:
+            raise LabError(f"host {host} is not running; nothing to crash")
+        os.kill(pid, signal.SIGTERM)
+        deadline = time.monotonic() + 15
+        while _pid_alive(pid) and time.monotonic() < deadline:
+            self.sleep(0.1)
+        if _pid_alive(pid):
+            os.kill(pid, signal.SIGKILL)
+        self._close_ssh(host)
+        self.progress(f"host {host} crashed (QEMU pid {pid} stopped)")
+        return pid
+
+    def boot_host(self, host: str) -> float:
+        """Boot a crashed ``host`` again on its own disk, as after a power cut: network,
+        shaping and xenwam set up as ``up`` does, then the DRBD resources its files
+        define brought up, as Debian's drbd service does at boot.  Returns the boot's
+        seconds."""
+        state = self._require_up()
+        if self.qemu_pid(host) is not None:
+            raise LabError(f"host {host} is running; crash it first")
+        config = state.config()
+        artifacts = Artifacts(Path(state.artifacts))
+        start = time.monotonic()
+        self._start_qemu(config, artifacts, host)
+        self._join_switch(config, host)
+        self._wait(partial(self._answers, host), BOOT_TIMEOUT,
+                   f"host {host} to run `xl list`", config, host)
+        self._configure_host(config, host)
+        self.exec(host, ["sh", "-c", "ls /etc/drbd.d/*.res >/dev/null 2>&1 || exit 0; "
+                                     "drbdadm adjust all"], check=False, timeout=120)
+        seconds = round(time.monotonic() - start, 1)
+        self.progress(f"host {host} booted again in {seconds} s")
+        return seconds
 
     # ------------------------------------------------------------ down and status
 
@@ -1050,17 +1121,18 @@ class Lab:
             ticks_after=ticks_after[-1].count if ticks_after else 0,
         )
 
-    def start_xenwam_migrate(self, name: str, extra: Sequence[str] = ()) -> str:
+    def start_xenwam_migrate(self, name: str, extra: Sequence[str] = (),
+                             env: Sequence[tuple[str, str]] = ()) -> str:
         """Start ``xenwam migrate --json`` for guest ``name`` in its dom0, in the
-        background; return the path of its NDJSON output there (see
-        :meth:`xenwam_events`)."""
+        background (with ``env`` added to its environment); return the path of its NDJSON
+        output there (see :meth:`xenwam_events`)."""
         state = self._require_up()
         record = self.guest(name)
         destination = HOSTS[1 - cfg.host_index(record.host)]
         address = cfg.guest_address(state.config().layout, destination, record.number)
         out = f"/root/xenwam-migrate-{name}.ndjson"
-        argv = ["xenwam", "migrate", "--json", *extra, "--ip", str(address), name,
-                str(cfg.link_address(destination).ip)]
+        argv = ["env", *(f"{k}={v}" for k, v in env), "xenwam", "migrate", "--json", *extra,
+                "--ip", str(address), name, str(cfg.link_address(destination).ip)]
         self.exec(record.host, ["sh", "-c", f'rm -f {out}; setsid {shlex.join(argv)} '
                                             f'> {out} 2> {out}.err < /dev/null &'])
         return out

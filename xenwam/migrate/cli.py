@@ -30,6 +30,7 @@ from xenwam.migrate import events as ev
 from xenwam.migrate.orchestrator import (
     Migration,
     Options,
+    hold_points_from_env,
     local_side,
     new_id,
     process_alive,
@@ -72,6 +73,12 @@ examples:
   xenwam migrate --plot 20261201T081500-web1-1a2b  # its timeline, as a PNG
 
 exit status: 0 migrated, 1 failed (see the journal), 2 refused before anything changed.
+
+environment:
+  XENWAM_STATE_DIR  where journals go (default /var/lib/xenwam; migrations/ID below it)
+  XENWAM_HOLD_AT    for fault testing only: hold the migration at POINT[,POINT]
+                    (before-unpause, after-unpause, finalize) until the file
+                    hold-POINT in its journal directory is removed; see docs/reliability.md
 The guest's disks must be xenwam resources: see `xenwam disk adopt --help` and
 docs/migrate.md.
 """
@@ -144,7 +151,8 @@ def _options(args: argparse.Namespace) -> Options:
                    max_downtime_ms=args.max_downtime, verify=not args.no_verify,
                    converge_after=args.converge_after, transport_level=args.transport_level,
                    agent_timeout=args.agent_timeout, forget=args.forget,
-                   sync_timeout=args.sync_timeout)
+                   sync_timeout=args.sync_timeout,
+                   hold_at=hold_points_from_env(os.environ.get("XENWAM_HOLD_AT")))
 
 
 def _display(args: argparse.Namespace) -> ev.Display:

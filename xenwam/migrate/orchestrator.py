@@ -151,6 +151,31 @@ class Options:
     transport_level: int = 1
     agent_timeout: float = 20.0      # seconds to wait for the guest agent's answer
     forget: bool = False             # --forget: remove this host's copy afterwards
+    #: Hold points (``$XENWAM_HOLD_AT``, for the fault matrix): see :data:`HOLD_POINTS`.
+    hold_at: frozenset[str] = frozenset()
+
+
+#: Where a migration can be held (``XENWAM_HOLD_AT=POINT[,POINT]``) so that a fault
+#: injector can act at a moment too short to hit otherwise: the orchestrator creates
+#: ``hold-POINT`` in its journal directory, says so in a ``note`` event (``hold`` and
+#: ``path`` in its data) and goes on once the file is gone (or after
+#: :data:`HOLD_TIMEOUT` seconds).  Nothing else changes; unset, nothing is held.
+HOLD_POINTS = {
+    "before-unpause": "the guest has arrived paused on the destination; not yet unpaused",
+    "after-unpause": "the guest runs on the destination; the rebind phase not yet over",
+    "finalize": "the finalize phase has started; nothing of it done yet",
+}
+HOLD_TIMEOUT = 900.0
+
+
+def hold_points_from_env(value: str | None) -> frozenset[str]:
+    """``$XENWAM_HOLD_AT`` parsed; :class:`ConfigError` naming the valid points."""
+    points = frozenset(p.strip() for p in (value or "").split(",") if p.strip())
+    unknown = sorted(points - set(HOLD_POINTS))
+    if unknown:
+        raise ConfigError(f"XENWAM_HOLD_AT: unknown hold point {unknown[0]!r} (valid: "
+                          f"{', '.join(HOLD_POINTS)})")
+    return points
 
 
 @dataclass
@@ -240,6 +265,20 @@ class Migration:
 
     def _note(self, message: str, **data: Any) -> None:
         self._emit(ev.Note(self.clock(), self.state.phase.value, message, data))
+
+    def _hold(self, point: str) -> None:
+        """Wait at hold point ``point`` if it was asked for (see :data:`HOLD_POINTS`)."""
+        if point not in self.options.hold_at or self.journal is None:
+            return
+        path = self.journal.directory / f"hold-{point}"
+        path.touch()
+        self._note(f"held at {point} ({HOLD_POINTS[point]}) until {path} is removed",
+                   hold=point, path=str(path))
+        deadline = self.clock() + HOLD_TIMEOUT
+        while path.exists() and self.clock() < deadline:
+            self.sleep(0.2)
+        path.unlink(missing_ok=True)
+        self._note(f"released from {point}", hold=point, released=True)
 
     def _step(self, action: Action) -> None:
         """Finish the current phase (event), move along the table, start the next."""
@@ -715,6 +754,7 @@ class Migration:
         """On the destination, in one round trip (the guest is paused meanwhile): check it
         holds exactly one copy, write the guest's new network into its xenstore, unpause.
         Then wait for the guest agent's answer, if the guest runs one."""
+        self._hold("before-unpause")
         assignment = network_assignment(plan, generation=int(self.clock() * 1000))
         argv = ["sh", "-c", FINISH_SCRIPT, "xenwam-finish", plan.domain,
                 "0" if self.options.paused else "1", layout.NETWORK_DIR,
@@ -736,6 +776,7 @@ class Migration:
             self.report.downtime_seconds = round(unpaused - self.suspended_at, 3)
         self._note("guest unpaused on the destination",
                    downtime_seconds=self.report.downtime_seconds)
+        self._hold("after-unpause")
         if plan.guest_agent is None:
             self._note("the guest runs no xenwam guest agent: nothing applies its new "
                        f"network ({net.address or 'dhcp'}); renumber it by other means")
@@ -787,6 +828,7 @@ class Migration:
     def finalize(self, plan: Plan) -> None:
         """Back to protocol A with the destination the only primary; the old host keeps
         its copy as a peer (a return trip then sends only what changed).  Idempotent."""
+        self._hold("finalize")
         for rp in plan.resources:
             model = replace(self.pairs.get(rp.name) or load(rp.name, self.config_dir),
                             mode="bulk")

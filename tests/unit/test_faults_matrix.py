@@ -1,0 +1,171 @@
+"""The fault matrix's pure parts (issue 13): which cases exist, how a moment is found in
+a migration's event stream, the report; and the orchestrator's hold points."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from xenwam.errors import ConfigError
+from xenwam.lab import diskjournal as dj
+from xenwam.lab import faults
+from xenwam.lab.faults import Case, Fault, Moment, Result, Trigger
+from xenwam.migrate import events as ev
+from xenwam.migrate.orchestrator import (
+    HOLD_POINTS,
+    Migration,
+    Options,
+    hold_points_from_env,
+)
+from xenwam.runner import CommandResult
+
+pytestmark = pytest.mark.unit
+
+
+def test_the_matrix_has_every_fault_and_moment_and_at_least_twenty_cases() -> None:
+    cases = faults.matrix()
+    assert len(cases) >= 20
+    assert {c.fault for c in cases} == set(Fault)
+    assert {c.moment for c in cases} == set(Moment)
+    assert len({c.name for c in cases}) == len(cases)
+    for case in cases:
+        assert Case.parse(case.name) == case
+
+
+def test_ci_runs_one_case_per_fault_kind_all_in_the_matrix() -> None:
+    ci = faults.select("ci")
+    assert sorted(c.fault.value for c in ci) == sorted(f.value for f in Fault)
+    assert set(ci) <= set(faults.matrix())
+
+
+def test_what_is_left_out_says_why_and_is_refused_by_name() -> None:
+    assert (Fault.CRASH_SOURCE, Moment.SEED) in faults.NOT_IN_MATRIX
+    with pytest.raises(ConfigError, match="guest still runs on the source"):
+        Case.parse("crash-source@seed")
+    with pytest.raises(ConfigError, match="only copy"):
+        Case.parse("crash-destination@rebind")
+
+
+@pytest.mark.parametrize("text", ["cut", "cut@", "@seed", "cut@lunch", "fire@seed", ""])
+def test_malformed_cases_are_refused_with_what_is_valid(text: str) -> None:
+    with pytest.raises(ConfigError, match=r"FAULT@MOMENT|not in the matrix"):
+        Case.parse(text)
+
+
+def test_select_lists_and_all() -> None:
+    assert faults.select("all") == faults.matrix()
+    assert faults.select("cut@seed, lossy@memory") == [Case(Fault.CUT, Moment.SEED),
+                                                       Case(Fault.LOSSY, Moment.MEMORY)]
+
+
+EVENTS = [
+    {"event": "migration-started", "id": "x", "pid": 42},
+    {"event": "phase-started", "phase": "seed"},
+    {"event": "phase-started", "phase": "rebind"},
+    {"event": "note", "phase": "rebind", "message": "held",
+     "data": {"hold": "before-unpause", "path": "/p"}},
+]
+
+
+def test_a_phase_trigger_fires_on_its_phase_only() -> None:
+    assert Trigger("seed").fired(EVENTS)
+    assert not Trigger("memory").fired(EVENTS)
+
+
+def test_a_hold_trigger_needs_the_hold_note_not_just_the_phase() -> None:
+    assert faults.TRIGGERS[Moment.PAUSED].fired(EVENTS)
+    assert not faults.TRIGGERS[Moment.REBIND].fired(EVENTS)  # same phase, other hold
+    released = [{"event": "note", "data": {"hold": "after-unpause", "released": True}}]
+    assert not faults.TRIGGERS[Moment.REBIND].fired(released)
+
+
+def test_every_hold_trigger_names_a_real_hold_point() -> None:
+    holds = {t.hold for t in faults.TRIGGERS.values() if t.hold}
+    assert holds == set(HOLD_POINTS)
+
+
+def test_a_result_passes_only_with_every_invariant_checked_and_none_false() -> None:
+    r = Result(case="cut@seed", source="a", destination="b")
+    assert not r.passed  # nothing checked yet
+    r.checks = {k: True for k in faults.INVARIANTS}
+    r.checks["retry"] = None  # not applicable is not a failure
+    assert r.passed
+    r.checks["records"] = False
+    assert not r.passed
+    r.checks["records"] = True
+    r.error = "boom"
+    assert not r.passed
+
+
+def test_the_report_marks_failures_and_says_what_was_seen() -> None:
+    good = Result(case="cut@seed", source="a", destination="b", outcome="aborted",
+                  recovered_with="automatic", ended_on="a", recover_seconds=12.5,
+                  acked_before=40, checks={k: True for k in faults.INVARIANTS})
+    bad = Result(case="kill-orchestrator@memory", source="b", destination="a",
+                 outcome="done (rolled forward)", ended_on="a",
+                 checks={**{k: True for k in faults.INVARIANTS}, "records": False},
+                 seen={"records": "40 acknowledged before the fault, 1 missing on a"})
+    from dataclasses import asdict
+    text = faults.render_report({"results": [asdict(good), asdict(bad)]})
+    assert "| `cut@seed` | a->b | aborted | automatic | a | 12.5 | 40 |" in text
+    assert "**NO**" in text and "1 of 2 cases held every invariant" in text
+    assert "1 missing on a" in text
+
+
+class Dom0:
+    """A dom0 whose console log and DRBD device hold given text (pure: no process)."""
+
+    def __init__(self, console: str, disk: list[str]) -> None:
+        self.console, self.disk = console, disk
+
+    def exec(self, host: str, argv: list[str], *, timeout: float = 0,
+             check: bool = True) -> CommandResult:
+        if argv[0] == "sh":
+            out = self.console
+        else:
+            count = int(next(a for a in argv if a.startswith("count="))[6:])
+            out = "".join(f"{line:<511}\n" for line in self.disk[:count])
+        return CommandResult(tuple(argv), 0, out, "", 0.0)
+
+
+def test_acknowledged_records_missing_from_the_disk_are_found() -> None:
+    console = ("boot\nxwj-ack xwj 00000001 1700000000\nnoise xwj-ack xwj 00000002 1700000001\n"
+               "xwj-ack xwj 00000003 1700000002\n")
+    lab = Dom0(console, ["xwj 00000001 1700000000", "", "xwj 00000003 1700000002"])
+    records = dj.acked(lab, "a", "g1")
+    assert [dj.record_number(r) for r in records] == [1, 2, 3]
+    assert dj.missing(lab, "a", "/dev/drbd1", records) == ["xwj 00000002 1700000001"]
+    assert dj.missing(lab, "a", "/dev/drbd1", []) == []
+
+
+def test_the_hold_point_waits_until_its_file_is_removed(tmp_path: Path) -> None:
+    journal = ev.Journal.create("m1", base=tmp_path)
+    seen: list[ev.Event] = []
+    now = [0.0]
+    removed_at = 3.0
+
+    def sleep(s: float) -> None:
+        now[0] += s
+        hold = journal.directory / "hold-finalize"
+        if now[0] >= removed_at and hold.exists():
+            hold.unlink()
+
+    mig = Migration(Options(domain="g1", destination="b", hold_at=frozenset({"finalize"})),
+                    bus=ev.EventBus(None, seen.append), journal=journal,
+                    clock=lambda: now[0], sleep=sleep)
+    mig._hold("before-unpause")  # not asked for: no wait
+    assert now[0] == 0.0 and not seen
+    mig._hold("finalize")
+    assert removed_at <= now[0] < removed_at + 0.5
+    notes = [e for e in seen if isinstance(e, ev.Note)]
+    assert notes[0].data["hold"] == "finalize" and notes[0].data["path"].endswith(
+        "hold-finalize")
+    assert notes[-1].data.get("released") is True
+
+
+def test_hold_points_come_from_the_environment_and_unknown_ones_are_refused() -> None:
+    assert hold_points_from_env(None) == frozenset()
+    assert hold_points_from_env("finalize, before-unpause") == {"finalize", "before-unpause"}
+    with pytest.raises(ConfigError, match=r"unknown hold point 'lunch'.*valid: before-unpause"):
+        hold_points_from_env("finalize,lunch")

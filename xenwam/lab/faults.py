@@ -1,0 +1,643 @@
+"""``xenwam bench faults``: the fault matrix of ``xenwam migrate`` in the QEMU lab (issue 13).
+
+Every case starts a real ``xenwam migrate`` of one lab guest (its disk a xenwam
+resource, its write journal running: :mod:`xenwam.lab.diskjournal`), waits for a chosen
+moment in the migration's own ``--json`` event stream (a phase starting, or a hold point
+for the moments too short to hit otherwise: ``XENWAM_HOLD_AT``), injects one fault
+there, lets xenwam deal with it (its automatic abort or roll-forward, or ``--recover``
+when the orchestrator died), heals the fault (the link back, the crashed host booted
+again) and then checks, by looking at both hosts rather than at xenwam's report:
+
+- ``one-copy``: the guest exists on exactly one host and runs there (``xl list``);
+- ``records``: every record the guest's journal writer acknowledged before the fault is
+  on the DRBD device of the host where it runs;
+- ``no-split-brain``: where both hosts still define the resource, the two copies
+  connect again (DRBD's own check of their data generations), and neither kernel
+  logged a split brain;
+- ``journal``: ``xenwam migrate --status`` gives the case an end (done, rolled forward
+  or aborted) and a second ``--recover`` changes nothing;
+- ``retry``: a migration without a fault then succeeds (run when the case left the
+  guest where it was; a case that rolled forward already moved it).
+
+The guest is where the last case left it, so cases alternate directions.  The pure
+parts (the matrix, the triggers, the report) are unit-tested; the rest needs the lab.
+Nothing here is a timed assertion: times are measured and reported.
+"""
+
+from __future__ import annotations
+
+import argparse
+import contextlib
+import enum
+import json
+import re
+import sys
+import time
+from collections.abc import Callable, Sequence
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any
+
+from xenwam.cliargs import int_in, number_in, text_type
+from xenwam.errors import CommandError, ConfigError, LabError
+from xenwam.lab import diskjournal as dj
+from xenwam.lab.config import HOSTS, Shaping
+
+# ------------------------------------------------------------------ the matrix (pure)
+
+
+class Fault(enum.Enum):
+    """What goes wrong."""
+
+    CUT = "cut"                                  # the WAN link, both directions
+    CUT_TO_DESTINATION = "cut-to-destination"    # source -> destination only
+    LOSSY = "lossy"                              # 30 % of packets lost, both ways
+    CRASH_DESTINATION = "crash-destination"      # the destination dom0's QEMU stopped
+    CRASH_SOURCE = "crash-source"                # the source dom0's, once the guest left
+    KILL_ORCHESTRATOR = "kill-orchestrator"      # SIGKILL to `xenwam migrate`
+    KILL_TRANSPORT = "kill-transport"            # SIGKILL to the memory stream's sender
+
+
+class Moment(enum.Enum):
+    """When, in the migration."""
+
+    SEED = "seed"
+    CATCH_UP = "catch-up"
+    HANDOVER = "handover"
+    MEMORY = "memory"
+    PAUSED = "paused"          # arrived paused on the destination, not yet unpaused
+    REBIND = "rebind"          # unpaused on the destination, rebind not over
+    FINALIZE = "finalize"
+
+
+@dataclass(frozen=True)
+class Trigger:
+    """The event that marks a moment: a phase starting, or a hold point's note."""
+
+    phase: str
+    hold: str | None = None
+
+    def fired(self, events: Sequence[dict[str, Any]]) -> bool:
+        """Whether ``events`` (a migration's ``--json`` lines so far) reached it."""
+        for e in events:
+            if self.hold is not None:
+                data = e.get("data") or {}
+                if (e.get("event") == "note" and data.get("hold") == self.hold
+                        and not data.get("released")):
+                    return True
+            elif e.get("event") == "phase-started" and e.get("phase") == self.phase:
+                return True
+        return False
+
+
+TRIGGERS: dict[Moment, Trigger] = {
+    Moment.SEED: Trigger("seed"),
+    Moment.CATCH_UP: Trigger("catch-up"),
+    Moment.HANDOVER: Trigger("handover"),
+    Moment.MEMORY: Trigger("memory"),
+    Moment.PAUSED: Trigger("rebind", hold="before-unpause"),
+    Moment.REBIND: Trigger("rebind", hold="after-unpause"),
+    Moment.FINALIZE: Trigger("finalize", hold="finalize"),
+}
+
+_BEFORE_THE_MOVE = (Moment.SEED, Moment.CATCH_UP, Moment.HANDOVER, Moment.MEMORY)
+_AFTER_THE_MOVE = (Moment.PAUSED, Moment.REBIND, Moment.FINALIZE)
+
+#: Pairs left out of the matrix, and why.
+NOT_IN_MATRIX: dict[tuple[Fault, Moment], str] = {
+    **{(Fault.CRASH_SOURCE, m): "the guest still runs on the source: the crash takes it "
+                                "(no migration can help; that is high availability)"
+       for m in _BEFORE_THE_MOVE},
+    **{(Fault.CRASH_DESTINATION, m): "xl migrate has destroyed the source's copy: the "
+                                     "guest's only copy dies with the destination"
+       for m in _AFTER_THE_MOVE},
+    **{(Fault.KILL_TRANSPORT, m): "the transport runs only while memory moves"
+       for m in Moment if m is not Moment.MEMORY},
+    **{(Fault.LOSSY, m): "over in a few round trips: loss only delays it, as measured "
+                         "at the memory phase"
+       for m in (*_AFTER_THE_MOVE, Moment.HANDOVER)},
+}
+
+
+@dataclass(frozen=True)
+class Case:
+    """One fault at one moment."""
+
+    fault: Fault
+    moment: Moment
+
+    @property
+    def name(self) -> str:
+        """``fault@moment``."""
+        return f"{self.fault.value}@{self.moment.value}"
+
+    @classmethod
+    def parse(cls, text: str) -> Case:
+        """``fault@moment``; :class:`ConfigError` naming what is valid."""
+        fault, sep, moment = text.partition("@")
+        try:
+            case = cls(Fault(fault), Moment(moment))
+        except ValueError:
+            raise ConfigError(
+                f"{text!r} is not a case: FAULT@MOMENT with FAULT one of "
+                f"{', '.join(f.value for f in Fault)} and MOMENT one of "
+                f"{', '.join(m.value for m in Moment)}") from None
+        if not sep or (case.fault, case.moment) in NOT_IN_MATRIX:
+            why = NOT_IN_MATRIX.get((case.fault, case.moment), "no moment given")
+            raise ConfigError(f"{text!r} is not in the matrix: {why}")
+        return case
+
+
+def matrix() -> list[Case]:
+    """Every case, by fault then moment."""
+    return [Case(f, m) for f in Fault for m in Moment if (f, m) not in NOT_IN_MATRIX]
+
+
+#: CI's selection: one case per fault kind, at the moment that says most for its cost.
+CI_CASES: tuple[str, ...] = (
+    "kill-orchestrator@memory",    # xl migrate goes on alone; --recover must follow it
+    "cut@catch-up",
+    "cut-to-destination@seed",
+    "lossy@seed",
+    "crash-destination@handover",
+    "crash-source@paused",
+    "kill-transport@memory",
+)
+
+
+# ------------------------------------------------------------------ results (pure)
+
+INVARIANTS = ("one-copy", "records", "no-split-brain", "journal", "retry")
+
+
+@dataclass
+class Result:
+    """What one case did and what the checks saw."""
+
+    case: str
+    source: str
+    destination: str
+    migration_id: str | None = None
+    triggered: bool = False
+    outcome: str | None = None          # the migration's own word for how it ended
+    recovered_with: str | None = None   # "automatic", "--recover"
+    ended_on: str | None = None         # where the guest runs afterwards
+    fault_at: float | None = None
+    recover_seconds: float | None = None   # fault to a consistent state
+    acked_before: int = 0
+    checks: dict[str, bool | None] = field(default_factory=dict)   # None: not applicable
+    seen: dict[str, str] = field(default_factory=dict)             # what each check saw
+    retry_outcome: str | None = None
+    error: str | None = None
+
+    @property
+    def passed(self) -> bool:
+        """Every applicable invariant held, and nothing broke the case itself."""
+        return self.error is None and all(v is not False for v in self.checks.values()) \
+            and all(k in self.checks for k in INVARIANTS)
+
+
+def render_report(doc: dict[str, Any]) -> str:
+    """``docs/reliability.md``'s table from a results document."""
+    mark = {True: "yes", False: "**NO**", None: "-"}
+    lines = [
+        "| case | from | outcome | recovered by | guest ends on | fault to consistent (s) "
+        "| acked records | " + " | ".join(INVARIANTS) + " |",
+        "|---|---|---|---|---|---|---|" + "---|" * len(INVARIANTS),
+    ]
+    for r in doc["results"]:
+        checks = r.get("checks", {})
+        lines.append(
+            f"| `{r['case']}` | {r['source']}->{r['destination']} | "
+            f"{r.get('outcome') or r.get('error') or '?'} | {r.get('recovered_with') or '-'} "
+            f"| {r.get('ended_on') or '?'} | {r.get('recover_seconds', '-')} "
+            f"| {r.get('acked_before', 0)} | "
+            + " | ".join(mark[checks.get(k)] for k in INVARIANTS) + " |")
+    failed = [r for r in doc["results"] if not Result(**{
+        k: v for k, v in r.items() if k in Result.__dataclass_fields__}).passed]
+    lines += ["", f"{len(doc['results']) - len(failed)} of {len(doc['results'])} cases held "
+                  "every invariant."]
+    for r in failed:
+        lines.append(f"- `{r['case']}`: {r.get('error') or ''} "
+                     + "; ".join(f"{k}: {v}" for k, v in r.get("seen", {}).items()
+                                 if r.get("checks", {}).get(k) is False))
+    return "\n".join(lines)
+
+
+# ------------------------------------------------------------------ running (lab)
+
+LOSSY = 30.0
+_TRANSPORT_RE = re.compile(r"^\s*(\d+)\s+(.*xenwam-transport.*)$", re.M)
+
+
+@dataclass
+class Settings:
+    """How the matrix runs."""
+
+    cases: list[Case]
+    outage_seconds: float = 45.0     # how long a cut or a lossy link lasts
+    case_timeout: float = 1200.0     # for the migration to end after the fault
+    retry: bool = True
+
+
+class FaultRunner:
+    """Runs cases one after another on one guest of a lab that is up (wan layout)."""
+
+    def __init__(self, lab: Any, settings: Settings, say: Callable[[str], None],
+                 guest: str = "faulty") -> None:
+        self.lab = lab
+        self.settings = settings
+        self.say = say
+        self.name = guest
+        self.results: list[Result] = []
+
+    # -------------------------------------------------------- helpers
+
+    def sh(self, host: str, script: str, timeout: float = 300.0, check: bool = True) -> str:
+        return str(self.lab.exec(host, ["sh", "-c", script], timeout=timeout,
+                                 check=check).stdout)
+
+    @property
+    def resource(self) -> str:
+        return f"{self.name}-disk"
+
+    @property
+    def minor(self) -> int:
+        return int(self.lab.guest(self.name).number)
+
+    def copies(self, host: str) -> list[tuple[str, str]]:
+        """(name, state) of the guest's domains on ``host`` (a paused one counts)."""
+        return [(d.name, d.state) for d in self.lab.xl_list(host)
+                if d.name == self.name or d.name.startswith(self.name + "--")]
+
+    def acked(self) -> list[str]:
+        records: set[str] = set()
+        for host in HOSTS:
+            # A crashed host's log is read again once it is back.
+            with contextlib.suppress(CommandError, LabError):
+                records.update(dj.acked(self.lab, host, self.name))
+        return sorted(records)
+
+    def split_brain_lines(self, host: str) -> int:
+        return int(self.sh(host, "dmesg | grep -c 'Split-Brain detected' || true",
+                           check=False).strip() or 0)
+
+    def events(self, host: str, out: str) -> list[dict[str, Any]]:
+        try:
+            return list(self.lab.xenwam_events(host, out))
+        except (CommandError, LabError):
+            return []
+
+    # -------------------------------------------------------- the guest
+
+    def ensure_guest(self) -> None:
+        """The case guest: a xenwam disk, its journal writer running."""
+        state = self.lab.load_state()
+        if any(g.name == self.name for g in state.guests):
+            return
+        self.say(f"creating the fault matrix's guest {self.name} on host a")
+        self.lab.create_guest("a", name=self.name, xenwam_disk=True)
+        self.lab.guest_exec(self.name, "dd if=/dev/urandom of=/dev/xvda bs=1M count=8 seek=8 "
+                                       "conv=fsync 2>/dev/null; echo ok", timeout=180)
+        self.lab.guest_run(self.name, dj.WRITER)
+        deadline = time.monotonic() + 90
+        while len(self.acked()) < 3:
+            if time.monotonic() > deadline:
+                raise LabError(f"guest {self.name}'s journal writer acknowledged nothing")
+            time.sleep(2)
+
+    def where(self) -> str:
+        hosts = [h for h in HOSTS if self.copies(h)]
+        if len(hosts) != 1:
+            raise LabError(f"guest {self.name} is on {hosts or 'no host'}; the matrix needs "
+                           "it on exactly one")
+        if self.lab.guest(self.name).host != hosts[0]:
+            self.lab.move_guest_record(self.name, hosts[0])
+        return hosts[0]
+
+    # -------------------------------------------------------- one case
+
+    def run_case(self, case: Case) -> Result:
+        source = self.where()
+        destination = HOSTS[1 - HOSTS.index(source)]
+        result = Result(case=case.name, source=source, destination=destination)
+        self.say(f"case {case.name}: {source} -> {destination}")
+        sb_before = {h: self.split_brain_lines(h) for h in HOSTS}
+        trigger = TRIGGERS[case.moment]
+        env = [("XENWAM_HOLD_AT", trigger.hold)] if trigger.hold else []
+        out = self.lab.start_xenwam_migrate(self.name, env=env)
+        started: dict[str, Any] = {}
+        try:
+            deadline = time.monotonic() + self.settings.case_timeout
+            while True:
+                events = self.events(source, out)
+                started = next((e for e in events if e.get("event") == "migration-started"),
+                               started)
+                if trigger.fired(events):
+                    break
+                if any(e.get("event") == "finished" for e in events):
+                    raise LabError(f"the migration ended before {case.moment.value}: "
+                                   f"{events[-1].get('outcome')}")
+                if time.monotonic() > deadline:
+                    raise LabError(f"no {case.moment.value} within "
+                                   f"{self.settings.case_timeout:g} s")
+                time.sleep(0.5)
+            result.triggered = True
+            result.migration_id = started.get("id")
+            acked = self.acked()
+            result.acked_before = len(acked)
+            result.fault_at = time.time()
+            self.inject(case, source, destination, started, events)
+            self.resolve(case, result, source, destination, out, trigger)
+            result.recover_seconds = round(time.time() - result.fault_at, 1)
+            self.check(case, result, acked, sb_before)
+        except (LabError, CommandError, OSError) as exc:
+            result.error = str(exc)[-500:]
+            self.say(f"case {case.name}: {result.error}")
+            self.heal(case, source, destination)
+        self.say(f"case {case.name}: {'held' if result.passed else 'FAILED'} "
+                 f"({result.outcome}, guest on {result.ended_on}, checks {result.checks})")
+        return result
+
+    def inject(self, case: Case, source: str, destination: str, started: dict[str, Any],
+               events: list[dict[str, Any]]) -> None:
+        fault = case.fault
+        self.say(f"  injecting {fault.value} at {case.moment.value}")
+        if fault is Fault.CUT:
+            self.lab.cut_link(True)
+        elif fault is Fault.CUT_TO_DESTINATION:
+            self.lab.cut_one_way(source, destination, True)
+        elif fault is Fault.LOSSY:
+            shaping = self.lab.load_state().config().shaping
+            lossy = Shaping(shaping.rtt_ms, shaping.rate_kbit, LOSSY)
+            for host in HOSTS:
+                self.lab.apply_shaping(host, lossy)
+        elif fault is Fault.CRASH_DESTINATION:
+            self.lab.crash_host(destination)
+        elif fault is Fault.CRASH_SOURCE:
+            self.lab.crash_host(source)
+        elif fault is Fault.KILL_ORCHESTRATOR:
+            self.sh(source, f"kill -9 {int(started['pid'])}")
+        elif fault is Fault.KILL_TRANSPORT:
+            deadline = time.monotonic() + 120
+            while True:
+                found = _TRANSPORT_RE.findall(self.sh(source, "ps -eo pid,args"))
+                senders = [int(pid) for pid, args in found if "ps -eo" not in args]
+                if senders:
+                    self.sh(source, "kill -9 " + " ".join(map(str, senders)), check=False)
+                    return
+                if time.monotonic() > deadline:
+                    raise LabError("no xenwam-transport process to kill on the source")
+                time.sleep(0.2)
+
+    def heal(self, case: Case, source: str, destination: str) -> None:
+        """Undo the fault: the link back, crashed hosts booted again.  Idempotent."""
+        fault = case.fault
+        try:
+            if fault is Fault.CUT:
+                self.lab.cut_link(False)
+            elif fault is Fault.CUT_TO_DESTINATION:
+                self.lab.cut_one_way(source, destination, False)
+            elif fault is Fault.LOSSY:
+                shaping = self.lab.load_state().config().shaping
+                for host in HOSTS:
+                    self.lab.apply_shaping(host, shaping)
+            for host in HOSTS:
+                if self.lab.qemu_pid(host) is None:
+                    self.lab.boot_host(host)
+        except (LabError, CommandError) as exc:
+            self.say(f"  healing {fault.value} failed: {exc}")
+            raise
+
+    def _release(self, source: str, trigger: Trigger, migration_id: str | None) -> None:
+        if trigger.hold and migration_id:
+            self.sh(source, f"rm -f /var/lib/xenwam/migrations/{migration_id}/"
+                            f"hold-{trigger.hold}", check=False)
+
+    def _wait_finished(self, source: str, out: str, timeout: float) -> dict[str, Any] | None:
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            finished = [e for e in self.events(source, out) if e.get("event") == "finished"]
+            if finished:
+                return finished[-1]
+            alive = self.sh(source, "pgrep -f 'xenwam.cli migrate --json' >/dev/null && "
+                                    "echo yes || true", check=False).strip()
+            if not alive:
+                finished = [e for e in self.events(source, out)
+                            if e.get("event") == "finished"]
+                return finished[-1] if finished else None
+            time.sleep(2)
+        return None
+
+    def resolve(self, case: Case, result: Result, source: str, destination: str, out: str,
+                trigger: Trigger) -> None:
+        """Let xenwam deal with the fault; heal it; recover if the orchestrator died."""
+        fault = case.fault
+        mid = result.migration_id
+        if fault in (Fault.KILL_ORCHESTRATOR, Fault.CRASH_SOURCE):
+            self.heal(case, source, destination)
+            self._recover(result, source, mid)
+            return
+        if fault in (Fault.CUT, Fault.CUT_TO_DESTINATION, Fault.LOSSY):
+            # An outage of a set length (the moment it starts is the event's): the
+            # migration either rides it out or gives up; then the link comes back.
+            self._release(source, trigger, mid)
+            finished = self._wait_finished(source, out, self.settings.outage_seconds)
+            self.heal(case, source, destination)
+        else:
+            self._release(source, trigger, mid)
+            finished = None
+        if finished is None:
+            finished = self._wait_finished(source, out, self.settings.case_timeout)
+        if fault is Fault.CRASH_DESTINATION:
+            self.heal(case, source, destination)
+        if finished is None:
+            result.outcome = "no end"
+            self._recover(result, source, mid)
+            return
+        result.outcome = str(finished.get("outcome"))
+        result.recovered_with = "automatic"
+        if "run --recover" in result.outcome or result.outcome.startswith("failed"):
+            self._recover(result, source, mid)
+
+    def _recover(self, result: Result, source: str, migration_id: str | None) -> None:
+        if not migration_id:
+            raise LabError("the migration never said its id; nothing to recover")
+        self.say(f"  xenwam migrate --recover {migration_id}")
+        res = self.lab.exec(source, ["xenwam", "migrate", "--recover", migration_id],
+                            timeout=900, check=False)
+        result.recovered_with = "--recover"
+        result.seen["recover"] = (res.stdout + res.stderr).strip()[-300:]
+        status = self._status(source, migration_id)
+        result.outcome = str(status.get("outcome")) if status else f"recover exit {res.exit_status}"
+
+    def _status(self, source: str, migration_id: str) -> dict[str, Any] | None:
+        res = self.lab.exec(source, ["xenwam", "migrate", "--status", migration_id, "--json"],
+                            check=False, timeout=120)
+        try:
+            return dict(json.loads(res.stdout)[0])
+        except (ValueError, IndexError, KeyError, TypeError):
+            return None
+
+    # -------------------------------------------------------- the invariants
+
+    def check(self, case: Case, result: Result, acked: list[str],
+              sb_before: dict[str, int]) -> None:
+        c, seen = result.checks, result.seen
+        # one-copy
+        copies = {h: self.copies(h) for h in HOSTS}
+        seen["one-copy"] = json.dumps(copies)
+        on = [h for h in HOSTS if copies[h]]
+        running = on and len(copies[on[0]]) == 1 and "p" not in copies[on[0]][0][1]
+        c["one-copy"] = len(on) == 1 and bool(running)
+        if len(on) == 1:
+            result.ended_on = on[0]
+            self.lab.move_guest_record(self.name, on[0])
+        # records
+        if len(on) == 1:
+            lost = dj.missing(self.lab, on[0], f"/dev/drbd{self.minor}", acked)
+            c["records"] = not lost
+            seen["records"] = (f"{len(acked)} acknowledged before the fault, "
+                               f"{len(lost)} missing on {on[0]}"
+                               + (f" (first {lost[0]!r})" if lost else ""))
+        else:
+            c["records"] = None
+        # no-split-brain
+        defined = [h for h in HOSTS if self.sh(
+            h, f"test -e /etc/drbd.d/xenwam-{self.resource}.res && echo yes || true",
+            check=False).strip()]
+        states = {}
+        if len(defined) == 2:
+            for h in HOSTS:
+                self.sh(h, f"drbdadm adjust {self.resource} 2>&1 || true", check=False)
+            deadline = time.monotonic() + 120
+            while True:
+                states = {h: self._cstate(h) for h in HOSTS}
+                if all(s == "Connected" for s in states.values()) or \
+                        time.monotonic() > deadline:
+                    break
+                time.sleep(3)
+        split = {h: self.split_brain_lines(h) - sb_before.get(h, 0) for h in HOSTS}
+        seen["no-split-brain"] = (f"defined on {defined}, connection {states}, "
+                                  f"split-brain log lines {split}")
+        c["no-split-brain"] = (not any(split.values())
+                               and (len(defined) < 2
+                                    or all(s == "Connected" for s in states.values())))
+        # journal
+        status = self._status(result.source, result.migration_id or "")
+        outcome = str(status.get("outcome")) if status else None
+        again = self.lab.exec(result.source, ["xenwam", "migrate", "--recover",
+                                              result.migration_id or "?"],
+                              check=False, timeout=300)
+        seen["journal"] = f"outcome {outcome!r}; a second --recover: " \
+                          f"{(again.stdout + again.stderr).strip()[-160:]!r}"
+        c["journal"] = (outcome in ("done", "done (rolled forward)", "aborted")
+                        and "already ended" in again.stdout + again.stderr)
+        # retry
+        if not self.settings.retry or len(on) != 1:
+            c["retry"] = None
+        elif on[0] == result.destination:
+            c["retry"] = None  # it moved: nothing to retry
+            seen["retry"] = "the guest moved: no retry needed"
+        else:
+            moved = self.lab.migrate_xenwam(self.name, watch_connection=False)
+            result.retry_outcome = moved.outcome
+            c["retry"] = moved.outcome == "done"
+            seen["retry"] = f"{moved.outcome} in {moved.report.get('total_seconds')} s"
+
+    def _cstate(self, host: str) -> str:
+        text = self.sh(host, "cat /proc/drbd", check=False)
+        m = re.search(rf"^\s*{self.minor}: cs:(\S+)", text, re.M)
+        return m.group(1) if m else "Unconfigured"
+
+    def run(self) -> list[Result]:
+        self.ensure_guest()
+        for case in self.settings.cases:
+            self.results.append(self.run_case(case))
+        return self.results
+
+
+# ------------------------------------------------------------------ entry point
+
+
+def parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(
+        prog="xenwam bench faults",
+        description="Run xenwam migrate's fault matrix in the QEMU lab: each case injects "
+        "one fault at one moment of a real migration, lets xenwam abort, roll forward or "
+        "recover, and checks from both hosts that the guest runs on exactly one, that no "
+        "acknowledged write was lost, that the disks did not split-brain, that the journal "
+        "says what happened and that a retried migration succeeds. Results go to "
+        "RESULTS.json and the Markdown table of docs/reliability.md.",
+        epilog="cases are FAULT@MOMENT; faults: " + ", ".join(f.value for f in Fault)
+        + "; moments: " + ", ".join(m.value for m in Moment) + ". `--list` prints the "
+        "matrix and what is left out of it, and why.")
+    p.add_argument("--cases", type=text_type("cases", str), default="all", metavar="LIST",
+                   help="comma-separated FAULT@MOMENT, 'ci' (one per fault kind) or 'all' "
+                        "(default)")
+    p.add_argument("--list", action="store_true", help="print the cases and exit")
+    p.add_argument("--outage", type=number_in(5, 3600, what=" seconds"), default=45.0,
+                   metavar="S", help="how long a cut or lossy link lasts (default 45)")
+    p.add_argument("--case-timeout", type=int_in(60, 7200), default=1200, metavar="S",
+                   help="longest wait for a migration to end after its fault (default 1200)")
+    p.add_argument("--no-retry", action="store_true",
+                   help="skip the retried migration after cases that left the guest home")
+    p.add_argument("--run-dir", type=text_type("directory", str),
+                   help="the lab's run directory (default $XENWAM_LAB_RUN)")
+    p.add_argument("--bring-up", action="store_true",
+                   help="boot the lab (wan layout) if it is not up, and take it down after")
+    p.add_argument("--out", type=text_type("file", str), default="faults.json",
+                   metavar="RESULTS", help="where the results go (default faults.json)")
+    p.add_argument("--json", action="store_true", help="print the results as JSON")
+    return p
+
+
+def select(spec: str) -> list[Case]:
+    """The cases ``--cases`` names."""
+    if spec == "all":
+        return matrix()
+    names = CI_CASES if spec == "ci" else tuple(s for s in spec.split(",") if s.strip())
+    return [Case.parse(n.strip()) for n in names]
+
+
+def main(argv: Sequence[str] | None = None, labs: Any = None) -> int:
+    """Entry point of ``xenwam bench faults``; ``labs`` lets the lab tests hand in their
+    session's lab."""
+    args = parser().parse_args(list(sys.argv[1:] if argv is None else argv))
+    cases = select(args.cases)
+    if args.list:
+        for case in cases:
+            print(case.name)
+        for (f, m), why in NOT_IN_MATRIX.items():
+            print(f"# not {f.value}@{m.value}: {why}")
+        return 0
+
+    def say(msg: str) -> None:
+        print(f"[faults] {msg}", file=sys.stderr, flush=True)
+
+    from xenwam.lab.config import Layout
+    from xenwam.lab.migrate_bench import OwnLab
+
+    own = None
+    if labs is None:
+        own = OwnLab(Path(args.run_dir) if args.run_dir else None, args.bring_up, say)
+        labs = own
+    settings = Settings(cases=cases, outage_seconds=args.outage,
+                        case_timeout=float(args.case_timeout), retry=not args.no_retry)
+    started = time.strftime("%Y-%m-%d %H:%M:%S %Z")
+    try:
+        lab = labs.use(Layout.WAN)
+        runner = FaultRunner(lab, settings, say)
+        results = runner.run()
+    finally:
+        if own is not None:
+            own.close()
+    doc = {"started": started, "cases": [c.name for c in cases],
+           "outage_seconds": settings.outage_seconds,
+           "results": [asdict(r) for r in results]}
+    Path(args.out).write_text(json.dumps(doc, indent=2) + "\n")
+    if args.json:
+        print(json.dumps(doc, indent=2))
+    else:
+        print(render_report(doc))
+    return 0 if all(r.passed for r in results) else 1
