@@ -169,3 +169,21 @@ def test_hold_points_come_from_the_environment_and_unknown_ones_are_refused() ->
     assert hold_points_from_env("finalize, before-unpause") == {"finalize", "before-unpause"}
     with pytest.raises(ConfigError, match=r"unknown hold point 'lunch'.*valid: before-unpause"):
         hold_points_from_env("finalize,lunch")
+
+
+PS = """\
+    1 /sbin/init
+  812 /usr/bin/python3 -m xenwam.cli migrate --json --ip 10.2.0.3/24 g1 10.0.0.2
+  840 /usr/sbin/xl migrate -s xenwam-transport --stats /m/x/t.json --level 1 -p g1 10.0.0.2
+  841 sh -c xenwam-transport --stats /m/x/t.json 10.0.0.2 xl migrate-receive
+  850 xl migrate -p g10 10.0.0.2
+  860 xl list
+"""
+
+
+def test_xl_migrate_processes_of_a_domain_are_found_in_ps_output() -> None:
+    from xenwam.xen import xl
+    assert xl.migrate_pids(PS, "g1") == [840]
+    assert xl.migrate_pids(PS, "g10") == [850]
+    assert xl.migrate_pids(PS, "g2") == []
+    assert xl.migrate_pids("", "g1") == []

@@ -496,6 +496,15 @@ class Migration:
                 self.pairs[rp.name] = Resource.from_json(rp.original)
                 self._check_pair(plan, rp.name)
                 continue
+            # A copy left there by a migration whose abort could not reach the host (it
+            # was down) is not this disk's peer: the running disk here is single.  It is
+            # removed (`unprovision` refuses a copy that is Primary there, in use).
+            stale = json.loads(self.destination.xenwam("disk", "unprovision", rp.name,
+                                                       "--json"))
+            if stale["removed"]:
+                self._note(f"{rp.name}: removed a stale copy on {plan.destination} (left "
+                           f"by an earlier migration that did not end there): "
+                           f"{', '.join(stale['removed'])}", resource=rp.name)
             made = json.loads(self.destination.xenwam(
                 "disk", "provision", rp.name, "--size", str(rp.size_bytes), "--json"))
             model = self._pair_model(plan, rp, made["disk"], made["meta_disk"])
@@ -852,17 +861,18 @@ class Migration:
     def recover_after_failure(self) -> None:
         """After a failure: observe where the guest runs, then abort or roll forward."""
         assert self.plan is not None
+        self._wait_for_xl_migrate()
         where = self.observe()
         self._note("after the failure: " + where.describe(), **where.to_json())
         if where.on_destination and not where.on_source:
             self.report.outcome = "done (rolled forward)"
-            if self.state.phase in (Phase.MEMORY,):
+            if self.state.phase is Phase.MEMORY:
                 self._step(Action.REBIND)
+            if self.state.phase is Phase.REBIND:
                 if where.destination_paused:
+                    # Arrived, never unpaused (the orchestrator died in between).
                     self.rebind(self.plan)  # checks it is one paused copy first
                 self._step(Action.FINALIZE)
-            elif self.state.phase is Phase.REBIND:
-                self._step(Action.ABORT)
             self.finalize(self.plan)
             self._step(Action.FINISH)
             return
@@ -870,6 +880,30 @@ class Migration:
         self.abort(where)
         self._step(Action.ABORTED)
         self.report.outcome = "aborted"
+
+    def _wait_for_xl_migrate(self, timeout: float = 1800.0) -> None:
+        """Wait until no ``xl migrate`` of the guest runs on the source: one started by an
+        orchestrator that was killed goes on alone, and deciding where the guest is
+        while it still moves could destroy the copy that is about to be the only one."""
+        assert self.plan is not None
+        deadline = self.clock() + timeout
+        said = False
+        while True:
+            res = self.source.run(["ps", "-eo", "pid=,args="], check=False, timeout=30)
+            pids = xl.migrate_pids(res.stdout, self.plan.domain)
+            if not pids:
+                return
+            if not said:
+                self._note(f"an `xl migrate` of {self.plan.domain} still runs here (pid "
+                           f"{pids[0]}): waiting for it to end before deciding anything",
+                           pids=pids)
+                said = True
+            if self.clock() > deadline:
+                raise MigrationError(
+                    f"`xl migrate` of {self.plan.domain} (pid {pids[0]}) still runs after "
+                    f"{timeout:g} s; nothing was changed. Look at it (`ps`, `xl list` on "
+                    "both hosts), then run --recover again")
+            self.sleep(1.0)
 
     def observe(self) -> Whereabouts:
         """Ask both hosts where the guest is and what each copy's DRBD role is."""
@@ -909,6 +943,10 @@ class Migration:
                 if not rp.reuse_pair:
                     self.destination.run([*self.destination.xenwam_argv, "disk",
                                           "unprovision", rp.name], check=False)
+            if not where.destination_reachable and not rp.reuse_pair:
+                self._note(f"{rp.name}: {plan.destination} did not answer: its new copy "
+                           f"stays there until the next migration removes it (or `xenwam "
+                           f"disk unprovision {rp.name}` there)", resource=rp.name)
             local = DrbdDevice(replace(original, mode="bulk"))
             if original.is_single:
                 local.disconnect()

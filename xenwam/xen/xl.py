@@ -157,6 +157,20 @@ def parse_xl_list(text: str) -> list[XlDomain]:
     return domains
 
 
+def migrate_pids(ps_output: str, domain: str) -> list[int]:
+    """The pids of ``xl migrate ... DOMAIN HOST`` processes in ``ps -eo pid=,args=``
+    output (``xl migrate`` outlives a killed parent: it is not in its process group's
+    way)."""
+    pids = []
+    for line in ps_output.splitlines():
+        pid, _, args = line.strip().partition(" ")
+        words = args.split()
+        if (pid.isdigit() and len(words) >= 4 and words[0].rsplit("/", 1)[-1] == "xl"
+                and words[1] == "migrate" and words[-2] == domain):
+            pids.append(int(pid))
+    return pids
+
+
 def copies_of(domains: list[XlDomain], name: str) -> list[XlDomain]:
     """Every copy of guest ``name`` in an ``xl list``, including xl's migration renames."""
     names = {name, name + INCOMING_SUFFIX, name + MIGRATEDAWAY_SUFFIX}
