@@ -3,6 +3,7 @@ a migration's event stream, the report; and the orchestrator's hold points."""
 
 from __future__ import annotations
 
+from dataclasses import asdict
 from pathlib import Path
 
 import pytest
@@ -106,7 +107,6 @@ def test_the_report_marks_failures_and_says_what_was_seen() -> None:
                  outcome="done (rolled forward)", ended_on="a",
                  checks={**{k: True for k in faults.INVARIANTS}, "records": False},
                  seen={"records": "40 acknowledged before the fault, 1 missing on a"})
-    from dataclasses import asdict
     text = faults.render_report({"results": [asdict(good), asdict(bad)]})
     assert "| `cut@seed` | a->b | aborted | automatic | a | 12.5 | 40 |" in text
     assert "**NO**" in text and "1 of 2 cases held every invariant" in text
@@ -187,3 +187,14 @@ def test_xl_migrate_processes_of_a_domain_are_found_in_ps_output() -> None:
     assert xl.migrate_pids(PS, "g10") == [850]
     assert xl.migrate_pids(PS, "g2") == []
     assert xl.migrate_pids("", "g1") == []
+
+
+def test_the_doc_block_is_replaced_and_the_rest_kept() -> None:
+    text = f"# title\n\nprose\n{faults.BEGIN}\nold table\n{faults.END}\n\nmore prose\n"
+    doc = {"started": "2026-12-02", "commit": "abc1234", "outage_seconds": 30,
+           "results": [asdict(Result(case="cut@seed", source="a", destination="b"))]}
+    out = faults.update_doc(text, doc)
+    assert out.startswith("# title\n\nprose\n") and out.endswith("\n\nmore prose\n")
+    assert "old table" not in out and "`abc1234`" in out and "`cut@seed`" in out
+    with pytest.raises(ConfigError, match="no"):
+        faults.update_doc("no markers", doc)

@@ -1018,7 +1018,7 @@ class Bench:
 # ------------------------------------------------------------------ entry point
 
 
-def _commit() -> str:
+def source_commit() -> str:
     from xenwam.lab.config import source_tree
     from xenwam.runner import default_runner
 
@@ -1099,7 +1099,7 @@ def main(argv: Sequence[str] | None = None, labs: LabHandle | None = None) -> in
         if own is not None:
             own.close()
     doc = results_document(settings, argv, runs, started, load_start, os.getloadavg(),
-                           _commit(), os.cpu_count())
+                           source_commit(), os.cpu_count())
     doc["plots"] = [str(p) for p in comparison_plots(doc, out_dir)]
     doc["timelines"] = [r.timeline for r in runs if r.timeline]
     results_path = out_dir / RESULTS_NAME

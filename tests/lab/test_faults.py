@@ -1,0 +1,36 @@
+"""CI's part of the fault matrix (issue 13): one case per fault kind, on real Xen and DRBD.
+
+Each case is a real ``xenwam migrate`` of one guest whose journal writer keeps
+appending flushed, acknowledged records to its disk; the fault is injected at the
+moment the migration's own event stream names, and the invariants are checked from
+both hosts (:mod:`xenwam.lab.faults`): the guest runs on exactly one host, no
+acknowledged record is lost, the copies reconnect without a split brain, the journal
+says how it ended and a second ``--recover`` is a no-op, and a migration without a
+fault then succeeds.  The whole matrix is ``xenwam bench faults`` (docs/reliability.md).
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import asdict
+from typing import Any
+
+import pytest
+
+from xenwam.lab import faults
+
+pytestmark = pytest.mark.lab
+
+
+def test_one_case_per_fault_kind_keeps_every_invariant(lab: Any) -> None:
+    settings = faults.Settings(cases=faults.select("ci"), outage_seconds=30.0)
+    runner = faults.FaultRunner(lab.current(), settings, say=lambda m: print(f"[faults] {m}",
+                                                                             flush=True))
+    results = runner.run()
+    doc = {"results": [asdict(r) for r in results]}
+    print(faults.render_report(doc))
+    print("fault-results", json.dumps(doc))
+    assert [r.case for r in results] == list(faults.CI_CASES)
+    for r in results:
+        assert r.triggered, (r.case, r.error)
+        assert r.passed, (r.case, r.error, r.checks, r.seen)
