@@ -238,6 +238,9 @@ class Settings:
     outage_seconds: float = 45.0     # how long a cut or a lossy link lasts
     case_timeout: float = 1200.0     # for the migration to end after the fault
     retry: bool = True
+    #: The case guest: a busybox PVH guest, small so that each case is short.
+    guest_memory_mib: int = 96
+    disk_mib: int = 32
 
 
 class FaultRunner:
@@ -296,8 +299,10 @@ class FaultRunner:
         if any(g.name == self.name for g in state.guests):
             return
         self.say(f"creating the fault matrix's guest {self.name} on host a")
-        self.lab.create_guest("a", name=self.name, xenwam_disk=True)
-        self.lab.guest_exec(self.name, "dd if=/dev/urandom of=/dev/xvda bs=1M count=8 seek=8 "
+        self.lab.create_guest("a", name=self.name, xenwam_disk=True,
+                              memory_mib=self.settings.guest_memory_mib,
+                              disk_mib=self.settings.disk_mib)
+        self.lab.guest_exec(self.name, "dd if=/dev/urandom of=/dev/xvda bs=1M count=4 seek=8 "
                                        "conv=fsync 2>/dev/null; echo ok", timeout=180)
         self.lab.guest_run(self.name, dj.WRITER)
         deadline = time.monotonic() + 90

@@ -748,7 +748,8 @@ class Lab:
 
     def create_guest(self, host: str, name: str | None = None, *,
                      memory_mib: int | None = None, python: bool = False,
-                     xenwam_disk: bool = False, hip: bool = False) -> GuestRecord:
+                     xenwam_disk: bool = False, hip: bool = False,
+                     disk_mib: int | None = None) -> GuestRecord:
         """Create a PVH guest on ``host`` with an address on that host's site subnet.
 
         With ``python`` the guest also carries python3, ``cryptography``, pyroute2,
@@ -757,6 +758,8 @@ class Lab:
         With ``hip`` (implies ``python``) it also gets a HIP identity peered with the
         correspondent's, and starts hipd (kernel ESP), the xenwam guest agent and the
         records echo server at boot (default 224 MiB).
+        ``disk_mib`` sizes its disk (default
+        :attr:`GuestSpec.data_disk_mib`).
         """
         python = python or hip
         if memory_mib is None:
@@ -771,6 +774,8 @@ class Lab:
         spec = GuestSpec(name=name, address=address,
                          gateway=cfg.site_gateway(config.layout, host).ip,
                          mac=guest_mac(number), memory_mib=memory_mib)
+        if disk_mib is not None:
+            spec = replace(spec, data_disk_mib=disk_mib)
         hit: str | None = None
         if python:
             spec = replace(spec, ramdisk=f"{GUEST_DIR}/{name}-initrd.gz")
