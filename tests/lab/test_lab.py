@@ -1,7 +1,8 @@
-"""The lab end to end: real Xen 4.17 under QEMU, stock xl migrate in both layouts.
+"""The lab end to end: real Xen 4.17 under QEMU, stock xl migrate over the WAN.
 
-The lan-layout tests (marker ``lan``) run after every other lab test, in this file's
-order, the teardown check last.
+Stock ``xl migrate`` in the lan layout is the bench smoke's ``stock-lan`` method
+(tests/lab/test_bench_migrate.py).  The lan-layout tests (marker ``lan``) run after every
+other lab test, in this file's order, the teardown check last.
 """
 
 from __future__ import annotations
@@ -83,21 +84,6 @@ def test_dom0_sees_project_source_share(lab) -> None:
     res = lan.exec("a", ["sh", "-c", ". /etc/profile.d/xenwam.sh && "
                                      "python3 -c 'import xenwam.lab.config as c; print(c.HOSTS)'"])
     assert res.stdout.strip() == "('a', 'b')"
-
-
-@pytest.mark.lan
-def test_lan_guest_migrates_and_still_answers(lab) -> None:
-    lan = lab.use(Layout.LAN)
-    guest = lan.create_guest("a")
-    assert lan.ping_from_correspondent(guest.address)
-
-    report = lan.migrate_baseline(guest.name)
-
-    assert report.running_on_destination
-    assert [d.name for d in lan.xl_list("a")] == ["Domain-0"]
-    assert report.answered_after, report
-    assert report.longest_gap_seconds is not None
-    assert lan.ping_from_correspondent(guest.address, count=3)
 
 
 @pytest.mark.lan

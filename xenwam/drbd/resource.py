@@ -222,6 +222,9 @@ class Host:
     port: int
     disk: str
     meta_disk: str
+    #: The file behind ``disk`` when that is a loop device (xenwam made the loop): loop
+    #: devices do not survive a reboot, ``xenwam disk reattach`` sets them up again.
+    disk_file: str | None = None
 
     @property
     def ip(self) -> ipaddress.IPv4Address | ipaddress.IPv6Address:

@@ -41,6 +41,7 @@ from xenwam.drbd.resource import (
     Resource,
     WanProfile,
     install,
+    list_resources,
     load,
     uninstall,
     valid_name,
@@ -141,7 +142,8 @@ def adopt(name: str, disk: str, minor: int, site: sitecfg.Site, *,
                 f.truncate(meta_size(block_size_of(device)))
         meta_disk = loops.attach(meta_file)
     host = Host(hostname=hostname or socket.gethostname(), address=site.replication_address,
-                port=site.port_for(minor), disk=device, meta_disk=meta_disk)
+                port=site.port_for(minor), disk=device, meta_disk=meta_disk,
+                disk_file=str(src.resolve()) if src.is_file() else None)
     try:
         old: Resource | None = _load_quiet(name, config_dir)
     except ConfigError:
@@ -213,6 +215,48 @@ def unprovision(name: str, site: sitecfg.Site, config_dir: Path = DEFAULT_CONFIG
             path.unlink()
             removed.append(str(path))
     return {"resource": name, "removed": removed}
+
+
+def _is_loop(device: str) -> bool:
+    return device.startswith("/dev/loop")
+
+
+def reattach(name: str, site: sitecfg.Site, config_dir: Path = DEFAULT_CONFIG_DIR,
+             loops: Loops | None = None, hostname: str | None = None) -> dict[str, Any]:
+    """Put this host's files of resource ``name`` back behind loop devices after a reboot
+    (loop devices do not survive one) and rewrite the resource file if their numbers
+    changed.  DRBD itself is not touched: ``drbdadm adjust NAME`` (or ``xenwam disk
+    attach``) then brings the resource up.  Idempotent.
+
+    The data file is the one ``adopt`` recorded (``disk_file``) or, for a copy
+    ``provision`` made, the site's volume file; the metadata file is the site's."""
+    check_name(name)
+    loops = loops or Loops()
+    resource = load(name, config_dir)
+    me = resource.host(hostname or socket.gethostname())
+    data_file, meta_file = volume_paths(site, name)
+    disk, meta = me.disk, me.meta_disk
+    missing = []
+    if _is_loop(disk):
+        backing = Path(me.disk_file) if me.disk_file else data_file
+        if backing.exists():
+            disk = loops.attach(backing)
+        else:
+            missing.append(str(backing))
+    if _is_loop(meta):
+        if meta_file.exists():
+            meta = loops.attach(meta_file)
+        else:
+            missing.append(str(meta_file))
+    if missing:
+        raise DrbdError(f"resource {name!r}: {' and '.join(missing)} missing on this host; "
+                        "its copy here is gone (`xenwam disk unprovision` cleans up)")
+    changed = (disk, meta) != (me.disk, me.meta_disk)
+    if changed:
+        mine = replace(me, disk=disk, meta_disk=meta)
+        install(replace(resource, hosts=tuple(mine if h is me else h
+                                              for h in resource.hosts)), config_dir)
+    return {"resource": name, "changed": changed, "disk": disk, "meta_disk": meta}
 
 
 def forget(name: str, config_dir: Path = DEFAULT_CONFIG_DIR,
@@ -320,6 +364,23 @@ def _forget(args: argparse.Namespace) -> int:
     return 0
 
 
+def _reattach(args: argparse.Namespace) -> int:
+    site = _site(args)
+    config_dir = Path(args.config_dir)
+    if args.all == (args.name is not None):
+        raise ConfigError("give one resource NAME or --all")
+    names = ([r.name for r in list_resources(config_dir)] if args.all else [args.name])
+    docs = [reattach(n, site, config_dir) for n in names]
+    if args.json:
+        print(json.dumps({"resources": docs}))
+    else:
+        for d in docs:
+            what = "loop devices set up again, file rewritten" if d["changed"] else \
+                "nothing to do"
+            print(f"{d['resource']}: {what} ({d['disk']}, {d['meta_disk']})")
+    return 0
+
+
 def _install(args: argparse.Namespace) -> int:
     resource = read_model(sys.stdin.buffer.read(MODEL_MAX + 1))
     path = install(resource, Path(args.config_dir))
@@ -374,6 +435,18 @@ def register(sub: Any, shared: argparse.ArgumentParser) -> None:
                                    "`xenwam migrate --forget` does both. Idempotent.")
     p.add_argument("name", type=resource_name_arg)
     p.set_defaults(handler=_forget)
+
+    p = sub.add_parser("reattach", parents=[shared, site_opt],
+                       help="after a reboot: the disks' files back behind loop devices",
+                       description="Loop devices do not survive a reboot. Put each xenwam "
+                                   "disk's files (an adopted file, a provisioned copy, the "
+                                   "metadata) back behind loop devices and rewrite the "
+                                   "resource file if the device numbers changed. DRBD is "
+                                   "not touched: run `drbdadm adjust all` afterwards, as "
+                                   "the drbd service does at boot. Idempotent.")
+    p.add_argument("name", nargs="?", type=resource_name_arg, help="one resource")
+    p.add_argument("--all", action="store_true", help="every xenwam resource on this host")
+    p.set_defaults(handler=_reattach)
 
     p = sub.add_parser("install", parents=[shared],
                        help="write a resource file from a JSON model on stdin")

@@ -616,7 +616,8 @@ class Lab:
     def boot_host(self, host: str) -> float:
         """Boot a crashed ``host`` again on its own disk, as after a power cut: network,
         shaping and xenwam set up as ``up`` does, then the DRBD resources its files
-        define brought up, as Debian's drbd service does at boot.  Returns the boot's
+        define brought up, as Debian's drbd service does at boot, after ``xenwam disk
+        reattach --all`` has put their files back behind loop devices.  Returns the boot's
         seconds."""
         state = self._require_up()
         if self.qemu_pid(host) is not None:
@@ -630,7 +631,8 @@ class Lab:
                    f"host {host} to run `xl list`", config, host)
         self._configure_host(config, host)
         self.exec(host, ["sh", "-c", "ls /etc/drbd.d/*.res >/dev/null 2>&1 || exit 0; "
-                                     "drbdadm adjust all"], check=False, timeout=120)
+                                     "xenwam disk reattach --all; drbdadm adjust all"],
+                  check=False, timeout=180)
         seconds = round(time.monotonic() - start, 1)
         self.progress(f"host {host} booted again in {seconds} s")
         return seconds

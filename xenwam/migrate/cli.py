@@ -301,6 +301,7 @@ def _recover(args: argparse.Namespace, *, abort: bool) -> int:
     migration.state = MigrationState(phase=Phase(summary.phase))
     migration._phase_start = time.time()
     try:
+        migration.reattach_local()  # this host may have been rebooted since
         migration.recover_after_failure()
     finally:
         migration.report.total_seconds = 0.0

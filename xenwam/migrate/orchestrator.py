@@ -30,7 +30,7 @@ from pathlib import Path
 from typing import Any
 
 from xenwam import site as sitecfg
-from xenwam.drbd import seed
+from xenwam.drbd import seed, volume
 from xenwam.drbd.device import DrbdDevice
 from xenwam.drbd.device import Progress as DrbdProgress
 from xenwam.drbd.info import (
@@ -521,6 +521,8 @@ class Migration:
         local = DrbdDevice(self.pairs[name])
         if local.state().is_connected:
             return
+        # After a reboot there its files are behind no loop device: set them up first.
+        self.destination.xenwam("disk", "reattach", name)
         self.destination.xenwam("disk", "attach", name)
         doc = json.loads(self.destination.xenwam("disk", "status", name, "--json"))
         theirs = doc["resources"][0].get("generations")
@@ -880,6 +882,23 @@ class Migration:
         self.abort(where)
         self._step(Action.ABORTED)
         self.report.outcome = "aborted"
+
+    def reattach_local(self) -> None:
+        """After a reboot of this host (``--recover``): its copies' files back behind loop
+        devices (``xenwam disk reattach``), so that DRBD can use them again."""
+        assert self.plan is not None
+        if self.site is None:
+            return
+        for rp in self.plan.resources:
+            try:
+                done = volume.reattach(rp.name, self.site, self.config_dir)
+            except XenwamError as exc:
+                self._note(f"{rp.name}: its files could not be put back behind loop devices "
+                           f"here: {exc}", resource=rp.name)
+                continue
+            if done["changed"]:
+                self._note(f"{rp.name}: files behind loop devices again after a reboot "
+                           f"({done['disk']}, {done['meta_disk']})", resource=rp.name)
 
     def _wait_for_xl_migrate(self, timeout: float = 1800.0) -> None:
         """Wait until no ``xl migrate`` of the guest runs on the source: one started by an

@@ -1,0 +1,100 @@
+"""``xenwam disk reattach``: after a reboot, a resource's files go back behind loop
+devices and its file is rewritten when the numbers changed (found by the fault matrix:
+a crashed destination's copy could not be attached again)."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import replace
+from pathlib import Path
+
+import pytest
+
+from xenwam.drbd.resource import Host, Resource, install, load
+from xenwam.drbd.volume import Loops, reattach
+from xenwam.errors import DrbdError
+from xenwam.runner import CommandResult
+from xenwam.site import Site, SiteNetwork
+
+pytestmark = pytest.mark.unit
+
+
+class LoopTable:
+    """``losetup`` as a table of device -> file (no process: pure logic)."""
+
+    def __init__(self, table: dict[str, str]) -> None:
+        self.table = dict(table)
+
+    def run(self, argv: Sequence[str], **_: object) -> CommandResult:
+        if argv[1] == "-j":
+            out = "".join(f"{dev}: []: ({path})\n" for dev, path in self.table.items()
+                          if path == argv[2])
+        else:
+            assert list(argv[1:3]) == ["--find", "--show"]
+            dev = f"/dev/loop{len(self.table) + 3}"
+            self.table[dev] = argv[3]
+            out = dev + "\n"
+        return CommandResult(tuple(argv), 0, out, "", 0.0)
+
+
+def make(tmp_path: Path, disk_file: str | None) -> tuple[Site, Path]:
+    storage = tmp_path / "disks"
+    storage.mkdir()
+    site = Site(name="a", network=SiteNetwork("br", "10.1.0.0/24", "10.1.0.1", "keep"),
+                replication_address="10.0.0.1", port_first=7800, port_last=7899,
+                storage_directory=str(storage), rtt_ms=40.0, bandwidth_mbit=50.0)
+    me = Host("a", "10.0.0.1", 7801, "/dev/loop0", "/dev/loop1", disk_file=disk_file)
+    peer = Host("b", "10.0.0.2", 7801, "/dev/loop5", "/dev/loop6")
+    config = tmp_path / "drbd.d"
+    config.mkdir()
+    install(Resource(name="g1-disk", minor=1, hosts=(me, peer), shared_secret="s" * 32),
+            config)
+    (storage / "g1-disk.md").write_bytes(b"")
+    return site, config
+
+
+def test_an_adopted_file_and_its_metadata_get_loops_again_and_the_file_is_rewritten(
+        tmp_path: Path) -> None:
+    guest_disk = tmp_path / "g1.img"
+    guest_disk.write_bytes(b"")
+    site, config = make(tmp_path, str(guest_disk))
+    loops = LoopTable({})  # after the reboot: no loop devices at all
+    doc = reattach("g1-disk", site, config, Loops(loops), hostname="a")  # type: ignore[arg-type]
+    assert doc["changed"] is True
+    res = load("g1-disk", config)
+    me = res.host("a")
+    assert loops.table[me.disk] == str(guest_disk)
+    assert loops.table[me.meta_disk] == str(tmp_path / "disks" / "g1-disk.md")
+    assert res.host("b") == Host("b", "10.0.0.2", 7801, "/dev/loop5", "/dev/loop6")
+    # A second run finds the loops in place: nothing changes.
+    again = reattach("g1-disk", site, config, Loops(loops), hostname="a")  # type: ignore[arg-type]
+    assert again["changed"] is False and load("g1-disk", config) == res
+
+
+def test_a_provisioned_copy_is_found_in_the_site_storage(tmp_path: Path) -> None:
+    site, config = make(tmp_path, None)
+    (tmp_path / "disks" / "g1-disk.img").write_bytes(b"")
+    loops = LoopTable({"/dev/loop0": str(tmp_path / "disks" / "g1-disk.img"),
+                       "/dev/loop1": str(tmp_path / "disks" / "g1-disk.md")})
+    doc = reattach("g1-disk", site, config, Loops(loops), hostname="a")  # type: ignore[arg-type]
+    assert doc == {"resource": "g1-disk", "changed": False, "disk": "/dev/loop0",
+                   "meta_disk": "/dev/loop1"}
+
+
+def test_a_copy_whose_files_are_gone_is_reported_not_invented(tmp_path: Path) -> None:
+    site, config = make(tmp_path, str(tmp_path / "gone.img"))
+    before = load("g1-disk", config)
+    with pytest.raises(DrbdError, match=r"gone\.img missing on this host"):
+        reattach("g1-disk", site, config, Loops(LoopTable({})),  # type: ignore[arg-type]
+                 hostname="a")
+    assert load("g1-disk", config) == before
+
+
+def test_block_devices_are_left_alone(tmp_path: Path) -> None:
+    site, config = make(tmp_path, None)
+    res = load("g1-disk", config)
+    lvm = replace(res.host("a"), disk="/dev/vg/g1", meta_disk="/dev/vg/g1-meta")
+    install(replace(res, hosts=(lvm, res.host("b"))), config)
+    doc = reattach("g1-disk", site, config, Loops(LoopTable({})),  # type: ignore[arg-type]
+                   hostname="a")
+    assert doc["changed"] is False and doc["disk"] == "/dev/vg/g1"
