@@ -3,20 +3,17 @@
 One guest, whose disk is a xenwam resource from boot, keeps a write journal on its disk:
 record N goes to sector N, is flushed, and only then acknowledged on its console.  Then:
 
-1. a migration A -> B is killed with SIGKILL while it seeds; ``--recover`` puts
-   everything back (guest on A only, B's copy gone, A's resource as before), and a second
-   ``--recover`` changes nothing;
-2. the retried migration A -> B completes: the guest runs on B only, every acknowledged
+1. the migration A -> B completes: the guest runs on B only, every acknowledged
    record is on B's disk, online verify found nothing out of sync, the journal says done,
    A holds no primary;
-3. the guest writes 8 MiB on B with the pair connected, then 8 MiB more while the link
+2. the guest writes 8 MiB on B with the pair connected, then 8 MiB more while the link
    is cut and A's copy is down; it moves back B -> A over the existing pair: no new
    copy, no seed, the disk bytes of the stay and the trip are at most 1.2 times what was
    written (issue 14);
-4. both copies written while apart (B's copy used while the guest ran on A): the next
+3. both copies written while apart (B's copy used while the guest ran on A): the next
    migration is refused with what to do, nothing is thrown away on either side, and the
    resolution it names resends only the blocks written on either side;
-5. ``xenwam disk forget`` on A and ``unprovision`` on B (what ``--forget`` runs) leave
+4. ``xenwam disk forget`` on A and ``unprovision`` on B (what ``--forget`` runs) leave
    the guest running on A alone, undisturbed, and B's copy gone.
 
 The guest also runs hipd (kernel ESP) and the xenwam guest agent, and the correspondent
@@ -119,7 +116,7 @@ def guest_replay_failures(lab: Any, name: str) -> list[int]:
     return [int(n) for n in re.findall(r"replay \d+ failed (\d+)", states)]
 
 
-def test_xenwam_migrate_kill_recover_there_and_back(wan40: Any) -> None:
+def test_xenwam_migrate_there_and_back(wan40: Any) -> None:
     lab = wan40
     lab.start_correspondent_hipd()
     guest = lab.create_guest("a", name="mig1", xenwam_disk=True, hip=True)
@@ -128,37 +125,14 @@ def test_xenwam_migrate_kill_recover_there_and_back(wan40: Any) -> None:
     try:
         wait_for("the guest's console", lambda: "xw-tick" in lp.sh(
             lab, "a", f"cat {CONSOLE}/guest-{name}.log 2>/dev/null || true"), 120)
-        # Data worth seeding (so the kill lands in the seed), clear of the journal.
+        # Data worth seeding, clear of the journal.
         lab.guest_exec(name, "dd if=/dev/urandom of=/dev/xvda bs=1M count=24 seek=8 "
                              "conv=fsync 2>/dev/null; echo ok", timeout=180)
         lab.guest_run(name, WRITER)
         wait_for("journal records", lambda: len(acked(lab, "a", name)) >= 5, 90)
         stream = lab.start_records(name)
 
-        # 1. SIGKILL the orchestrator while it seeds, then recover.
-        out = lab.start_xenwam_migrate(name)
-        wait_for("the seed phase", lambda: any(
-            e.get("event") == "phase-started" and e.get("phase") in ("seed", "catch-up")
-            for e in lab.xenwam_events("a", out)), 300, interval=1.0)
-        events = lab.xenwam_events("a", out)
-        started = next(e for e in events if e["event"] == "migration-started")
-        lp.sh(lab, "a", f"kill -9 {started['pid']}")
-        killed_in = [e["phase"] for e in events if e["event"] == "phase-started"][-1]
-        assert killed_in in ("seed", "catch-up")
-        assert status(lab, "a", started["id"])["outcome"].startswith("interrupted")
-        lp.sh(lab, "a", f"xenwam migrate --recover {started['id']}", timeout=600)
-        assert copies(lab, "a", name) == [name] and copies(lab, "b", name) == []
-        assert status(lab, "a", started["id"])["outcome"] == "aborted"
-        assert drbd_role(lab, "a", minor) == "Primary"
-        assert drbd_role(lab, "b", minor) == "Unconfigured"
-        assert lp.sh(lab, "b", f"ls /var/lib/xenwam/disks/ /etc/drbd.d/ | grep -c {resource} "
-                               "|| true").strip() == "0"
-        model = resource_model(lab, "a", resource)
-        assert len(model["hosts"]) == 1  # as it was before the migration
-        again = lp.sh(lab, "a", f"xenwam migrate --recover {started['id']}")
-        assert "already ended" in again
-
-        # 2. The retried migration A -> B.
+        # 1. The migration A -> B.
         there = lab.migrate_xenwam(name, watch_connection=False)
         assert there.outcome == "done", there.report.get("error")
         b_address = there.new_address
@@ -204,18 +178,14 @@ def test_xenwam_migrate_kill_recover_there_and_back(wan40: Any) -> None:
         assert apart["peer_host"] == lp.sh(lab, "a", "hostname").strip()
         cut_apart(lab, resource, False)
 
-        # 3. Back B -> A over the existing pair: no new copy, nothing seeded; catch-up
+        # 2. Back B -> A over the existing pair: no new copy, nothing seeded; catch-up
         # brings A's copy up and resyncs only what B wrote while apart.
-        # The trip back sends the memory uncompressed (--transport-level 0): the run's
-        # figure for what the transport's zstd saves, and costs, against the first trip.
-        back = lab.migrate_xenwam(name, watch_connection=False,
-                                  extra=["--transport-level", "0"])
+        back = lab.migrate_xenwam(name, watch_connection=False)
         assert back.outcome == "done", back.report.get("error")
         assert back.report["seed_wire_bytes"] == 0 and back.report["seed_data_bytes"] == 0
-        assert back.report["memory_wire_bytes"] == back.report["memory_raw_bytes"]
-        for trip, moved, how in (("A->B", there, "zstd level 1"), ("B->A", back, "none")):
+        for trip, moved in (("A->B", there), ("B->A", back)):
             r = moved.report
-            print(f"memory {trip} ({how}): {r['memory_raw_bytes']} bytes from xl, "
+            print(f"memory {trip}: {r['memory_raw_bytes']} bytes from xl, "
                   f"{r['memory_wire_bytes']} on the wire, memory phase "
                   f"{r['phase_seconds'].get('memory')} s, paused {r['downtime_seconds']} s "
                   f"(estimate {r['downtime_estimate_ms']} ms)")
@@ -274,7 +244,7 @@ def test_xenwam_migrate_kill_recover_there_and_back(wan40: Any) -> None:
         assert back.report["seed_wire_bytes"] == 0
         assert drbd_role(lab, "a", minor) == "Primary"
         assert drbd_role(lab, "b", minor) == "Secondary"
-        # 4. Both copies written while apart (someone used B's copy while the guest ran
+        # 3. Both copies written while apart (someone used B's copy while the guest ran
         # on A): the migration is refused, nothing is lost on either side, and the
         # resolution its message gives resends only the blocks written on either side.
         cut_apart(lab, resource, True)
@@ -302,7 +272,7 @@ def test_xenwam_migrate_kill_recover_there_and_back(wan40: Any) -> None:
             lab, "a", resource)["peer_disk"] == "UpToDate", 180)
         assert region_md5(lab, "b", b_disk, 61, 1) == a_marker
 
-        # 5. Forget the old copy (what `xenwam migrate --forget` runs in its finalize):
+        # 4. Forget the old copy (what `xenwam migrate --forget` runs in its finalize):
         # A goes on alone, undisturbed; B's copy is gone.
         lp.sh(lab, "a", f"xenwam disk forget {resource}")
         alone = disk_status(lab, "a", resource)
