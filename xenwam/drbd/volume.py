@@ -13,8 +13,8 @@ provision made (an aborted migration's cleanup).  ``xenwam disk install`` writes
 resource file from a JSON model on stdin, which is how the orchestrator hands a peer its
 definition, shared secret included, without putting the secret in any argv.
 
-Loop devices do not survive a reboot: run ``xenwam disk adopt`` (or ``provision``) again
-after one; both are idempotent and rewrite the resource file with the new devices.
+Loop devices do not survive a reboot: ``xenwam disk reattach --all`` at boot puts the
+files back behind loop devices and rewrites the resource files (docs/storage.md).
 """
 
 from __future__ import annotations
