@@ -154,9 +154,7 @@ def test_xenwam_migrate_there_and_back(wan40: Any) -> None:
         journal = sorted(set(acked(lab, "a", name) + acked(lab, "b", name)))
         numbers = [int(r.split()[1]) for r in journal]
         assert numbers == list(range(1, len(numbers) + 1)), "journal has gaps"
-        disk = lab.exec("b", ["dd", f"if=/dev/drbd{minor}", "bs=512", "skip=1",
-                              f"count={len(numbers)}"], timeout=60).stdout
-        assert [line.rstrip() for line in disk.splitlines()][:len(journal)] == journal
+        assert dj.on_disk(lab, "b", f"/dev/drbd{minor}", len(numbers)) == journal
 
         # The stay on B: 8 MiB written with the pair connected is replicated as it is
         # written; 8 MiB more written while the link is cut and A's copy is down (the
@@ -287,9 +285,7 @@ def test_xenwam_migrate_there_and_back(wan40: Any) -> None:
         wait_for("the writer to stop", lambda: "xwj-stopped" in lp.sh(
             lab, "a", f"cat {CONSOLE}/guest-{name}*.log"), 90)
         journal = sorted(set(acked(lab, "a", name) + acked(lab, "b", name)))
-        disk = lab.exec("a", ["dd", f"if=/dev/drbd{minor}", "bs=512", "skip=1",
-                              f"count={len(journal)}"], timeout=60).stdout
-        assert [line.rstrip() for line in disk.splitlines()][:len(journal)] == journal
+        assert dj.on_disk(lab, "a", f"/dev/drbd{minor}", len(journal)) == journal
     finally:
         if stream is not None:
             lab.stop_records(*stream, wait=5)

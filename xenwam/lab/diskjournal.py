@@ -56,8 +56,10 @@ def on_disk(lab: Dom0s, host: str, device: str, last: int) -> list[str]:
     """Records 1..``last`` as ``device`` on ``host`` holds them (blank ones included)."""
     if last <= 0:
         return []
-    out = lab.exec(host, ["dd", f"if={device}", "bs=512", "skip=1", f"count={last}"],
-                   timeout=120).stdout
+    # O_DIRECT: the guest writes through blkback, around dom0's page cache, so a buffered
+    # read could return what an earlier read left cached there.
+    out = lab.exec(host, ["dd", f"if={device}", "iflag=direct", "bs=512", "skip=1",
+                          f"count={last}"], timeout=120).stdout
     return [line.rstrip() for line in out.splitlines()][:last]
 
 
