@@ -153,9 +153,17 @@ def matrix() -> list[Case]:
     return [Case(f, m) for f in Fault for m in Moment if (f, m) not in NOT_IN_MATRIX]
 
 
-#: CI's selection: one case per fault kind, at the moment that says most for its cost.
+#: CI's selection: the cases that exercise xenwam's own recovery (the link faults are
+#: ridden out by DRBD and TCP by themselves), within CI's time budget; every case of
+#: the matrix has been run by hand (docs/reliability.md).
 CI_CASES: tuple[str, ...] = (
     "kill-orchestrator@memory",    # xl migrate goes on alone; --recover must follow it
+    "crash-source@paused",         # --recover after the reboot unpauses and finalizes
+)
+
+#: One case per fault kind (``--cases kinds``): about 25 minutes under TCG.
+KIND_CASES: tuple[str, ...] = (
+    "kill-orchestrator@memory",
     "cut@catch-up",
     "cut-to-destination@seed",
     "lossy@seed",
@@ -596,8 +604,8 @@ def parser() -> argparse.ArgumentParser:
         + "; moments: " + ", ".join(m.value for m in Moment) + ". `--list` prints the "
         "matrix and what is left out of it, and why.")
     p.add_argument("--cases", type=text_type("cases", str), default="all", metavar="LIST",
-                   help="comma-separated FAULT@MOMENT, 'ci' (one per fault kind) or 'all' "
-                        "(default)")
+                   help="comma-separated FAULT@MOMENT, 'kinds' (one per fault kind), 'ci' "
+                        "(CI's two) or 'all' (default)")
     p.add_argument("--list", action="store_true", help="print the cases and exit")
     p.add_argument("--outage", type=number_in(5, 3600, what=" seconds"), default=45.0,
                    metavar="S", help="how long a cut or lossy link lasts (default 45)")
@@ -635,7 +643,8 @@ def select(spec: str) -> list[Case]:
     """The cases ``--cases`` names."""
     if spec == "all":
         return matrix()
-    names = CI_CASES if spec == "ci" else tuple(s for s in spec.split(",") if s.strip())
+    named = {"ci": CI_CASES, "kinds": KIND_CASES}
+    names = named.get(spec) or tuple(s for s in spec.split(",") if s.strip())
     return [Case.parse(n.strip()) for n in names]
 
 
