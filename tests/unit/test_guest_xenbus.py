@@ -131,5 +131,8 @@ def test_agent_wakes_on_the_watch_and_survives_it_breaking() -> None:
         agent_module.XenbusWatch = real  # type: ignore[misc]
     assert wait(30.0) is True  # the events came
     thread.join(timeout=5)  # the device end is gone now
-    assert wait(30.0) is True  # a broken watch wakes the agent once...
-    assert wait(0.01) is False  # ...and then it polls alone
+    # The broken watch wakes the agent once more, unless the first wait already read the
+    # events and the hang-up together (the device end may close before the agent reads:
+    # a race this test must not depend on); then it polls alone.
+    woke = [wait(0.01) for _ in range(3)]
+    assert woke.count(True) <= 1 and woke[1:] == [False, False], woke
