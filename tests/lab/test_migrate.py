@@ -48,14 +48,6 @@ pytestmark = pytest.mark.lab
 
 REPO = Path(__file__).resolve().parents[2]
 
-CONSOLE = dj.CONSOLE_DIR
-WRITER = dj.WRITER
-
-
-def acked(lab: Any, host: str, name: str) -> list[str]:
-    return dj.acked(lab, host, name)
-
-
 def wait_for(what: str, check: Any, timeout: float, interval: float = 2.0) -> None:
     deadline = time.monotonic() + timeout
     while not check():
@@ -124,12 +116,12 @@ def test_xenwam_migrate_there_and_back(wan40: Any) -> None:
     stream = None
     try:
         wait_for("the guest's console", lambda: "xw-tick" in lp.sh(
-            lab, "a", f"cat {CONSOLE}/guest-{name}.log 2>/dev/null || true"), 120)
+            lab, "a", f"cat {dj.CONSOLE_DIR}/guest-{name}.log 2>/dev/null || true"), 120)
         # Data worth seeding, clear of the journal.
         lab.guest_exec(name, "dd if=/dev/urandom of=/dev/xvda bs=1M count=24 seek=8 "
                              "conv=fsync 2>/dev/null; echo ok", timeout=180)
-        lab.guest_run(name, WRITER)
-        wait_for("journal records", lambda: len(acked(lab, "a", name)) >= 5, 90)
+        lab.guest_run(name, dj.WRITER)
+        wait_for("journal records", lambda: len(dj.acked(lab, "a", name)) >= 5, 90)
         stream = lab.start_records(name)
 
         # 1. The migration A -> B.
@@ -150,8 +142,8 @@ def test_xenwam_migrate_there_and_back(wan40: Any) -> None:
         assert there.report["memory_wire_bytes"] < there.report["memory_raw_bytes"]
 
         # Every record acknowledged so far, on both sides of the move, is on B's disk.
-        wait_for("journal records on b", lambda: len(acked(lab, "b", name)) >= 3, 120)
-        journal = sorted(set(acked(lab, "a", name) + acked(lab, "b", name)))
+        wait_for("journal records on b", lambda: len(dj.acked(lab, "b", name)) >= 3, 120)
+        journal = sorted(set(dj.acked(lab, "a", name) + dj.acked(lab, "b", name)))
         numbers = [int(r.split()[1]) for r in journal]
         assert numbers == list(range(1, len(numbers) + 1)), "journal has gaps"
         assert dj.on_disk(lab, "b", f"/dev/drbd{minor}", len(numbers)) == journal
@@ -283,8 +275,8 @@ def test_xenwam_migrate_there_and_back(wan40: Any) -> None:
 
         lab.guest_run(name, "touch /tmp/stop")
         wait_for("the writer to stop", lambda: "xwj-stopped" in lp.sh(
-            lab, "a", f"cat {CONSOLE}/guest-{name}*.log"), 90)
-        journal = sorted(set(acked(lab, "a", name) + acked(lab, "b", name)))
+            lab, "a", f"cat {dj.CONSOLE_DIR}/guest-{name}*.log"), 90)
+        journal = sorted(set(dj.acked(lab, "a", name) + dj.acked(lab, "b", name)))
         assert dj.on_disk(lab, "a", f"/dev/drbd{minor}", len(journal)) == journal
     finally:
         if stream is not None:

@@ -366,7 +366,7 @@ class FaultRunner:
             acked = self.acked()
             result.acked_before = len(acked)
             result.fault_at = time.time()
-            self.inject(case, source, destination, started, events)
+            self.inject(case, source, destination, started)
             self.resolve(case, result, source, destination, out, trigger)
             result.recover_seconds = round(time.time() - result.fault_at, 1)
             self.check(case, result, acked, sb_before)
@@ -378,20 +378,25 @@ class FaultRunner:
                  f"({result.outcome}, guest on {result.ended_on}, checks {result.checks})")
         return result
 
-    def inject(self, case: Case, source: str, destination: str, started: dict[str, Any],
-               events: list[dict[str, Any]]) -> None:
-        fault = case.fault
-        self.say(f"  injecting {fault.value} at {case.moment.value}")
+    def _link(self, fault: Fault, source: str, destination: str, faulty: bool) -> None:
+        """Switch a link fault on (``faulty``) or back off."""
         if fault is Fault.CUT:
-            self.lab.cut_link(True)
+            self.lab.cut_link(faulty)
         elif fault is Fault.CUT_TO_DESTINATION:
-            self.lab.cut_one_way(source, destination, True)
+            self.lab.cut_one_way(source, destination, faulty)
         elif fault is Fault.LOSSY:
             shaping = self.lab.load_state().config().shaping
-            lossy = Shaping(shaping.rtt_ms, shaping.rate_kbit, LOSSY)
+            if faulty:
+                shaping = Shaping(shaping.rtt_ms, shaping.rate_kbit, LOSSY)
             for host in HOSTS:
-                self.lab.apply_shaping(host, lossy)
-        elif fault is Fault.CRASH_DESTINATION:
+                self.lab.apply_shaping(host, shaping)
+
+    def inject(self, case: Case, source: str, destination: str,
+               started: dict[str, Any]) -> None:
+        fault = case.fault
+        self.say(f"  injecting {fault.value} at {case.moment.value}")
+        self._link(fault, source, destination, True)
+        if fault is Fault.CRASH_DESTINATION:
             self.lab.crash_host(destination)
         elif fault is Fault.CRASH_SOURCE:
             self.lab.crash_host(source)
@@ -411,21 +416,13 @@ class FaultRunner:
 
     def heal(self, case: Case, source: str, destination: str) -> None:
         """Undo the fault: the link back, crashed hosts booted again.  Idempotent."""
-        fault = case.fault
         try:
-            if fault is Fault.CUT:
-                self.lab.cut_link(False)
-            elif fault is Fault.CUT_TO_DESTINATION:
-                self.lab.cut_one_way(source, destination, False)
-            elif fault is Fault.LOSSY:
-                shaping = self.lab.load_state().config().shaping
-                for host in HOSTS:
-                    self.lab.apply_shaping(host, shaping)
+            self._link(case.fault, source, destination, False)
             for host in HOSTS:
                 if self.lab.qemu_pid(host) is None:
                     self.lab.boot_host(host)
         except (LabError, CommandError) as exc:
-            self.say(f"  healing {fault.value} failed: {exc}")
+            self.say(f"  healing {case.fault.value} failed: {exc}")
             raise
 
     def _release(self, source: str, trigger: Trigger, migration_id: str | None) -> None:
@@ -439,9 +436,7 @@ class FaultRunner:
             finished = [e for e in self.events(source, out) if e.get("event") == "finished"]
             if finished:
                 return finished[-1]
-            alive = self.sh(source, "pgrep -f 'xenwam.cli migrate --json' >/dev/null && "
-                                    "echo yes || true", check=False).strip()
-            if not alive:
+            if not self.lab.xenwam_migrate_running(source):
                 finished = [e for e in self.events(source, out)
                             if e.get("event") == "finished"]
                 return finished[-1] if finished else None

@@ -603,12 +603,7 @@ class Lab:
         pid = self.qemu_pid(host)
         if pid is None:
             raise LabError(f"host {host} is not running; nothing to crash")
-        os.kill(pid, signal.SIGTERM)
-        deadline = time.monotonic() + 15
-        while _pid_alive(pid) and time.monotonic() < deadline:
-            self.sleep(0.1)
-        if _pid_alive(pid):
-            os.kill(pid, signal.SIGKILL)
+        self._stop_qemu(pid)
         self._close_ssh(host)
         self.progress(f"host {host} crashed (QEMU pid {pid} stopped)")
         return pid
@@ -656,12 +651,7 @@ class Lab:
             pid = self.qemu_pid(host)
             if pid is None:
                 continue
-            os.kill(pid, signal.SIGTERM)
-            deadline = time.monotonic() + 15
-            while _pid_alive(pid) and time.monotonic() < deadline:
-                self.sleep(0.2)
-            if _pid_alive(pid):
-                os.kill(pid, signal.SIGKILL)
+            self._stop_qemu(pid)
             done.append(f"stopped QEMU of host {host} (pid {pid})")
         for pidfile in self.run_dir.glob("ping-*.pid"):
             self._stop_helper(pidfile)
@@ -681,6 +671,16 @@ class Lab:
             state.status = "down"
             self._save(state)
         return done
+
+    def _stop_qemu(self, pid: int) -> None:
+        """SIGTERM to one of our QEMUs (it closes its disk image cleanly), SIGKILL if it is
+        still there after 15 s."""
+        os.kill(pid, signal.SIGTERM)
+        deadline = time.monotonic() + 15
+        while _pid_alive(pid) and time.monotonic() < deadline:
+            self.sleep(0.1)
+        if _pid_alive(pid):
+            os.kill(pid, signal.SIGKILL)
 
     def _stop_helper(self, pidfile: Path, *, expect: str = "ping",
                      sig: signal.Signals = signal.SIGINT, wait: float = 5.0) -> None:
@@ -1144,6 +1144,13 @@ class Lab:
                                             f'> {out} 2> {out}.err < /dev/null &'])
         return out
 
+    def xenwam_migrate_running(self, host: str) -> bool:
+        """Whether a ``xenwam migrate --json`` started by :meth:`start_xenwam_migrate`
+        still runs in ``host``'s dom0."""
+        return bool(self.exec(host, ["sh", "-c", "pgrep -f 'xenwam.cli migrate --json' "
+                                                 ">/dev/null && echo yes || true"]
+                              ).stdout.strip())
+
     def xenwam_events(self, host: str, path: str) -> list[dict[str, Any]]:
         """The NDJSON events written so far by :meth:`start_xenwam_migrate`."""
         text = self.exec(host, ["sh", "-c", f"cat {path} 2>/dev/null || true"]).stdout
@@ -1196,9 +1203,7 @@ class Lab:
                     finished = [e for e in events if e.get("event") == "finished"]
                     if finished:
                         break
-                    running = self.exec(source, ["sh", "-c", "pgrep -f 'xenwam.cli migrate "
-                                                             "--json' >/dev/null && echo yes "
-                                                             "|| true"]).stdout.strip()
+                    running = "yes" if self.xenwam_migrate_running(source) else ""
                 except CommandError as exc:
                     # A dom0 busy with the migration may not answer the lab's ssh within
                     # its connect timeout: one missed look is not a failed migration.
