@@ -576,10 +576,14 @@ class FaultRunner:
         m = re.search(rf"^\s*{self.minor}: cs:(\S+)", text, re.M)
         return m.group(1) if m else "Unconfigured"
 
-    def run(self) -> list[Result]:
+    def run(self, after_case: Callable[[list[Result]], object] | None = None) -> list[Result]:
+        """Runs every case; ``after_case`` sees the results so far after each one (the
+        entry point saves them, so that a run cut short keeps what it measured)."""
         self.ensure_guest()
         for case in self.settings.cases:
             self.results.append(self.run_case(case))
+            if after_case is not None:
+                after_case(self.results)
         return self.results
 
 
@@ -629,7 +633,8 @@ def update_doc(text: str, doc: dict[str, Any]) -> str:
     if BEGIN not in text or END not in text:
         raise ConfigError(f"the document has no {BEGIN!r} ... {END!r} block to replace")
     head = (f"Run started {doc.get('started', '?')} at commit `{doc.get('commit', '?')}`; "
-            f"outage {doc.get('outage_seconds', '?')} s; cases: {len(doc['results'])}.")
+            f"outage {doc.get('outage_seconds', '?')} s; cases run: {len(doc['results'])} "
+            f"of {len(doc.get('cases') or doc['results'])}.")
     block = "\n".join([BEGIN, head, "", render_report(doc), END])
     return text[:text.index(BEGIN)] + block + text[text.index(END) + len(END):]
 
@@ -678,18 +683,24 @@ def main(argv: Sequence[str] | None = None, labs: Any = None) -> int:
     settings = Settings(cases=cases, outage_seconds=args.outage,
                         case_timeout=float(args.case_timeout), retry=not args.no_retry)
     started = time.strftime("%Y-%m-%d %H:%M:%S %Z")
+    from xenwam.lab.migrate_bench import source_commit
+    commit = source_commit()
+
+    def save(results: list[Result]) -> dict[str, Any]:
+        doc = {"started": started, "commit": commit, "cases": [c.name for c in cases],
+               "outage_seconds": settings.outage_seconds,
+               "results": [asdict(r) for r in results]}
+        Path(args.out).write_text(json.dumps(doc, indent=2) + "\n")
+        return doc
+
     try:
         lab = labs.use(Layout.WAN)
         runner = FaultRunner(lab, settings, say)
-        results = runner.run()
+        results = runner.run(after_case=save)
     finally:
         if own is not None:
             own.close()
-    from xenwam.lab.migrate_bench import source_commit
-    doc = {"started": started, "commit": source_commit(), "cases": [c.name for c in cases],
-           "outage_seconds": settings.outage_seconds,
-           "results": [asdict(r) for r in results]}
-    Path(args.out).write_text(json.dumps(doc, indent=2) + "\n")
+    doc = save(results)
     if args.json:
         print(json.dumps(doc, indent=2))
     else:
