@@ -21,11 +21,13 @@ class RecordingRunner:
 
     exists: set[tuple[str, ...]] = field(default_factory=set)
     calls: list[list[str]] = field(default_factory=list)
+    inputs: list[str | bytes | None] = field(default_factory=list)
 
     def run(self, argv: Sequence[str], *, timeout: float = 60.0, check: bool = True,
             input: str | bytes | None = None, env: Mapping[str, str] | None = None,
             cwd: str | None = None) -> CommandResult:
         self.calls.append(list(argv))
+        self.inputs.append(input)
         if tuple(argv) in self.exists:
             return CommandResult(tuple(argv), 2, "", "RTNETLINK answers: File exists", 0.0)
         return CommandResult(tuple(argv), 0, "", "", 0.0)
@@ -67,3 +69,21 @@ def test_missing_link_nic_is_a_clear_error(monkeypatch: pytest.MonkeyPatch,
     assert hostnet.main(["--host", "a"]) == 1
     assert "52:54:00:00:0a:02" in capsys.readouterr().err
 
+
+
+def test_a_vagrant_host_is_made_a_xenwam_host_like_the_labs() -> None:
+    """The provisioner and ``xenwam lab up`` share one list of steps: xenwam on the PATH,
+    the hook, this host's site file (its own subnet and replication address), DRBD."""
+    runner = RecordingRunner()
+    hostnet.install_xenwam("b", Layout.WAN, Shaping.parse("40ms", "50mbit"), runner)
+    wrote = {call[-1].split(" > ")[1].split(" ")[0]: text
+             for call, text in zip(runner.calls, runner.inputs, strict=True)
+             if call[:2] == ["sh", "-c"]}
+    assert set(wrote) == {"/usr/local/bin/xenwam", "/usr/local/bin/xenwam-transport",
+                          "/etc/xenwam/site.toml"}
+    assert "python3 -m xenwam.cli" in str(wrote["/usr/local/bin/xenwam"])
+    site = str(wrote["/etc/xenwam/site.toml"])
+    assert '"10.2.0.0/24"' in site and '"10.0.0.2"' in site and "rtt_ms = 40" in site
+    assert ["ln", "-sf", "/opt/xenwam/hooks/block-xenwam",
+            "/etc/xen/scripts/block-xenwam"] in runner.calls
+    assert runner.calls[-1] == ["modprobe", "drbd"]

@@ -293,6 +293,33 @@ DOM0_COMMANDS = {
 }
 
 
+@dataclass(frozen=True)
+class HostStep:
+    """One command of making a dom0 a xenwam host, with what goes to its stdin."""
+
+    argv: tuple[str, ...]
+    input: str | None = None
+
+
+def xenwam_host_steps(layout: Layout, host: str, shaping: Shaping) -> list[HostStep]:
+    """What makes ``host``'s dom0 a xenwam host, as commands to run in it: ``xenwam`` and
+    ``xenwam-transport`` on its PATH (running the shared source tree at /opt/xenwam), the
+    ``block-xenwam`` hook where xl looks for it, the host's site file, DRBD loaded.  The
+    QEMU lab runs them over ssh (:meth:`Lab.install_xenwam`), Vagrant's provisioner in
+    dom0 itself (:func:`xenwam.lab.hostnet.install_xenwam`)."""
+    steps = [HostStep(("sh", "-c", f"cat > {path} && chmod 755 {path}"), text)
+             for path, text in DOM0_COMMANDS.items()]
+    steps += [
+        HostStep(("ln", "-sf", "/opt/xenwam/hooks/block-xenwam",
+                  "/etc/xen/scripts/block-xenwam")),
+        HostStep(("mkdir", "-p", "/etc/xenwam")),
+        HostStep(("sh", "-c", "cat > /etc/xenwam/site.toml"),
+                 site_file(layout, host, shaping)),
+        HostStep(("modprobe", "drbd")),
+    ]
+    return steps
+
+
 def correspondent_routes(layout: Layout) -> list[list[str]]:
     """``ip route`` argv lists for the correspondent (none needed in the lan layout)."""
     if layout is Layout.LAN:

@@ -3,8 +3,11 @@
 ``python3 -m xenwam.lab.hostnet --host a --layout wan`` on a Xen host renames the NIC
 whose MAC is the lab's link MAC to ``wan``, makes ``xenbr0`` and applies the same
 :func:`~xenwam.lab.config.dom0_network_commands` and netem shaping as ``xenwam lab up``;
-``--correspondent`` numbers the correspondent instead.  Idempotent: an address or route
-that already exists is left alone.
+It then makes the host a xenwam host the way ``xenwam lab up`` does
+(:func:`~xenwam.lab.config.xenwam_host_steps`: ``xenwam`` on the PATH, the
+``block-xenwam`` hook, the site file, DRBD loaded), so that ``xenwam migrate`` runs between
+the Vagrant sites.  ``--correspondent`` numbers the correspondent instead.  Idempotent: an
+address or route that already exists is left alone, files are rewritten.
 """
 
 from __future__ import annotations
@@ -57,6 +60,13 @@ def configure_host(host: str, layout: cfg.Layout, shaping: cfg.Shaping,
     runner.run(shaping.netem_argv("wan"), check=not shaping.is_null)
 
 
+def install_xenwam(host: str, layout: cfg.Layout, shaping: cfg.Shaping,
+                   runner: Runner = default_runner) -> None:
+    """Make this machine's dom0 the xenwam host ``host`` (same steps as the QEMU lab)."""
+    for step in cfg.xenwam_host_steps(layout, host, shaping):
+        runner.run(list(step.argv), input=step.input)
+
+
 def configure_correspondent(layout: cfg.Layout, ifname: str,
                             runner: Runner = default_runner) -> None:
     """Give the correspondent its address on ``ifname`` and its routes to both sites."""
@@ -82,7 +92,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     try:
         layout = cfg.Layout(args.layout)
         if args.host:
-            configure_host(args.host, layout, cfg.Shaping.parse(args.rtt, args.rate, args.loss))
+            shaping = cfg.Shaping.parse(args.rtt, args.rate, args.loss)
+            configure_host(args.host, layout, shaping)
+            install_xenwam(args.host, layout, shaping)
         else:
             configure_correspondent(layout, args.correspondent)
     except LabError as exc:

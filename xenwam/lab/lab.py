@@ -551,16 +551,9 @@ class Lab:
         self.install_xenwam(host, config)
 
     def install_xenwam(self, host: str, config: LabConfig) -> None:
-        """Make dom0 a xenwam host: ``xenwam`` and ``xenwam-transport`` on its PATH (the
-        shared source tree), the ``block-xenwam`` hook, its site file, DRBD loaded."""
-        for path, text in cfg.DOM0_COMMANDS.items():
-            self.exec(host, ["sh", "-c", f'cat > {path} && chmod 755 {path}'], input=text)
-        self.exec(host, ["ln", "-sf", "/opt/xenwam/hooks/block-xenwam",
-                         "/etc/xen/scripts/block-xenwam"])
-        self.exec(host, ["mkdir", "-p", "/etc/xenwam"])
-        self.exec(host, ["tee", "/etc/xenwam/site.toml"],
-                  input=cfg.site_file(config.layout, host, config.shaping))
-        self.exec(host, ["modprobe", "drbd"])
+        """Make dom0 a xenwam host (:func:`~xenwam.lab.config.xenwam_host_steps`)."""
+        for step in cfg.xenwam_host_steps(config.layout, host, config.shaping):
+            self.exec(host, list(step.argv), input=step.input)
 
     def apply_shaping(self, host: str, shaping: Shaping) -> None:
         """Shape ``host``'s link egress with netem (half the RTT each way)."""
