@@ -91,7 +91,7 @@ RECORDS_PORT = 7001
 GUEST_SERVICES = """#!/bin/sh
 export PATH=/usr/bin:/bin PYTHONPATH=/opt/xenwam PYTHONDONTWRITEBYTECODE=1
 mkdir -p /var/log /var/lib/hip
-python3 -m xenwam_guest.agent -v --interface eth0 > /var/log/xenwam-agent.log 2>&1 &
+python3 -m xenwam_guest.agent -v --interface eth0{agent} > /var/log/xenwam-agent.log 2>&1 &
 python3 -m hip.daemon -v --config-dir /etc/hip --socket /run/hipd.sock \\
     --data-plane kernel --state-dir /var/lib/hip > /var/log/hipd.log 2>&1 &
 python3 /opt/xenwam/xwrecords.py serve --port {port} > /var/log/xwrecords.log 2>&1 &
@@ -744,7 +744,8 @@ class Lab:
     def create_guest(self, host: str, name: str | None = None, *,
                      memory_mib: int | None = None, python: bool = False,
                      xenwam_disk: bool = False, hip: bool = False,
-                     disk_mib: int | None = None) -> GuestRecord:
+                     disk_mib: int | None = None,
+                     agent_options: Sequence[str] = ()) -> GuestRecord:
         """Create a PVH guest on ``host`` with an address on that host's site subnet.
 
         With ``python`` the guest also carries python3, ``cryptography``, pyroute2,
@@ -753,8 +754,9 @@ class Lab:
         With ``hip`` (implies ``python``) it also gets a HIP identity peered with the
         correspondent's, and starts hipd (kernel ESP), the xenwam guest agent and the
         records echo server at boot (default 224 MiB).
-        ``disk_mib`` sizes its disk (default
-        :attr:`GuestSpec.data_disk_mib`).
+        ``disk_mib`` sizes its disk (default :attr:`GuestSpec.data_disk_mib`);
+        ``agent_options`` are added to a ``--hip`` guest's ``xenwam-guest-agent`` command
+        line.
         """
         python = python or hip
         if memory_mib is None:
@@ -776,7 +778,7 @@ class Lab:
             spec = replace(spec, ramdisk=f"{GUEST_DIR}/{name}-initrd.gz")
             pieces = package_piece(cfg.source_tree() / "hip", "opt/xenwam/hip")
             if hip:
-                hit, hip_piece = self._guest_hip_piece(name, str(address.ip))
+                hit, hip_piece = self._guest_hip_piece(name, str(address.ip), agent_options)
                 pieces += hip_piece
         # The data disk (and ramdisk) must exist at the same path on both hosts for xl
         # migrate to re-attach it (without DRBD its contents do not follow the guest).
@@ -843,7 +845,8 @@ class Lab:
             hit_file.write_text(doc["hit"] + "\n")
         return hit_file.read_text().strip()
 
-    def _guest_hip_piece(self, name: str, address: str) -> tuple[str, bytes]:
+    def _guest_hip_piece(self, name: str, address: str,
+                         agent_options: Sequence[str] = ()) -> tuple[str, bytes]:
         """A HIP identity for guest ``name`` peered with the correspondent (and the
         correspondent with it), the agent, pyxs, the records server and the boot
         services, as an initramfs piece; the guest's HIT."""
@@ -860,7 +863,9 @@ class Lab:
                                       p.read_bytes())
                 for p in sorted(d.iterdir()) if p.is_file()}
         files["etc/xenwam-lab/services"] = (stat.S_IFREG | 0o755,
-                                            GUEST_SERVICES.format(port=RECORDS_PORT).encode())
+                                            GUEST_SERVICES.format(
+            port=RECORDS_PORT,
+            agent="".join(f" {shlex.quote(o)}" for o in agent_options)).encode())
         files["opt/xenwam/xwrecords.py"] = (stat.S_IFREG | 0o644,
                                             (Path(__file__).parent / "records.py").read_bytes())
         piece = gzip.compress(newc_archive(with_parents(files)), compresslevel=6)
