@@ -11,11 +11,18 @@ from __future__ import annotations
 from collections.abc import Iterator
 
 import pytest
+from hypothesis import settings
 
 from xenwam.errors import HostCheckError
 from xenwam.netns import NetnsSet, check_netns_support
 
 TIERS = ("unit", "netns", "lab")
+
+# No per-example deadline: speed is measured by benchmarks, never asserted by a test, and
+# a loaded machine (a lab booting beside the unit tier) made examples miss the 200 ms
+# default.
+settings.register_profile("xenwam", deadline=None)
+settings.load_profile("xenwam")
 
 
 def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
