@@ -11,6 +11,7 @@ from __future__ import annotations
 import enum
 from dataclasses import dataclass, field
 
+from xenwam.docblock import replace_block
 from xenwam.drbd.device import DrbdDevice
 from xenwam.errors import DrbdError
 
@@ -179,9 +180,7 @@ def render_doc_block() -> str:
 
 def update_doc(text: str) -> str:
     """``text`` with its generated block replaced by the current one."""
-    start = text.index(BEGIN_MARKER)
-    end = text.index(END_MARKER) + len(END_MARKER)
-    return text[:start] + render_doc_block() + text[end:]
+    return replace_block(text, BEGIN_MARKER, END_MARKER, render_doc_block())
 
 
 if __name__ == "__main__":

@@ -51,6 +51,7 @@ from pathlib import Path
 from typing import Any, Protocol
 
 from xenwam.cliargs import Parser, int_in, number_in, regular_file, text_type
+from xenwam.docblock import replace_block
 from xenwam.errors import BenchError, ConfigError, XenwamError
 from xenwam.lab.config import Layout, Shaping, parse_duration_ms, parse_rate_kbit
 from xenwam.lab.xl import PingReply, XlDomain, parse_xl_list
@@ -428,11 +429,8 @@ def _loads(values: Sequence[float] | None) -> str:
 def update_docs(text: str, section: str) -> str:
     """``text`` with its generated section replaced by ``section`` (appended under a
     heading if the markers are not there yet)."""
-    if DOCS_BEGIN in text and DOCS_END in text:
-        head, rest = text.split(DOCS_BEGIN, 1)
-        _, tail = rest.split(DOCS_END, 1)
-        return head + section + tail
-    return text.rstrip("\n") + "\n\n### Measured by `xenwam bench migrate`\n\n" + section + "\n"
+    return replace_block(text, DOCS_BEGIN, DOCS_END, section,
+                         heading="### Measured by `xenwam bench migrate`")
 
 
 # ------------------------------------------------------------------ plots

@@ -14,6 +14,7 @@ from __future__ import annotations
 import enum
 from dataclasses import dataclass, field
 
+from xenwam.docblock import replace_block
 from xenwam.drbd.phases import Step as DrbdStep
 from xenwam.errors import MigrationError
 
@@ -171,9 +172,7 @@ def render_doc_block() -> str:
 
 def update_doc(text: str) -> str:
     """``text`` with its generated block replaced by the current one."""
-    start = text.index(BEGIN_MARKER)
-    end = text.index(END_MARKER) + len(END_MARKER)
-    return text[:start] + render_doc_block() + text[end:]
+    return replace_block(text, BEGIN_MARKER, END_MARKER, render_doc_block())
 
 
 if __name__ == "__main__":
