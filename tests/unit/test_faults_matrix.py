@@ -3,6 +3,7 @@ a migration's event stream, the report; and the orchestrator's hold points."""
 
 from __future__ import annotations
 
+import json
 from dataclasses import asdict
 from pathlib import Path
 
@@ -198,3 +199,33 @@ def test_the_doc_block_is_replaced_and_the_rest_kept() -> None:
     assert "old table" not in out and "`abc1234`" in out and "`cut@seed`" in out
     with pytest.raises(ConfigError, match="no"):
         faults.update_doc("no markers", doc)
+
+
+def test_a_resumed_run_keeps_earlier_results_and_names_every_run(tmp_path: Path) -> None:
+    earlier = {"started": "2026-12-03 06:17", "commit": "aaa1111", "outage_seconds": 45.0,
+               "cases": ["cut@seed", "cut@catch-up"],
+               "results": [asdict(Result(case="cut@seed", source="a", destination="b"))]}
+    path = tmp_path / "faults.json"
+    path.write_text(json.dumps(earlier))
+    got = faults.resumed(path, 45.0)
+    assert [r["case"] for r in got["results"]] == ["cut@seed"]
+    assert got["runs"] == [{"started": "2026-12-03 06:17", "commit": "aaa1111",
+                            "cases": ["cut@seed"]}]
+    doc = {"runs": got["runs"] + [{"started": "2026-12-03 09:00", "commit": "bbb2222",
+                                   "cases": ["cut@catch-up"]}],
+           "cases": earlier["cases"], "outage_seconds": 45.0,
+           "results": got["results"] + [asdict(Result(case="cut@catch-up", source="b",
+                                                      destination="a"))]}
+    head = faults.update_doc(f"{faults.BEGIN}\n{faults.END}", doc)
+    assert "`aaa1111` (1 cases)" in head and "`bbb2222` (1 cases)" in head
+    assert "cases run: 2 of 2" in head
+
+
+def test_resuming_with_another_outage_or_from_garbage_is_refused(tmp_path: Path) -> None:
+    path = tmp_path / "faults.json"
+    path.write_text('{"outage_seconds": 30, "results": [{"case": "cut@seed"}]}')
+    with pytest.raises(ConfigError, match="--outage 30"):
+        faults.resumed(path, 45.0)
+    path.write_text("not json")
+    with pytest.raises(ConfigError, match="cannot resume"):
+        faults.resumed(path, 45.0)
