@@ -19,6 +19,13 @@ stream and wait for each other's answers, so the compressor flushes a zstd block
 time its input goes idle (every read that returns what was there): without that, a
 "ready" message sits in the compressor's buffer and the migration hangs.  Bytes are
 counted in both directions and written as JSON to ``--stats FILE`` at the end.
+
+When the far side goes away (ssh exits: a link cut longer than its keep-alive, the
+destination crashed) the sender does what ssh would: it closes its stdout, so that an xl
+waiting for an answer reads the end of the stream and fails the migration, and it stops
+reading xl's stream and exits with ssh's status.  Before, an xl waiting for an answer and
+a transport waiting for xl's next bytes waited for each other for ever (found by the
+fault matrix: a cut during the memory phase).
 """
 
 from __future__ import annotations
@@ -27,10 +34,11 @@ import argparse
 import contextlib
 import json
 import os
+import select
 import sys
 import threading
 import time
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import asdict, dataclass
 from typing import BinaryIO
 
@@ -43,6 +51,8 @@ from xenwam.xen.remote import ensure_control_dir, ssh_argv
 CHUNK = 1024 * 1024
 #: Level 1, as QEMU's multifd zstd: the sender's CPU, not the link, is often the limit.
 DEFAULT_LEVEL = 1
+#: How often a sender waiting for xl's next bytes looks whether the far side is gone.
+ALIVE_POLL_SECONDS = 1.0
 
 
 @dataclass
@@ -70,27 +80,41 @@ def _write_all(fd: int, data: bytes) -> None:
         view = view[n:]
 
 
-def _copy_fd(src: int, dst: int) -> int:
+def _read(src: int, alive: Callable[[], bool] | None) -> bytes:
+    """The next bytes on fd ``src``: ``b""`` at its end, or once ``alive`` says the side
+    they are for has gone while none were coming."""
+    if alive is None:
+        return os.read(src, CHUNK)
+    while True:
+        ready, _, _ = select.select([src], [], [], ALIVE_POLL_SECONDS)
+        if ready:
+            return os.read(src, CHUNK)
+        if not alive():
+            return b""
+
+
+def _copy_fd(src: int, dst: int, alive: Callable[[], bool] | None = None) -> int:
     """Copy fd ``src`` to fd ``dst`` as it comes, until EOF; the bytes copied."""
     total = 0
-    while data := os.read(src, CHUNK):
+    while data := _read(src, alive):
         total += len(data)
         _write_all(dst, data)
     return total
 
 
-def compress_stream(src: int, dst: int, level: int, stats: TransportStats) -> None:
+def compress_stream(src: int, dst: int, level: int, stats: TransportStats,
+                    alive: Callable[[], bool] | None = None) -> None:
     """Copy fd ``src`` to fd ``dst`` as one zstd frame, flushing a block whenever a read
     returns (so nothing xl sent waits in the compressor while xl waits for an answer);
-    level 0 copies it as it is."""
+    level 0 copies it as it is.  Stops early when ``alive`` says ``dst``'s reader is gone."""
     if level == 0:
-        copied = _copy_fd(src, dst)
+        copied = _copy_fd(src, dst, alive)
         stats.forward_raw_bytes += copied
         stats.forward_wire_bytes += copied
         return
     cobj = zstd.ZstdCompressor(level=level).compressobj()
     while True:
-        data = os.read(src, CHUNK)
+        data = _read(src, alive)
         if not data:
             break
         stats.forward_raw_bytes += len(data)
@@ -121,13 +145,21 @@ def decompress_stream(src: int, dst: int, *, raw: bool = False) -> int:
 
 
 def copy_stream(src: BinaryIO, dst: int, stats: TransportStats) -> None:
-    """Copy ``src`` to fd ``dst`` as it arrives (the uncompressed reply direction)."""
-    while True:
-        data = src.read(CHUNK)
-        if not data:
-            break
-        stats.backward_bytes += len(data)
-        _write_all(dst, data)
+    """Copy ``src`` to fd ``dst`` as it arrives (the uncompressed reply direction), then
+    close ``dst``: its reader (xl) must see the end of the replies when the far side has
+    gone, as it would through ssh."""
+    try:
+        while True:
+            data = src.read1(CHUNK) if hasattr(src, "read1") else src.read(CHUNK)
+            if not data:
+                break
+            stats.backward_bytes += len(data)
+            _write_all(dst, data)
+    except BrokenPipeError:
+        pass  # xl stopped reading; its own exit says why
+    finally:
+        with contextlib.suppress(OSError):
+            os.close(dst)
 
 
 def remote_argv(host: str, command: Sequence[str], *, local: bool = False,
@@ -144,18 +176,22 @@ def remote_argv(host: str, command: Sequence[str], *, local: bool = False,
 
 
 def send(host: str, command: Sequence[str], *, level: int = DEFAULT_LEVEL,
-         local: bool = False, stdin_fd: int = 0, stdout_fd: int = 1) -> TransportStats:
-    """The sending side: run the receiver, compress stdin into it, copy its replies out."""
+         local: bool = False, stdin_fd: int = 0, stdout_fd: int = 1,
+         remote: Sequence[str] | None = None) -> TransportStats:
+    """The sending side: run the receiver, compress stdin into it, copy its replies out.
+    ``remote`` replaces the far side's command line (:func:`remote_argv`)."""
     stats = TransportStats(level=level)
     start = time.monotonic()
-    child = start_piped(remote_argv(host, command, local=local, raw=level == 0),
-                        stdin=True, stdout=True)
+    argv = list(remote) if remote is not None else \
+        remote_argv(host, command, local=local, raw=level == 0)
+    child = start_piped(argv, stdin=True, stdout=True)
     assert child.stdin is not None and child.stdout is not None
     back = threading.Thread(target=copy_stream, args=(child.stdout, stdout_fd, stats),
                             daemon=True)
     back.start()
     try:
-        compress_stream(stdin_fd, child.stdin.fileno(), level, stats)
+        compress_stream(stdin_fd, child.stdin.fileno(), level, stats,
+                        alive=lambda: child.poll() is None and back.is_alive())
     except BrokenPipeError:
         pass  # the receiver went away; its exit status says why
     finally:

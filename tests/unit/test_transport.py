@@ -4,8 +4,10 @@ from __future__ import annotations
 
 import json
 import os
+import select
 import subprocess
 import sys
+import threading
 from pathlib import Path
 
 import pytest
@@ -104,3 +106,43 @@ def test_bad_level_is_one_line_exit_2() -> None:
                           "xl"], capture_output=True, text=True, timeout=30)
     assert res.returncode == 2
     assert "Traceback" not in res.stderr and len(res.stderr.strip().splitlines()) == 1
+
+
+#: The far side as ssh behaves when its connection dies mid-migration: it answers the
+#: handshake, then exits (255) without reading the rest.
+DYING_FAR_SIDE = r"""
+import os, sys
+sys.stdin.buffer.raw.read(1)
+os.write(1, b"ready\n")
+os._exit(255)
+"""
+
+
+def test_when_the_far_side_dies_xl_reads_the_end_and_the_sender_exits() -> None:
+    """Found by the fault matrix (cut@memory): xl waiting for an answer and the
+    transport waiting for xl's next bytes waited for each other for ever once ssh had
+    died.  Now xl reads the end of the replies, and the sender exits with ssh's status
+    although xl never closes its side."""
+    from xenwam import transport
+
+    xl_out_r, xl_out_w = os.pipe()      # what "xl" sends to the transport
+    replies_r, replies_w = os.pipe()    # what the transport hands back to "xl"
+    result: list[transport.TransportStats] = []
+    sender = threading.Thread(target=lambda: result.append(transport.send(
+        "desthost", ["xl", "migrate-receive"], stdin_fd=xl_out_r, stdout_fd=replies_w,
+        remote=[sys.executable, "-c", DYING_FAR_SIDE])), daemon=True)
+    sender.start()
+    try:
+        os.write(xl_out_w, b"x")  # xl's first message; it then waits for the answer
+        ready, _, _ = select.select([replies_r], [], [], 60)
+        assert ready and os.read(replies_r, 100) == b"ready\n"
+        ready, _, _ = select.select([replies_r], [], [], 60)
+        assert ready, "xl would still be waiting for an answer"
+        assert os.read(replies_r, 100) == b""  # the end of the stream, as through ssh
+        sender.join(60)
+        assert not sender.is_alive(), "the transport still waits for xl's next bytes"
+        assert result[0].exit_status == 255
+        assert result[0].backward_bytes == len(b"ready\n")
+    finally:
+        for fd in (xl_out_w, xl_out_r, replies_r):
+            os.close(fd)
