@@ -301,3 +301,56 @@ def test_writer_stays_in_the_written_share() -> None:
 def test_a_bad_profile_is_a_config_error() -> None:
     with pytest.raises(ConfigError, match="RTT/RATE"):
         mb.Profile.parse("fast")
+
+
+# ------------------------------------------------------------------ resuming a sweep
+
+
+class NoLab:
+    """A lab handle that records which layouts were asked for (none should be here)."""
+
+    def __init__(self) -> None:
+        self.asked: list[str] = []
+
+    def use(self, layout: Any) -> Any:
+        self.asked.append(layout.value)
+        raise AssertionError(f"the resumed sweep booted the {layout.value} lab")
+
+
+def test_a_resumed_sweep_keeps_what_was_measured_and_redoes_what_failed(
+        tmp_path: Path) -> None:
+    doc = results()
+    path = tmp_path / mb.RESULTS_NAME
+    path.write_text(json.dumps(doc))
+    settings = mb.Settings(sizes_mib=(64, 256), profiles=(mb.Profile.parse("20ms/100mbit"),),
+                           repeats=2)
+    earlier = mb.resumed(path, settings)
+    assert len(earlier["runs"]) == len(doc["runs"]) - 1  # the failed run is done again
+    assert earlier["sessions"] == [{"started": "2026-12-03 10:00:00 UTC",
+                                    "commit": "abc1234", "runs": len(doc["runs"])}]
+    bench = mb.Bench(NoLab(), settings, tmp_path, lambda _m: None,
+                     earlier=[mb.Run(**r) for r in earlier["runs"]])
+    assert not bench._pending("xenwam", 64, settings.profiles[0], 2)
+    assert bench._pending("xenwam", 256, settings.profiles[0], 2)      # it failed
+    assert bench._pending("freeze-copy", 64, settings.profiles[0], 2)  # never measured
+
+
+def test_a_sweep_measured_whole_boots_no_lab_when_resumed(tmp_path: Path) -> None:
+    settings = mb.Settings(sizes_mib=(64,), profiles=(mb.Profile.parse("20ms/100mbit"),))
+    done = [mb.Run(**_run(m, None if m == "stock-lan" else "20ms/100mbit", 64, 1.0))
+            for m in settings.methods]
+    labs = NoLab()
+    runs = mb.Bench(labs, settings, tmp_path, lambda _m: None, earlier=done).run()
+    assert labs.asked == [] and runs == done
+
+
+def test_resuming_with_other_settings_or_garbage_is_refused(tmp_path: Path) -> None:
+    path = tmp_path / mb.RESULTS_NAME
+    path.write_text(json.dumps(results()))
+    with pytest.raises(ConfigError, match="other settings"):
+        mb.resumed(path, mb.Settings(sizes_mib=(64,)))
+    path.write_text("{}")
+    with pytest.raises(ConfigError, match="cannot resume"):
+        mb.resumed(path, mb.Settings())
+    with pytest.raises(ConfigError, match="--out-dir"):
+        mb.main(["--resume"])

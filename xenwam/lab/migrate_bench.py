@@ -207,6 +207,9 @@ def parser() -> argparse.ArgumentParser:
     p.add_argument("--out-dir", type=text_type("directory", str),
                    help="where the results file, plots and timelines go (default: "
                         "./bench-migrate-TIME)")
+    p.add_argument("--resume", action="store_true",
+                   help="go on with the sweep whose results are in --out-dir: runs measured "
+                        "there are kept, failed and missing ones are done (same options)")
     p.add_argument("--json", action="store_true", help="print the results as one JSON document")
     p.add_argument("--docs-from", type=regular_file, metavar="RESULTS",
                    help="only regenerate the docs section from a results file (no lab)")
@@ -681,12 +684,24 @@ class Bench:
     """One run of the benchmark on a lab; figures into :attr:`runs`."""
 
     def __init__(self, labs: LabHandle, settings: Settings, out_dir: Path,
-                 say: Callable[[str], None]) -> None:
+                 say: Callable[[str], None], *, earlier: Sequence[Run] = (),
+                 after_run: Callable[[list[Run]], object] | None = None) -> None:
         self.labs = labs
         self.settings = settings
         self.out_dir = out_dir
         self.say = say
-        self.runs: list[Run] = []
+        #: Runs of an earlier, resumed session first (those that failed are done again).
+        self.runs: list[Run] = [r for r in earlier if r.error is None]
+        self.after_run = after_run
+
+    @staticmethod
+    def _key(method: str, size: int, profile: Profile | None, repeat: int
+             ) -> tuple[str, int, str | None, int]:
+        return method, size, profile.name if profile else None, repeat
+
+    def _pending(self, method: str, size: int, profile: Profile | None, repeat: int) -> bool:
+        key = self._key(method, size, profile, repeat)
+        return all((r.method, r.size_mib, r.profile, r.repeat) != key for r in self.runs)
 
     # -------------------------------------------------------- helpers
 
@@ -972,6 +987,10 @@ class Bench:
     def _attempt(self, method: str, size: int, profile: Profile | None, repeat: int,
                  action: Callable[[], Run]) -> None:
         where = profile.name if profile else "lan"
+        if not self._pending(method, size, profile, repeat):
+            self.say(f"{method}, {where}, {size} MiB data disk, run {repeat}: measured "
+                     "earlier (resumed)")
+            return
         self.say(f"{method}, {where}, {size} MiB data disk, run {repeat}")
         try:
             run = action()
@@ -983,11 +1002,15 @@ class Bench:
             self.say(f"  disruption {run.disruption_seconds} s ({run.disruption_kind}), "
                      f"paused {run.paused_seconds} s, total {run.total_seconds} s")
         self.runs.append(run)
+        if self.after_run is not None:
+            self.after_run(self.runs)
 
     def run(self) -> list[Run]:
         """Every method, size, profile and repeat: the WAN methods first, then stock."""
         s = self.settings
-        wan = [m for m in ("freeze-copy", "xenwam") if m in s.methods]
+        wan = [m for m in ("freeze-copy", "xenwam") if m in s.methods
+               and any(self._pending(m, size, profile, repeat) for profile in s.profiles
+                       for size in s.sizes_mib for repeat in range(1, s.repeats + 1))]
         if wan:
             lab = self.labs.use(Layout.WAN)
             original = lab.load_state().config().shaping
@@ -1004,7 +1027,9 @@ class Bench:
                                     self.xenwam, lab, size, profile, repeat))
             finally:
                 self._shape(lab, original)
-        if "stock-lan" in s.methods:
+        if "stock-lan" in s.methods and any(
+                self._pending("stock-lan", size, None, repeat)
+                for size in s.sizes_mib for repeat in range(1, s.repeats + 1)):
             lab = self.labs.use(Layout.LAN)
             for size in s.sizes_mib:
                 for repeat in range(1, s.repeats + 1):
@@ -1044,6 +1069,27 @@ def results_document(settings: Settings, argv: Sequence[str], runs: Sequence[Run
     return doc
 
 
+def resumed(results_path: Path, settings: Settings) -> dict[str, Any]:
+    """The earlier runs and sessions in ``results_path``, for ``--resume``: the sweep's
+    settings must be the same (a table mixing two sweeps would compare unlike runs)."""
+    try:
+        doc = json.loads(results_path.read_text())
+        runs = list(doc["runs"])
+        fields = set(Run.__dataclass_fields__)
+        if any(set(r) - fields for r in runs):
+            raise ValueError("a run has fields this version does not know")
+    except (OSError, ValueError, KeyError, TypeError) as exc:
+        raise ConfigError(f"cannot resume from {results_path}: {exc}") from exc
+    if doc.get("settings") != json.loads(json.dumps(settings.to_json())):
+        raise ConfigError(f"{results_path} was measured with other settings "
+                          f"({doc.get('command', '?')}): resume with the same options or "
+                          "start a new --out-dir")
+    sessions = doc.get("sessions") or [{"started": doc.get("started", "?"),
+                                        "commit": doc.get("commit", "?"),
+                                        "runs": len(runs)}]
+    return {"runs": [r for r in runs if r.get("error") is None], "sessions": sessions}
+
+
 def _docs_path(args: argparse.Namespace) -> Path:
     from xenwam.lab.config import source_tree
 
@@ -1073,6 +1119,8 @@ def main(argv: Sequence[str] | None = None, labs: LabHandle | None = None) -> in
         return 0
     if args.docs:
         raise ConfigError("--docs goes with --docs-from RESULTS")
+    if args.resume and not args.out_dir:
+        raise ConfigError("--resume needs the --out-dir of the sweep to go on with")
     settings = settings_from(args)
     if "xenwam" in settings.methods or "freeze-copy" in settings.methods:
         import matplotlib  # noqa: F401  (refuse before minutes of lab work, not after)
@@ -1084,23 +1132,43 @@ def main(argv: Sequence[str] | None = None, labs: LabHandle | None = None) -> in
             print(f"[bench migrate {time.strftime('%H:%M:%S')}] {message}", file=sys.stderr,
                   flush=True)
 
+    results_path = out_dir / RESULTS_NAME
+    earlier = resumed(results_path, settings) if args.resume else None
+    kept = len(earlier["runs"]) if earlier else 0
     own = None
     if labs is None:
         own = OwnLab(Path(args.run_dir) if args.run_dir else None, args.bring_up, say)
         labs = own
-    started = time.strftime("%Y-%m-%d %H:%M:%S %Z")
+    session = {"started": time.strftime("%Y-%m-%d %H:%M:%S %Z"), "commit": source_commit()}
     load_start = os.getloadavg()
-    bench = Bench(labs, settings, out_dir, say)
+    sessions = (earlier or {}).get("sessions", [])
+
+    def document(runs: Sequence[Run]) -> dict[str, Any]:
+        first = sessions[0] if sessions else session
+        doc = results_document(settings, argv, runs, first["started"], load_start,
+                               os.getloadavg(), first["commit"], os.cpu_count())
+        doc["sessions"] = [*sessions, {**session, "runs": len(runs) - kept}]
+        return doc
+
+    def save(runs: list[Run]) -> None:
+        """The results so far, after every run: a sweep stopped (or a session that ends)
+        keeps what it measured, and ``--resume`` goes on from there."""
+        tmp = results_path.with_suffix(".tmp")
+        tmp.write_text(json.dumps(document(runs), indent=2) + "\n")
+        tmp.replace(results_path)
+
+    bench = Bench(labs, settings, out_dir, say, after_run=save,
+                  earlier=[Run(**r) for r in earlier["runs"]] if earlier else ())
+    if earlier:
+        say(f"resuming {results_path}: {len(bench.runs)} runs measured earlier")
     try:
         runs = bench.run()
     finally:
         if own is not None:
             own.close()
-    doc = results_document(settings, argv, runs, started, load_start, os.getloadavg(),
-                           source_commit(), os.cpu_count())
+    doc = document(runs)
     doc["plots"] = [str(p) for p in comparison_plots(doc, out_dir)]
     doc["timelines"] = [r.timeline for r in runs if r.timeline]
-    results_path = out_dir / RESULTS_NAME
     results_path.write_text(json.dumps(doc, indent=2) + "\n")
     if args.json:
         print(json.dumps(doc, indent=2))
