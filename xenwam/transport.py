@@ -12,7 +12,10 @@ and compresses what xl sends (the memory stream) with zstd; on the destination t
 ``--receive`` side decompresses it into ``xl migrate-receive``.  The replies (xl's small
 handshake messages) come back uncompressed.  ``--level 0`` sends the memory stream as it
 is (both sides then copy; the receiver is told with ``--raw``): for a fast link where
-the CPU, not the link, limits the copy, and to measure what zstd saves.
+the CPU, not the link, limits the copy, and to measure what zstd saves.  With ``--stats
+FILE`` the byte counts are also rewritten every ``STATS_INTERVAL`` seconds while the
+stream runs (``"final": false``), which is how ``xenwam migrate`` shows the memory
+phase's progress.
 
 xl's sender and receiver exchange handshake messages through the same pipe as the memory
 stream and wait for each other's answers, so the compressor flushes a zstd block every
@@ -53,6 +56,8 @@ CHUNK = 1024 * 1024
 DEFAULT_LEVEL = 1
 #: How often a sender waiting for xl's next bytes looks whether the far side is gone.
 ALIVE_POLL_SECONDS = 1.0
+#: How often ``--stats FILE`` is rewritten while the stream runs.
+STATS_INTERVAL = 2.0
 
 
 @dataclass
@@ -175,12 +180,50 @@ def remote_argv(host: str, command: Sequence[str], *, local: bool = False,
     return ssh_argv(host, receive)
 
 
+def write_stats(path: str, stats: TransportStats, *, final: bool) -> None:
+    """``stats`` as JSON in ``path``, replaced whole (a reader never sees half a file)."""
+    doc = {**asdict(stats), "ratio": stats.ratio, "final": final}
+    tmp = f"{path}.tmp"
+    with open(tmp, "w") as out:
+        out.write(json.dumps(doc) + "\n")
+    os.replace(tmp, path)
+
+
+class StatsWriter:
+    """Rewrites the stats file every ``interval`` seconds until stopped, then once more
+    with ``final`` set."""
+
+    def __init__(self, path: str, stats: TransportStats,
+                 interval: float = STATS_INTERVAL) -> None:
+        self.path = path
+        self.stats = stats
+        self.interval = interval
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._run, daemon=True)
+
+    def _run(self) -> None:
+        while not self._stop.wait(self.interval):
+            with contextlib.suppress(OSError):
+                write_stats(self.path, self.stats, final=False)
+
+    def __enter__(self) -> StatsWriter:
+        self._thread.start()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self._stop.set()
+        self._thread.join(timeout=10)
+        write_stats(self.path, self.stats, final=True)
+
+
 def send(host: str, command: Sequence[str], *, level: int = DEFAULT_LEVEL,
          local: bool = False, stdin_fd: int = 0, stdout_fd: int = 1,
-         remote: Sequence[str] | None = None) -> TransportStats:
+         remote: Sequence[str] | None = None,
+         stats: TransportStats | None = None) -> TransportStats:
     """The sending side: run the receiver, compress stdin into it, copy its replies out.
-    ``remote`` replaces the far side's command line (:func:`remote_argv`)."""
-    stats = TransportStats(level=level)
+    ``remote`` replaces the far side's command line (:func:`remote_argv`); ``stats`` is
+    the object to count into (a caller that reports progress reads it meanwhile)."""
+    stats = stats if stats is not None else TransportStats(level=level)
     start = time.monotonic()
     argv = list(remote) if remote is not None else \
         remote_argv(host, command, local=local, raw=level == 0)
@@ -259,13 +302,9 @@ def main(argv: Sequence[str] | None = None) -> int:
         print("xenwam-transport: usage: xenwam-transport HOST COMMAND... "
               "(xl migrate -s xenwam-transport DOMAIN HOST)", file=sys.stderr)
         return 2
-    stats = send(args.host, command, level=args.level, local=args.local)
-    if args.stats:
-        doc = {**asdict(stats), "ratio": stats.ratio}
-        tmp = f"{args.stats}.tmp"
-        with open(tmp, "w") as out:
-            out.write(json.dumps(doc) + "\n")
-        os.replace(tmp, args.stats)
+    stats = TransportStats(level=args.level)
+    with StatsWriter(args.stats, stats) if args.stats else contextlib.nullcontext():
+        send(args.host, command, level=args.level, local=args.local, stats=stats)
     return stats.exit_status or 0
 
 

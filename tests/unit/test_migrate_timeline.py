@@ -120,8 +120,23 @@ def test_per_stream_rates() -> None:
     assert sum(s.bytes for s in line.streams["seed"]) == REPORT["seed_wire_bytes"]
     assert line.streams["resync"] == (RateSegment(25, 27, 500_000.0),
                                       RateSegment(27, 28, 0.0))
-    # Memory: the transport's bytes both ways over the phase, as one average.
+    # Memory without progress events (an older journal): the transport's bytes both ways
+    # over the phase, as one average.
     assert line.streams["memory"] == (RateSegment(30, 50, 31_000_000 / 20),)
+
+
+def test_memory_progress_draws_the_stream_segment_by_segment() -> None:
+    events = migration_events(finished=False)
+    at = next(i for i, e in enumerate(events)
+              if isinstance(e, PhaseStarted) and e.phase == "rebind")
+    events[at:at] = [Progress(T0 + 34, "memory", "g1", None, 8_000_000, None, None),
+                     Progress(T0 + 44, "memory", "g1", None, 28_000_000, 2e6, None)]
+    events.append(Finished(T0 + 60, "done", REPORT))
+    line = timeline.extract(events)
+    assert line.streams["memory"] == (RateSegment(30, 34, 2e6), RateSegment(34, 44, 2e6),
+                                      RateSegment(44, 50, 3_000_000 / 6))
+    # The segments carry exactly the report's total.
+    assert sum(s.bytes for s in line.streams["memory"]) == 31_000_000
 
 
 def test_seeding_two_resources_one_after_the_other() -> None:

@@ -64,6 +64,7 @@ def test_handshake_and_stream_through_the_transport(tmp_path: Path, level: int) 
         assert doc["forward_wire_bytes"] == doc["forward_raw_bytes"]  # sent as it is
     assert doc["backward_bytes"] == len("ready hello\n") + len(" ".join(out[:3])) + 1
     assert doc["exit_status"] == 0
+    assert doc["final"] is True
 
 
 def test_compressor_flushes_each_read_so_a_peer_can_answer() -> None:
@@ -146,3 +147,21 @@ def test_when_the_far_side_dies_xl_reads_the_end_and_the_sender_exits() -> None:
     finally:
         for fd in (xl_out_w, xl_out_r, replies_r):
             os.close(fd)
+
+
+def test_the_stats_file_is_rewritten_while_the_stream_runs(tmp_path: Path) -> None:
+    from xenwam.transport import StatsWriter
+
+    path = tmp_path / "stats.json"
+    stats = TransportStats(forward_raw_bytes=10, forward_wire_bytes=4)
+    with StatsWriter(str(path), stats, interval=0.05):
+        for _ in range(200):
+            if path.exists():
+                break
+            threading.Event().wait(0.05)
+        interim = json.loads(path.read_text())
+        assert interim["final"] is False and interim["forward_wire_bytes"] == 4
+        stats.forward_wire_bytes = 9
+    final = json.loads(path.read_text())
+    assert final["final"] is True and final["forward_wire_bytes"] == 9
+    assert not (tmp_path / "stats.json.tmp").exists()

@@ -741,11 +741,14 @@ class Migration:
             transport=transport, config_path=self._config_override(plan), paused=True,
             no_daemon=self.options.no_daemon, debug=self.options.debug))
         watcher = _SuspendWatcher(self.source, plan.domain, self.clock)
+        progress = MemoryProgress(stats_path, plan.domain, self._emit, self.clock)
         watcher.start()
+        progress.start()
         try:
             result = self.source.run(argv, timeout=3600, check=False)
         finally:
             watcher.stop()
+            progress.stop()
         (self.journal.directory / "xl-migrate.log").write_text(result.stdout + result.stderr)
         self.suspended_at = watcher.suspended_at
         if stats_path.exists():
@@ -1036,6 +1039,52 @@ class _ProgressWriter:
 
     def flush(self) -> None:
         self.inner.flush()
+
+
+class MemoryProgress:
+    """The memory phase's progress: the transport rewrites its stats file every few
+    seconds while xl's stream runs; each change becomes a ``memory`` progress event (bytes
+    on the wire both ways so far, and the rate since the last one)."""
+
+    def __init__(self, stats_path: Path, domain: str, emit: Callable[[ev.Event], None],
+                 clock: Callable[[], float], interval: float = 2.0) -> None:
+        self.stats_path = stats_path
+        self.domain = domain
+        self.emit = emit
+        self.clock = clock
+        self.interval = interval
+        self.last: tuple[float, int] | None = None
+        self._done = threading.Event()
+        self._thread = threading.Thread(target=self._run, daemon=True)
+
+    def start(self) -> None:
+        self._thread.start()
+
+    def stop(self) -> None:
+        self._done.set()
+        self._thread.join(timeout=10)
+
+    def poll(self) -> ev.Progress | None:
+        """The event for the stats file as it is now, if it moved on (None otherwise)."""
+        try:
+            doc = json.loads(self.stats_path.read_text())
+            wire = int(doc.get("forward_wire_bytes") or 0) + int(doc.get("backward_bytes") or 0)
+        except (OSError, ValueError, TypeError, AttributeError):
+            return None  # not written yet, or by a transport that writes it only at the end
+        now = self.clock()
+        if self.last is not None and wire == self.last[1]:
+            return None
+        rate = None
+        if self.last is not None and now > self.last[0]:
+            rate = (wire - self.last[1]) / (now - self.last[0])
+        self.last = (now, wire)
+        return ev.Progress(now, "memory", self.domain, None, wire, rate, None)
+
+    def _run(self) -> None:
+        while not self._done.wait(self.interval):
+            event = self.poll()
+            if event is not None:
+                self.emit(event)
 
 
 class _SuspendWatcher:

@@ -13,8 +13,10 @@ What the journal holds, and so what the plot can show:
 - bytes per second per stream: the seed's progress events count the bytes of its stream
   so far (each segment's rate is the bytes between two events over their interval, and
   the ``seeded`` note closes it with the stream's total); the catch-up's progress events
-  carry DRBD's own resync rate; the memory phase has no progress events, so its stream is
-  drawn as one average, the transport's wire bytes over the phase;
+  carry DRBD's own resync rate; the memory phase's progress events count the transport's
+  wire bytes (both ways) so far, segment by segment like the seed's, and the report's
+  total closes the last one (a journal written before those events existed gets one
+  average over the phase);
 - the guest's pause: it ends at the ``guest unpaused`` note and lasted the
   ``downtime_seconds`` that note (or the report) gives;
 - the client's gaps, from an optional JSON of client-side figures (:func:`client_gaps`).
@@ -180,14 +182,30 @@ def resync_rates(events: Sequence[ev.Event], origin: float,
     return out
 
 
-def memory_rates(report: dict[str, Any], memory: Span | None) -> list[RateSegment]:
-    """The memory stream as one average over its phase (the journal has no progress for
-    it): the transport's wire bytes, both directions, over the phase's length."""
+def memory_rates(report: dict[str, Any], memory: Span | None,
+                 events: Sequence[ev.Event] = (), origin: float = 0.0) -> list[RateSegment]:
+    """The memory stream: the transport's wire bytes, both directions, between its
+    progress events (the phase's start opens the first segment, the report's total at
+    the phase's end closes the last); one average over the phase without them."""
     wire = report.get("memory_wire_bytes")
-    if memory is None or wire is None or memory.seconds <= 0:
+    if memory is None or memory.seconds <= 0:
         return []
-    total = int(wire) + int(report.get("memory_backward_bytes") or 0)
-    return [RateSegment(memory.start, memory.end, total / memory.seconds)]
+    total = None if wire is None else int(wire) + int(report.get("memory_backward_bytes") or 0)
+    out: list[RateSegment] = []
+    cursor, sent = memory.start, 0
+    for e in events:
+        if not (isinstance(e, ev.Progress) and e.phase == "memory"
+                and e.done_bytes is not None):
+            continue
+        at = e.at - origin
+        if at > cursor:
+            out.append(RateSegment(cursor, at, (e.done_bytes - sent) / (at - cursor)))
+        cursor, sent = at, e.done_bytes
+    if total is None:
+        return out
+    if memory.end > cursor:
+        out.append(RateSegment(cursor, memory.end, max(0, total - sent) / (memory.end - cursor)))
+    return out
 
 
 def guest_pause(events: Sequence[ev.Event], origin: float,
@@ -243,7 +261,7 @@ def extract(events: Sequence[ev.Event], client: dict[str, Any] | None = None) ->
     streams = {
         "seed": tuple(seed_rates(events, origin, _span_of(phases, "seed"))),
         "resync": tuple(resync_rates(events, origin, _span_of(phases, "catch-up"))),
-        "memory": tuple(memory_rates(report, _span_of(phases, "memory"))),
+        "memory": tuple(memory_rates(report, _span_of(phases, "memory"), events, origin)),
     }
     return Timeline(
         migration_id=started.id if started else str(report.get("id", "?")),
