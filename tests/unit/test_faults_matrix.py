@@ -207,17 +207,23 @@ def test_a_resumed_run_keeps_earlier_results_and_names_every_run(tmp_path: Path)
                "results": [asdict(Result(case="cut@seed", source="a", destination="b"))]}
     path = tmp_path / "faults.json"
     path.write_text(json.dumps(earlier))
+    held = asdict(Result(case="cut@seed", source="a", destination="b",
+                         checks=dict.fromkeys(faults.INVARIANTS, True)))
+    failed = asdict(Result(case="cut@memory", source="a", destination="b",
+                           checks={**dict.fromkeys(faults.INVARIANTS, True), "retry": False}))
+    earlier["results"] = [held, failed]
+    path.write_text(json.dumps(earlier))
     got = faults.resumed(path, 45.0)
-    assert [r["case"] for r in got["results"]] == ["cut@seed"]
+    assert [r["case"] for r in got["results"]] == ["cut@seed"]  # the failed one runs again
     assert got["runs"] == [{"started": "2026-12-03 06:17", "commit": "aaa1111",
-                            "cases": ["cut@seed"]}]
+                            "cases": ["cut@seed", "cut@memory"]}]
     doc = {"runs": got["runs"] + [{"started": "2026-12-03 09:00", "commit": "bbb2222",
                                    "cases": ["cut@catch-up"]}],
            "cases": earlier["cases"], "outage_seconds": 45.0,
            "results": got["results"] + [asdict(Result(case="cut@catch-up", source="b",
                                                       destination="a"))]}
     head = faults.update_doc(f"{faults.BEGIN}\n{faults.END}", doc)
-    assert "`aaa1111` (1 cases)" in head and "`bbb2222` (1 cases)" in head
+    assert "`aaa1111` (2 cases)" in head and "`bbb2222` (1 cases)" in head
     assert "cases run: 2 of 2" in head
 
 

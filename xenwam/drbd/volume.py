@@ -196,16 +196,26 @@ def provision(name: str, size: int, site: sitecfg.Site,
 
 
 def unprovision(name: str, site: sitecfg.Site, config_dir: Path = DEFAULT_CONFIG_DIR,
-                loops: Loops | None = None) -> dict[str, Any]:
-    """Take resource ``name`` down here and remove what :func:`provision` made."""
+                loops: Loops | None = None, *, demote: bool = False,
+                device: DrbdDevice | None = None) -> dict[str, Any]:
+    """Take resource ``name`` down here and remove what :func:`provision` made.
+
+    A Primary copy is refused, unless ``demote``: then it is made Secondary first, which
+    DRBD itself refuses while anything (a guest's blkback, a mount) holds the device
+    open, so a copy in use is never removed.  That is for a copy a migration left
+    Primary here when its abort could not reach this host."""
     check_name(name)
     loops = loops or Loops()
     resource = _load_quiet(name, config_dir)
+    demoted = False
     if resource is not None:
-        dev = DrbdDevice(resource)
+        dev = device or DrbdDevice(resource)
         if dev.state().is_primary:
-            raise DrbdError(f"resource {name!r} is Primary here: a guest may be using it; "
-                            "refusing to remove this copy")
+            if not demote:
+                raise DrbdError(f"resource {name!r} is Primary here: a guest may be using "
+                                "it; refusing to remove this copy (--demote removes a "
+                                "Primary copy that nothing holds open)")
+            demoted = dev.demote(attempts=1)
         dev.down()
         uninstall(name, config_dir)
     removed = []
@@ -214,7 +224,7 @@ def unprovision(name: str, site: sitecfg.Site, config_dir: Path = DEFAULT_CONFIG
         if path.exists():
             path.unlink()
             removed.append(str(path))
-    return {"resource": name, "removed": removed}
+    return {"resource": name, "removed": removed, "demoted": demoted}
 
 
 def _is_loop(device: str) -> bool:
@@ -322,7 +332,8 @@ def _provision(args: argparse.Namespace) -> int:
 
 
 def _unprovision(args: argparse.Namespace) -> int:
-    _print(args, unprovision(args.name, _site(args), Path(args.config_dir)))
+    _print(args, unprovision(args.name, _site(args), Path(args.config_dir),
+                             demote=args.demote))
     return 0
 
 
@@ -421,6 +432,9 @@ def register(sub: Any, shared: argparse.ArgumentParser) -> None:
     p = sub.add_parser("unprovision", parents=[shared, site_opt],
                        help="take a resource down here and remove the copy provision made")
     p.add_argument("name", type=resource_name_arg)
+    p.add_argument("--demote", action="store_true",
+                   help="demote a Primary copy first, if nothing holds it open (a copy an "
+                        "aborted migration left Primary here); one in use is refused")
     p.set_defaults(handler=_unprovision)
 
     p = sub.add_parser("forget", parents=[shared],

@@ -619,8 +619,9 @@ def parser() -> argparse.ArgumentParser:
     p.add_argument("--out", type=text_type("file", str), default="faults.json",
                    metavar="RESULTS", help="where the results go (default faults.json)")
     p.add_argument("--resume", action="store_true",
-                   help="keep the results already in RESULTS and run only the cases it "
-                        "lacks (a run cut short goes on where it stopped)")
+                   help="keep the cases that held in RESULTS and run the others: those "
+                        "it lacks (a run cut short goes on where it stopped) and those "
+                        "that failed (again, once fixed)")
     p.add_argument("--json", action="store_true", help="print the results as JSON")
     p.add_argument("--docs-from", type=text_type("file", str), metavar="RESULTS",
                    help="only rewrite docs/reliability.md's results from a RESULTS file")
@@ -724,8 +725,9 @@ def _result(r: dict[str, Any]) -> Result:
 
 
 def resumed(path: Path, outage: float) -> dict[str, Any]:
-    """The results and runs already in ``path``, for ``--resume`` (its outage must be
-    this run's: a table mixing outages would compare unlike cases)."""
+    """The cases that held and the runs already in ``path``, for ``--resume`` (failed
+    cases are run again; its outage must be this run's: a table mixing outages would
+    compare unlike cases)."""
     try:
         doc = json.loads(path.read_text())
         results = list(doc["results"])
@@ -737,4 +739,4 @@ def resumed(path: Path, outage: float) -> dict[str, Any]:
     runs = doc.get("runs") or [{"started": doc.get("started", "?"),
                                 "commit": doc.get("commit", "?"),
                                 "cases": [r["case"] for r in results]}]
-    return {"results": results, "runs": runs}
+    return {"results": [r for r in results if _result(r).passed], "runs": runs}

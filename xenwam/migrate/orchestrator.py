@@ -350,9 +350,12 @@ class Migration:
         for rp in planned:
             if not rp.reuse_pair:
                 there = self.destination.drbd(rp.minor)
-                if there.connection != "Unconfigured":
+                if there.connection != "Unconfigured" and \
+                        self._resource_at(rp.minor) != rp.name:
                     raise ConfigError(f"DRBD minor {rp.minor} is in use on {o.destination}; "
                                       "give the resource another minor (`xenwam disk adopt`)")
+                # The same resource there is a copy an aborted migration left behind
+                # (the guest's running disk here is single): prepare removes it.
         network = plan_network(config, dest_site, o.address)
         agent = self.source.run(["xenstore-read",
                                  f"/local/domain/{config.domid}/{layout.AGENT_KEY}"],
@@ -484,6 +487,12 @@ class Migration:
                                    bandwidth_mbit=self.site.bandwidth_mbit,
                                    csums_alg=original.wan.csums_alg or "md5"))
 
+    def _resource_at(self, minor: int) -> str | None:
+        """The xenwam resource the destination has at DRBD ``minor``, if any."""
+        doc = json.loads(self.destination.xenwam("disk", "status", "--json"))
+        return next((str(r["resource"]) for r in doc.get("resources", ())
+                     if r.get("minor") == minor), None)
+
     def _install_both(self, model: Resource) -> None:
         install(model, self.config_dir)
         self.destination.xenwam("disk", "install", input=json.dumps(model.to_json()))
@@ -497,10 +506,16 @@ class Migration:
                 self._check_pair(plan, rp.name)
                 continue
             # A copy left there by a migration whose abort could not reach the host (it
-            # was down) is not this disk's peer: the running disk here is single.  It is
-            # removed (`unprovision` refuses a copy that is Primary there, in use).
+            # was down, or the link was cut) is not this disk's peer: the running disk
+            # here is single, so it holds the newest data.  The copy is removed; one the
+            # handover had made Primary is demoted first, which DRBD refuses while
+            # anything holds it open (then nothing is removed and the migration stops).
             stale = json.loads(self.destination.xenwam("disk", "unprovision", rp.name,
-                                                       "--json"))
+                                                       "--demote", "--json"))
+            if stale.get("demoted"):
+                self._note(f"{rp.name}: the copy on {plan.destination} was still Primary "
+                           "(left by a migration whose abort could not reach it): demoted",
+                           resource=rp.name)
             if stale["removed"]:
                 self._note(f"{rp.name}: removed a stale copy on {plan.destination} (left "
                            f"by an earlier migration that did not end there): "
@@ -967,8 +982,10 @@ class Migration:
                                           "unprovision", rp.name], check=False)
             if not where.destination_reachable and not rp.reuse_pair:
                 self._note(f"{rp.name}: {plan.destination} did not answer: its new copy "
-                           f"stays there until the next migration removes it (or `xenwam "
-                           f"disk unprovision {rp.name}` there)", resource=rp.name)
+                           f"stays there, perhaps still Primary, until the next migration "
+                           f"removes it; do not start the guest there (its data is older "
+                           f"than this host's); `xenwam disk unprovision {rp.name} --demote` "
+                           f"there removes it", resource=rp.name)
             local = DrbdDevice(replace(original, mode="bulk"))
             if original.is_single:
                 local.disconnect()

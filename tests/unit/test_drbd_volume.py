@@ -1,17 +1,22 @@
-"""``xenwam disk reattach``: after a reboot, a resource's files go back behind loop
-devices and its file is rewritten when the numbers changed (found by the fault matrix:
-a crashed destination's copy could not be attached again)."""
+"""The copies ``xenwam disk`` makes and removes, two things the fault matrix found:
+
+- ``reattach``: after a reboot, a resource's files go back behind loop devices and its
+  file is rewritten when the numbers changed (a crashed destination's copy could not be
+  attached again);
+- ``unprovision``: a Primary copy is refused unless ``--demote``, and then removed only if
+  DRBD agrees to demote it (nothing holds it open); a cut during the memory phase had
+  left the destination's copy Primary, and every later migration there was refused."""
 
 from __future__ import annotations
 
 from collections.abc import Sequence
-from dataclasses import replace
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 
 import pytest
 
 from xenwam.drbd.resource import Host, Resource, install, load
-from xenwam.drbd.volume import Loops, reattach
+from xenwam.drbd.volume import Loops, reattach, unprovision
 from xenwam.errors import DrbdError
 from xenwam.runner import CommandResult
 from xenwam.site import Site, SiteNetwork
@@ -98,3 +103,62 @@ def test_block_devices_are_left_alone(tmp_path: Path) -> None:
     doc = reattach("g1-disk", site, config, Loops(LoopTable({})),  # type: ignore[arg-type]
                    hostname="a")
     assert doc["changed"] is False and doc["disk"] == "/dev/vg/g1"
+
+
+# ------------------------------------------------------------------ unprovision
+
+
+@dataclass
+class State:
+    is_primary: bool
+
+
+@dataclass
+class Device:
+    """The DRBD device as unprovision sees it (pure logic: no drbdadm)."""
+
+    primary: bool
+    held_open: bool = False
+    calls: list[str] = field(default_factory=list)
+
+    def state(self) -> State:
+        return State(self.primary)
+
+    def demote(self, *, attempts: int = 10) -> bool:
+        self.calls.append("demote")
+        if self.held_open:
+            raise DrbdError("resource 'g1-disk': demoting failed: held open")
+        self.primary = False
+        return True
+
+    def down(self) -> None:
+        self.calls.append("down")
+
+
+def test_a_primary_copy_is_refused_without_demote(tmp_path: Path) -> None:
+    site, config = make(tmp_path, None)
+    dev = Device(primary=True)
+    with pytest.raises(DrbdError, match="--demote"):
+        unprovision("g1-disk", site, config, Loops(LoopTable({})), device=dev)  # type: ignore[arg-type]
+    assert dev.calls == [] and load("g1-disk", config)
+
+
+def test_with_demote_an_unused_primary_copy_is_demoted_and_removed(tmp_path: Path) -> None:
+    site, config = make(tmp_path, None)
+    dev = Device(primary=True)
+    got = unprovision("g1-disk", site, config, Loops(LoopTable({})), demote=True,
+                      device=dev)  # type: ignore[arg-type]
+    assert dev.calls == ["demote", "down"]
+    assert got["demoted"] is True and got["removed"]
+    assert not (config / "xenwam-g1-disk.res").exists()
+
+
+def test_a_copy_in_use_is_never_removed(tmp_path: Path) -> None:
+    site, config = make(tmp_path, None)
+    dev = Device(primary=True, held_open=True)
+    with pytest.raises(DrbdError, match="held open"):
+        unprovision("g1-disk", site, config, Loops(LoopTable({})), demote=True,
+                    device=dev)  # type: ignore[arg-type]
+    assert dev.calls == ["demote"]
+    assert (config / "xenwam-g1-disk.res").exists()
+    assert (Path(site.storage_directory) / "g1-disk.md").exists()
