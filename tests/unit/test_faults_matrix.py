@@ -235,3 +235,13 @@ def test_resuming_with_another_outage_or_from_garbage_is_refused(tmp_path: Path)
     path.write_text("not json")
     with pytest.raises(ConfigError, match="cannot resume"):
         faults.resumed(path, 45.0)
+
+
+def test_split_brains_drbd_solved_by_policy_are_told_apart_from_unresolved_ones() -> None:
+    log = (
+        "[  812.1] block drbd1: Split-Brain detected, 1 primaries, automatically solved. "
+        "Sync from peer node\n"
+        "[  901.7] block drbd1: Split-Brain detected but unresolved, dropping connection!\n"
+        "[  902.0] block drbd1: helper command: /sbin/drbdadm split-brain minor-1\n")
+    assert faults.split_brain_counts(log) == (1, 1)
+    assert faults.split_brain_counts("") == (0, 0)
