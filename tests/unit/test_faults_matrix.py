@@ -6,10 +6,11 @@ from __future__ import annotations
 import json
 from dataclasses import asdict
 from pathlib import Path
+from types import SimpleNamespace
 
 import pytest
 
-from xenwam.errors import ConfigError
+from xenwam.errors import ConfigError, DrbdError, MigrationError
 from xenwam.lab import diskjournal as dj
 from xenwam.lab import faults
 from xenwam.lab.faults import Case, Fault, Moment, Result, Trigger
@@ -21,6 +22,7 @@ from xenwam.migrate.orchestrator import (
     hold_points_from_env,
 )
 from xenwam.runner import CommandResult
+from xenwam.xen.xl import XlDomain
 
 pytestmark = pytest.mark.unit
 
@@ -245,3 +247,68 @@ def test_split_brains_drbd_solved_by_policy_are_told_apart_from_unresolved_ones(
         "[  902.0] block drbd1: helper command: /sbin/drbdadm split-brain minor-1\n")
     assert faults.split_brain_counts(log) == (1, 1)
     assert faults.split_brain_counts("") == (0, 0)
+
+
+class HeldCopy:
+    """A DRBD copy that a dying domain holds open for ``held`` demote attempts."""
+
+    name = "g1-disk"
+
+    def __init__(self, held: int) -> None:
+        self.held = held
+        self.tries = 0
+
+    def demote(self) -> bool:
+        self.tries += 1
+        if self.tries <= self.held:
+            raise DrbdError("resource 'g1-disk': demoting failed: '(-12) Device is held "
+                            "open by someone'")
+        return True
+
+
+class SourceWithZombie:
+    """The source's ``xl list``: a dying ``(null)`` domain until ``gone_after`` looks."""
+
+    def __init__(self, gone_after: int) -> None:
+        self.looks = 0
+        self.gone_after = gone_after
+
+    def xl_list(self) -> list[XlDomain]:
+        self.looks += 1
+        return [] if self.looks > self.gone_after else [
+            XlDomain("(null)", 7, 0, 1, "--pssd", 150.7)]
+
+
+def _finalizing(source: object, now: list[float]) -> tuple[Migration, list[ev.Event]]:
+    seen: list[ev.Event] = []
+
+    def sleep(s: float) -> None:
+        now[0] += s
+
+    mig = Migration(Options(domain="g1", destination="b"), bus=ev.EventBus(None, seen.append),
+                    journal=None, source=source, destination=source,  # type: ignore[arg-type]
+                    clock=lambda: now[0], sleep=sleep)
+    return mig, seen
+
+
+def test_finalize_waits_for_a_dying_domain_to_let_go_of_the_old_copy() -> None:
+    plan = SimpleNamespace(destination="b")
+    now = [0.0]
+    mig, seen = _finalizing(SourceWithZombie(gone_after=3), now)
+    copy = HeldCopy(held=3)
+    mig._demote_source(copy, plan)  # type: ignore[arg-type]
+    assert copy.tries == 4 and now[0] == 15.0
+    assert next(e.message for e in seen if isinstance(e, ev.Note)).startswith(
+        "g1-disk: domain 7 here is dying but still holds the old copy open")
+
+
+def test_a_copy_held_for_ever_stops_the_migration_with_what_to_do() -> None:
+    plan = SimpleNamespace(destination="b")
+    mig, _ = _finalizing(SourceWithZombie(gone_after=10**6), [0.0])
+    with pytest.raises(MigrationError, match=r"domain 7 \(\(null\), state --pssd\).*"
+                                             r"xenwam migrate --recover"):
+        mig._demote_source(HeldCopy(held=10**6), plan)  # type: ignore[arg-type]
+    # Held by something else than a dying domain: no wait at all.
+    mig, _ = _finalizing(SourceWithZombie(gone_after=0), [0.0])
+    with pytest.raises(MigrationError, match="other than a guest"):
+        mig._demote_source(HeldCopy(held=1), plan)  # type: ignore[arg-type]

@@ -174,3 +174,13 @@ def test_a_line_that_is_not_an_object_is_skipped(tmp_path: Path) -> None:
     with open(journal.path, "a") as f:
         f.write("[1, 2]\n")
     assert list(journal.events()) == [ONE_OF_EACH[0]]
+
+
+def test_recover_looks_again_at_a_migration_whose_cleanup_failed() -> None:
+    from xenwam.migrate.cli import ended_for_good
+
+    assert ended_for_good("done") and ended_for_good("done (rolled forward)")
+    assert ended_for_good("aborted")
+    assert not ended_for_good("failed: the cleanup failed too; run --recover")
+    assert not ended_for_good("failed") and not ended_for_good(None)
+    assert not ended_for_good("refused")

@@ -268,6 +268,14 @@ def _status(args: argparse.Namespace) -> int:
     return 0
 
 
+def ended_for_good(outcome: str | None) -> bool:
+    """Whether ``--recover`` has nothing left to do for a migration that ended with
+    ``outcome``: a second ``--recover`` changes nothing.  Not so for one whose own cleanup
+    failed ("failed: ... run --recover"), which is looked at again, nor for one refused
+    at its plan (nothing was changed; recovering says so)."""
+    return outcome is not None and outcome != "refused" and not outcome.startswith("failed")
+
+
 def _recover(args: argparse.Namespace, *, abort: bool) -> int:
     mid = args.recover or args.abort
     journal = ev.Journal.open(mid, _base(args))
@@ -280,8 +288,7 @@ def _recover(args: argparse.Namespace, *, abort: bool) -> int:
             return 0
         raise ConfigError(f"migration {mid} is still running (pid {summary.pid}): "
                           "use --abort to stop it")
-    if summary.outcome is not None and summary.outcome != "refused":
-        # A second --recover changes nothing.
+    if ended_for_good(summary.outcome):
         print(f"migration {mid} already ended: {summary.outcome}")
         return 0
     try:

@@ -45,7 +45,7 @@ from xenwam.drbd.info import (
 )
 from xenwam.drbd.phases import Lifecycle
 from xenwam.drbd.resource import DEFAULT_CONFIG_DIR, Host, Resource, install, load
-from xenwam.errors import CommandError, ConfigError, MigrationError, XenwamError
+from xenwam.errors import CommandError, ConfigError, DrbdError, MigrationError, XenwamError
 from xenwam.migrate import events as ev
 from xenwam.migrate.phases import TERMINAL, Action, MigrationState, Phase
 from xenwam.migrate.plan import (
@@ -118,6 +118,10 @@ class Side:
         return found if found is not None else DeviceState(minor=minor)
 
 
+#: How long finalize waits for a dying domain on the source (the guest's old self, which
+#: Xen has not finished destroying: a backend still maps some of its pages) to let go of
+#: the source's copy before it can be demoted.
+DYING_WAIT_SECONDS = 120.0
 #: Times a verify's differing blocks are resynced and verified again before giving up.
 VERIFY_REPAIRS = 2
 
@@ -862,7 +866,7 @@ class Migration:
             model = replace(self.pairs.get(rp.name) or load(rp.name, self.config_dir),
                             mode="bulk")
             local = DrbdDevice(model)
-            local.demote()  # the hook's remove already did, normally
+            self._demote_source(local, plan)  # the hook's remove already did, normally
             if self.options.forget:
                 # The destination goes on alone; this host's copy is removed.
                 self.destination.xenwam("disk", "forget", rp.name)
@@ -875,6 +879,40 @@ class Migration:
             self._install_both(model)
             self.destination.xenwam("disk", "bulk", rp.name)
             local.to_bulk()
+
+    def _demote_source(self, local: DrbdDevice, plan: Plan) -> None:
+        """Demote this host's copy once the guest has left.  A copy still held open while
+        a dying domain is left here (seen in the fault matrix after a migration that had
+        been aborted and retried: ``(null)``, state ``--pssd``, three pages still mapped
+        by a backend) is waited for, up to :data:`DYING_WAIT_SECONDS`; after that the
+        migration stops with what to do (the guest runs on the destination either way)."""
+        deadline = self.clock() + DYING_WAIT_SECONDS
+        said = False
+        while True:
+            try:
+                local.demote()
+                return
+            except DrbdError as exc:
+                if "held open" not in str(exc):
+                    raise
+                dying = [d for d in self.source.xl_list() if "d" in d.state]
+                if not dying or self.clock() > deadline:
+                    what = (f"domain {dying[0].domid} ({dying[0].name}, state "
+                            f"{dying[0].state}), which Xen has not finished destroying"
+                            if dying else "something other than a guest (a mount, a dd?)")
+                    raise MigrationError(
+                        f"the guest runs on {plan.destination}, but this host's copy of "
+                        f"{local.name!r} is still held open by {what}, so it cannot be "
+                        f"demoted; once `xl list` here no longer shows it, run `xenwam "
+                        f"migrate --recover {self.report.id}` "
+                        "to finish") from exc
+                if not said:
+                    self._note(f"{local.name}: domain {dying[0].domid} here is dying but "
+                               "still holds the old copy open; waiting up to "
+                               f"{DYING_WAIT_SECONDS:.0f} s for Xen to release it",
+                               resource=local.name, domid=dying[0].domid)
+                    said = True
+                self.sleep(5.0)
 
     # ------------------------------------------------------------ abort and recovery
 
