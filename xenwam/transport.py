@@ -131,15 +131,16 @@ def compress_stream(src: int, dst: int, level: int, stats: TransportStats,
     _write_all(dst, tail)
 
 
-def decompress_stream(src: int, dst: int, *, raw: bool = False) -> int:
+def decompress_stream(src: int, dst: int, *, raw: bool = False,
+                      alive: Callable[[], bool] | None = None) -> int:
     """Copy the zstd frame on fd ``src`` to fd ``dst`` decompressed (``raw``: as it is);
-    return bytes out."""
+    return bytes out.  Stops early when ``alive`` says ``dst``'s reader is gone."""
     if raw:
-        return _copy_fd(src, dst)
+        return _copy_fd(src, dst, alive)
     dobj = zstd.ZstdDecompressor().decompressobj()
     total = 0
     while True:
-        data = os.read(src, CHUNK)
+        data = _read(src, alive)
         if not data:
             break
         out = dobj.decompress(data)
@@ -247,11 +248,16 @@ def send(host: str, command: Sequence[str], *, level: int = DEFAULT_LEVEL,
 
 
 def receive(command: Sequence[str], *, stdin_fd: int = 0, raw: bool = False) -> int:
-    """The receiving side: decompress stdin into ``command``; its stdout is ours."""
+    """The receiving side: decompress stdin into ``command``; its stdout is ours.  When
+    ``command`` (xl migrate-receive) exits, so does this, at once: xl on the sending side
+    may be waiting for an answer and sends nothing more, and only our exit ends the ssh
+    session it waits on (found by the fault matrix: a receiver that failed left both
+    sides waiting for ever)."""
     child = start_piped(list(command), stdin=True)
     assert child.stdin is not None
     try:
-        decompress_stream(stdin_fd, child.stdin.fileno(), raw=raw)
+        decompress_stream(stdin_fd, child.stdin.fileno(), raw=raw,
+                          alive=lambda: child.poll() is None)
     except (BrokenPipeError, zstd.ZstdError) as exc:
         print(f"xenwam-transport: receive stream broken: {exc}", file=sys.stderr)
     finally:

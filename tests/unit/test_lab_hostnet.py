@@ -78,7 +78,7 @@ def test_a_vagrant_host_is_made_a_xenwam_host_like_the_labs() -> None:
     hostnet.install_xenwam("b", Layout.WAN, Shaping.parse("40ms", "50mbit"), runner)
     wrote = {call[-1].split(" > ")[1].split(" ")[0]: text
              for call, text in zip(runner.calls, runner.inputs, strict=True)
-             if call[:2] == ["sh", "-c"]}
+             if call[:2] == ["sh", "-c"] and text is not None}
     assert set(wrote) == {"/usr/local/bin/xenwam", "/usr/local/bin/xenwam-transport",
                           "/etc/xenwam/site.toml"}
     assert "python3 -m xenwam.cli" in str(wrote["/usr/local/bin/xenwam"])
@@ -86,4 +86,5 @@ def test_a_vagrant_host_is_made_a_xenwam_host_like_the_labs() -> None:
     assert '"10.2.0.0/24"' in site and '"10.0.0.2"' in site and "rtt_ms = 40" in site
     assert ["ln", "-sf", "/opt/xenwam/hooks/block-xenwam",
             "/etc/xen/scripts/block-xenwam"] in runner.calls
-    assert runner.calls[-1] == ["modprobe", "drbd"]
+    assert runner.calls[-1] == ["sh", "-c", "modprobe drbd && echo Y > "
+                                "/sys/module/drbd/parameters/disable_sendpage"]

@@ -165,3 +165,24 @@ def test_the_stats_file_is_rewritten_while_the_stream_runs(tmp_path: Path) -> No
     final = json.loads(path.read_text())
     assert final["final"] is True and final["forward_wire_bytes"] == 9
     assert not (tmp_path / "stats.json.tmp").exists()
+
+
+def test_when_the_receiving_xl_exits_the_receiving_side_exits_too(tmp_path: Path) -> None:
+    """The destination's half of the fault-matrix hang: xl migrate-receive failed and
+    exited, the receiving transport kept waiting for the sender's next bytes (the sender
+    waited for an answer), and the ssh session between them never ended."""
+    xl = tmp_path / "xl.py"
+    xl.write_text("import sys\nsys.stdin.buffer.raw.read(1)\nsys.exit(3)\n")
+    stream_r, stream_w = os.pipe()   # what the sender sends; it then goes silent
+    proc = subprocess.Popen([sys.executable, "-m", "xenwam.transport", "--receive", "--raw",
+                             "--", sys.executable, str(xl)], stdin=stream_r,
+                            stdout=subprocess.PIPE)
+    os.close(stream_r)
+    try:
+        os.write(stream_w, b"x")
+        assert proc.wait(timeout=60) == 3  # xl's own status, without more input
+        assert proc.stdout is not None and proc.stdout.read() == b""
+    finally:
+        os.close(stream_w)
+        if proc.poll() is None:
+            proc.kill()

@@ -39,6 +39,26 @@ BULK = NetOptions(protocol="A", allow_two_primaries=False, on_congestion="pull-a
 HANDOVER = NetOptions(protocol="C", allow_two_primaries=True, on_congestion="block")
 
 
+#: DRBD's switch for copying data into its socket instead of handing the network stack
+#: the page itself (sendpage, zero copy).
+NO_SENDPAGE_PARAMETER = "/sys/module/drbd/parameters/disable_sendpage"
+
+
+def load_module() -> list[str]:
+    """Load DRBD and make it copy what it sends.
+
+    A guest's writes reach DRBD in pages that blkback maps from the guest (grants).  With
+    sendpage, DRBD hands those pages to TCP, which holds them until the peer acknowledges
+    them; when the link dies under a protocol C connection (a handover or memory phase
+    cut off), the dead socket keeps them for minutes, blkback cannot unmap the grants,
+    and dom0's xenwatch thread blocks in ``gnttab_unmap_refs_sync``: no device of any
+    guest can then be added or removed on that host (found by the fault matrix: the next
+    incoming migration failed and the old domain stayed a zombie).  Copying costs a
+    little CPU on a path the link limits anyway.  The parameter is writable at run time,
+    so this also fixes a module that is already loaded."""
+    return ["sh", "-c", f"modprobe drbd && echo Y > {NO_SENDPAGE_PARAMETER}"]
+
+
 def _drbdadm(sub: str, resource: str, *options: str, config: Path | None = None) -> list[str]:
     argv = [DRBDADM]
     if config is not None:

@@ -307,6 +307,8 @@ def xenwam_host_steps(layout: Layout, host: str, shaping: Shaping) -> list[HostS
     ``block-xenwam`` hook where xl looks for it, the host's site file, DRBD loaded.  The
     QEMU lab runs them over ssh (:meth:`Lab.install_xenwam`), Vagrant's provisioner in
     dom0 itself (:func:`xenwam.lab.hostnet.install_xenwam`)."""
+    from xenwam.drbd import cmdgen
+
     steps = [HostStep(("sh", "-c", f"cat > {path} && chmod 755 {path}"), text)
              for path, text in DOM0_COMMANDS.items()]
     steps += [
@@ -315,7 +317,7 @@ def xenwam_host_steps(layout: Layout, host: str, shaping: Shaping) -> list[HostS
         HostStep(("mkdir", "-p", "/etc/xenwam")),
         HostStep(("sh", "-c", "cat > /etc/xenwam/site.toml"),
                  site_file(layout, host, shaping)),
-        HostStep(("modprobe", "drbd")),
+        HostStep(tuple(cmdgen.load_module())),
     ]
     return steps
 

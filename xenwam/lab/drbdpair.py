@@ -15,6 +15,7 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import Any, Protocol
 
+from xenwam.drbd import cmdgen
 from xenwam.errors import DrbdError
 from xenwam.runner import CommandResult
 
@@ -88,8 +89,8 @@ def image_path(name: str, host: str) -> str:
 def create_images(lab: LabExec, name: str, size: int) -> None:
     """Fresh sparse backing and metadata files on both hosts."""
     for h in HOSTS:
-        sh(lab, h, f"modprobe drbd; mkdir -p {WORK}; rm -f {WORK}/{name}-{h}.*; "
-                   f"truncate -s {size} {image_path(name, h)}; "
+        sh(lab, h, f"{shlex.join(cmdgen.load_module())}; mkdir -p {WORK}; "
+                   f"rm -f {WORK}/{name}-{h}.*; truncate -s {size} {image_path(name, h)}; "
                    f"truncate -s {16 * MIB} {WORK}/{name}-{h}.md")
 
 

@@ -30,7 +30,7 @@ from pathlib import Path
 from typing import Any
 
 from xenwam import site as sitecfg
-from xenwam.drbd import seed, volume
+from xenwam.drbd import cmdgen, seed, volume
 from xenwam.drbd.device import DrbdDevice
 from xenwam.drbd.device import Progress as DrbdProgress
 from xenwam.drbd.info import (
@@ -503,7 +503,8 @@ class Migration:
 
     def prepare(self, plan: Plan) -> None:
         """Destination: DRBD loaded, an empty copy of each disk, the pair's definition."""
-        self.destination.run(["modprobe", "drbd"])
+        self.destination.run(cmdgen.load_module())
+        self.source.run(cmdgen.load_module())
         for rp in plan.resources:
             if rp.reuse_pair:
                 self.pairs[rp.name] = Resource.from_json(rp.original)
