@@ -214,3 +214,33 @@ def test_wait_for_sync_times_out_with_state() -> None:
 def test_wait_connected() -> None:
     dev, _ = device([proc("WFConnection"), proc("WFConnection"), proc("Connected")])
     assert dev.wait_connected(interval=0.5).is_connected
+
+
+def test_a_copy_with_no_writes_since_it_parted_rejoins_giving_up_its_side() -> None:
+    """A copy left Primary by a cut-off handover: both sides started a new generation
+    when the link died, but nothing was written here (empty bitmap)."""
+    parted = proc("StandAlone", ro="Primary/Unknown", ds="UpToDate/DUnknown", oos=0)
+    demoted = proc("StandAlone", ro="Secondary/Unknown", ds="UpToDate/DUnknown", oos=0)
+    dev, r = device([parted, parted, parted, demoted])
+    assert dev.rejoin_unwritten() is True
+    assert r.calls == [["drbdadm", "secondary", "r0"],
+                       ["drbdadm", "connect", "--discard-my-data", "r0"]]
+
+
+def test_a_copy_written_since_it_parted_is_never_discarded() -> None:
+    dev, r = device([proc("StandAlone", ro="Secondary/Unknown", ds="UpToDate/DUnknown",
+                          oos=4096)])
+    with pytest.raises(DrbdError, match="4096 KiB were written to this copy"):
+        dev.rejoin_unwritten()
+    assert r.calls == []
+    dev, r = device([proc("Connected")])
+    assert dev.rejoin_unwritten() is False and r.calls == []
+
+
+def test_a_copy_in_use_is_not_demoted_to_rejoin() -> None:
+    runner = Runner([(11, "Device is held open by someone")])
+    dev, r = device([proc("WFConnection", ro="Primary/Unknown", ds="UpToDate/DUnknown")],
+                    runner)
+    with pytest.raises(DrbdError, match="held open"):
+        dev.rejoin_unwritten()
+    assert ["drbdadm", "connect", "--discard-my-data", "r0"] not in r.calls

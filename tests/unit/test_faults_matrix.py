@@ -246,6 +246,9 @@ def test_split_brains_drbd_solved_by_policy_are_told_apart_from_unresolved_ones(
         "[  901.7] block drbd1: Split-Brain detected but unresolved, dropping connection!\n"
         "[  902.0] block drbd1: helper command: /sbin/drbdadm split-brain minor-1\n")
     assert faults.split_brain_counts(log) == (1, 1)
+    rejoined = ("[ 99.1] block drbd1: Split-Brain detected, manually solved. "
+                "Sync from peer node\n")
+    assert faults.split_brain_counts(rejoined) == (0, 1)
     assert faults.split_brain_counts("") == (0, 0)
 
 

@@ -57,6 +57,9 @@ SIMPLE_OPERATIONS: dict[str, tuple[str, str]] = {
     "skip-initial-sync": ("skip_initial_sync",
                           "after seeding: mark both new disks UpToDate without a sync"),
     "teardown": ("teardown", "demote, disconnect and take down"),
+    "rejoin-unwritten": ("rejoin_unwritten",
+                         "rejoin the peer giving up this copy's side of a split brain, "
+                         "only if nothing was written here since they parted"),
 }
 
 

@@ -111,8 +111,12 @@ def detach(resource: str, *, config: Path | None = None) -> list[str]:
     return _drbdadm("detach", resource, config=config)
 
 
-def connect(resource: str, *, config: Path | None = None) -> list[str]:
-    """Start connecting to the peer."""
+def connect(resource: str, *, discard_my_data: bool = False,
+            config: Path | None = None) -> list[str]:
+    """Start connecting to the peer (``discard_my_data``: this side's data since the two
+    parted is given up when they meet, and the peer's is synced here)."""
+    if discard_my_data:
+        return _drbdadm("connect", resource, "--discard-my-data", config=config)
     return _drbdadm("connect", resource, config=config)
 
 

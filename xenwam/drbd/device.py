@@ -172,6 +172,26 @@ class DrbdDevice:
         if self.state().connection not in ("StandAlone", "Unconfigured"):
             self._run(cmdgen.disconnect(self.name, config=self.config))
 
+    def rejoin_unwritten(self) -> bool:
+        """Rejoin the peer, giving up this copy's side of a split brain that holds no
+        writes: its bitmap is empty, so nothing was written here since the two parted
+        (DRBD's own ``discard-zero-changes`` rule).  Such a split brain is what a copy
+        left Primary by a handover gets when the link dies: both primaries start a new
+        data generation.  Refuses a copy with writes or one in use; returns False if the
+        copy was connected already (nothing to do)."""
+        st = self.state()
+        if st.is_connected:
+            return False
+        if st.out_of_sync_kib:
+            raise DrbdError(
+                f"resource {self.name!r}: {st.out_of_sync_kib} KiB were written to this "
+                "copy since it parted from its peer; refusing to discard them (see "
+                "docs/migrate.md on split brain)")
+        self.disconnect()
+        self.demote(attempts=1)
+        self._run(cmdgen.connect(self.name, discard_my_data=True, config=self.config))
+        return True
+
     # --- roles -----------------------------------------------------------------------
 
     def promote(self, *, force: bool = False) -> bool:

@@ -14,6 +14,7 @@ the destination.  Recovery first looks at both hosts, then repairs (STYLE rule 1
 
 from __future__ import annotations
 
+import contextlib
 import ipaddress
 import json
 import logging
@@ -545,7 +546,14 @@ class Migration:
         self.destination.xenwam("disk", "reattach", name)
         self.destination.xenwam("disk", "attach", name)
         doc = json.loads(self.destination.xenwam("disk", "status", name, "--json"))
+        if doc["resources"][0].get("role") == "Primary":
+            # Left Primary by a handover whose abort could not reach it; no guest of
+            # this name runs there (plan checked), and DRBD refuses if anything holds it.
+            self.destination.xenwam("disk", "demote", name)
+            self._note(f"{name}: the copy on {plan.destination} was still Primary (left by "
+                       "an aborted migration): demoted", resource=name)
         theirs = doc["resources"][0].get("generations")
+        theirs_written = int(doc["resources"][0].get("out_of_sync_kib") or 0)
         mine = local.generations()
         if theirs is None or mine is None:
             raise MigrationError(f"resource {name!r}: cannot read the data generations of "
@@ -558,6 +566,15 @@ class Migration:
                    resource=name, relation=how, generations=mine.to_json(),
                    destination_generations=theirs)
         if how in (SAME, LOCAL_AHEAD):
+            return
+        if how == DIVERGED and theirs_written == 0:
+            # Both copies started a generation when they parted, but nothing was written
+            # there since: a copy that was Primary when the link died (a handover cut
+            # off).  Giving up its empty side loses nothing (DRBD's discard-zero-changes).
+            self.destination.xenwam("disk", "rejoin-unwritten", name)
+            self._note(f"{name}: the copy on {plan.destination} parted Primary but holds no "
+                       "writes of its own since: it rejoins giving up its empty side, and "
+                       "catch-up resends what this copy wrote meanwhile", resource=name)
             return
         here, there = plan.source_hostname, plan.destination_hostname
         if how == DIVERGED:
@@ -917,20 +934,49 @@ class Migration:
 
     # ------------------------------------------------------------ abort and recovery
 
+    def _stop_reconnecting(self) -> None:
+        """When a failure finds this side's copy Primary, the guest still here and the
+        connection to the destination down (from the handover on, both copies are
+        primary), drop the connection at once.  Otherwise DRBD reconnects by itself when
+        the link comes back, which can be before the abort has reached the destination
+        to demote its copy, and two primaries that each started a new data generation
+        when the link died meet as an unresolved split brain (the fault matrix's
+        ``cut@memory``: finding the destination unreachable takes ssh's 20 s)."""
+        assert self.plan is not None
+        try:
+            here = [d for d in self.source.xl_list() if d.name == self.plan.domain]
+        except XenwamError:
+            return
+        if not here:
+            return
+        for rp in self.plan.resources:
+            with contextlib.suppress(XenwamError):
+                local = DrbdDevice(self.pairs.get(rp.name) or load(rp.name, self.config_dir))
+                st = local.state()
+                if st.is_primary and not st.is_connected and \
+                        st.connection not in ("StandAlone", "Unconfigured"):
+                    local.disconnect()
+                    self._note(f"{rp.name}: the link to {self.plan.destination} is down; "
+                               "this copy stops reconnecting until the copy there is "
+                               "demoted", resource=rp.name)
+
     def recover_after_failure(self) -> None:
         """After a failure: observe where the guest runs, then abort or roll forward."""
         assert self.plan is not None
         self._wait_for_xl_migrate()
+        self._stop_reconnecting()
         where = self.observe()
         self._note("after the failure: " + where.describe(), **where.to_json())
         if where.on_destination and not where.on_source:
             self.report.outcome = "done (rolled forward)"
             if self.state.phase is Phase.MEMORY:
                 self._step(Action.REBIND)
+            if where.destination_paused:
+                # Arrived, never unpaused: the orchestrator died in between, or the
+                # unpause could not reach the destination and an earlier recovery had
+                # already moved on to finalize (the fault matrix's cut@paused).
+                self.rebind(self.plan)  # checks it is one paused copy first
             if self.state.phase is Phase.REBIND:
-                if where.destination_paused:
-                    # Arrived, never unpaused (the orchestrator died in between).
-                    self.rebind(self.plan)  # checks it is one paused copy first
                 self._step(Action.FINALIZE)
             self.finalize(self.plan)
             self._step(Action.FINISH)
@@ -1026,11 +1072,17 @@ class Migration:
                            f"than this host's); `xenwam disk unprovision {rp.name} --demote` "
                            f"there removes it", resource=rp.name)
             local = DrbdDevice(replace(original, mode="bulk"))
-            if original.is_single:
+            if original.is_single or not where.destination_reachable:
                 local.disconnect()
             install(original, self.config_dir)
-            if not original.is_single:
+            if not original.is_single and where.destination_reachable:
                 local.adjust()
+            elif not original.is_single:
+                self._note(f"{rp.name}: this copy stays StandAlone, since the one on "
+                           f"{plan.destination} may still be Primary: the next migration "
+                           f"there reconnects them (by hand: `xenwam disk demote {rp.name}"
+                           f"; xenwam disk rejoin-unwritten {rp.name}` there, then `xenwam "
+                           f"disk connect {rp.name}` here)", resource=rp.name)
             self._note(f"{rp.name}: source resource restored as before the migration")
 
 
