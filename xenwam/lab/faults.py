@@ -511,9 +511,13 @@ class FaultRunner:
             self.lab.move_guest_record(self.name, on[0])
         # records
         if len(on) == 1:
-            lost = dj.missing(self.lab, on[0], f"/dev/drbd{self.minor}", acked)
+            # Every record acknowledged so far, not only before the fault: a write the
+            # guest made during an outage, before it left, must have followed it too.
+            everything = sorted(set(acked) | set(self.acked()))
+            lost = dj.missing(self.lab, on[0], f"/dev/drbd{self.minor}", everything)
             c["records"] = not lost
-            seen["records"] = (f"{len(acked)} acknowledged before the fault, "
+            seen["records"] = (f"{len(acked)} acknowledged before the fault and "
+                               f"{len(everything) - len(acked)} after it, "
                                f"{len(lost)} missing on {on[0]}"
                                + (f" (first {lost[0]!r})" if lost else ""))
         else:

@@ -74,11 +74,16 @@ log = logging.getLogger(__name__)
 #: Arguments: DOMAIN UNPAUSE(0|1) XENSTORE_DIR then KEY VALUE pairs.  Prints the domid.
 FINISH_SCRIPT = r"""
 set -eu
-dom=$1; unpause=$2; dir=$3; shift 3
+dom=$1; unpause=$2; dir=$3; minors=$4; shift 4
 copies=$(xl list | awk -v d="$dom" '$1 == d || $1 == d "--incoming" {n++} END {print n+0}')
 [ "$copies" = 1 ] || { echo "expected one copy of $dom here, found $copies" >&2; exit 3; }
 xl list "$dom" | awk 'NR == 2 && $5 !~ /p/ {exit 1}' \
     || { echo "$dom is not paused here: refusing to touch it" >&2; exit 3; }
+for m in $(echo "$minors" | tr , ' '); do
+    awk -v m="$m:" '$1 == m {getline two; print $0 " " two}' "${XENWAM_PROC_DRBD:-/proc/drbd}" \
+        | grep -Eq 'cs:(Connected|SyncSource|PausedSyncS) .*ds:UpToDate/' \
+        || { echo "DRBD minor $m is not connected with its disk up to date here" >&2; exit 4; }
+done
 id=$(xl domid "$dom")
 base=/local/domain/$id/$dir
 while [ $# -ge 2 ]; do xenstore-write "$base/$1" "$2"; shift 2; done
@@ -119,6 +124,9 @@ class Side:
         return found if found is not None else DeviceState(minor=minor)
 
 
+#: DRBD connection states in which the destination's copy holds every write the guest
+#: made: in sync, or the source of a resync (the peer lags it).
+CURRENT_CONNECTIONS = ("Connected", "SyncSource", "PausedSyncS")
 #: How long finalize waits for a dying domain on the source (the guest's old self, which
 #: Xen has not finished destroying: a backend still maps some of its pages) to let go of
 #: the source's copy before it can be demoted.
@@ -801,6 +809,45 @@ class Migration:
             raise MigrationError(f"xl migrate succeeded but {left[0].name} is still on the "
                                  "source; refusing to unpause the destination (two copies)")
 
+    def _wait_for_current_copy(self, plan: Plan, timeout: float = 60.0) -> None:
+        """Give the destination's copies a moment to be connected and current (or the
+        source of a resync) before the finishing step checks it: a source host that was
+        just booted again reconnects within seconds.  The finishing step decides."""
+        deadline = self.clock() + timeout
+        while self.clock() < deadline:
+            try:
+                states = [self.destination.drbd(rp.minor) for rp in plan.resources]
+            except XenwamError:
+                return
+            if all(st.connection in CURRENT_CONNECTIONS and st.disk == "UpToDate"
+                   for st in states):
+                return
+            for rp, st in zip(plan.resources, states, strict=True):
+                if st.connection == "StandAlone":
+                    self._rejoin_left_copy(plan, rp.name)
+            self.sleep(2.0)
+
+    def _rejoin_left_copy(self, plan: Plan, name: str) -> None:
+        """The destination's copy dropped the pair (a split brain after a cut: both
+        copies were Primary when the link died, and each started a generation).  If this
+        host's copy holds no writes since they parted (the guest had left it), it rejoins
+        giving up its empty side, and the destination's copy is the resync's source."""
+        local = DrbdDevice(self.pairs.get(name) or load(name, self.config_dir))
+        st = local.state()
+        if st.is_connected or st.is_primary or st.out_of_sync_kib:
+            return  # a copy with writes of its own: the finishing step refuses
+        try:
+            local.rejoin_unwritten()
+            self.destination.xenwam("disk", "connect", name)
+        except XenwamError as exc:
+            self._note(f"{name}: could not rejoin this copy to the one on "
+                       f"{plan.destination}: {exc}", resource=name)
+            return
+        self._note(f"{name}: the copies parted when the link failed after the guest had "
+                   f"left this host; this copy (no writes since) rejoins giving up its "
+                   f"empty side, and the one on {plan.destination} resyncs it",
+                   resource=name)
+
     def rebind(self, plan: Plan) -> None:
         """On the destination, in one round trip (the guest is paused meanwhile): check it
         holds exactly one copy, write the guest's new network into its xenstore, unpause.
@@ -809,8 +856,25 @@ class Migration:
         assignment = network_assignment(plan, generation=int(self.clock() * 1000))
         argv = ["sh", "-c", FINISH_SCRIPT, "xenwam-finish", plan.domain,
                 "0" if self.options.paused else "1", layout.NETWORK_DIR,
+                ",".join(str(rp.minor) for rp in plan.resources),
                 *(x for kv in assignment.to_values() for x in kv)]
         result = self.destination.run(argv, timeout=120, check=False)
+        if result.exit_status == 4:
+            # One round trip while the guest is paused when all is well; only a copy
+            # that is not current yet costs the wait (and perhaps a rejoin).
+            self._wait_for_current_copy(plan)
+            result = self.destination.run(argv, timeout=120, check=False)
+        if result.exit_status == 4:
+            # DRBD lost the link after the handover: writes the guest made here meanwhile
+            # may be missing there.  Its only copy is the paused one: never unpause it on
+            # a disk that may be stale (found by the fault matrix, cut@memory).
+            raise MigrationError(
+                f"not unpausing {plan.domain} on {plan.destination}: "
+                f"{result.stderr.strip()[-200:]} (DRBD lost the link during the move, so "
+                f"the copy there may lack writes the guest made here meanwhile). The guest "
+                f"stays paused there, its memory intact; bring the copy there up to date "
+                f"from this host's (docs/migrate.md, 'A link lost during the move'), then "
+                f"run `xenwam migrate --recover {plan.id}`")
         if not result.ok:
             raise MigrationError(f"finishing on the destination failed: "
                                  f"{(result.stderr or result.stdout).strip()[-400:]!r}")
