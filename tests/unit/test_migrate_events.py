@@ -184,3 +184,11 @@ def test_recover_looks_again_at_a_migration_whose_cleanup_failed() -> None:
     assert not ended_for_good("failed: the cleanup failed too; run --recover")
     assert not ended_for_good("failed") and not ended_for_good(None)
     assert not ended_for_good("refused")
+
+
+def test_a_recovery_that_fails_leaves_the_migration_open_for_another() -> None:
+    """The fault matrix's cut@memory: --recover rolled forward, the finishing step refused
+    to unpause, and the journal still said "done (rolled forward)"."""
+    from xenwam.migrate.cli import ended_for_good
+
+    assert not ended_for_good("failed: run --recover again once the cause is fixed")

@@ -25,7 +25,7 @@ from xenwam.cliargs import (
     text_type,
 )
 from xenwam.drbd.resource import DEFAULT_CONFIG_DIR
-from xenwam.errors import ConfigError, MigrationError, XenError
+from xenwam.errors import ConfigError, MigrationError, XenError, XenwamError
 from xenwam.migrate import events as ev
 from xenwam.migrate.orchestrator import (
     Migration,
@@ -310,6 +310,12 @@ def _recover(args: argparse.Namespace, *, abort: bool) -> int:
     try:
         migration.reattach_local()  # this host may have been rebooted since
         migration.recover_after_failure()
+    except XenwamError as exc:
+        # Not ended: say so, and let a later --recover look again (ended_for_good).
+        migration.report.outcome = "failed: run --recover again once the cause is fixed"
+        migration.report.error = str(exc)
+        bus.emit(ev.Failed(time.time(), migration.state.phase.value, str(exc)))
+        raise
     finally:
         migration.report.total_seconds = 0.0
         journal.write_json("report.json", migration.report.__dict__)

@@ -1032,7 +1032,6 @@ class Migration:
         where = self.observe()
         self._note("after the failure: " + where.describe(), **where.to_json())
         if where.on_destination and not where.on_source:
-            self.report.outcome = "done (rolled forward)"
             if self.state.phase is Phase.MEMORY:
                 self._step(Action.REBIND)
             if where.destination_paused:
@@ -1044,6 +1043,7 @@ class Migration:
                 self._step(Action.FINALIZE)
             self.finalize(self.plan)
             self._step(Action.FINISH)
+            self.report.outcome = "done (rolled forward)"  # only once it is
             return
         self._step(Action.ABORT)
         self.abort(where)
