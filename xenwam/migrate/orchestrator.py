@@ -640,14 +640,13 @@ class Migration:
         """Connect each pair; DRBD resyncs by checksum until both copies match, with the
         guest writing all along.  A guest that writes faster than the link is slowed to
         the link's pace (protocol C) so that the resync converges."""
-        # DRBD counts what it sent per connection: a pair that connects now starts from
-        # 0, and its resync may start before this side could read a counter (the lab
-        # once missed 2.8 MiB of a resync that way); one already connected goes on.
+        # DRBD's sent counter runs for as long as the device exists: read it before
+        # connecting, since the resync may start before this side could read it after
+        # (the lab once missed 2.8 MiB of a resync that way).
         before: dict[str, int] = {}
         for rp in plan.resources:
             model = self.pairs[rp.name]
-            st = DrbdDevice(model).state()
-            before[rp.name] = st.sent_kib if st.is_connected else 0
+            before[rp.name] = DrbdDevice(model).state().sent_kib
             if not rp.reuse_pair:
                 self.destination.xenwam("disk", "create-md", rp.name)
             self.destination.xenwam("disk", "up", rp.name)
