@@ -500,6 +500,10 @@ class Migration:
                                    bandwidth_mbit=self.site.bandwidth_mbit,
                                    csums_alg=original.wan.csums_alg or "md5"))
 
+    def _model(self, name: str) -> Resource:
+        """Resource ``name`` as this run made its pair, else as this host's file says."""
+        return self.pairs.get(name) or load(name, self.config_dir)
+
     def _resource_at(self, minor: int) -> str | None:
         """The xenwam resource the destination has at DRBD ``minor``, if any."""
         doc = json.loads(self.destination.xenwam("disk", "status", "--json"))
@@ -836,7 +840,7 @@ class Migration:
         copies were Primary when the link died, and each started a generation).  If this
         host's copy holds no writes since they parted (the guest had left it), it rejoins
         giving up its empty side, and the destination's copy is the resync's source."""
-        local = DrbdDevice(self.pairs.get(name) or load(name, self.config_dir))
+        local = DrbdDevice(self._model(name))
         st = local.state()
         if st.is_connected or st.is_primary or st.out_of_sync_kib:
             return  # a copy with writes of its own: the finishing step refuses
@@ -949,7 +953,7 @@ class Migration:
         its copy as a peer (a return trip then sends only what changed).  Idempotent."""
         self._hold("finalize")
         for rp in plan.resources:
-            model = replace(self.pairs.get(rp.name) or load(rp.name, self.config_dir),
+            model = replace(self._model(rp.name),
                             mode="bulk")
             local = DrbdDevice(model)
             self._demote_source(local, plan)  # the hook's remove already did, normally
@@ -1019,7 +1023,7 @@ class Migration:
             return
         for rp in self.plan.resources:
             with contextlib.suppress(XenwamError):
-                local = DrbdDevice(self.pairs.get(rp.name) or load(rp.name, self.config_dir))
+                local = DrbdDevice(self._model(rp.name))
                 st = local.state()
                 if st.is_primary and not st.is_connected and \
                         st.connection not in ("StandAlone", "Unconfigured"):
@@ -1217,21 +1221,15 @@ class _ProgressWriter:
         self.inner.flush()
 
 
-class MemoryProgress:
-    """The memory phase's progress: the transport rewrites its stats file every few
-    seconds while xl's stream runs; each change becomes a ``memory`` progress event (bytes
-    on the wire both ways so far, and the rate since the last one)."""
+class _Background:
+    """A daemon thread running :meth:`_run` from :meth:`start` until :meth:`stop`."""
 
-    def __init__(self, stats_path: Path, domain: str, emit: Callable[[ev.Event], None],
-                 clock: Callable[[], float], interval: float = 2.0) -> None:
-        self.stats_path = stats_path
-        self.domain = domain
-        self.emit = emit
-        self.clock = clock
-        self.interval = interval
-        self.last: tuple[float, int] | None = None
+    def __init__(self) -> None:
         self._done = threading.Event()
         self._thread = threading.Thread(target=self._run, daemon=True)
+
+    def _run(self) -> None:
+        raise NotImplementedError
 
     def start(self) -> None:
         self._thread.start()
@@ -1239,6 +1237,22 @@ class MemoryProgress:
     def stop(self) -> None:
         self._done.set()
         self._thread.join(timeout=10)
+
+
+class MemoryProgress(_Background):
+    """The memory phase's progress: the transport rewrites its stats file every few
+    seconds while xl's stream runs; each change becomes a ``memory`` progress event (bytes
+    on the wire both ways so far, and the rate since the last one)."""
+
+    def __init__(self, stats_path: Path, domain: str, emit: Callable[[ev.Event], None],
+                 clock: Callable[[], float], interval: float = 2.0) -> None:
+        super().__init__()
+        self.stats_path = stats_path
+        self.domain = domain
+        self.emit = emit
+        self.clock = clock
+        self.interval = interval
+        self.last: tuple[float, int] | None = None
 
     def poll(self) -> ev.Progress | None:
         """The event for the stats file as it is now, if it moved on (None otherwise)."""
@@ -1263,27 +1277,19 @@ class MemoryProgress:
                 self.emit(event)
 
 
-class _SuspendWatcher:
+class _SuspendWatcher(_Background):
     """Polls ``xl list`` on the source during ``xl migrate`` for the moment the guest is
     suspended (state ``s``, or renamed, or gone): the start of its downtime.  Precision is
     the poll interval plus one ``xl list`` (about 0.2-0.5 s under TCG)."""
 
     def __init__(self, side: Side, name: str, clock: Callable[[], float],
                  interval: float = 0.2) -> None:
+        super().__init__()
         self.side = side
         self.name = name
         self.clock = clock
         self.interval = interval
         self.suspended_at: float | None = None
-        self._done = threading.Event()
-        self._thread = threading.Thread(target=self._run, daemon=True)
-
-    def start(self) -> None:
-        self._thread.start()
-
-    def stop(self) -> None:
-        self._done.set()
-        self._thread.join(timeout=10)
 
     def _run(self) -> None:
         while not self._done.is_set() and self.suspended_at is None:
