@@ -40,6 +40,23 @@ def test_every_subcommand_has_help_with_verbosity_flags(
     assert "--verbose" in out and "--quiet" in out
 
 
+def test_each_command_is_registered_by_the_module_named_for_it() -> None:
+    # `xenwam NAME ...` imports COMMANDS[NAME] alone: the map must say which module
+    # registers NAME, and the parser built from it alone must have NAME and nothing else.
+    assert _subcommands() == sorted(cli.COMMANDS)
+    for name in cli.COMMANDS:
+        parser = cli.build_parser(only=name)
+        sub = next(a for a in parser._actions if isinstance(a, argparse._SubParsersAction))
+        assert sorted(sub.choices) == [name]
+
+
+def test_the_command_is_the_first_word_that_is_not_an_option() -> None:
+    assert cli.command_named(["-v", "disk", "status", "--json"]) == "disk"
+    assert cli.command_named(["--version"]) is None
+    assert cli.command_named(["nonsense", "disk"]) is None
+    assert cli.command_named([]) is None
+
+
 def test_no_command_prints_help_and_exits_2(capsys: pytest.CaptureFixture[str]) -> None:
     assert cli.main([]) == 2
     assert "COMMAND" in capsys.readouterr().out
@@ -55,7 +72,7 @@ def test_xenwam_errors_become_one_line_and_their_exit_status(
         raise XenwamError("it broke")
 
     parser = cli.build_parser()
-    monkeypatch.setattr(cli, "build_parser", lambda: parser)
+    monkeypatch.setattr(cli, "build_parser", lambda only=None: parser)
     for handler, status in ((bad_config, 2), (failure, 1)):
         sub = next(a for a in parser._actions if isinstance(a, argparse._SubParsersAction))
         sub.choices["doctor"].set_defaults(handler=handler)
