@@ -244,3 +244,29 @@ def test_a_copy_in_use_is_not_demoted_to_rejoin() -> None:
     with pytest.raises(DrbdError, match="held open"):
         dev.rejoin_unwritten()
     assert ["drbdadm", "connect", "--discard-my-data", "r0"] not in r.calls
+
+
+def test_a_paused_guests_unwritten_primary_copy_rejoins_as_the_resyncs_target() -> None:
+    """The destination of a move cut off during the memory copy: Primary (the guest is
+    there, held paused), split brain with the source, nothing written here since."""
+    parted = proc("StandAlone", ro="Primary/Unknown", ds="UpToDate/DUnknown", oos=0)
+    dev, r = device([parted, parted])
+    assert dev.rejoin_as_target() is True
+    assert r.calls == [["drbdadm", "connect", "--after-sb-1pri=violently-as0p",
+                        "--rr-conflict=violently", "r0"]]
+    # Not demoted (it cannot be: the paused guest holds it), and DRBD must see the
+    # same after-sb setting on the source, which reconnects with it.
+    waiting = proc("WFConnection", ro="Secondary/Unknown", ds="UpToDate/DUnknown", oos=2048)
+    dev, r = device([waiting, waiting])
+    dev.reconnect_keeping_writes()
+    assert r.calls == [["drbdadm", "disconnect", "r0"],
+                       ["drbdadm", "connect", "--after-sb-1pri=violently-as0p",
+                        "--rr-conflict=violently", "r0"]]
+
+
+def test_a_written_primary_copy_never_rejoins_as_a_target() -> None:
+    dev, r = device([proc("StandAlone", ro="Primary/Unknown", ds="UpToDate/DUnknown",
+                          oos=8)])
+    with pytest.raises(DrbdError, match="8 KiB were written to this copy"):
+        dev.rejoin_as_target()
+    assert r.calls == []

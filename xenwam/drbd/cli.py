@@ -60,6 +60,10 @@ SIMPLE_OPERATIONS: dict[str, tuple[str, str]] = {
     "rejoin-unwritten": ("rejoin_unwritten",
                          "rejoin the peer giving up this copy's side of a split brain, "
                          "only if nothing was written here since they parted"),
+    "rejoin-as-target": ("rejoin_as_target",
+                         "rejoin the peer as a resync's target although Primary and in "
+                         "use (a migrated guest held paused here), giving up this copy's "
+                         "side of a split brain; only if nothing was written here since"),
 }
 
 

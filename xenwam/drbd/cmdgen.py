@@ -111,13 +111,23 @@ def detach(resource: str, *, config: Path | None = None) -> list[str]:
     return _drbdadm("detach", resource, config=config)
 
 
+#: Connect options by which a split brain between a Primary that wrote nothing since the
+#: two parted and a Secondary that did is resolved towards the Secondary: the 1-primary
+#: case takes the 0-primary rule (discard-zero-changes), and the Primary may become the
+#: resync's target.  DRBD compares the after-sb settings when peers meet, so both sides
+#: connect with them; they last for that connection only (the file keeps ``consensus``).
+UNWRITTEN_PRIMARY_YIELDS = ("--after-sb-1pri=violently-as0p", "--rr-conflict=violently")
+
+
 def connect(resource: str, *, discard_my_data: bool = False,
+            unwritten_primary_yields: bool = False,
             config: Path | None = None) -> list[str]:
     """Start connecting to the peer (``discard_my_data``: this side's data since the two
-    parted is given up when they meet, and the peer's is synced here)."""
-    if discard_my_data:
-        return _drbdadm("connect", resource, "--discard-my-data", config=config)
-    return _drbdadm("connect", resource, config=config)
+    parted is given up when they meet, and the peer's is synced here;
+    ``unwritten_primary_yields``: see :data:`UNWRITTEN_PRIMARY_YIELDS`)."""
+    flags = [*(["--discard-my-data"] if discard_my_data else []),
+             *(UNWRITTEN_PRIMARY_YIELDS if unwritten_primary_yields else ())]
+    return _drbdadm("connect", resource, *flags, config=config)
 
 
 def disconnect(resource: str, *, config: Path | None = None) -> list[str]:

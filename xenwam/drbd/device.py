@@ -192,6 +192,33 @@ class DrbdDevice:
         self._run(cmdgen.connect(self.name, discard_my_data=True, config=self.config))
         return True
 
+    def rejoin_as_target(self) -> bool:
+        """Rejoin the peer as the target of a resync although this copy is Primary and in
+        use, giving up its side of a split brain that holds no writes.  This is the
+        destination of a move cut off during the memory copy: the guest arrived, held
+        paused, on a copy that lacks what it wrote on the source meanwhile; its memory
+        matches the source's copy, so that copy's data is the one to keep.  The peer
+        must connect with the same options (:meth:`reconnect_keeping_writes`).
+        Refuses a copy with writes; returns False if it was connected already."""
+        st = self.state()
+        if st.is_connected:
+            return False
+        if st.out_of_sync_kib:
+            raise DrbdError(
+                f"resource {self.name!r}: {st.out_of_sync_kib} KiB were written to this "
+                "copy since it parted from its peer; refusing to discard them (see "
+                "docs/migrate.md on split brain)")
+        self.disconnect()
+        self._run(cmdgen.connect(self.name, unwritten_primary_yields=True, config=self.config))
+        return True
+
+    def reconnect_keeping_writes(self) -> None:
+        """Connect again, with the options by which an unwritten Primary peer yields
+        (:meth:`rejoin_as_target` there): this copy's writes since they parted are
+        resynced to the peer."""
+        self.disconnect()
+        self._run(cmdgen.connect(self.name, unwritten_primary_yields=True, config=self.config))
+
     # --- roles -----------------------------------------------------------------------
 
     def promote(self, *, force: bool = False) -> bool:

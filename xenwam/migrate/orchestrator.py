@@ -132,6 +132,9 @@ CURRENT_CONNECTIONS = ("Connected", "SyncSource", "PausedSyncS")
 #: Xen has not finished destroying: a backend still maps some of its pages) to let go of
 #: the source's copy before it can be demoted.
 DYING_WAIT_SECONDS = 120.0
+#: How long the finishing step waits for a resync towards the destination's copy once
+#: copies that parted during the move have been rejoined.
+RESYNC_WAIT_SECONDS = 180.0
 #: Times a verify's differing blocks are resynced and verified again before giving up.
 VERIFY_REPAIRS = 2
 
@@ -824,7 +827,10 @@ class Migration:
     def _wait_for_current_copy(self, plan: Plan, timeout: float = 60.0) -> None:
         """Give the destination's copies a moment to be connected and current (or the
         source of a resync) before the finishing step checks it: a source host that was
-        just booted again reconnects within seconds.  The finishing step decides."""
+        just booted again reconnects within seconds, and copies that parted in a split
+        brain are rejoined (:meth:`_rejoin_left_copy`), after which the resync towards
+        the destination gets :data:`RESYNC_WAIT_SECONDS` more.  The finishing step
+        decides."""
         deadline = self.clock() + timeout
         while self.clock() < deadline:
             try:
@@ -835,30 +841,54 @@ class Migration:
                    for st in states):
                 return
             for rp, st in zip(plan.resources, states, strict=True):
-                if st.connection == "StandAlone":
-                    self._rejoin_left_copy(plan, rp.name)
+                if st.connection == "StandAlone" and self._rejoin_left_copy(plan, rp.name):
+                    deadline = max(deadline, self.clock() + RESYNC_WAIT_SECONDS)
             self.sleep(2.0)
 
-    def _rejoin_left_copy(self, plan: Plan, name: str) -> None:
-        """The destination's copy dropped the pair (a split brain after a cut: both
-        copies were Primary when the link died, and each started a generation).  If this
-        host's copy holds no writes since they parted (the guest had left it), it rejoins
-        giving up its empty side, and the destination's copy is the resync's source."""
+    def _rejoin_left_copy(self, plan: Plan, name: str) -> bool:
+        """The destination's copy dropped the pair: a split brain after a cut (both
+        copies were Primary when the link died, and each started a generation).  Which
+        side gives up its side depends on which holds writes since they parted:
+
+        - this host's copy holds none (the guest had left it): it rejoins giving up its
+          empty side, and the destination's copy is the resync's source;
+        - this host's copy holds writes and the destination's none (the link died during
+          the memory copy: the guest wrote here until it was suspended, and its copy on
+          the destination is held paused, never run): the destination's copy rejoins as
+          the resync's target although Primary, and the guest is unpaused only once it
+          is current (the finishing step checks).
+
+        Copies both written refuse, and the finishing step keeps the guest paused.
+        True if a rejoin was started."""
         local = DrbdDevice(self._model(name))
         st = local.state()
-        if st.is_connected or st.is_primary or st.out_of_sync_kib:
-            return  # a copy with writes of its own: the finishing step refuses
+        if st.is_connected:
+            return False
+        if st.is_primary and not xl.copies_of(self.source.xl_list(), plan.domain):
+            with contextlib.suppress(DrbdError):
+                local.demote(attempts=3)  # no guest here holds it: the hook's job, left
+            st = local.state()
+        if st.is_primary:
+            return False
         try:
-            local.rejoin_unwritten()
-            self.destination.xenwam("disk", "connect", name)
+            if not st.out_of_sync_kib:
+                local.rejoin_unwritten()
+                self.destination.xenwam("disk", "connect", name)
+                how = (f"this copy (no writes since) rejoins giving up its empty side, and "
+                       f"the one on {plan.destination} resyncs it")
+            else:
+                self.destination.xenwam("disk", "rejoin-as-target", name)
+                local.reconnect_keeping_writes()
+                how = (f"the guest wrote {st.out_of_sync_kib} KiB here before it was "
+                       f"suspended that the copy on {plan.destination} lacks; that copy "
+                       "(held by the paused guest, no writes of its own) rejoins as the "
+                       "resync's target, and the guest stays paused until it is current")
         except XenwamError as exc:
-            self._note(f"{name}: could not rejoin this copy to the one on "
-                       f"{plan.destination}: {exc}", resource=name)
-            return
-        self._note(f"{name}: the copies parted when the link failed after the guest had "
-                   f"left this host; this copy (no writes since) rejoins giving up its "
-                   f"empty side, and the one on {plan.destination} resyncs it",
+            self._note(f"{name}: could not rejoin the copies: {exc}", resource=name)
+            return False
+        self._note(f"{name}: the copies parted when the link failed during the move; {how}",
                    resource=name)
+        return True
 
     def rebind(self, plan: Plan) -> None:
         """On the destination, in one round trip (the guest is paused meanwhile): check it
