@@ -8,10 +8,13 @@ log lines themselves to one JSON object per line for collectors.
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
 import logging
 import os
 import sys
+from collections.abc import Iterator
+from pathlib import Path
 
 
 class _JsonFormatter(logging.Formatter):
@@ -60,5 +63,31 @@ def configure(verbose: int = 0, quiet: bool = False) -> None:
     root = logging.getLogger()
     for old in list(root.handlers):
         root.removeHandler(old)
+    handler.setLevel(level_for(verbose, quiet))
     root.addHandler(handler)
     root.setLevel(level_for(verbose, quiet))
+
+
+#: The logger every external command run is reported to (:mod:`xenwam.runner`).
+COMMANDS_LOGGER = "xenwam.runner"
+
+
+@contextlib.contextmanager
+def command_log(path: Path) -> Iterator[None]:
+    """While inside, every command xenwam runs (locally or over ssh) is appended to
+    ``path`` with its start, exit status and duration, whatever the verbosity: the
+    record of where a migration's time went."""
+    handler = logging.FileHandler(path)
+    handler.setLevel(logging.DEBUG)
+    handler.setFormatter(logging.Formatter("%(asctime)s.%(msecs)03d %(message)s",
+                                           "%Y-%m-%dT%H:%M:%S"))
+    logger = logging.getLogger(COMMANDS_LOGGER)
+    old_level = logger.level
+    logger.addHandler(handler)
+    logger.setLevel(logging.DEBUG)
+    try:
+        yield
+    finally:
+        logger.removeHandler(handler)
+        logger.setLevel(old_level)
+        handler.close()

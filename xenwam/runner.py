@@ -61,6 +61,11 @@ class Runner(Protocol):
     ) -> CommandResult: ...
 
 
+def _tail(line: str, keep: int = 300) -> str:
+    """The end of a long command line (over ssh, the remote command is at the end)."""
+    return line if len(line) <= keep else "..." + line[-keep:]
+
+
 def _text(data: str | bytes | None) -> str:
     if data is None:
         return ""
@@ -132,7 +137,8 @@ class SubprocessRunner:
             stderr=_text(proc.stderr),
             duration=time.monotonic() - start,
         )
-        log.debug("exit %d after %.3f s: %s", result.exit_status, result.duration, args[0])
+        log.debug("exit %d after %.3f s: %s", result.exit_status, result.duration,
+                  _tail(result.command_line))
         if check and not result.ok:
             raise CommandError(
                 f"{result.command_line!r} failed with exit status {result.exit_status}: "

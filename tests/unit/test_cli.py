@@ -114,3 +114,23 @@ def test_a_reader_that_goes_away_ends_the_command_quietly(tmp_path: Path) -> Non
         os.close(write_end)
     assert proc.stderr == b""
     assert proc.returncode == 128 + signal.SIGPIPE
+
+
+def test_the_command_log_records_each_command_whatever_the_verbosity(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    from xenwam.log import command_log, configure
+    from xenwam.runner import SubprocessRunner
+
+    configure(0, True)  # -q: nothing below ERROR on stderr
+    path = tmp_path / "commands.log"
+    with command_log(path):
+        SubprocessRunner().run(["true"])
+        SubprocessRunner().run(["sh", "-c", "exit 3"], check=False)
+    SubprocessRunner().run(["echo", "after"])  # not recorded: the log is closed
+    lines = path.read_text().splitlines()
+    assert len(lines) == 4, lines
+    assert lines[0].endswith(" run: true")
+    assert " exit 0 after " in lines[1] and lines[1].endswith(" s: true")
+    assert " exit 3 after " in lines[3] and lines[3].endswith("sh -c 'exit 3'")
+    assert capsys.readouterr().err == ""

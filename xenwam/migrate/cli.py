@@ -26,6 +26,7 @@ from xenwam.cliargs import (
 )
 from xenwam.drbd.resource import DEFAULT_CONFIG_DIR
 from xenwam.errors import ConfigError, MigrationError, XenError, XenwamError
+from xenwam.log import command_log
 from xenwam.migrate import events as ev
 from xenwam.migrate.orchestrator import (
     Migration,
@@ -39,6 +40,9 @@ from xenwam.migrate.orchestrator import (
 from xenwam.migrate.phases import MigrationState, Phase
 from xenwam.migrate.plan import Plan
 from xenwam.xen import xl
+
+#: In a migration's journal directory: every command it ran, with its duration.
+COMMANDS_LOG = "commands.log"
 
 DESCRIPTION = """\
 Move the running guest DOMAIN from this dom0 to HOST, disk and memory, over a wide-area
@@ -236,7 +240,8 @@ def _migrate(args: argparse.Namespace) -> int:
                                                   xenwam_command=args.remote_xenwam),
                           config_dir=Path(args.config_dir), site=site)
     try:
-        report = migration.run()
+        with command_log(journal.directory / COMMANDS_LOG):
+            report = migration.run()
     finally:
         display.close()
     _print_report(args, report.__dict__)
@@ -308,8 +313,9 @@ def _recover(args: argparse.Namespace, *, abort: bool) -> int:
     migration.state = MigrationState(phase=Phase(summary.phase))
     migration._phase_start = time.time()
     try:
-        migration.reattach_local()  # this host may have been rebooted since
-        migration.recover_after_failure()
+        with command_log(journal.directory / COMMANDS_LOG):
+            migration.reattach_local()  # this host may have been rebooted since
+            migration.recover_after_failure()
     except XenwamError as exc:
         # Not ended: say so, and let a later --recover look again (ended_for_good).
         migration.report.outcome = "failed: run --recover again once the cause is fixed"
