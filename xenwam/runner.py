@@ -12,6 +12,7 @@ import logging
 import os
 import shlex
 import subprocess
+import threading
 import time
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
@@ -152,6 +153,25 @@ default_runner: Runner = SubprocessRunner()
 
 #: A started process the caller owns (:func:`start_background`, :func:`start_piped`).
 Process = subprocess.Popen[bytes]
+
+
+class Background:
+    """A daemon thread running :meth:`_run` from :meth:`start` until :meth:`stop` (a
+    poller beside a long command: its ``_run`` waits on :attr:`_done` between rounds)."""
+
+    def __init__(self) -> None:
+        self._done = threading.Event()
+        self._thread = threading.Thread(target=self._run, daemon=True)
+
+    def _run(self) -> None:
+        raise NotImplementedError
+
+    def start(self) -> None:
+        self._thread.start()
+
+    def stop(self) -> None:
+        self._done.set()
+        self._thread.join(timeout=10)
 
 
 def start_background(

@@ -47,7 +47,7 @@ from typing import BinaryIO
 
 import zstandard as zstd
 
-from xenwam.runner import start_piped
+from xenwam.runner import Background, start_piped
 from xenwam.xen.remote import ensure_control_dir, ssh_argv
 
 #: Largest read from xl at once; a read returns early with whatever is there.
@@ -190,30 +190,28 @@ def write_stats(path: str, stats: TransportStats, *, final: bool) -> None:
     os.replace(tmp, path)
 
 
-class StatsWriter:
+class StatsWriter(Background):
     """Rewrites the stats file every ``interval`` seconds until stopped, then once more
     with ``final`` set."""
 
     def __init__(self, path: str, stats: TransportStats,
                  interval: float = STATS_INTERVAL) -> None:
+        super().__init__()
         self.path = path
         self.stats = stats
         self.interval = interval
-        self._stop = threading.Event()
-        self._thread = threading.Thread(target=self._run, daemon=True)
 
     def _run(self) -> None:
-        while not self._stop.wait(self.interval):
+        while not self._done.wait(self.interval):
             with contextlib.suppress(OSError):
                 write_stats(self.path, self.stats, final=False)
 
     def __enter__(self) -> StatsWriter:
-        self._thread.start()
+        self.start()
         return self
 
     def __exit__(self, *exc: object) -> None:
-        self._stop.set()
-        self._thread.join(timeout=10)
+        self.stop()
         write_stats(self.path, self.stats, final=True)
 
 

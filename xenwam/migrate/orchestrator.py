@@ -24,7 +24,6 @@ import shlex
 import shutil
 import signal
 import sys
-import threading
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field, replace
@@ -60,7 +59,7 @@ from xenwam.migrate.plan import (
     plan_network,
     plan_resources,
 )
-from xenwam.runner import CommandResult, Runner, default_runner, start_piped
+from xenwam.runner import Background, CommandResult, Runner, default_runner, start_piped
 from xenwam.xen import xl
 from xenwam.xen.remote import SshRunner, ensure_control_dir, ssh_argv
 from xenwam_guest import layout
@@ -1256,25 +1255,7 @@ class _ProgressWriter:
         self.inner.flush()
 
 
-class _Background:
-    """A daemon thread running :meth:`_run` from :meth:`start` until :meth:`stop`."""
-
-    def __init__(self) -> None:
-        self._done = threading.Event()
-        self._thread = threading.Thread(target=self._run, daemon=True)
-
-    def _run(self) -> None:
-        raise NotImplementedError
-
-    def start(self) -> None:
-        self._thread.start()
-
-    def stop(self) -> None:
-        self._done.set()
-        self._thread.join(timeout=10)
-
-
-class MemoryProgress(_Background):
+class MemoryProgress(Background):
     """The memory phase's progress: the transport rewrites its stats file every few
     seconds while xl's stream runs; each change becomes a ``memory`` progress event (bytes
     on the wire both ways so far, and the rate since the last one)."""
@@ -1312,7 +1293,7 @@ class MemoryProgress(_Background):
                 self.emit(event)
 
 
-class _SuspendWatcher(_Background):
+class _SuspendWatcher(Background):
     """The moment the guest is suspended on the source during ``xl migrate``: the start
     of its downtime.
 
