@@ -28,7 +28,7 @@ from functools import partial
 from pathlib import Path
 from typing import Any
 
-from xenwam.errors import CommandError, ConfigError, LabError
+from xenwam.errors import CommandError, ConfigError, LabError, XenwamError
 from xenwam.lab import config as cfg
 from xenwam.lab.build import (
     Artifacts,
@@ -1289,6 +1289,25 @@ class Lab:
         state.guests = [record if g.name == name else g for g in state.guests]
         self._save(state)
         return record
+
+    def remove_guest(self, name: str, resources: Sequence[str] = ()) -> None:
+        """Destroy guest ``name`` on both hosts with its DRBD ``resources`` (default
+        NAME-disk) and its files there, then forget it.  Best effort, for a test's or a
+        benchmark's cleanup: what cannot be removed is reported, not raised."""
+        names = " ".join(resources or (f"{name}-disk",))
+        script = (f"xl destroy {name} 2>/dev/null; "
+                  f"for r in {names}; do drbdadm down $r 2>/dev/null; "
+                  "xenwam disk unprovision $r >/dev/null 2>&1; "
+                  "rm -f /etc/drbd.d/xenwam-$r.res /var/lib/xenwam/disks/$r*; done; "
+                  f"for f in {GUEST_DIR}/{name}-*.img {GUEST_DIR}/{name}.save; do "
+                  "for l in $(losetup -n -O NAME -j $f 2>/dev/null); do losetup -d $l; done; "
+                  f"rm -f $f; done; rm -f {GUEST_DIR}/{name}-initrd.gz; true")
+        for host in HOSTS:
+            try:
+                self.exec(host, ["sh", "-c", script], timeout=300, check=False)
+            except XenwamError as exc:
+                self.progress(f"cleaning up {name} on {host}: {exc}")
+        self.forget_guest(name)
 
     def forget_guest(self, name: str) -> None:
         """Drop guest ``name`` from the lab's records once it was destroyed (its number,

@@ -54,7 +54,7 @@ from xenwam.cliargs import Parser, int_in, number_in, regular_file, text_type
 from xenwam.docblock import replace_block
 from xenwam.errors import BenchError, ConfigError, XenwamError
 from xenwam.lab.config import Layout, Shaping, parse_duration_ms, parse_rate_kbit
-from xenwam.lab.xl import PingReply, XlDomain, parse_xl_list
+from xenwam.lab.xl import GUEST_DIR, PingReply, XlDomain, parse_xl_list
 
 METHODS = ("freeze-copy", "stock-lan", "xenwam")
 #: The smoke run's defaults (CI): one size, one profile, one repeat.
@@ -649,7 +649,6 @@ class OwnLab:
             self.lab.down()
 
 
-GUEST_DIR = "/var/lib/xenwam-lab"
 #: The data disk's xenwam resource takes DRBD minor DATA_MINOR_BASE + the guest's number
 #: (the guest's own disk takes its number, 1-39; site ports allow minors up to 99).
 DATA_MINOR_BASE = 40
@@ -745,22 +744,10 @@ class Bench:
                              f"{seen.output[-200:]!r}")
         return record
 
-    def _remove_guest(self, lab: Any, name: str) -> None:
+    @staticmethod
+    def _remove_guest(lab: Any, name: str) -> None:
         """Destroy guest ``name`` on both hosts with its resources and files; forget it."""
-        resources = f"{name}-disk {name}-big"
-        script = (f"xl destroy {name} 2>/dev/null; "
-                  f"for r in {resources}; do drbdadm down $r 2>/dev/null; "
-                  "xenwam disk unprovision $r >/dev/null 2>&1; "
-                  "rm -f /etc/drbd.d/xenwam-$r.res /var/lib/xenwam/disks/$r*; done; "
-                  f"for f in {GUEST_DIR}/{name}-*.img {GUEST_DIR}/{name}.save; do "
-                  "for l in $(losetup -n -O NAME -j $f 2>/dev/null); do losetup -d $l; done; "
-                  f"rm -f $f; done; rm -f {GUEST_DIR}/{name}-initrd.gz; true")
-        for host in ("a", "b"):
-            try:
-                self._sh(lab, host, script, timeout=300, check=False)
-            except XenwamError as exc:
-                self.say(f"cleaning up {name} on {host}: {exc}")
-        lab.forget_guest(name)
+        lab.remove_guest(name, (f"{name}-disk", f"{name}-big"))
 
     def _pinger(self, lab: Any, address: str, tag: str) -> tuple[Any, Path]:
         from xenwam.runner import start_background
