@@ -124,6 +124,30 @@ class Side:
         return found if found is not None else DeviceState(minor=minor)
 
 
+#: Run on the destination (one ssh round trip): wait, up to $1 seconds, until the guest
+#: agent's report under $0 has generation $2, then print each key named after it as
+#: KEY=VALUE and the generation again as ``recheck``.  The agent writes the generation
+#: last, so the keys read after a matching one are that answer's; a newer answer written
+#: meanwhile shows as a recheck that differs.  It waits on a xenstore watch, 2 s at a
+#: time (so a change between a read and setting the watch costs 2 s at most), not by
+#: polling: dom0 is weighted above the guest, and a dom0 polling xenstore over ssh four
+#: times a second kept the guest's agent from running for 20 s in the lab.
+AGENT_WAIT_SCRIPT = r"""
+base=$0 end=$(( $(date +%s) + $1 )) want=$2; shift 2
+watch=; command -v xenstore-watch >/dev/null 2>&1 && watch=1
+while [ "$(xenstore-read "$base/generation" 2>/dev/null)" != "$want" ] &&
+      [ "$(date +%s)" -lt "$end" ]; do
+    if [ -n "$watch" ]; then
+        timeout 2 xenstore-watch -n 2 "$base/generation" >/dev/null 2>&1; s=$?
+        [ "$s" -eq 0 ] || [ "$s" -eq 124 ] || sleep 1
+    else
+        sleep 0.5
+    fi
+done
+for k in "$@"; do echo "$k=$(xenstore-read "$base/$k" 2>/dev/null)"; done
+echo "recheck=$(xenstore-read "$base/generation" 2>/dev/null)"
+"""
+
 #: DRBD connection states in which the destination's copy holds every write the guest
 #: made: in sync, or the source of a resync (the peer lags it).
 CURRENT_CONNECTIONS = ("Connected", "SyncSource", "PausedSyncS")
@@ -944,18 +968,12 @@ class Migration:
         """Read the agent's report until it answers ``generation`` (or the timeout).  Its
         error is a note, not a failure: the guest runs on the destination either way."""
         deadline = unpaused + self.options.agent_timeout
-        # One ssh round trip reads every key: "KEY=VALUE" lines (values are one line).
-        # The agent writes the generation last, so it is read first: when it matches, the
-        # other keys read after it are that answer's (read the other way round, a key
-        # read before the agent wrote it came back empty while the generation matched).
-        # It is read again at the end ("recheck") in case a newer answer came meanwhile.
-        script = ('for k in "$@"; do echo "$k=$(xenstore-read "$0/$k" 2>/dev/null)"; done; '
-                  'echo "recheck=$(xenstore-read "$0/generation" 2>/dev/null)"')
         base = f"/local/domain/{domid}/{layout.REPORT_DIR}"
         keys = ["generation", *(k for k in layout.REPORT_KEYS if k != "generation")]
         while True:
-            res = self.destination.run(["sh", "-c", script, base, *keys],
-                                       check=False, timeout=30)
+            left = max(1, int(deadline - self.clock()) + 1)
+            res = self.destination.run(["sh", "-c", AGENT_WAIT_SCRIPT, base, str(left),
+                                        generation, *keys], check=False, timeout=left + 60)
             values = dict(line.split("=", 1) for line in res.stdout.splitlines()
                           if "=" in line)
             if values.get("generation") == generation == values.pop("recheck", None):
