@@ -1,6 +1,7 @@
-"""CI's part of the fault matrix (issue 13), on real Xen and DRBD: the two cases that
-exercise xenwam's own recovery (a killed orchestrator while memory moves, a crashed source
-while the guest waits paused on the destination).  One case per fault kind is
+"""CI's part of the fault matrix (issue 13), on real Xen and DRBD: the case that
+exercises xenwam's own recovery (a killed orchestrator while memory moves: `--recover`
+must follow xl migrate, which went on alone).  The crashed source while the guest waits
+paused on the destination left CI for its time budget.  One case per fault kind is
 ``xenwam bench faults --cases kinds`` (about 25 minutes); the whole matrix is
 ``xenwam bench faults`` (docs/reliability.md).
 
@@ -10,7 +11,7 @@ moment the migration's own event stream names, and the invariants are checked fr
 both hosts (:mod:`xenwam.lab.faults`): the guest runs on exactly one host, no
 acknowledged record is lost, the copies reconnect without a split brain, the journal
 says how it ended and a second ``--recover`` is a no-op, and a migration without a
-fault then succeeds (both cases roll forward: the guest moves).
+fault then succeeds (the case rolls forward: the guest moves).
 """
 
 from __future__ import annotations

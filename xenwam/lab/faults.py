@@ -159,7 +159,8 @@ def matrix() -> list[Case]:
 #: the matrix has been run by hand (docs/reliability.md).
 CI_CASES: tuple[str, ...] = (
     "kill-orchestrator@memory",    # xl migrate goes on alone; --recover must follow it
-    "crash-source@paused",         # --recover after the reboot unpauses and finalizes
+    # crash-source@paused (--recover after a reboot unpauses and finalizes) left CI for
+    # its time budget (4 min); it runs with --cases kinds and in the whole matrix.
 )
 
 #: One case per fault kind (``--cases kinds``): about 25 minutes under TCG.
@@ -616,7 +617,7 @@ def parser() -> argparse.ArgumentParser:
         "matrix and what is left out of it, and why.")
     p.add_argument("--cases", type=text_type("cases", str), default="all", metavar="LIST",
                    help="comma-separated FAULT@MOMENT, 'kinds' (one per fault kind), 'ci' "
-                        "(CI's two) or 'all' (default)")
+                        "(CI's one) or 'all' (default)")
     p.add_argument("--list", action="store_true", help="print the cases and exit")
     p.add_argument("--outage", type=number_in(5, 3600, what=" seconds"), default=45.0,
                    metavar="S", help="how long a cut or lossy link lasts (default 45)")
