@@ -86,5 +86,7 @@ def test_a_vagrant_host_is_made_a_xenwam_host_like_the_labs() -> None:
     assert '"10.2.0.0/24"' in site and '"10.0.0.2"' in site and "rtt_ms = 40" in site
     assert ["ln", "-sf", "/opt/xenwam/hooks/block-xenwam",
             "/etc/xen/scripts/block-xenwam"] in runner.calls
-    assert runner.calls[-1] == ["sh", "-c", "modprobe drbd && echo Y > "
-                                "/sys/module/drbd/parameters/disable_sendpage"]
+    assert runner.calls[-2:] == [
+        ["sh", "-c", "modprobe drbd && echo Y > /sys/module/drbd/parameters/disable_sendpage"],
+        ["sh", "-c", "xl sched-credit2 -d Domain-0 -w 1024 2>/dev/null "
+                     "|| xl sched-credit -d Domain-0 -w 1024"]]
