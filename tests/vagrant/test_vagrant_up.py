@@ -184,7 +184,8 @@ def test_xenwam_migrate_between_the_vagrant_sites(libvirtd: None, tmp_path: Path
         # The provisioner made both dom0s xenwam hosts, as `xenwam lab up` does.
         for machine in ("xen-a", "xen-b"):
             doctor = _ssh(machine, "xenwam --version && cat /etc/xenwam/site.toml")
-            assert "xenwam" in doctor and "replication_address" in doctor, doctor
+            assert "xenwam" in doctor and "[replication]" in doctor, doctor
+            assert f'address = "{cfg.link_address(machine[-1]).ip}"' in doctor, doctor
         t0 = time.monotonic()
         _ssh("xen-a", f"truncate -s {spec.data_disk_mib}M {spec.data_disk} && "
                       f"xenwam disk adopt {spec.disk_resource} --disk {spec.data_disk} "
