@@ -179,6 +179,17 @@ class DrbdDevice:
         left Primary by a handover gets when the link dies: both primaries start a new
         data generation.  Refuses a copy with writes or one in use; returns False if the
         copy was connected already (nothing to do)."""
+        if not self._parted_unwritten():
+            return False
+        self.disconnect()
+        self.demote(attempts=1)
+        self._run(cmdgen.connect(self.name, discard_my_data=True, config=self.config))
+        return True
+
+    def _parted_unwritten(self) -> bool:
+        """False if connected; True if parted from the peer with nothing written here
+        since (empty bitmap); :class:`DrbdError` if something was: the precondition of
+        giving up this copy's side of a split brain."""
         st = self.state()
         if st.is_connected:
             return False
@@ -187,9 +198,6 @@ class DrbdDevice:
                 f"resource {self.name!r}: {st.out_of_sync_kib} KiB were written to this "
                 "copy since it parted from its peer; refusing to discard them (see "
                 "docs/migrate.md on split brain)")
-        self.disconnect()
-        self.demote(attempts=1)
-        self._run(cmdgen.connect(self.name, discard_my_data=True, config=self.config))
         return True
 
     def rejoin_as_target(self) -> bool:
@@ -200,22 +208,17 @@ class DrbdDevice:
         matches the source's copy, so that copy's data is the one to keep.  The peer
         must connect with the same options (:meth:`reconnect_keeping_writes`).
         Refuses a copy with writes; returns False if it was connected already."""
-        st = self.state()
-        if st.is_connected:
+        if not self._parted_unwritten():
             return False
-        if st.out_of_sync_kib:
-            raise DrbdError(
-                f"resource {self.name!r}: {st.out_of_sync_kib} KiB were written to this "
-                "copy since it parted from its peer; refusing to discard them (see "
-                "docs/migrate.md on split brain)")
-        self.disconnect()
-        self._run(cmdgen.connect(self.name, unwritten_primary_yields=True, config=self.config))
+        self.reconnect_keeping_writes()  # DRBD wants the peer's options: the same call
         return True
 
     def reconnect_keeping_writes(self) -> None:
-        """Connect again, with the options by which an unwritten Primary peer yields
-        (:meth:`rejoin_as_target` there): this copy's writes since they parted are
-        resynced to the peer."""
+        """Connect again, with the options by which an unwritten Primary yields
+        (:data:`cmdgen.UNWRITTEN_PRIMARY_YIELDS`; both sides of such a rejoin connect
+        with them): run on the copy with writes while the peer runs
+        :meth:`rejoin_as_target`, this copy's writes since they parted are resynced to
+        the peer."""
         self.disconnect()
         self._run(cmdgen.connect(self.name, unwritten_primary_yields=True, config=self.config))
 
