@@ -336,3 +336,23 @@ def test_disk_install_refuses_hostile_stdin_in_one_line(tmp_path: Path) -> None:
     good = box.run(argv, json.dumps(_model()).encode())
     assert good.returncode == 0 and not good.escapes, good.describe()
     assert (box.root / "work" / "cfg" / "xenwam-g1.res").is_file()
+
+
+def test_disk_operation_with_install_writes_the_model_then_acts(tmp_path: Path) -> None:
+    """``xenwam disk bulk NAME --install`` (what the orchestrator sends the destination, to
+    save a round trip): the model on stdin is refused as `install` refuses it, and so is
+    a model of another resource, nothing written or run; a good one is written, then the
+    operation runs (here it reaches for drbdadm, which the sandbox stops)."""
+    box = Sandbox(tmp_path)
+    res = box.root / "work" / "cfg" / "xenwam-g1.res"
+    hostile = box.run(["disk", "bulk", "g1", "--install", "--config-dir", "cfg"],
+                      HOSTILE_MODELS["secret with a quote"])
+    assert not _problems(hostile) and not res.exists(), hostile.describe()
+    other = box.run(["disk", "bulk", "g2", "--install", "--config-dir", "cfg"],
+                    json.dumps(_model()).encode())
+    assert not _problems(other) and "not 'g2'" in other.stderr, other.describe()
+    assert not res.exists()
+    good = box.run(["disk", "bulk", "g1", "--install", "--config-dir", "cfg"],
+                   json.dumps(_model()).encode())
+    assert res.is_file() and "battery-secret-1" in res.read_text()
+    assert [event for event, _ in good.escapes] == ["subprocess.Popen"], good.describe()

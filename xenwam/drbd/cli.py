@@ -148,7 +148,16 @@ def _device(args: argparse.Namespace) -> DrbdDevice:
 
 def _simple(operation: str) -> Callable[[argparse.Namespace], int]:
     def handler(args: argparse.Namespace) -> int:
-        result = getattr(_device(args), operation)()
+        if args.install:
+            resource = volume.read_model(sys.stdin.buffer.read(volume.MODEL_MAX + 1))
+            if resource.name != args.name:
+                raise ConfigError(f"--install: stdin holds resource {resource.name!r}, not "
+                                  f"{args.name!r}; nothing was written")
+            install(resource, _config_dir(args))
+        device = _device(args)
+        if getattr(args, "create_md", False):
+            device.create_md()
+        result = getattr(device, operation)()
         if args.json:
             print(json.dumps({"resource": args.name, "operation": operation,
                               "changed": result if isinstance(result, bool) else None}))
@@ -395,6 +404,13 @@ def register(subparsers: Any, common: argparse.ArgumentParser) -> None:
     for command, (operation, text) in SIMPLE_OPERATIONS.items():
         p = sub.add_parser(command, parents=[shared], help=text)
         p.add_argument("name", type=resource_name_arg)
+        p.add_argument("--install", action="store_true",
+                       help="first write the resource model read from stdin, as `xenwam "
+                            "disk install` does (one call where a remote caller made two)")
+        if command == "up":
+            p.add_argument("--create-md", action="store_true",
+                           help="first write DRBD metadata unless valid metadata exists "
+                                "(as `xenwam disk create-md`)")
         p.set_defaults(handler=_simple(operation))
 
     p = sub.add_parser("promote", parents=[shared], help="make this host Primary")

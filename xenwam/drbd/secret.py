@@ -13,7 +13,6 @@ here ever quotes the secret.
 from __future__ import annotations
 
 import os
-import secrets
 import stat
 from pathlib import Path
 
@@ -32,6 +31,8 @@ FILE_MAX = 4096
 
 def generate(length: int = GENERATED_LENGTH) -> str:
     """A fresh random secret from the operating system's CSPRNG."""
+    import secrets  # here: it pulls in hashlib, which most `xenwam disk` commands never use
+
     return "".join(secrets.choice(ALPHABET) for _ in range(length))
 
 

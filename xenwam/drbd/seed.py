@@ -27,17 +27,21 @@ Stream layout (all integers big-endian), compressed as one zstd stream::
 from __future__ import annotations
 
 import errno
-import hashlib
 import os
 import struct
 import time
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
-from typing import BinaryIO
-
-import zstandard
+from typing import TYPE_CHECKING, BinaryIO
 
 from xenwam.errors import DrbdError
+
+if TYPE_CHECKING:
+    import hashlib
+
+# zstandard and hashlib are imported where a stream is made or read: every `xenwam disk`
+# command imports this module for its constants, and a remote one runs in a dom0 where
+# each import costs (a tenth of a second each in the TCG lab).
 
 MAGIC = b"XWSEED1\n"
 HEADER = struct.Struct(">8sQI")
@@ -92,6 +96,8 @@ class _CountingWriter:
 
 
 def _new_digest(size: int, block_size: int) -> hashlib.blake2b:
+    import hashlib
+
     h = hashlib.blake2b(digest_size=DIGEST_SIZE, person=b"xenwam-seed")
     h.update(struct.pack(">QI", size, block_size))
     return h
@@ -182,6 +188,8 @@ def send(
     start = clock()
     fd = source.fileno()
     size = device_size(source)
+    import zstandard
+
     counter = _CountingWriter(out)
     compressor = zstandard.ZstdCompressor(level=level)
     h = _new_digest(size, block_size)
@@ -243,6 +251,8 @@ def receive(
     survive.  Raises :class:`SeedError` if the stream is malformed or the digest of the
     target after writing differs from the source's.
     """
+    import zstandard
+
     start = clock()
     counter = _CountingReader(stream)
     reader = zstandard.ZstdDecompressor().stream_reader(counter)  # type: ignore[arg-type]

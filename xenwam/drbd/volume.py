@@ -22,9 +22,7 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import secrets
 import socket
-import string
 import sys
 from dataclasses import dataclass, replace
 from pathlib import Path
@@ -46,6 +44,7 @@ from xenwam.drbd.resource import (
     uninstall,
     valid_name,
 )
+from xenwam.drbd.secret import generate as generate_secret
 from xenwam.errors import ConfigError, DrbdError
 from xenwam.runner import Runner, default_runner
 
@@ -54,15 +53,6 @@ MIB = 1024 * 1024
 SIZE_MAX = 64 * 1024 * 1024 * MIB
 #: Largest resource model ``install`` reads from stdin (a real one is under 2 KiB).
 MODEL_MAX = 64 * 1024
-#: Secrets are drawn from characters DRBD's config syntax takes without quoting trouble.
-_SECRET_ALPHABET = string.ascii_letters + string.digits
-
-
-def new_secret(length: int = 32) -> str:
-    """A fresh random shared secret for a resource."""
-    return "".join(secrets.choice(_SECRET_ALPHABET) for _ in range(length))
-
-
 def meta_size(size: int) -> int:
     """Bytes of external DRBD 8.4 metadata for a ``size``-byte disk, with room to spare:
     the bitmap (one bit per 4 KiB), the activity log and the superblock."""
@@ -148,7 +138,7 @@ def adopt(name: str, disk: str, minor: int, site: sitecfg.Site, *,
         old: Resource | None = _load_quiet(name, config_dir)
     except ConfigError:
         old = None
-    secret = old.shared_secret if old is not None else new_secret()
+    secret = old.shared_secret if old is not None else generate_secret()
     resource = _resource_for(name, minor, (host,), secret, site)
     install(resource, config_dir)
     drbd = DrbdDevice(resource)
