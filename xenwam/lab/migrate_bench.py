@@ -979,6 +979,7 @@ class Bench:
                      "earlier (resumed)")
             return
         self.say(f"{method}, {where}, {size} MiB data disk, run {repeat}")
+        began = time.monotonic()
         try:
             run = action()
         except (XenwamError, OSError, ValueError, KeyError, IndexError) as exc:
@@ -988,6 +989,8 @@ class Bench:
         else:
             self.say(f"  disruption {run.disruption_seconds} s ({run.disruption_kind}), "
                      f"paused {run.paused_seconds} s, total {run.total_seconds} s")
+        # What the run cost the bench, the guest's creation and removal included.
+        self.say(f"  {time.monotonic() - began:.0f} s in all for this run")
         self.runs.append(run)
         if self.after_run is not None:
             self.after_run(self.runs)
