@@ -799,6 +799,7 @@ class Lab:
         self.exec(host, ["tee", spec.config_path], input=spec.xl_config())
         self.progress(f"creating PVH guest {name} on host {host} at {address.ip}"
                       + (f", HIT {hit}" if hit else ""))
+        began = time.monotonic()
         self.exec(host, ["xl", "create", spec.config_path], timeout=180)
         record = GuestRecord(name=name, host=host, address=str(address.ip), number=number,
                              hit=hit)
@@ -814,6 +815,8 @@ class Lab:
                            f"guest {name}'s xenwam agent to start", config)
             except LabError as exc:
                 raise LabError(f"{exc}{self._guest_logs(name)}") from exc
+        self.progress(f"guest {name} up {time.monotonic() - began:.0f} s after `xl create`"
+                      + (" (its agent running)" if hit is not None else ""))
         return record
 
     def _guest_logs(self, name: str) -> str:
