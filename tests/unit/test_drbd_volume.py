@@ -16,7 +16,7 @@ from pathlib import Path
 import pytest
 
 from xenwam.drbd.resource import Host, Resource, install, load
-from xenwam.drbd.volume import Loops, reattach, unprovision
+from xenwam.drbd.volume import Loops, provision_fresh, reattach, unprovision
 from xenwam.errors import DrbdError
 from xenwam.runner import CommandResult
 from xenwam.site import Site, SiteNetwork
@@ -162,3 +162,31 @@ def test_a_copy_in_use_is_never_removed(tmp_path: Path) -> None:
     assert dev.calls == ["demote"]
     assert (config / "xenwam-g1-disk.res").exists()
     assert (Path(site.storage_directory) / "g1-disk.md").exists()
+
+
+def test_provision_fresh_replaces_a_stale_primary_copy_with_an_empty_one(tmp_path: Path) -> None:
+    """What a migration's prepare asks the destination in one call: the copy an aborted
+    migration left there (Primary, a data file of another size) is demoted and removed,
+    and a new all-zero copy of the right size is made."""
+    site, config = make(tmp_path, None)
+    data = Path(site.storage_directory) / "g1-disk.img"
+    data.write_bytes(b"old" * 4096)
+    dev = Device(primary=True)
+    got = provision_fresh("g1-disk", 1 << 20, site, config, Loops(LoopTable({})),
+                          device=dev)  # type: ignore[arg-type]
+    assert dev.calls == ["demote", "down"]
+    assert got["stale"]["demoted"] is True and str(data) in got["stale"]["removed"]
+    assert got["zeroed"] is True and data.stat().st_size == 1 << 20
+    with open(data, "rb") as f:
+        assert f.read(4096) == bytes(4096)
+    assert not (config / "xenwam-g1-disk.res").exists()
+
+
+def test_provision_fresh_makes_nothing_when_the_old_copy_is_in_use(tmp_path: Path) -> None:
+    site, config = make(tmp_path, None)
+    dev = Device(primary=True, held_open=True)
+    with pytest.raises(DrbdError, match="held open"):
+        provision_fresh("g1-disk", 1 << 20, site, config, Loops(LoopTable({})),
+                        device=dev)  # type: ignore[arg-type]
+    assert not (Path(site.storage_directory) / "g1-disk.img").exists()
+    assert (config / "xenwam-g1-disk.res").exists()

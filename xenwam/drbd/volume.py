@@ -316,8 +316,25 @@ def _adopt(args: argparse.Namespace) -> int:
     return 0
 
 
+def provision_fresh(name: str, size: int, site: sitecfg.Site,
+                    config_dir: Path = DEFAULT_CONFIG_DIR, loops: Loops | None = None, *,
+                    device: DrbdDevice | None = None) -> dict[str, Any]:
+    """:func:`unprovision` with ``demote`` (a stale copy goes, one in use is refused
+    and nothing is made), then :func:`provision`: a new copy in one step, for a
+    migration's destination.  The result says under ``stale`` what was removed."""
+    loops = loops or Loops()
+    stale = unprovision(name, site, config_dir, loops, demote=True, device=device)
+    doc = provision(name, size, site, loops)
+    doc["stale"] = {"removed": stale["removed"], "demoted": stale["demoted"]}
+    return doc
+
+
 def _provision(args: argparse.Namespace) -> int:
-    _print(args, provision(args.name, args.size, _site(args)))
+    site = _site(args)
+    if args.fresh:
+        _print(args, provision_fresh(args.name, args.size, site, Path(args.config_dir)))
+    else:
+        _print(args, provision(args.name, args.size, site))
     return 0
 
 
@@ -417,6 +434,11 @@ def register(sub: Any, shared: argparse.ArgumentParser) -> None:
     p.add_argument("name", type=resource_name_arg)
     p.add_argument("--size", type=size_arg, required=True,
                    help="bytes, a multiple of 4096 (the source disk's size)")
+    p.add_argument("--fresh", action="store_true",
+                   help="first remove any copy of NAME here, as `unprovision --demote` "
+                        "does (a copy left by a migration that did not end here; one in "
+                        "use is refused and nothing is made); --json then says under "
+                        "'stale' what was removed")
     p.set_defaults(handler=_provision)
 
     p = sub.add_parser("unprovision", parents=[shared, site_opt],

@@ -554,12 +554,15 @@ class Migration:
                 continue
             # A copy left there by a migration whose abort could not reach the host (it
             # was down, or the link was cut) is not this disk's peer: the running disk
-            # here is single, so it holds the newest data.  The copy is removed; one the
-            # handover had made Primary is demoted first, which DRBD refuses while
-            # anything holds it open (then nothing is removed and the migration stops).
-            stale = json.loads(self.destination.xenwam("disk", "unprovision", rp.name,
-                                                       "--demote", "--json"))
-            if stale.get("demoted"):
+            # here is single, so it holds the newest data.  `provision --fresh` removes
+            # it first; one the handover had made Primary is demoted first, which DRBD
+            # refuses while anything holds it open (then nothing is removed and the
+            # migration stops).
+            made = json.loads(self.destination.xenwam(
+                "disk", "provision", rp.name, "--size", str(rp.size_bytes), "--fresh",
+                "--json"))
+            stale = made["stale"]
+            if stale["demoted"]:
                 self._note(f"{rp.name}: the copy on {plan.destination} was still Primary "
                            "(left by a migration whose abort could not reach it): demoted",
                            resource=rp.name)
@@ -567,8 +570,6 @@ class Migration:
                 self._note(f"{rp.name}: removed a stale copy on {plan.destination} (left "
                            f"by an earlier migration that did not end there): "
                            f"{', '.join(stale['removed'])}", resource=rp.name)
-            made = json.loads(self.destination.xenwam(
-                "disk", "provision", rp.name, "--size", str(rp.size_bytes), "--json"))
             model = self._pair_model(plan, rp, made["disk"], made["meta_disk"])
             self.destination.xenwam("disk", "install", input=json.dumps(model.to_json()))
             self.pairs[rp.name] = model
