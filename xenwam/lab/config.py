@@ -309,13 +309,25 @@ DOM0_WEIGHT = 1024
 DOM0_WEIGHT_COMMAND = ("sh", "-c", f"xl sched-credit2 -d Domain-0 -w {DOM0_WEIGHT} 2>/dev/null"
                        f" || xl sched-credit -d Domain-0 -w {DOM0_WEIGHT}")
 
+#: sshd ends a session whose client has gone silent for 30 s.  A source dom0 that died
+#: mid-migration otherwise leaves the destination's `xl migrate-receive` waiting on its
+#: ssh session for as long as TCP keeps it (the fault matrix saw one 20 minutes after
+#: `crash-source@paused`).  The orchestrator's own ssh sends keep-alives every 10 s.
+SSHD_KEEPALIVE_PATH = "/etc/ssh/sshd_config.d/xenwam.conf"
+SSHD_KEEPALIVE = "ClientAliveInterval 10\nClientAliveCountMax 3\n"
+SSHD_KEEPALIVE_COMMAND = (
+    "sh", "-c", f"mkdir -p /etc/ssh/sshd_config.d && cat > {SSHD_KEEPALIVE_PATH} && "
+    "/usr/sbin/sshd -t && "
+    "{ systemctl reload ssh 2>/dev/null || kill -HUP \"$(cat /run/sshd.pid)\"; }")
+
 
 def xenwam_host_steps(layout: Layout, host: str, shaping: Shaping) -> list[HostStep]:
     """What makes ``host``'s dom0 a xenwam host, as commands to run in it: ``xenwam`` and
     ``xenwam-transport`` on its PATH (running the shared source tree at /opt/xenwam), the
-    ``block-xenwam`` hook where xl looks for it, the host's site file, DRBD loaded.  The
-    QEMU lab runs them over ssh (:meth:`Lab.install_xenwam`), Vagrant's provisioner in
-    dom0 itself (:func:`xenwam.lab.hostnet.install_xenwam`)."""
+    ``block-xenwam`` hook where xl looks for it, the host's site file, DRBD loaded, dom0's
+    scheduler weight and sshd's keep-alive.  The QEMU lab runs them over ssh
+    (:meth:`Lab.install_xenwam`), Vagrant's provisioner in dom0 itself
+    (:func:`xenwam.lab.hostnet.install_xenwam`)."""
     from xenwam.drbd import cmdgen
 
     steps = [HostStep(("sh", "-c", f"cat > {path} && chmod 755 {path}"), text)
@@ -328,6 +340,7 @@ def xenwam_host_steps(layout: Layout, host: str, shaping: Shaping) -> list[HostS
                  site_file(layout, host, shaping)),
         HostStep(tuple(cmdgen.load_module())),
         HostStep(DOM0_WEIGHT_COMMAND),
+        HostStep(SSHD_KEEPALIVE_COMMAND, SSHD_KEEPALIVE),
     ]
     return steps
 
