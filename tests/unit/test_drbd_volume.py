@@ -16,7 +16,13 @@ from pathlib import Path
 import pytest
 
 from xenwam.drbd.resource import Host, Resource, install, load
-from xenwam.drbd.volume import Loops, provision_fresh, reattach, unprovision
+from xenwam.drbd.volume import (
+    Loops,
+    install_from_peer,
+    provision_fresh,
+    reattach,
+    unprovision,
+)
 from xenwam.errors import DrbdError
 from xenwam.runner import CommandResult
 from xenwam.site import Site, SiteNetwork
@@ -190,3 +196,33 @@ def test_provision_fresh_makes_nothing_when_the_old_copy_is_in_use(tmp_path: Pat
                         device=dev)  # type: ignore[arg-type]
     assert not (Path(site.storage_directory) / "g1-disk.img").exists()
     assert (config / "xenwam-g1-disk.res").exists()
+
+
+def test_a_peers_definition_keeps_this_hosts_own_devices(tmp_path: Path) -> None:
+    """After a reboot `reattach` put host a's copy behind other loop devices; the
+    migration's source still sends the devices it knew.  Installing its definition on a
+    keeps a's devices (and their file) and takes everything else from the sender."""
+    _site, config = make(tmp_path, "/var/lib/xenwam-lab/g1-data.img")
+    current = load("g1-disk", config)
+    renumbered = replace(current, hosts=tuple(
+        replace(h, disk="/dev/loop7", meta_disk="/dev/loop8") if h.hostname == "a" else h
+        for h in current.hosts))
+    install(renumbered, config)
+    sent = replace(current, mode="handover")  # the sender's view: loop0/loop1 on a
+    install_from_peer(sent, config, hostname="a")
+    got = load("g1-disk", config)
+    assert got.mode == "handover"
+    assert (got.host("a").disk, got.host("a").meta_disk) == ("/dev/loop7", "/dev/loop8")
+    assert got.host("a").disk_file == "/var/lib/xenwam-lab/g1-data.img"
+    assert got.host("b") == sent.host("b")
+
+
+def test_a_peers_definition_is_taken_whole_where_there_is_none(tmp_path: Path) -> None:
+    _site, config = make(tmp_path, None)
+    sent = load("g1-disk", config)
+    (config / "xenwam-g1-disk.res").unlink()
+    install_from_peer(sent, config, hostname="a")
+    assert load("g1-disk", config) == sent
+    # On a host the definition does not name, it is written as sent.
+    install_from_peer(replace(sent, mode="handover"), config, hostname="c")
+    assert load("g1-disk", config) == replace(sent, mode="handover")

@@ -80,13 +80,17 @@ def test_a_vagrant_host_is_made_a_xenwam_host_like_the_labs() -> None:
              for call, text in zip(runner.calls, runner.inputs, strict=True)
              if call[:2] == ["sh", "-c"] and text is not None}
     assert set(wrote) == {"/usr/local/bin/xenwam", "/usr/local/bin/xenwam-transport",
-                          "/etc/xenwam/site.toml"}
+                          "/etc/xenwam/site.toml", "/etc/ssh/sshd_config.d/xenwam.conf"}
+    assert wrote["/etc/ssh/sshd_config.d/xenwam.conf"] == (
+        "ClientAliveInterval 10\nClientAliveCountMax 3\n")
     assert "python3 -m xenwam.cli" in str(wrote["/usr/local/bin/xenwam"])
     site = str(wrote["/etc/xenwam/site.toml"])
     assert '"10.2.0.0/24"' in site and '"10.0.0.2"' in site and "rtt_ms = 40" in site
     assert ["ln", "-sf", "/opt/xenwam/hooks/block-xenwam",
             "/etc/xen/scripts/block-xenwam"] in runner.calls
-    assert runner.calls[-2:] == [
+    assert runner.calls[-3:-1] == [
         ["sh", "-c", "modprobe drbd && echo Y > /sys/module/drbd/parameters/disable_sendpage"],
         ["sh", "-c", "xl sched-credit2 -d Domain-0 -w 1024 2>/dev/null "
                      "|| xl sched-credit -d Domain-0 -w 1024"]]
+    # sshd checks its configuration before it is told to reload it.
+    assert "/usr/sbin/sshd -t && " in runner.calls[-1][-1]

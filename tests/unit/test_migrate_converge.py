@@ -8,7 +8,7 @@ import json
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, ClassVar
 
 import pytest
 
@@ -164,3 +164,99 @@ def test_downtimes_learnt_only_from_completed_migrations(tmp_path: Path) -> None
                     journal=None, source=object(), destination=object(),  # type: ignore[arg-type]
                     history_dir=tmp_path)
     assert mig._earlier_downtimes() == [(9.6, 224), (15.4, 224)]
+
+
+class LoggedDevice:
+    """The local DRBD device as catch-up drives it; every call lands in :attr:`log`."""
+
+    log: ClassVar[list[str]] = []
+
+    def __init__(self, *_: object, **__: object) -> None:
+        pass
+
+    def disconnect(self) -> None:
+        self.log.append("local disconnect")
+
+    def state(self) -> DeviceState:
+        return IN_SYNC
+
+    def adjust(self) -> None:
+        self.log.append("local adjust")
+
+    def connect(self) -> None:
+        self.log.append("local connect")
+
+    def wait_connected(self, **_: object) -> None:
+        pass
+
+
+@dataclass
+class LoggedRemote(Remote):
+    def run(self, argv: Sequence[str], **kw: Any) -> CommandResult:
+        LoggedDevice.log.append("remote " + " ".join(argv[1:]))
+        return super().run(argv, **kw)
+
+
+@pytest.mark.parametrize("reuse", [True, False], ids=["earlier-trip", "new-copy"])
+def test_catch_up_sets_this_side_first_then_gives_the_peer_the_same_definition(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch, reuse: bool) -> None:
+    """A pair from an earlier trip whose abort could not reach the destination may have
+    been left there in handover mode (protocol C, the fault matrix's
+    cut-to-destination@handover): DRBD refuses peers whose protocols differ, so the
+    retry's catch-up sets this side to the pair's definition, then installs the same on
+    the destination and adjusts it there, in one call.  A new copy (its definition
+    installed by prepare) gets its metadata and comes up, in one call."""
+    from types import SimpleNamespace
+
+    from xenwam.migrate import orchestrator
+    from xenwam.migrate.plan import ResourcePlan
+
+    monkeypatch.setattr(orchestrator, "DrbdDevice", LoggedDevice)
+    LoggedDevice.log = []
+    remote = LoggedRemote()
+    dest = Side("destination", "b", remote, ("xenwam",))
+    mig = Migration(Options(domain="g1", destination="b"),
+                    bus=ev.EventBus(None, lambda e: None), journal=None, source=dest,
+                    destination=dest, config_dir=tmp_path, clock=lambda: 0.0,
+                    sleep=lambda s: None)
+    mig.pairs["g1-disk"] = PAIR
+    rp = ResourcePlan(name="g1-disk", vdev="xvda", minor=3, device="/dev/drbd3",
+                      size_bytes=1 << 20, original=PAIR.to_json(), reuse_pair=reuse)
+    mig.catch_up(SimpleNamespace(resources=(rp,)))  # type: ignore[arg-type]
+    remote_call = ("remote disk adjust g1-disk --install" if reuse
+                   else "remote disk up g1-disk --create-md")
+    assert LoggedDevice.log == ["local adjust", "local connect", remote_call]
+    assert load("g1-disk", tmp_path) == PAIR
+    if reuse:
+        assert [json.loads(i) for i in remote.inputs] == [PAIR.to_json()]
+    else:
+        assert remote.inputs == []
+
+
+def test_an_abort_that_reaches_the_destination_restores_the_pair_on_both_sides(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """The abort of a return trip puts this side's file back and adjusts it, then gives
+    the destination the same definition (its handover mode undone there too)."""
+    from types import SimpleNamespace
+
+    from xenwam.migrate import orchestrator
+    from xenwam.migrate.orchestrator import Whereabouts
+    from xenwam.migrate.plan import ResourcePlan
+
+    monkeypatch.setattr(orchestrator, "DrbdDevice", LoggedDevice)
+    LoggedDevice.log = []
+    remote = LoggedRemote()
+    dest = Side("destination", "b", remote, ("xenwam",))
+    mig = Migration(Options(domain="g1", destination="b"),
+                    bus=ev.EventBus(None, lambda e: None), journal=None, source=dest,
+                    destination=dest, config_dir=tmp_path, clock=lambda: 0.0,
+                    sleep=lambda s: None)
+    rp = ResourcePlan(name="g1-disk", vdev="xvda", minor=3, device="/dev/drbd3",
+                      size_bytes=1 << 20, original=PAIR.to_json(), reuse_pair=True)
+    mig.plan = SimpleNamespace(resources=(rp,), destination="b")  # type: ignore[assignment]
+    mig.abort(Whereabouts(source=["g1"], destination=[], destination_paused=False,
+                          destination_reachable=True, roles={}))
+    assert LoggedDevice.log == ["remote disk demote g1-disk", "local adjust",
+                                "remote disk adjust g1-disk --install"]
+    assert load("g1-disk", tmp_path) == PAIR and PAIR.mode == "bulk"
+    assert [json.loads(i) for i in remote.inputs] == [PAIR.to_json()]

@@ -47,6 +47,8 @@ SIMPLE_OPERATIONS: dict[str, tuple[str, str]] = {
     "create-md": ("create_md", "write DRBD metadata unless valid metadata exists"),
     "up": ("up", "configure, attach and connect the resource"),
     "down": ("down", "take the resource down"),
+    "adjust": ("adjust", "bring the running resource in line with its file (its net "
+                         "settings, its peer), configuring and connecting it as needed"),
     "attach": ("attach", "attach the backing disk"),
     "detach": ("detach", "detach the backing disk"),
     "connect": ("connect", "connect to the peer"),
@@ -153,7 +155,7 @@ def _simple(operation: str) -> Callable[[argparse.Namespace], int]:
             if resource.name != args.name:
                 raise ConfigError(f"--install: stdin holds resource {resource.name!r}, not "
                                   f"{args.name!r}; nothing was written")
-            install(resource, _config_dir(args))
+            volume.install_from_peer(resource, _config_dir(args))
         device = _device(args)
         if getattr(args, "create_md", False):
             device.create_md()
@@ -406,7 +408,9 @@ def register(subparsers: Any, common: argparse.ArgumentParser) -> None:
         p.add_argument("name", type=resource_name_arg)
         p.add_argument("--install", action="store_true",
                        help="first write the resource model read from stdin, as `xenwam "
-                            "disk install` does (one call where a remote caller made two)")
+                            "disk install` does (keeping this host's own backing devices "
+                            "from its current file): one call where a remote caller made "
+                            "two")
         if command == "up":
             p.add_argument("--create-md", action="store_true",
                            help="first write DRBD metadata unless valid metadata exists "

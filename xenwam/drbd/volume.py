@@ -399,9 +399,26 @@ def _reattach(args: argparse.Namespace) -> int:
     return 0
 
 
+def install_from_peer(resource: Resource, config_dir: Path = DEFAULT_CONFIG_DIR,
+                      hostname: str | None = None) -> Path:
+    """Install a definition of ``resource`` made on the other host (what a migration's
+    source sends), keeping this host's own backing devices from its current file when
+    it has one: the sender knows them only as they were when it last heard, and after a
+    reboot ``reattach`` may have put the copy behind other loop devices here.  Which
+    devices back the peer's copy does not matter to DRBD here, nor to the sender."""
+    me = hostname or socket.gethostname()
+    current = _load_quiet(resource.name, config_dir)
+    own = next((h for h in current.hosts if h.hostname == me), None) if current else None
+    if own is not None and any(h.hostname == me for h in resource.hosts):
+        resource = replace(resource, hosts=tuple(
+            replace(h, disk=own.disk, meta_disk=own.meta_disk, disk_file=own.disk_file)
+            if h.hostname == me else h for h in resource.hosts))
+    return install(resource, config_dir)
+
+
 def _install(args: argparse.Namespace) -> int:
     resource = read_model(sys.stdin.buffer.read(MODEL_MAX + 1))
-    path = install(resource, Path(args.config_dir))
+    path = install_from_peer(resource, Path(args.config_dir))
     _print(args, {"resource": resource.name, "file": str(path)})
     return 0
 
@@ -475,5 +492,7 @@ def register(sub: Any, shared: argparse.ArgumentParser) -> None:
     p.set_defaults(handler=_reattach)
 
     p = sub.add_parser("install", parents=[shared],
-                       help="write a resource file from a JSON model on stdin")
+                       help="write a resource file from a JSON model on stdin (a "
+                            "peer's: this host's own backing devices are kept from its "
+                            "current file, if any)")
     p.set_defaults(handler=_install)

@@ -681,13 +681,22 @@ class Migration:
         for rp in plan.resources:
             model = self.pairs[rp.name]
             before[rp.name] = DrbdDevice(model).state().sent_kib
-            # One remote call: each costs seconds of Python start-up in a busy dom0.
-            self.destination.xenwam("disk", "up", rp.name,
-                                    *(() if rp.reuse_pair else ("--create-md",)))
+            # This side first, so that it waits with the pair's settings whatever it
+            # was left with; then the destination, in one remote call (each costs
+            # seconds of Python start-up in a busy dom0).  A pair from an earlier trip
+            # gets the same definition there too: an abort that could not reach the
+            # destination may have left its file and live settings in handover mode
+            # (protocol C), and DRBD refuses peers whose protocols differ ("incompatible
+            # protocol settings", both sides StandAlone).
             install(model, self.config_dir)
             device = DrbdDevice(model)
             device.adjust()
             device.connect()
+            if rp.reuse_pair:
+                self.destination.xenwam("disk", "adjust", rp.name, "--install",
+                                        input=json.dumps(model.to_json()))
+            else:
+                self.destination.xenwam("disk", "up", rp.name, "--create-md")
         for rp in plan.resources:
             device = DrbdDevice(self.pairs[rp.name], sleep=self.sleep)
             device.wait_connected(timeout=120)
@@ -1204,6 +1213,11 @@ class Migration:
             install(original, self.config_dir)
             if not original.is_single and where.destination_reachable:
                 local.adjust()
+                # The peer's file and settings too: the handover may have switched
+                # them to protocol C, and DRBD refuses peers whose protocols differ.
+                self.destination.run([*self.destination.xenwam_argv, "disk", "adjust",
+                                      rp.name, "--install"], check=False,
+                                     input=json.dumps(original.to_json()))
             elif not original.is_single:
                 self._note(f"{rp.name}: this copy stays StandAlone, since the one on "
                            f"{plan.destination} may still be Primary: the next migration "
