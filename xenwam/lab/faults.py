@@ -704,10 +704,11 @@ def main(argv: Sequence[str] | None = None, labs: Any = None) -> int:
         print(f"[faults] {msg}", file=sys.stderr, flush=True)
 
     from xenwam.lab.config import Layout
-    from xenwam.lab.migrate_bench import OwnLab
+    from xenwam.lab.migrate_bench import OwnLab, stop_like_ctrl_c
 
     own = None
     if labs is None:
+        stop_like_ctrl_c()
         own = OwnLab(Path(args.run_dir) if args.run_dir else None, args.bring_up, say)
         labs = own
     from xenwam.lab.migrate_bench import source_commit

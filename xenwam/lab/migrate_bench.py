@@ -41,6 +41,7 @@ import json
 import os
 import re
 import shlex
+import signal
 import statistics
 import sys
 import time
@@ -599,6 +600,15 @@ class LabHandle(Protocol):
     def use(self, layout: Layout) -> Any: ...
 
 
+def stop_like_ctrl_c() -> None:
+    """Make SIGTERM, and SIGINT even where the shell that started this ignores it (a
+    background job of a script), stop the run as Ctrl-C does: the case or run under way
+    is abandoned, what was measured is kept, and a lab the run booted goes down.  For a
+    command that owns its lab, not for a test handed one."""
+    signal.signal(signal.SIGINT, signal.default_int_handler)
+    signal.signal(signal.SIGTERM, signal.default_int_handler)
+
+
 class OwnLab:
     """The lab in ``run_dir``: the one that is up if its layout fits; else, when allowed,
     booted (or rebooted) in the layout asked for.  A lab this object booted from nothing
@@ -1127,6 +1137,7 @@ def main(argv: Sequence[str] | None = None, labs: LabHandle | None = None) -> in
     kept = len(earlier["runs"]) if earlier else 0
     own = None
     if labs is None:
+        stop_like_ctrl_c()
         own = OwnLab(Path(args.run_dir) if args.run_dir else None, args.bring_up, say)
         labs = own
     session = {"started": time.strftime("%Y-%m-%d %H:%M:%S %Z"), "commit": source_commit()}
