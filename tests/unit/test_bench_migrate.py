@@ -354,3 +354,54 @@ def test_resuming_with_other_settings_or_garbage_is_refused(tmp_path: Path) -> N
         mb.resumed(path, mb.Settings())
     with pytest.raises(ConfigError, match="--out-dir"):
         mb.main(["--resume"])
+
+
+# ------------------------------------------------------------------ one guest per pair
+
+
+class WanLab:
+    """A lab handle whose wan layout is up (only its shaping is read)."""
+
+    def use(self, layout: Any) -> Any:
+        from types import SimpleNamespace
+
+        assert layout.value == "wan", layout
+        config = SimpleNamespace(shaping=None)
+        return SimpleNamespace(load_state=lambda: SimpleNamespace(config=lambda: config))
+
+
+class PairBench(mb.Bench):
+    """The bench's order of runs, each method replaced by a note of how it was asked."""
+
+    calls: list[tuple[str, int, Any]]
+
+    def _shape(self, lab: Any, shaping: Any) -> None:
+        pass
+
+    def freeze_copy(self, lab: Any, size: int, profile: Any, repeat: int, *,
+                    keep: bool = False) -> mb.Run:
+        self.calls.append(("freeze-copy", size, keep))
+        return self._run("freeze-copy", size, profile, repeat)
+
+    def xenwam(self, lab: Any, size: int, profile: Any, repeat: int) -> mb.Run:
+        self.calls.append(("xenwam", size, None))
+        return self._run("xenwam", size, profile, repeat)
+
+
+@pytest.mark.parametrize(("methods", "measured", "expected"), [
+    (("freeze-copy", "xenwam"), (), [("freeze-copy", 64, True), ("xenwam", 64, None)]),
+    (("freeze-copy",), (), [("freeze-copy", 64, False)]),
+    (("freeze-copy", "xenwam"), ("xenwam",), [("freeze-copy", 64, False)]),
+], ids=["both", "freeze-copy-alone", "xenwam-measured-before"])
+def test_freeze_and_copy_keeps_its_guest_for_the_xenwam_run_that_follows(
+        tmp_path: Path, methods: tuple[str, ...], measured: tuple[str, ...],
+        expected: list[tuple[str, int, Any]]) -> None:
+    """The same guest moves A -> B by freeze-and-copy and back by xenwam (one guest made
+    per pair of runs), but only when the xenwam run is still to be done."""
+    profile = mb.Profile.parse("20ms/100mbit")
+    settings = mb.Settings(sizes_mib=(64,), profiles=(profile,), methods=methods)
+    earlier = [mb.Run(**_run(m, "20ms/100mbit", 64, 1.0)) for m in measured]
+    bench = PairBench(WanLab(), settings, tmp_path, lambda _m: None, earlier=earlier)
+    bench.calls = []
+    bench.run()
+    assert bench.calls == expected

@@ -680,10 +680,11 @@ WATCH = ('rm -f /tmp/xwb-watch-stop; setsid sh -c \'while [ ! -e /tmp/xwb-watch-
 
 def writer_command(region_mib: int, kib_s: int) -> str:
     """Typed into the guest's console: rewrite the data disk's first ``region_mib`` MiB at
-    ``kib_s`` KiB/s (64 KiB blocks, O_DIRECT) until /tmp/xwb-stop appears."""
+    ``kib_s`` KiB/s (64 KiB blocks, O_DIRECT) until /tmp/xwb-stop appears (a stop file
+    left by an earlier run on the same guest is removed first)."""
     blocks = max(1, kib_s // 64)
     region = max(1, region_mib * 16)
-    return ("(i=0; while [ ! -e /tmp/xwb-stop ]; do "
+    return ("rm -f /tmp/xwb-stop; (i=0; while [ ! -e /tmp/xwb-stop ]; do "
             f"dd if=/dev/urandom of=/dev/xvdb bs=64k count={blocks} seek=$((i % {region})) "
             f"oflag=direct 2>/dev/null; i=$((i + {blocks})); sleep 1; done) "
             "> /dev/null 2>&1 &")
@@ -698,6 +699,9 @@ class Bench:
         self.labs = labs
         self.settings = settings
         self.out_dir = out_dir
+        #: The guest freeze-and-copy moved to B, kept for the xenwam run that follows:
+        #: the same guest then moves back by xenwam (one guest made per pair of runs).
+        self.kept: Any = None
         self.say = say
         #: Runs of an earlier, resumed session first (those that failed are done again).
         self.runs: list[Run] = [r for r in earlier if r.error is None]
@@ -788,8 +792,11 @@ class Bench:
 
     # -------------------------------------------------------- the methods
 
-    def freeze_copy(self, lab: Any, size: int, profile: Profile, repeat: int) -> Run:
-        """``xl save``, copy save file and disks, ``xl restore`` on B, renumber."""
+    def freeze_copy(self, lab: Any, size: int, profile: Profile, repeat: int, *,
+                    keep: bool = False) -> Run:
+        """``xl save``, copy save file and disks, ``xl restore`` on B, renumber.  With
+        ``keep`` the guest is left running on B for the xenwam run (:attr:`kept`), its
+        old disks' DRBD definitions on A taken down as an operator would."""
         from xenwam.lab.xl import parse_ping
 
         run = self._run("freeze-copy", size, profile, repeat)
@@ -797,6 +804,7 @@ class Bench:
         name, number = record.name, record.number
         procs: list[tuple[Any, str]] = []
         records = None
+        kept = False
         try:
             from xenwam.lab import config as cfg
 
@@ -875,12 +883,18 @@ class Bench:
                              f"restore {restored - copied:.1f} s, renumber to answer "
                              f"{talked - restored:.1f} s; time to talk again {talk} s")
             lab.guest_run(name, "touch /tmp/xwb-stop")
+            if keep:
+                for resource in (f"{name}-disk", f"{name}-big"):
+                    lab.exec("a", ["xenwam", "disk", "unprovision", resource, "--demote",
+                                   "--json"], timeout=300)
+                self.kept, kept = lab.guest(name), True
         finally:
             for proc, tag in procs:
                 self._stop(lab, proc, tag)
             if records is not None:
                 lab.stop_records(*records, wait=5)
-            self._remove_guest(lab, name)
+            if not kept:
+                self._remove_guest(lab, name)
         return run
 
     def stock_lan(self, lab: Any, size: int, repeat: int) -> Run:
@@ -932,8 +946,13 @@ class Bench:
         from xenwam.migrate import timeline
 
         run = self._run("xenwam", size, profile, repeat)
-        record = self._guest(lab, size, xenwam_disk=True)
-        name = record.name
+        record, self.kept = self.kept, None
+        if record is not None:
+            run.notes.append(f"the guest freeze-and-copy had moved to {record.host}, moved "
+                             "back by xenwam")
+        else:
+            record = self._guest(lab, size, xenwam_disk=True)
+        name, source = record.name, record.host
         try:
             lab.start_correspondent_hipd()
             lab.guest_run(name, writer_command(written_mib(size, self.settings.write_fraction),
@@ -962,10 +981,10 @@ class Bench:
             journal_dir = self.out_dir / "journals" / moved.migration_id
             journal_dir.mkdir(parents=True, exist_ok=True)
             for part in ("journal", "report.json"):
-                text = self._sh(lab, "a", f"cat /var/lib/xenwam/migrations/"
-                                          f"{moved.migration_id}/{part}")
+                text = self._sh(lab, source, f"cat /var/lib/xenwam/migrations/"
+                                             f"{moved.migration_id}/{part}")
                 (journal_dir / part).write_text(text)
-            offset = lab.clock_offset("a")[0]
+            offset = lab.clock_offset(source)[0]
             client = None
             if moved.connection is not None:
                 client = journal_dir / "client.json"
@@ -1019,9 +1038,14 @@ class Bench:
                     self._shape(lab, profile.shaping)
                     for size in s.sizes_mib:
                         for repeat in range(1, s.repeats + 1):
+                            # One guest for the pair: freeze-and-copy moves it A -> B
+                            # and xenwam back (a fresh one when either runs alone).
+                            keep = "xenwam" in wan and self._pending("xenwam", size,
+                                                                     profile, repeat)
                             if "freeze-copy" in wan:
                                 self._attempt("freeze-copy", size, profile, repeat, partial(
-                                    self.freeze_copy, lab, size, profile, repeat))
+                                    self.freeze_copy, lab, size, profile, repeat,
+                                    keep=keep))
                             if "xenwam" in wan:
                                 self._attempt("xenwam", size, profile, repeat, partial(
                                     self.xenwam, lab, size, profile, repeat))
