@@ -33,8 +33,19 @@ RECORD = struct.Struct("!QQ")  # sequence number, sender's clock in ns
 DEFAULT_PORT = 7001
 #: Silences between two echoes longer than this are listed in the summary (one per move).
 GAP_LISTED_S = 0.5
-#: At most this many of them (the first ones).
+#: At most this many of them: the longest, in time order (a busy emulated host gives
+#: dozens of short ones before a move; keeping the first ones lost the move's own gap).
 GAPS_LISTED = 50
+
+
+def note_gap(gaps: list[list[float]], start: float, end: float,
+             limit: int = GAPS_LISTED) -> None:
+    """Add the silence [start, end] to ``gaps`` (kept in time order); past ``limit``
+    entries the shortest one goes."""
+    gaps.append([round(start, 3), round(end, 3)])
+    if len(gaps) > limit:
+        shortest = min(range(len(gaps)), key=lambda i: gaps[i][1] - gaps[i][0])
+        del gaps[shortest]
 
 
 @dataclass
@@ -49,7 +60,8 @@ class Summary:
     gap_started_at: float | None = None  # wall clock
     gap_ended_at: float | None = None
     first_echo_after_gap_seq: int | None = None
-    #: Every silence over GAP_LISTED_S: [last echo before, first echo after] (wall clock).
+    #: The silences over GAP_LISTED_S, the GAPS_LISTED longest: [last echo before,
+    #: first echo after] (wall clock), in time order.
     gaps: list[list[float]] = field(default_factory=list)
     error: str | None = None
     connected_at: float | None = None
@@ -149,8 +161,8 @@ def client(to: str, port: int, rate: float, summary_path: str, timeout: float) -
             expected = max(expected, seq + 1)
             summary.echoed += 1
             gap = now - last_echo
-            if gap > GAP_LISTED_S and len(summary.gaps) < GAPS_LISTED:
-                summary.gaps.append([round(last_echo, 3), round(now, 3)])
+            if gap > GAP_LISTED_S:
+                note_gap(summary.gaps, last_echo, now)
             if gap > summary.longest_gap_seconds:
                 summary.longest_gap_seconds = round(gap, 3)
                 summary.gap_started_at, summary.gap_ended_at = last_echo, now
