@@ -315,3 +315,21 @@ def test_a_copy_held_for_ever_stops_the_migration_with_what_to_do() -> None:
     mig, _ = _finalizing(SourceWithZombie(gone_after=0), [0.0])
     with pytest.raises(MigrationError, match="other than a guest"):
         mig._demote_source(HeldCopy(held=1), plan)  # type: ignore[arg-type]
+
+
+@pytest.mark.parametrize(("split", "solved", "rejoined", "connected", "held"), [
+    ({"a": 0, "b": 0}, {"a": 0, "b": 0}, False, True, True),     # nothing happened
+    ({"a": 0, "b": 0}, {"a": 1, "b": 1}, False, True, True),     # DRBD's policy solved it
+    ({"a": 1, "b": 1}, {"a": 0, "b": 0}, False, False, False),   # left for a person
+    # cut-to-destination@memory, 2026-12-03: DRBD gave up when the link came back, the
+    # finishing step rejoined the destination's unwritten copy, DRBD then solved it.
+    ({"a": 1, "b": 1}, {"a": 1, "b": 1}, True, True, True),
+    ({"a": 1, "b": 1}, {"a": 1, "b": 0}, True, True, False),     # one side never solved
+    ({"a": 1, "b": 1}, {"a": 1, "b": 1}, False, True, False),    # solved, but not by xenwam
+    ({"a": 0, "b": 0}, {"a": 0, "b": 0}, False, False, False),   # the copies do not connect
+])
+def test_a_split_brain_counts_as_held_only_when_nobody_had_to_choose(
+        split: dict[str, int], solved: dict[str, int], rejoined: bool, connected: bool,
+        held: bool) -> None:
+    assert faults.split_brain_held(split, solved, rejoined=rejoined,
+                                   connected=connected) is held

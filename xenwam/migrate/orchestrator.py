@@ -616,7 +616,8 @@ class Migration:
             self.destination.xenwam("disk", "rejoin-unwritten", name)
             self._note(f"{name}: the copy on {plan.destination} parted Primary but holds no "
                        "writes of its own since: it rejoins giving up its empty side, and "
-                       "catch-up resends what this copy wrote meanwhile", resource=name)
+                       "catch-up resends what this copy wrote meanwhile", resource=name,
+                       rejoin="destination-unwritten")
             return
         here, there = plan.source_hostname, plan.destination_hostname
         if how == DIVERGED:
@@ -908,11 +909,13 @@ class Migration:
             if not st.out_of_sync_kib:
                 local.rejoin_unwritten()
                 self.destination.xenwam("disk", "connect", name)
+                kind = "this-copy-unwritten"
                 how = (f"this copy (no writes since) rejoins giving up its empty side, and "
                        f"the one on {plan.destination} resyncs it")
             else:
                 self.destination.xenwam("disk", "rejoin-as-target", name)
                 local.reconnect_keeping_writes()
+                kind = "destination-as-target"
                 how = (f"the guest wrote {st.out_of_sync_kib} KiB here before it was "
                        f"suspended that the copy on {plan.destination} lacks; that copy "
                        "(held by the paused guest, no writes of its own) rejoins as the "
@@ -921,7 +924,7 @@ class Migration:
             self._note(f"{name}: could not rejoin the copies: {exc}", resource=name)
             return False
         self._note(f"{name}: the copies parted when the link failed during the move; {how}",
-                   resource=name)
+                   resource=name, rejoin=kind)
         return True
 
     def rebind(self, plan: Plan) -> None:
