@@ -197,6 +197,23 @@ class LoggedRemote(Remote):
         return super().run(argv, **kw)
 
 
+def logged_migration(tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+                     ) -> tuple[Migration, LoggedRemote]:
+    """A migration whose local DRBD device and destination log every call, in order,
+    into :attr:`LoggedDevice.log`."""
+    from xenwam.migrate import orchestrator
+
+    monkeypatch.setattr(orchestrator, "DrbdDevice", LoggedDevice)
+    LoggedDevice.log = []
+    remote = LoggedRemote()
+    dest = Side("destination", "b", remote, ("xenwam",))
+    mig = Migration(Options(domain="g1", destination="b"),
+                    bus=ev.EventBus(None, lambda e: None), journal=None, source=dest,
+                    destination=dest, config_dir=tmp_path, clock=lambda: 0.0,
+                    sleep=lambda s: None)
+    return mig, remote
+
+
 @pytest.mark.parametrize("reuse", [True, False], ids=["earlier-trip", "new-copy"])
 def test_catch_up_sets_this_side_first_then_gives_the_peer_the_same_definition(
         tmp_path: Path, monkeypatch: pytest.MonkeyPatch, reuse: bool) -> None:
@@ -208,17 +225,9 @@ def test_catch_up_sets_this_side_first_then_gives_the_peer_the_same_definition(
     installed by prepare) gets its metadata and comes up, in one call."""
     from types import SimpleNamespace
 
-    from xenwam.migrate import orchestrator
     from xenwam.migrate.plan import ResourcePlan
 
-    monkeypatch.setattr(orchestrator, "DrbdDevice", LoggedDevice)
-    LoggedDevice.log = []
-    remote = LoggedRemote()
-    dest = Side("destination", "b", remote, ("xenwam",))
-    mig = Migration(Options(domain="g1", destination="b"),
-                    bus=ev.EventBus(None, lambda e: None), journal=None, source=dest,
-                    destination=dest, config_dir=tmp_path, clock=lambda: 0.0,
-                    sleep=lambda s: None)
+    mig, remote = logged_migration(tmp_path, monkeypatch)
     mig.pairs["g1-disk"] = PAIR
     rp = ResourcePlan(name="g1-disk", vdev="xvda", minor=3, device="/dev/drbd3",
                       size_bytes=1 << 20, original=PAIR.to_json(), reuse_pair=reuse)
@@ -239,18 +248,10 @@ def test_an_abort_that_reaches_the_destination_restores_the_pair_on_both_sides(
     the destination the same definition (its handover mode undone there too)."""
     from types import SimpleNamespace
 
-    from xenwam.migrate import orchestrator
     from xenwam.migrate.orchestrator import Whereabouts
     from xenwam.migrate.plan import ResourcePlan
 
-    monkeypatch.setattr(orchestrator, "DrbdDevice", LoggedDevice)
-    LoggedDevice.log = []
-    remote = LoggedRemote()
-    dest = Side("destination", "b", remote, ("xenwam",))
-    mig = Migration(Options(domain="g1", destination="b"),
-                    bus=ev.EventBus(None, lambda e: None), journal=None, source=dest,
-                    destination=dest, config_dir=tmp_path, clock=lambda: 0.0,
-                    sleep=lambda s: None)
+    mig, remote = logged_migration(tmp_path, monkeypatch)
     rp = ResourcePlan(name="g1-disk", vdev="xvda", minor=3, device="/dev/drbd3",
                       size_bytes=1 << 20, original=PAIR.to_json(), reuse_pair=True)
     mig.plan = SimpleNamespace(resources=(rp,), destination="b")  # type: ignore[assignment]
