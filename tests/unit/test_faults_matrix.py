@@ -333,3 +333,13 @@ def test_a_split_brain_counts_as_held_only_when_nobody_had_to_choose(
         held: bool) -> None:
     assert faults.split_brain_held(split, solved, rejoined=rejoined,
                                    connected=connected) is held
+
+
+@pytest.mark.parametrize(("state", "running"), [
+    ("r-----", True), ("-b----", True), ("------", True),
+    ("--p---", False), ("---s--", False), ("----c-", False), ("-----d", False),
+    ("---sc-", False),  # crash-destination@handover's retry left the guest so, 2026-12-03
+])
+def test_a_guest_runs_unless_paused_shut_down_crashed_or_dying(state: str,
+                                                               running: bool) -> None:
+    assert faults.runs(state) is running
