@@ -22,7 +22,7 @@ from xenwam.migrate.orchestrator import (
     hold_points_from_env,
 )
 from xenwam.runner import CommandResult
-from xenwam.xen.xl import XlDomain
+from xenwam.xen.xl import XlDomain, state_runs
 
 pytestmark = pytest.mark.unit
 
@@ -342,4 +342,4 @@ def test_a_split_brain_counts_as_held_only_when_nobody_had_to_choose(
 ])
 def test_a_guest_runs_unless_paused_shut_down_crashed_or_dying(state: str,
                                                                running: bool) -> None:
-    assert faults.runs(state) is running
+    assert state_runs(state) is running

@@ -33,6 +33,7 @@ from xenwam.lab.build import Builder
 from xenwam.lab.vagrant_box import BOX_NAME, BoxMaker, parse_box_list
 from xenwam.lab.xl import GuestSpec, guest_mac
 from xenwam.runner import default_runner
+from xenwam.xen.xl import state_runs
 
 pytestmark = pytest.mark.lab
 
@@ -167,7 +168,7 @@ def _alive(state: str | None) -> bool:
     """An `xl list` state of a domain that runs: running, blocked, or waiting for a CPU
     (``------``, common when three TCG machines share two cores); not paused, shut
     down, crashed or dying."""
-    return state is not None and len(state) == 6 and not set(state) & set("pscd")
+    return state is not None and len(state) == 6 and state_runs(state)
 
 
 @pytest.mark.vagrant_full

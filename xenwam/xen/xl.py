@@ -120,6 +120,13 @@ def migrate_receive(*, paused: bool = False, no_daemon: bool = False,
 # ---------------------------------------------------------------- parsers
 
 
+def state_runs(state: str) -> bool:
+    """Whether a domain in ``xl list`` state ``state`` (``r-----``, ``-b----``, or
+    ``------`` while it waits for a CPU) runs: not paused, shut down, crashed or dying
+    (``--p---``, ``---s--``, ``----c-``, ``-----d``)."""
+    return not any(flag in state for flag in "pscd")
+
+
 @dataclass(frozen=True)
 class XlDomain:
     """One row of ``xl list``."""
