@@ -113,6 +113,13 @@ class Side:
         except CommandError as exc:
             raise MigrationError(f"on the {self.label} ({self.host}): {exc}") from exc
 
+    def disk_installing(self, action: str, model: Resource) -> str:
+        """``xenwam disk ACTION NAME --install`` here, ``model`` on its stdin: the
+        resource's definition written, then the action, in one call (each costs seconds
+        of Python start-up in a busy dom0)."""
+        return self.xenwam("disk", action, model.name, "--install",
+                           input=json.dumps(model.to_json()))
+
     def xl_list(self) -> list[xl.XlDomain]:
         """``xl list`` here."""
         return xl.parse_xl_list(self.run(xl.list_(), timeout=60).stdout)
@@ -694,8 +701,7 @@ class Migration:
             device.adjust()
             device.connect()
             if rp.reuse_pair:
-                self.destination.xenwam("disk", "adjust", rp.name, "--install",
-                                        input=json.dumps(model.to_json()))
+                self.destination.disk_installing("adjust", model)
             else:
                 self.destination.xenwam("disk", "up", rp.name, "--create-md")
         for rp in plan.resources:
@@ -777,8 +783,7 @@ class Migration:
             install(model, self.config_dir)
             self.pairs[rp.name] = model
             DrbdDevice(model).to_handover()
-            self.destination.xenwam("disk", "handover", rp.name, "--install",
-                                    input=json.dumps(model.to_json()))
+            self.destination.disk_installing("handover", model)
             if self.options.verify:
                 self._verify(rp.name, model)
             self.destination.xenwam("disk", "promote", rp.name)
@@ -1033,8 +1038,7 @@ class Migration:
                            f"{plan.destination} runs it alone", resource=rp.name)
                 continue
             install(model, self.config_dir)
-            self.destination.xenwam("disk", "bulk", rp.name, "--install",
-                                    input=json.dumps(model.to_json()))
+            self.destination.disk_installing("bulk", model)
             local.to_bulk()
 
     def _demote_source(self, local: DrbdDevice, plan: Plan) -> None:
