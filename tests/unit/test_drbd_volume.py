@@ -226,3 +226,11 @@ def test_a_peers_definition_is_taken_whole_where_there_is_none(tmp_path: Path) -
     # On a host the definition does not name, it is written as sent.
     install_from_peer(replace(sent, mode="handover"), config, hostname="c")
     assert load("g1-disk", config) == replace(sent, mode="handover")
+
+
+def test_an_unreadable_file_is_replaced_by_the_peers_definition(tmp_path: Path) -> None:
+    _site, config = make(tmp_path, None)
+    sent = load("g1-disk", config)
+    (config / "xenwam-g1-disk.res").write_text("resource g1-disk { garbage")
+    install_from_peer(sent, config, hostname="a")
+    assert load("g1-disk", config) == sent

@@ -53,6 +53,8 @@ MIB = 1024 * 1024
 SIZE_MAX = 64 * 1024 * 1024 * MIB
 #: Largest resource model ``install`` reads from stdin (a real one is under 2 KiB).
 MODEL_MAX = 64 * 1024
+
+
 def meta_size(size: int) -> int:
     """Bytes of external DRBD 8.4 metadata for a ``size``-byte disk, with room to spare:
     the bitmap (one bit per 4 KiB), the activity log and the superblock."""
@@ -407,7 +409,10 @@ def install_from_peer(resource: Resource, config_dir: Path = DEFAULT_CONFIG_DIR,
     reboot ``reattach`` may have put the copy behind other loop devices here.  Which
     devices back the peer's copy does not matter to DRBD here, nor to the sender."""
     me = hostname or socket.gethostname()
-    current = _load_quiet(resource.name, config_dir)
+    try:
+        current = _load_quiet(resource.name, config_dir)
+    except ConfigError:
+        current = None  # an unreadable file is replaced whole, as `install` always did
     own = next((h for h in current.hosts if h.hostname == me), None) if current else None
     if own is not None and any(h.hostname == me for h in resource.hosts):
         resource = replace(resource, hosts=tuple(
