@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from collections.abc import Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 
 import pytest
 
@@ -111,6 +111,31 @@ def test_favour_resync_gives_it_half_the_link() -> None:
     half = RES.wan.c_max_rate_kib // 2
     assert r.calls == [["drbdadm", "disk-options", f"--c-min-rate={half}k", "r0"]]
     assert half >= 250
+
+
+def test_verify_lifts_the_resync_ceilings_while_it_runs_and_puts_them_back() -> None:
+    wan = RES.wan
+    dev, r = device([proc("Connected"), proc("VerifyS"),
+                     proc("Connected", oos=8)])
+    assert dev.verify(interval=1.0) == 8
+    lifted = ["drbdadm", "disk-options", f"--c-max-rate={wan.verify_max_rate_kib}k",
+              f"--c-fill-target={wan.verify_fill_target_kib}k", "r0"]
+    back = ["drbdadm", "disk-options", f"--c-max-rate={wan.c_max_rate_kib}k",
+            f"--c-fill-target={wan.c_fill_target_kib}k", "r0"]
+    assert r.calls == [lifted, ["drbdadm", "verify", "r0"], back]
+    assert wan.verify_max_rate_kib == 64 * wan.c_max_rate_kib
+    # Within drbdsetup's ranges however fast the link.
+    fast = replace(wan, bandwidth_mbit=100_000.0, rtt_ms=200.0)
+    assert fast.verify_max_rate_kib == 4 * 1024 * 1024
+    assert fast.verify_fill_target_kib == 512 * 1024
+
+
+def test_verify_puts_the_ceilings_back_when_it_fails() -> None:
+    dev, r = device([proc("Connected"), proc("WFConnection")], Runner())
+    with pytest.raises(DrbdError, match="connection dropped during online verify"):
+        dev.verify(interval=1.0)
+    assert r.calls[-1][:3] == ["drbdadm", "disk-options",
+                               f"--c-max-rate={RES.wan.c_max_rate_kib}k"]
 
 
 def test_down_detach_disconnect_are_idempotent() -> None:

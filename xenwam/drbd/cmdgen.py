@@ -150,6 +150,14 @@ def resync_floor(resource: str, kib_s: int, *, config: Path | None = None) -> li
     return _drbdadm("disk-options", resource, f"--c-min-rate={kib_s}k", config=config)
 
 
+def resync_ceiling(resource: str, max_rate_kib: int, fill_target_kib: int, *,
+                   config: Path | None = None) -> list[str]:
+    """Change the live device's resync controller ceilings (c-max-rate, c-fill-target),
+    which also pace an online verify."""
+    return _drbdadm("disk-options", resource, f"--c-max-rate={max_rate_kib}k",
+                    f"--c-fill-target={fill_target_kib}k", config=config)
+
+
 def net_options(resource: str, options: NetOptions, *, config: Path | None = None) -> list[str]:
     """Change net options of the live connection (needs protocol version 100 or later)."""
     return _drbdadm("net-options", resource, *options.as_flags(), config=config)

@@ -375,11 +375,28 @@ class DrbdDevice:
 
         Both hosts read every block and compare digests (``verify-alg``); blocks that
         differ are only marked, never copied.  ``0`` is the proof that both copies match.
+        Only digests cross the link, so the resync ceilings are lifted while it runs
+        (:attr:`WanProfile.verify_max_rate_kib`) and put back after.
         """
         st = self.state()
         if not st.is_connected:
             raise DrbdError(f"resource {self.name!r} is {st.connection}: online verify needs "
                             "the peer connected")
+        wan = self.resource.wan
+        self._run(cmdgen.resync_ceiling(self.name, wan.verify_max_rate_kib,
+                                        wan.verify_fill_target_kib, config=self.config))
+        try:
+            return self._verify(st, timeout, interval, on_progress)
+        finally:
+            try:
+                self._run(cmdgen.resync_ceiling(self.name, wan.c_max_rate_kib,
+                                                wan.c_fill_target_kib, config=self.config))
+            except DrbdError as exc:  # a device gone meanwhile has no ceilings left
+                log.warning("%s: could not put the resync ceilings back after the verify: "
+                            "%s", self.name, exc)
+
+    def _verify(self, st: DeviceState, timeout: float, interval: float,
+                on_progress: Callable[[Progress], None] | None) -> int:
         if st.replication not in ("VerifyS", "VerifyT"):
             self._run(cmdgen.verify(self.name, config=self.config))
         start = self.clock()

@@ -46,6 +46,15 @@ MINOR_MAX = 1048575
 BUFFER_MAX = 10 * 1024 * 1024
 #: drbdsetup's range for ``c-plan-ahead`` (tenths of a second).
 PLAN_AHEAD_MAX = 300
+#: drbdsetup's ceilings for ``c-max-rate`` (KiB/s) and ``c-fill-target`` (2^20 sectors,
+#: in KiB).
+C_MAX_RATE_MAX = 4 * 1024 * 1024
+C_FILL_TARGET_MAX_KIB = 512 * 1024
+#: Online verify sends one digest per 4 KiB block, not the block (about 1/100 of the
+#: bytes both ways), so while it runs the resync ceilings, which are the link's, are
+#: lifted this many times: its pace is then the disks' and the CPUs'.  c-min-rate still
+#: yields to the guest's own I/O.
+VERIFY_PACE_FACTOR = 64
 #: Replication modes a resource file can be written in (see :attr:`Resource.mode`).
 MODES = ("bulk", "handover")
 
@@ -161,6 +170,16 @@ class WanProfile:
     def c_max_rate_kib(self) -> int:
         """Resync rate ceiling: the link's bandwidth (KiB/s)."""
         return max(250, int(self.bandwidth_mbit * 1e6 / 8 / 1024))
+
+    @property
+    def verify_max_rate_kib(self) -> int:
+        """The ``c-max-rate`` while an online verify runs (:data:`VERIFY_PACE_FACTOR`)."""
+        return min(C_MAX_RATE_MAX, self.c_max_rate_kib * VERIFY_PACE_FACTOR)
+
+    @property
+    def verify_fill_target_kib(self) -> int:
+        """The ``c-fill-target`` while an online verify runs: its requests in flight."""
+        return min(C_FILL_TARGET_MAX_KIB, self.c_fill_target_kib * VERIFY_PACE_FACTOR)
 
     @property
     def c_min_rate_converge_kib(self) -> int:

@@ -200,6 +200,9 @@ class Result:
     seen: dict[str, str] = field(default_factory=dict)             # what each check saw
     retry_outcome: str | None = None
     error: str | None = None
+    #: For a case that failed: per host, the guest's console (journal lines left out),
+    #: ``xl dmesg`` and xl's log, read before anything else touches the lab.
+    evidence: dict[str, str] = field(default_factory=dict)
 
     @property
     def passed(self) -> bool:
@@ -378,9 +381,23 @@ class FaultRunner:
             result.error = str(exc)[-500:]
             self.say(f"case {case.name}: {result.error}")
             self.heal(case, source, destination)
+        if not result.passed:
+            result.evidence = {h: self.evidence(h) for h in HOSTS}
         self.say(f"case {case.name}: {'held' if result.passed else 'FAILED'} "
                  f"({result.outcome}, guest on {result.ended_on}, checks {result.checks})")
         return result
+
+    def evidence(self, host: str) -> str:
+        """What to read when a case failed: the guest's own console on ``host`` (its
+        kernel's messages; the journal's lines left out), Xen's log and xl's."""
+        script = (f"echo '# guest console'; cat {dj.CONSOLE_DIR}/guest-{self.name}*.log "
+                  "2>/dev/null | grep -v -E 'xwj|xw-tick' | tail -n 60; "
+                  "echo '# xl dmesg'; xl dmesg 2>&1 | tail -n 20; "
+                  f"echo '# xl logs'; tail -n 30 /var/log/xen/xl-{self.name}*.log 2>&1")
+        try:
+            return self.sh(host, script, timeout=120, check=False)[-6000:]
+        except (LabError, CommandError, OSError) as exc:
+            return f"unreadable: {exc}"
 
     def _link(self, fault: Fault, source: str, destination: str, faulty: bool) -> None:
         """Switch a link fault on (``faulty``) or back off."""
