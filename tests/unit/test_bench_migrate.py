@@ -5,6 +5,10 @@ part itself runs in tests/lab/test_bench_migrate.py."""
 from __future__ import annotations
 
 import json
+import os
+import signal
+import subprocess
+import time
 from pathlib import Path
 from typing import Any
 
@@ -14,6 +18,7 @@ from xenwam import cli
 from xenwam.bench import BENCHMARKS
 from xenwam.errors import ConfigError
 from xenwam.lab import migrate_bench as mb
+from xenwam.lab import xl
 from xenwam.lab.xl import PingReply
 
 pytestmark = pytest.mark.unit
@@ -245,35 +250,34 @@ def test_comparison_plots(tmp_path: Path) -> None:
 # ------------------------------------------------------------------ what the lab reads back
 
 
-HEADER = (DATA / "xl-list-4.17-dom0-only.txt").read_text().splitlines()[0]
-DOM0 = "Domain-0                                     0   512     1     r-----      34.6"
+#: What TIMED_MIGRATE printed in a lab run of stock xl migrate (trimmed), and its watch.
+TIMED = """1796326000.100 Saving to migration stream new xl format (info 0x3/0x0/1515)
+1796326000.200 migration target: Ready to receive domain.
+1796326019.900 migration target: Transfer complete, requesting permission to start domain.
+1796326020.000 migration sender: Target has acknowledged transfer.
+1796326020.050 migration sender: Giving target permission to start.
+1796326021.400 migration target: Got permission, starting domain.
+1796326023.700 migration target: Domain started successsfully.
+1796326023.750 migration sender: Target reports successful startup.
+1796326026.900 Migration successful.
+1796326026.950 xl-exit 0
+"""
+WATCH_LOG = "1796325999.500 /local/domain/3/control/shutdown\n" \
+            "1796326002.250 /local/domain/3/control/shutdown\n" \
+            "1796326002.300 /local/domain/3/control/shutdown\n"
 
 
-def _listing(stamp: float, *guests: str) -> str:
-    rows = [f"{name:<44}{3:>3}{224:>6}{1:>6}     {state}       7.7" for name, state in
-            (g.split(":") for g in guests)]
-    return "\n".join([f"T {stamp}", HEADER, DOM0, *rows]) + "\n"
-
-
-def test_parse_the_watcher_log() -> None:
-    text = (_listing(100.0, "g1:-b----") + _listing(100.5, "g1:---s--")
-            + "T 101.0\nName   ID  Mem")  # cut off when the loop was stopped
-    samples = mb.parse_xl_watch(text)
-    assert [s.time for s in samples][:2] == [100.0, 100.5]
-    assert [d.name for d in samples[0].domains] == ["Domain-0", "g1"]
-    assert samples[1].domains[1].state == "---s--"
-
-
-def test_paused_time_from_both_dom0s() -> None:
-    source = mb.parse_xl_watch(_listing(100.0, "g1:-b----") + _listing(100.5, "g1:-b----")
-                               + _listing(101.0, "g1:---s--") + _listing(101.5))
-    # b's clock runs 100 s ahead of ours, a's 0.25 s behind.
-    destination = mb.parse_xl_watch(
-        _listing(200.0) + _listing(201.8, "g1--incoming:--p---") + _listing(203.0, "g1:--p---")
-        + _listing(203.6, "g1:-b----") + _listing(204.0, "g1:r-----"))
-    assert mb.paused_from_watch(source, destination, "g1", -0.25, 100.0) == pytest.approx(2.35)
-    assert mb.paused_from_watch(source, destination[:3], "g1", -0.25, 100.0) is None
-    assert mb.paused_from_watch(source[:2], destination, "g1") is None
+def test_stock_migrate_paused_from_the_suspend_request_to_the_reported_unpause() -> None:
+    timed = xl.parse_timed_migrate("stray line\n" + TIMED)
+    assert timed.status == 0 and len(timed.lines) == 9
+    assert timed.output.endswith("Migration successful.")
+    # The watch's first event is its own setting; the second is xl's request.
+    assert xl.paused_seconds(WATCH_LOG, timed) == pytest.approx(21.5)
+    assert xl.paused_seconds(WATCH_LOG.splitlines()[0], timed) is None
+    failed = xl.parse_timed_migrate(TIMED.split("1796326023.750")[0]
+                                    + "1796326030.0 xl-exit 1\n")
+    assert failed.status == 1 and xl.paused_seconds(WATCH_LOG, failed) is None
+    assert xl.parse_timed_migrate("").status is None
 
 
 def test_talk_again_from_the_two_pingers() -> None:
@@ -405,3 +409,60 @@ def test_freeze_and_copy_keeps_its_guest_for_the_xenwam_run_that_follows(
     bench.calls = []
     bench.run()
     assert bench.calls == expected
+
+
+def _stand_ins(tmp_path: Path, migrate_status: int) -> dict[str, str]:
+    bin_dir = tmp_path / "bin"
+    bin_dir.mkdir()
+    scripts = {
+        "xl": f"""#!/bin/sh
+case "$1" in
+domid) echo 7 ;;
+migrate) echo "migration target: Ready to receive domain." >&2; sleep 0.4
+    echo "migration sender: Target reports successful startup." >&2
+    echo "Migration successful."; exit {migrate_status} ;;
+esac
+""",
+        "xenstore-watch": """#!/bin/sh
+echo "$1"; sleep 0.2; echo "$1"; echo $$ > "$WATCH_PID"; exec sleep 30
+""",
+    }
+    for name, text in scripts.items():
+        (bin_dir / name).write_text(text)
+        (bin_dir / name).chmod(0o755)
+    return {**os.environ, "PATH": f"{bin_dir}:{os.environ['PATH']}",
+            "WATCH_PID": str(tmp_path / "watch.pid")}
+
+
+@pytest.mark.parametrize("status", [0, 3])
+def test_the_timed_migrate_script_with_stand_ins(tmp_path: Path, status: int) -> None:
+    """The real shell around xl migrate, with stand-in xl and xenstore-watch: xl's lines
+    stamped, its exit status passed on, the watch logged and ended with its group."""
+    log = tmp_path / "suspend.log"
+    done = subprocess.run(["sh", "-c", xl.TIMED_MIGRATE, "sh", "g1", str(log),
+                           "xl", "migrate", "g1", "10.0.0.2"], capture_output=True,
+                          text=True, timeout=30, env=_stand_ins(tmp_path, status))
+    timed = xl.parse_timed_migrate(done.stdout)
+    assert timed.status == status
+    assert [line for _, line in timed.lines] == [
+        "migration target: Ready to receive domain.",
+        "migration sender: Target reports successful startup.", "Migration successful."]
+    paused = xl.paused_seconds(log.read_text(), timed)
+    assert paused is not None and 0.2 <= paused < 10
+    assert log.read_text().split()[1] == "/local/domain/7/control/shutdown"
+    watcher = int((tmp_path / "watch.pid").read_text())
+    deadline = time.monotonic() + 5
+    while _alive(watcher) and time.monotonic() < deadline:
+        time.sleep(0.05)
+    try:
+        assert not _alive(watcher), "the watch outlived the script"
+    finally:
+        if _alive(watcher):
+            os.kill(watcher, signal.SIGKILL)  # our own stand-in, by pid
+
+
+def _alive(pid: int) -> bool:
+    try:
+        return Path(f"/proc/{pid}/stat").read_text().split()[2] != "Z"
+    except (FileNotFoundError, ProcessLookupError):
+        return False

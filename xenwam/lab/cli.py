@@ -200,6 +200,9 @@ def _report_text(rep: MigrationReport) -> str:
         f"stock xl migrate of {rep.domain}: host {rep.source} -> {rep.destination} "
         f"({rep.layout} layout, over {rep.transport})",
         f"  total time            {rep.total_seconds} s",
+        "  guest paused          "
+        + (f"{rep.paused_seconds} s (xl's suspend request to the destination's unpause)"
+           if rep.paused_seconds is not None else "not measured"),
         f"  longest ping gap      {gap} (50 ms ping from the correspondent, "
         f"{rep.ping_replies} replies)",
         f"  answers at old address after: {'yes' if rep.answered_after else 'no'}",

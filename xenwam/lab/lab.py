@@ -42,6 +42,7 @@ from xenwam.lab.qemu import HostFiles, host_argv, overlay_argv
 from xenwam.lab.xl import (
     GUEST_DIR,
     RECEIVE_PORT,
+    TIMED_MIGRATE,
     ConsoleExec,
     GapReport,
     GuestSpec,
@@ -56,7 +57,9 @@ from xenwam.lab.xl import (
     parse_console_exec,
     parse_ping,
     parse_ticks,
+    parse_timed_migrate,
     parse_xl_list,
+    paused_seconds,
     rebounds,
     receive_listener_argv,
 )
@@ -171,6 +174,9 @@ class MigrationReport:
     running_on_destination: bool
     ticks_before: int
     ticks_after: int
+    #: From xl's suspend request to the destination's unpause, on the source's clock
+    #: (see :func:`xenwam.lab.xl.paused_seconds`); None if either was not seen.
+    paused_seconds: float | None = None
 
 
 @dataclass(frozen=True)
@@ -1098,8 +1104,14 @@ class Lab:
             self.progress(f"xl migrate {name} {dest_ip} over {transport} "
                           f"(host {source} -> {destination})")
             start = time.time()
+            watch_log = f"/tmp/xwlab-suspend-{name}.log"
             try:
-                self.exec(source, migrate_argv(name, dest_ip, transport), timeout=900)
+                timed = parse_timed_migrate(self.exec(
+                    source, ["sh", "-c", TIMED_MIGRATE, "sh", name, watch_log,
+                             *migrate_argv(name, dest_ip, transport)], timeout=900).stdout)
+                if timed.status != 0:
+                    raise LabError(f"xl migrate {name} failed on host {source} (exit "
+                                   f"{timed.status}): {timed.output[-400:]}")
             finally:
                 if listener is not None:
                     # Gone by itself after one connection; this covers a failed start.
@@ -1113,6 +1125,8 @@ class Lab:
             self._stop_helper(ping_pidfile)
             pinger.wait(timeout=10)
         gap: GapReport = longest_gap(parse_ping(ping_log.read_text()), start, end)
+        paused = paused_seconds(self.exec(source, ["cat", watch_log], check=False).stdout,
+                                timed)
         domains = self.xl_list(destination)
         running = any(d.name == name for d in domains)
         record.host = destination
@@ -1127,6 +1141,7 @@ class Lab:
             running_on_destination=running,
             ticks_before=ticks_before[-1].count if ticks_before else 0,
             ticks_after=ticks_after[-1].count if ticks_after else 0,
+            paused_seconds=paused,
         )
 
     def start_xenwam_migrate(self, name: str, extra: Sequence[str] = (),

@@ -39,7 +39,6 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import re
 import shlex
 import signal
 import statistics
@@ -55,7 +54,7 @@ from xenwam.cliargs import Parser, int_in, number_in, regular_file, text_type
 from xenwam.docblock import replace_block
 from xenwam.errors import BenchError, ConfigError, XenwamError
 from xenwam.lab.config import Layout, Shaping, parse_duration_ms, parse_rate_kbit
-from xenwam.lab.xl import GUEST_DIR, PingReply, XlDomain, parse_xl_list
+from xenwam.lab.xl import GUEST_DIR, PingReply
 
 METHODS = ("freeze-copy", "stock-lan", "xenwam")
 #: The smoke run's defaults (CI): one size, one profile, one repeat.
@@ -515,62 +514,6 @@ def comparison_plots(results: dict[str, Any], out_dir: Path) -> list[Path]:
 # ------------------------------------------------------------------ what the lab reads back
 
 
-@dataclass(frozen=True)
-class XlSample:
-    """One ``xl list`` taken by the watcher loop in a dom0, at its clock's ``time``."""
-
-    time: float
-    domains: tuple[XlDomain, ...]
-
-
-_STAMP = re.compile(r"^T (\d+\.\d+)$", re.M)
-
-
-def parse_xl_watch(text: str) -> list[XlSample]:
-    """The samples in a watcher log: ``T UNIXTIME`` lines, each followed by ``xl list``."""
-    marks = list(_STAMP.finditer(text))
-    out = []
-    for i, m in enumerate(marks):
-        end = marks[i + 1].start() if i + 1 < len(marks) else len(text)
-        body = text[m.end():end].strip("\n")
-        try:
-            domains = tuple(parse_xl_list(body)) if body.strip() else ()
-        except XenwamError:
-            continue  # a listing cut off when the loop was stopped
-        out.append(XlSample(float(m.group(1)), domains))
-    return out
-
-
-def _state_of(sample: XlSample, name: str) -> str | None:
-    for d in sample.domains:
-        if d.name == name:
-            return d.state
-    return None
-
-
-def paused_from_watch(source: Sequence[XlSample], destination: Sequence[XlSample],
-                      name: str, source_offset: float = 0.0,
-                      destination_offset: float = 0.0) -> float | None:
-    """The guest's paused time during ``xl migrate``, from both dom0s' watcher samples:
-    from the first source sample where ``name`` is suspended (``s`` or ``p``) or gone, to
-    the first destination sample after it where ``name`` runs (neither ``s`` nor ``p``).
-    Offsets are each dom0's clock minus ours (see :meth:`Lab.clock_offset`)."""
-    suspended = None
-    for sample in source:
-        state = _state_of(sample, name)
-        if state is None or "s" in state or "p" in state:
-            suspended = sample.time - source_offset
-            break
-    if suspended is None:
-        return None
-    for sample in destination:
-        at = sample.time - destination_offset
-        state = _state_of(sample, name)
-        if at > suspended and state is not None and "s" not in state and "p" not in state:
-            return round(at - suspended, 3)
-    return None
-
-
 def talk_again_seconds(before: Sequence[PingReply], after: Sequence[PingReply],
                        start: float) -> float | None:
     """From the client's last reply at the old address before the move began (``start``)
@@ -672,12 +615,6 @@ ZSTD_SEND = ("import sys, zstandard\n"
 ZSTD_RECEIVE = ("import sys, zstandard\n"
                 "with open(sys.argv[1], 'wb') as f:\n"
                 "    zstandard.ZstdDecompressor().copy_stream(sys.stdin.buffer, f)\n")
-#: Polls ``xl list`` into a log until the stop file appears (paused-time watcher).
-WATCH = ('rm -f /tmp/xwb-watch-stop; setsid sh -c \'while [ ! -e /tmp/xwb-watch-stop ]; '
-         'do echo "T $(date +%s.%N)"; xl list; sleep 0.1; done > /tmp/xwb-watch.log 2>&1\' '
-         '< /dev/null > /dev/null 2>&1 &')
-
-
 def writer_command(region_mib: int, kib_s: int) -> str:
     """Typed into the guest's console: rewrite the data disk's first ``region_mib`` MiB at
     ``kib_s`` KiB/s (64 KiB blocks, O_DIRECT) until /tmp/xwb-stop appears (a stop file
@@ -909,18 +846,10 @@ class Bench:
             lab.guest_run(name, writer_command(written_mib(size, self.settings.write_fraction),
                                                self.settings.write_kib_s))
             time.sleep(5.0)
-            for host in ("a", "b"):
-                self._sh(lab, host, WATCH)
             link_before = self._link_bytes(lab)
             report = lab.migrate_baseline(name)
             run.link_bytes = self._link_bytes(lab) - link_before
-            samples = {}
-            for host in ("a", "b"):
-                self._sh(lab, host, "touch /tmp/xwb-watch-stop; sleep 1")
-                samples[host] = parse_xl_watch(self._sh(lab, host, "cat /tmp/xwb-watch.log"))
-            offsets = {h: lab.clock_offset(h)[0] for h in ("a", "b")}
-            run.paused_seconds = paused_from_watch(samples["a"], samples["b"], name,
-                                                   offsets["a"], offsets["b"])
+            run.paused_seconds = report.paused_seconds
             time.sleep(5.0)
             summary = lab.stop_records(*records)
             records = None
@@ -933,7 +862,8 @@ class Bench:
             run.wire_bytes = {"memory": run.link_bytes}
             run.bound_seconds = None  # the lan layout is not shaped
             run.notes.append(f"longest ping gap {report.longest_gap_seconds} s; paused "
-                             "time from xl list polled every 0.1 s in both dom0s")
+                             "time from xl's suspend request (a xenstore watch) to its "
+                             "report of the destination's unpause, on the source's clock")
             lab.guest_run(name, "touch /tmp/xwb-stop")
         finally:
             if records is not None:

@@ -240,3 +240,78 @@ def receive_listener_argv(bind_ip: str, port: int = RECEIVE_PORT) -> list[str]:
     """A one-connection ``xl migrate-receive`` listener bound to the lab link address only."""
     return ["socat", f"TCP-LISTEN:{port},bind={bind_ip},reuseaddr",
             "SYSTEM:xl migrate-receive"]
+
+
+# ------------------------------------------------------------------ stock xl migrate, timed
+
+#: Runs in the source dom0 around ``xl migrate``: each line xl prints, prefixed with the
+#: dom0's clock, then ``xl-exit STATUS``; meanwhile a xenstore watch on the guest's
+#: ``control/shutdown`` logs the time of each event (the first when the watch is set,
+#: the second when xl writes ``suspend`` there, as xenwam's own downtime watch reads it).
+#: Neither polls: ``xl list`` costs 0.2 s of an emulated dom0's CPU, and polling it
+#: slowed the very migration it timed.
+TIMED_MIGRATE = r"""
+name=$1; log=$2; shift 2
+domid=$(xl domid "$name")
+key=/local/domain/$domid/control/shutdown
+setsid sh -c 'xenstore-watch "$1" | while read -r p; do
+    echo "$(date +%s.%N) $p"; done' sh "$key" > "$log" 2>&1 < /dev/null &
+watcher=$!
+sleep 0.5
+{ "$@" 2>&1; echo "xl-exit $?"; } | while IFS= read -r line; do
+    echo "$(date +%s.%N) $line"; done
+kill -TERM -"$watcher" 2>/dev/null || true  # dash: no "--" here
+"""
+
+#: The sender's line once the destination has unpaused the guest (xl's own spelling).
+STARTED_LINE = "migration sender: Target reports successful startup."
+
+
+@dataclass(frozen=True)
+class TimedMigrate:
+    """What :data:`TIMED_MIGRATE` printed: xl's lines with their times, its exit status."""
+
+    lines: tuple[tuple[float, str], ...]
+    status: int | None
+
+    @property
+    def output(self) -> str:
+        return "\n".join(line for _, line in self.lines)
+
+    def time_of(self, text: str) -> float | None:
+        """When the first line containing ``text`` was printed."""
+        return next((t for t, line in self.lines if text in line), None)
+
+
+def _stamped(text: str) -> list[tuple[float, str]]:
+    out = []
+    for raw in text.splitlines():
+        stamp, _, rest = raw.partition(" ")
+        try:
+            out.append((float(stamp), rest))
+        except ValueError:
+            continue  # not one of ours
+    return out
+
+
+def parse_timed_migrate(text: str) -> TimedMigrate:
+    lines, status = [], None
+    for t, line in _stamped(text):
+        if line.startswith("xl-exit "):
+            status = int(line.split()[1])
+        else:
+            lines.append((t, line))
+    return TimedMigrate(tuple(lines), status)
+
+
+def paused_seconds(watch_log: str, migrate: TimedMigrate) -> float | None:
+    """The guest's paused time in a stock ``xl migrate``, on the source dom0's clock:
+    from xl writing ``suspend`` into the guest's ``control/shutdown`` (the watch's second
+    event) to the sender's :data:`STARTED_LINE` (the destination unpaused the guest, then
+    told the sender: one round trip late at most).  None where either moment is missing."""
+    events = _stamped(watch_log)
+    suspended = events[1][0] if len(events) >= 2 else None
+    started = migrate.time_of(STARTED_LINE)
+    if suspended is None or started is None or started < suspended:
+        return None
+    return round(started - suspended, 3)
