@@ -261,3 +261,73 @@ def test_an_abort_that_reaches_the_destination_restores_the_pair_on_both_sides(
                                 "remote disk adjust g1-disk --install"]
     assert load("g1-disk", tmp_path) == PAIR and PAIR.mode == "bulk"
     assert [json.loads(i) for i in remote.inputs] == [PAIR.to_json()]
+
+
+def _where(reachable: bool, role: str = "Unknown") -> Any:
+    from xenwam.migrate.orchestrator import Whereabouts
+
+    return Whereabouts(source=["g1"], destination=[], destination_paused=False,
+                       destination_reachable=reachable,
+                       roles={"g1-disk": ("Primary", role if reachable else "?")})
+
+
+@pytest.mark.parametrize("single", [False, True], ids=["return-trip", "first-trip"])
+def test_an_abort_that_missed_the_destination_finishes_there_once_it_is_back(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch, single: bool) -> None:
+    """The fault matrix's crash-destination@memory on a return trip: the abort could not
+    reach the crashed destination, whose file the handover had left in protocol C; once
+    it answers again and its boot has brought its copy up, the abort runs again and
+    reaches it.  A first trip's new copy (the original resource was single) is not
+    waited for."""
+    from types import SimpleNamespace
+
+    from xenwam.migrate.plan import ResourcePlan
+
+    mig, _ = logged_migration(tmp_path, monkeypatch)
+    original = (Resource(name="g1-disk", minor=3, hosts=PAIR.hosts[:1],
+                         shared_secret=PAIR.shared_secret) if single else PAIR)
+    rp = ResourcePlan(name="g1-disk", vdev="xvda", minor=3, device="/dev/drbd3",
+                      size_bytes=1 << 20, original=original.to_json(),
+                      reuse_pair=not single)
+    mig.plan = SimpleNamespace(resources=(rp,), destination="b")  # type: ignore[assignment]
+    now = [0.0]
+    mig.clock = lambda: now[0]  # type: ignore[method-assign]
+
+    def sleep(s: float) -> None:
+        now[0] += s
+    mig.sleep = sleep  # type: ignore[method-assign]
+    seen = iter([_where(False), _where(True), _where(True, "Secondary")])
+    monkeypatch.setattr(mig, "observe", lambda: next(seen))
+    aborts: list[bool] = []
+    monkeypatch.setattr(mig, "abort", lambda where: aborts.append(where.destination_reachable))
+    mig._await_destination()
+    if single:
+        assert aborts == [] and now[0] == 0.0
+    else:
+        # Unreachable, then reachable with DRBD not yet up there, then up: one abort.
+        assert aborts == [True] and now[0] == 30.0
+
+
+def test_an_abort_waits_for_the_destination_only_so_long(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    from types import SimpleNamespace
+
+    from xenwam.migrate.plan import ResourcePlan
+
+    mig, _ = logged_migration(tmp_path, monkeypatch)
+    rp = ResourcePlan(name="g1-disk", vdev="xvda", minor=3, device="/dev/drbd3",
+                      size_bytes=1 << 20, original=PAIR.to_json(), reuse_pair=True)
+    mig.plan = SimpleNamespace(resources=(rp,), destination="b")  # type: ignore[assignment]
+    now = [0.0]
+    mig.clock = lambda: now[0]  # type: ignore[method-assign]
+
+    def sleep(s: float) -> None:
+        now[0] += s
+    mig.sleep = sleep  # type: ignore[method-assign]
+    monkeypatch.setattr(mig, "observe", lambda: _where(False))
+    monkeypatch.setattr(mig, "abort", lambda where: pytest.fail("nothing to reach"))
+    notes: list[str] = []
+    monkeypatch.setattr(mig, "_note", lambda message, **data: notes.append(message))
+    mig._await_destination()
+    assert now[0] == 180.0
+    assert "did not answer within 180 s" in notes[-1]

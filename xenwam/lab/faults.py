@@ -482,10 +482,12 @@ class FaultRunner:
         else:
             self._release(source, trigger, mid)
             finished = None
+            if fault is Fault.CRASH_DESTINATION:
+                # A crashed host starts again by itself (a watchdog, a power cycle), as
+                # the orchestrator's abort then waits for: boot it while it aborts.
+                self.heal(case, source, destination)
         if finished is None:
             finished = self._wait_finished(source, out, self.settings.case_timeout)
-        if fault is Fault.CRASH_DESTINATION:
-            self.heal(case, source, destination)
         if finished is None:
             result.outcome = "no end"
             self._recover(result, source, mid)

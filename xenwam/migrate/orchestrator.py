@@ -198,6 +198,10 @@ class Options:
     transport_level: int = 1
     agent_timeout: float = 20.0      # seconds to wait for the guest agent's answer
     forget: bool = False             # --forget: remove this host's copy afterwards
+    #: How long an abort that could not reach the destination waits for it to answer
+    #: again (a crashed host reboots, a cut link heals), to finish there what it could
+    #: not: the copy there demoted and given back its definition, the pair reconnected.
+    destination_wait: float = 180.0
     #: Hold points (``$XENWAM_HOLD_AT``, for the fault matrix): see :data:`HOLD_POINTS`.
     hold_at: frozenset[str] = frozenset()
 
@@ -1126,8 +1130,43 @@ class Migration:
             return
         self._step(Action.ABORT)
         self.abort(where)
+        if not where.destination_reachable:
+            self._await_destination()
         self._step(Action.ABORTED)
         self.report.outcome = "aborted"
+
+    def _await_destination(self) -> None:
+        """After an abort that could not reach the destination: wait (up to
+        :attr:`Options.destination_wait`) for it to answer again, then abort once more
+        (it is idempotent), which now reaches it: its copy demoted, its definition put
+        back (the handover may have left it in protocol C there, which DRBD refuses to
+        pair with this side's protocol A), the pair reconnected.  A host that booted
+        again is waited for until its own boot has brought its copies up (DRBD
+        configured there: ``xenwam disk reattach --all`` and the drbd service), so that
+        nothing here races it for its loop devices.  The guest runs here all along;
+        only this command's end waits.  A first trip's new copy is not waited for: the
+        pair did not exist before, and the next migration removes that copy."""
+        assert self.plan is not None
+        pairs = [rp.name for rp in self.plan.resources
+                 if not Resource.from_json(rp.original).is_single]
+        if not pairs or self.options.destination_wait <= 0:
+            return
+        dest = self.plan.destination
+        self._note(f"the guest runs here again; waiting up to "
+                   f"{self.options.destination_wait:g} s for {dest} to answer, to put its "
+                   "copy back in the pair")
+        deadline = self.clock() + self.options.destination_wait
+        while self.clock() < deadline:
+            self.sleep(10.0)
+            where = self.observe()
+            if where.destination_reachable and where.on_source and all(
+                    where.roles[name][1] in ("Primary", "Secondary") for name in pairs):
+                self._note(f"{dest} answers again: restoring its copy: " + where.describe(),
+                           **where.to_json())
+                self.abort(where)
+                return
+        self._note(f"{dest} did not answer within {self.options.destination_wait:g} s; "
+                   "the copies stay apart as noted above until it does")
 
     def reattach_local(self) -> None:
         """After a reboot of this host (``--recover``): its copies' files back behind loop
