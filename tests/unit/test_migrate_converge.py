@@ -331,3 +331,39 @@ def test_an_abort_waits_for_the_destination_only_so_long(
     mig._await_destination()
     assert now[0] == 180.0
     assert "did not answer within 180 s" in notes[-1]
+
+
+@pytest.mark.parametrize("state,what", [("---sc-", "crashed"), ("---s--", "shut down"),
+                                        ("-----d", "dying")])
+def test_a_guest_that_does_not_run_is_refused_before_anything_moves(
+        tmp_path: Path, state: str, what: str) -> None:
+    """The fault matrix's guest died of memory exhaustion after many moves; the next
+    migration copied its disk and failed at xl's suspend.  Now the plan refuses it."""
+    from types import SimpleNamespace
+
+    from xenwam.errors import ConfigError
+
+    listing = ("Name                                        ID   Mem VCPUs\tState\tTime(s)\n"
+               "Domain-0                                     0   512     1     r-----"
+               "     131.9\n"
+               f"g1                                           1    96     1     {state}"
+               "       2.2\n")
+
+    @dataclass
+    class Lister:
+        commands: list[list[str]] = field(default_factory=list)
+
+        def run(self, argv: Sequence[str], **kw: Any) -> CommandResult:
+            self.commands.append(list(argv))
+            return CommandResult(tuple(argv), 0, listing, "", 0.0)
+
+    lister = Lister()
+    here = Side("source", "localhost", lister, ("xenwam",))
+    mig = Migration(Options(domain="g1", destination="b"),
+                    bus=ev.EventBus(None, lambda e: None), journal=None, source=here,
+                    destination=here, config_dir=tmp_path, clock=lambda: 0.0,
+                    sleep=lambda s: None)
+    mig.site = SimpleNamespace()  # type: ignore[assignment]
+    with pytest.raises(ConfigError, match=f"'g1' is {what} here .*{state}.*console log"):
+        mig.make_plan()
+    assert lister.commands == [["xl", "list"]]  # nothing but the look

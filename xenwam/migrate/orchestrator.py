@@ -359,6 +359,16 @@ class Migration:
         if not any(d.name == o.domain for d in domains):
             known = ", ".join(d.name for d in domains if d.domid != 0) or "none"
             raise ConfigError(f"no running domain {o.domain!r} on this host (domains: {known})")
+        state = next(d.state for d in domains if d.name == o.domain)
+        if any(flag in state for flag in "scd"):
+            # xl would ask a dead guest to suspend and fail at the end of the memory copy
+            # ("failed to suspend at sender"), after the disks had moved for nothing.
+            what = ("crashed" if "c" in state else "dying" if "d" in state
+                    else "shut down")
+            raise ConfigError(f"domain {o.domain!r} is {what} here (`xl list` state "
+                              f"{state}): there is nothing running to migrate; read its "
+                              f"console log (/var/log/xen/console/guest-{o.domain}*.log) "
+                              "and start it again (`xl destroy`, then `xl create`)")
         configs = xl.parse_list_long(self.source.run(xl.list_long(o.domain)).stdout)
         if not configs:
             raise ConfigError(f"`xl list -l {o.domain}` returned nothing")
