@@ -209,6 +209,16 @@ def test_xenwam_migrate_there_and_back(wan40: Any) -> None:
                                     "'locator|update|address' /var/log/hipd.log | tail -n 30",
                               timeout=120).output
         print("guest logs around the moves:\n" + logs)
+        if summary["lost"]:
+            # What the next person needs if the stream did not come back: the guest's
+            # TCP sockets (retransmit timers in /proc/net/tcp6) and its ESP states.
+            print("guest TCP and ESP after a lost stream:\n" + lab.guest_exec(
+                name, "cat /proc/net/tcp6; ip -s xfrm state", timeout=120).output)
+            print("correspondent's hipd:", subprocess.run(
+                [sys.executable, "-m", "hip.ctl", "show", "--json",
+                 "--socket", str(lab.run_dir / "corr-hipd.sock")],
+                capture_output=True, text=True,
+                env={**os.environ, "PYTHONPATH": str(REPO)}).stdout)
         assert summary["error"] is None, summary
         assert summary["echoed"] == summary["sent"] > 1000, summary
         assert summary["lost"] == 0 and summary["out_of_order"] == 0, summary
