@@ -6,7 +6,7 @@ in the wan layout, then stock ``xl migrate`` once the session's lab is in its la
 (hence the ``lan`` marker: it runs after the wan tests, and the lan tests after it reuse
 the lan lab).  Figures are printed, never judged: the test checks that every method ran
 and produced each figure, that the plots and the xenwam run's timeline exist, and that the
-ratios P1-P4 were computed.  About 17 minutes under TCG (two --hip guests: freeze-and-copy
+ratios P1-P4 were computed.  About 15 minutes under TCG (two --hip guests: freeze-and-copy
 moves one to B and xenwam the same one back; one boot of the lan layout).
 """
 
