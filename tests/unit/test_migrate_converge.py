@@ -271,6 +271,27 @@ def _where(reachable: bool, role: str = "Unknown") -> Any:
                        roles={"g1-disk": ("Primary", role if reachable else "?")})
 
 
+def waiting_migration(tmp_path: Path, monkeypatch: pytest.MonkeyPatch, original: Resource,
+                      reuse: bool) -> tuple[Migration, list[float]]:
+    """A migration of ``original``'s guest whose clock advances only by its sleeps (the
+    list holds the time), for the abort's wait for the destination."""
+    from types import SimpleNamespace
+
+    from xenwam.migrate.plan import ResourcePlan
+
+    mig, _ = logged_migration(tmp_path, monkeypatch)
+    rp = ResourcePlan(name="g1-disk", vdev="xvda", minor=3, device="/dev/drbd3",
+                      size_bytes=1 << 20, original=original.to_json(), reuse_pair=reuse)
+    mig.plan = SimpleNamespace(resources=(rp,), destination="b")  # type: ignore[assignment]
+    now = [0.0]
+    mig.clock = lambda: now[0]  # type: ignore[method-assign]
+
+    def sleep(s: float) -> None:
+        now[0] += s
+    mig.sleep = sleep  # type: ignore[method-assign]
+    return mig, now
+
+
 @pytest.mark.parametrize("single", [False, True], ids=["return-trip", "first-trip"])
 def test_an_abort_that_missed_the_destination_finishes_there_once_it_is_back(
         tmp_path: Path, monkeypatch: pytest.MonkeyPatch, single: bool) -> None:
@@ -279,23 +300,9 @@ def test_an_abort_that_missed_the_destination_finishes_there_once_it_is_back(
     it answers again and its boot has brought its copy up, the abort runs again and
     reaches it.  A first trip's new copy (the original resource was single) is not
     waited for."""
-    from types import SimpleNamespace
-
-    from xenwam.migrate.plan import ResourcePlan
-
-    mig, _ = logged_migration(tmp_path, monkeypatch)
     original = (Resource(name="g1-disk", minor=3, hosts=PAIR.hosts[:1],
                          shared_secret=PAIR.shared_secret) if single else PAIR)
-    rp = ResourcePlan(name="g1-disk", vdev="xvda", minor=3, device="/dev/drbd3",
-                      size_bytes=1 << 20, original=original.to_json(),
-                      reuse_pair=not single)
-    mig.plan = SimpleNamespace(resources=(rp,), destination="b")  # type: ignore[assignment]
-    now = [0.0]
-    mig.clock = lambda: now[0]  # type: ignore[method-assign]
-
-    def sleep(s: float) -> None:
-        now[0] += s
-    mig.sleep = sleep  # type: ignore[method-assign]
+    mig, now = waiting_migration(tmp_path, monkeypatch, original, reuse=not single)
     seen = iter([_where(False), _where(True), _where(True, "Secondary")])
     monkeypatch.setattr(mig, "observe", lambda: next(seen))
     aborts: list[bool] = []
@@ -310,20 +317,7 @@ def test_an_abort_that_missed_the_destination_finishes_there_once_it_is_back(
 
 def test_an_abort_waits_for_the_destination_only_so_long(
         tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
-    from types import SimpleNamespace
-
-    from xenwam.migrate.plan import ResourcePlan
-
-    mig, _ = logged_migration(tmp_path, monkeypatch)
-    rp = ResourcePlan(name="g1-disk", vdev="xvda", minor=3, device="/dev/drbd3",
-                      size_bytes=1 << 20, original=PAIR.to_json(), reuse_pair=True)
-    mig.plan = SimpleNamespace(resources=(rp,), destination="b")  # type: ignore[assignment]
-    now = [0.0]
-    mig.clock = lambda: now[0]  # type: ignore[method-assign]
-
-    def sleep(s: float) -> None:
-        now[0] += s
-    mig.sleep = sleep  # type: ignore[method-assign]
+    mig, now = waiting_migration(tmp_path, monkeypatch, PAIR, reuse=True)
     monkeypatch.setattr(mig, "observe", lambda: _where(False))
     monkeypatch.setattr(mig, "abort", lambda where: pytest.fail("nothing to reach"))
     notes: list[str] = []
