@@ -406,6 +406,14 @@ class Hipd:
             encapsulation=Encapsulation.UDP if carrier is Carrier.UDP else Encapsulation.RAW,
         )
         old = self.sas.get(event.peer_hit)
+        if old == sa:
+            # The core re-announces the SAs after every change of our locator set, even
+            # when the locators they use stayed the same (an old address removed after
+            # the move).  Moving kernel states costs two ``ip`` runs, seconds in a
+            # starved guest, which the next UPDATE would wait for (issue 10, finding 2).
+            log.debug("SAs with %s (%s): unchanged, %s -> %s", event.peer_hit,
+                      event.reason.value, sa.own_locator, sa.peer_locator)
+            return
         if (old is not None and (old.spi_in, old.spi_out) == (sa.spi_in, sa.spi_out)
                 and old.encapsulation is sa.encapsulation):
             self.plane.update_locators(sa.peer_hit, sa.own_locator, sa.peer_locator)

@@ -21,6 +21,7 @@ from hip.dataplane.kernel import (
     acquire_policy_argv,
     algorithm_args,
     batch_script,
+    failed_batch_lines,
     parse_acquires,
     parse_replay_counters,
     policy_argv,
@@ -405,6 +406,66 @@ def test_kernel_move_never_resets_an_esp_sequence_counter(seq_out: int) -> None:
     assert _replay_of(again[sa.spi_in]) == (0x2000, 0)
     assert _replay_of(again[sa.spi_out])[1] >= min(seq_out + 10 + MOVE_OSEQ_MARGIN,  # type: ignore[index]
                                                    0xFFFFFFFF)
+
+
+def test_kernel_move_runs_ip_twice_read_then_one_batch() -> None:
+    """A move is on the critical path of a migrated guest's UPDATE: one read, then the
+    deletes, adds and policy updates in one ``ip -force -batch`` run, in that order."""
+    sa = _sa()
+    runner = RecordingRunner(stdout=_state_text(LOC_M, LOC_C, sa.spi_out, 0, 7)
+                             + _state_text(LOC_C, LOC_M, sa.spi_in, 9, 0))
+    plane = KernelDataPlane(HIT_M, runner=runner)
+    plane.install(sa)
+    runner.calls.clear()
+    runner.commands.clear()
+    plane.update_locators(HIT_C, IPv4Address("10.2.0.2"), LOC_C)
+    assert runner.calls == [["ip", "-force", "-batch", "-"]] * 2
+    kinds = [" ".join(c[1:4]) for c in runner.commands]
+    assert kinds == ["xfrm state get"] * 2 + ["xfrm state delete"] * 2 + [
+        "xfrm state add"] * 2 + ["xfrm policy update"] * 2
+    assert plane.installed[HIT_C].own_locator == IPv4Address("10.2.0.2")
+
+
+@dataclass
+class LineFailingRunner(RecordingRunner):
+    """Fails the given lines of a batch the way ``ip -force -batch -`` reports them."""
+
+    failing_lines: tuple[int, ...] = ()
+
+    def run(self, argv: Sequence[str], *, timeout: float = DEFAULT_TIMEOUT,
+            check: bool = True, input: str | None = None) -> CommandResult:
+        done = super().run(argv, timeout=timeout, check=check, input=input)
+        if "-batch" not in argv or not self.failing_lines or "state delete" not in (input or ""):
+            return done
+        err = "".join(f"RTNETLINK answers: No such process\nCommand failed -:{n}\n"
+                      for n in self.failing_lines)
+        return CommandResult(tuple(argv), 1, done.stdout, err, 0.0)
+
+
+@pytest.mark.parametrize(("failing", "moved"), [((1,), True), ((1, 2), True),
+                                                ((3,), False), ((2, 6), False)])
+def test_kernel_move_tolerates_a_missing_old_state_not_a_failed_add(
+        failing: tuple[int, ...], moved: bool) -> None:
+    sa = _sa()
+    runner = LineFailingRunner(failing_lines=failing)
+    plane = KernelDataPlane(HIT_M, runner=runner)
+    plane.install(sa)
+    if moved:
+        plane.update_locators(HIT_C, IPv4Address("10.2.0.2"), LOC_C)
+        assert plane.installed[HIT_C].own_locator == IPv4Address("10.2.0.2")
+    else:
+        with pytest.raises(DataPlaneError, match="could not move the SAs"):
+            plane.update_locators(HIT_C, IPv4Address("10.2.0.2"), LOC_C)
+        assert plane.installed[HIT_C].own_locator == sa.own_locator
+
+
+def test_failed_batch_lines_reads_what_ip_reports() -> None:
+    def result(status: int, stderr: str) -> CommandResult:
+        return CommandResult(("ip",), status, "", stderr, 0.0)
+    assert failed_batch_lines(result(0, "")) == []
+    assert failed_batch_lines(result(1, 'Device "x" does not exist.\nCommand failed -:1\n'
+                                        "Command failed -:3\n")) == [1, 3]
+    assert failed_batch_lines(result(1, "ip: command not found")) is None
 
 
 def test_kernel_reinstall_with_same_spis_keeps_counters_new_spis_start_at_zero() -> None:

@@ -141,3 +141,20 @@ def test_hosts_file_edited_after_the_verification_wins(tmp_path: Path) -> None:
     assert hipd.peer_candidates(PEER) == [NEW, OLD]
     os.utime(Path(hipd.options.config_dir) / "hosts", (150.0, 150.0))  # edited later
     assert hipd.peer_candidates(PEER) == [OLD, NEW]
+
+
+def test_sas_announced_again_unchanged_do_not_touch_the_data_plane(tmp_path: Path) -> None:
+    """After a move the core announces the SAs again when the old address goes away,
+    with the same locators: a kernel move would cost two ``ip`` runs for nothing, and
+    the UPDATE to the peer would wait for them (issue 10, finding 2)."""
+    hipd = _hipd(tmp_path, [100.0])
+    plane = hipd.plane
+    assert isinstance(plane, RecordingPlane)
+    hipd._on_event(_sa_changed(hipd, PEER, OLD, SAChangeReason.ESTABLISHED))
+    hipd._on_event(_sa_changed(hipd, PEER, NEW, SAChangeReason.PEER_MOVED))
+    assert plane.calls == [("install", OLD), ("update", NEW)]
+    hipd._on_event(_sa_changed(hipd, PEER, NEW, SAChangeReason.LOCAL_MOVED))
+    hipd._on_event(_sa_changed(hipd, PEER, NEW, SAChangeReason.PEER_MOVED))
+    assert plane.calls == [("install", OLD), ("update", NEW)]
+    hipd._on_event(_sa_changed(hipd, PEER, OLD, SAChangeReason.PEER_MOVED))
+    assert plane.calls[-1] == ("update", OLD)
