@@ -411,6 +411,50 @@ def test_freeze_and_copy_keeps_its_guest_for_the_xenwam_run_that_follows(
     assert bench.calls == expected
 
 
+class LayoutsLab:
+    """A lab handle that notes each layout asked for; either is "up"."""
+
+    def __init__(self, asked: list[str]) -> None:
+        self.asked = asked
+
+    def use(self, layout: Any) -> Any:
+        from types import SimpleNamespace
+
+        self.asked.append(layout.value)
+        config = SimpleNamespace(shaping=None)
+        return SimpleNamespace(load_state=lambda: SimpleNamespace(config=lambda: config))
+
+
+class OrderBench(PairBench):
+    def stock_lan(self, lab: Any, size: int, repeat: int) -> mb.Run:
+        self.calls.append(("stock-lan", size, repeat))
+        return self._run("stock-lan", size, None, repeat)
+
+    def _attempt(self, method: str, size: int, profile: Any, repeat: int,
+                 action: Any) -> None:
+        self.calls.append(("repeat", repeat, profile.name if profile else "lan"))
+        super()._attempt(method, size, profile, repeat, action)
+
+
+def test_a_sweep_measures_every_case_once_before_any_repeat(tmp_path: Path) -> None:
+    """A sweep takes hours and is often stopped part way: the first hours must give the
+    whole table (every size, profile and method once), not three repeats of its first
+    rows."""
+    profiles = (mb.Profile.parse("20ms/100mbit"), mb.Profile.parse("80ms/20mbit"))
+    settings = mb.Settings(sizes_mib=(64, 256), profiles=profiles, repeats=2)
+    asked: list[str] = []
+    bench = OrderBench(LayoutsLab(asked), settings, tmp_path, lambda _m: None)
+    bench.calls = []
+    bench.run()
+    cases = [c for c in bench.calls if c[0] == "repeat"]
+    assert len(cases) == 2 * (2 * 2 * 2 + 2)  # repeats x (sizes x profiles x WAN + stock)
+    first = cases[: len(cases) // 2]
+    assert {c[1] for c in first} == {1} and {c[2] for c in first} == {
+        "20ms/100mbit", "80ms/20mbit", "lan"}
+    assert asked == ["wan", "lan", "wan", "lan"]
+    assert len(bench.runs) == len(cases)
+
+
 def _stand_ins(tmp_path: Path, migrate_status: int) -> dict[str, str]:
     bin_dir = tmp_path / "bin"
     bin_dir.mkdir()
