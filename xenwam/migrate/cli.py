@@ -155,6 +155,7 @@ def _options(args: argparse.Namespace) -> Options:
                    max_downtime_ms=args.max_downtime, verify=not args.no_verify,
                    converge_after=args.converge_after, transport_level=args.transport_level,
                    agent_timeout=args.agent_timeout, forget=args.forget,
+                   rebind_priority=not args.no_rebind_priority,
                    sync_timeout=args.sync_timeout,
                    hold_at=hold_points_from_env(os.environ.get("XENWAM_HOLD_AT")))
 
@@ -416,6 +417,11 @@ def register(subparsers: Any, common: argparse.ArgumentParser) -> None:
                    help="after unpausing, wait up to S seconds for the guest agent to "
                         "report its new address (default: %(default)s; a guest without "
                         "the agent is not waited for)")
+    p.add_argument("--no-rebind-priority", action="store_true",
+                   help="leave the guest's scheduler weight alone (default: from the "
+                        "unpause until finalize is done the guest has dom0's weight, so "
+                        "that re-binding its network comes before xenwam's own work in "
+                        "dom0; its weight is given back at the end)")
     p.add_argument("--forget", action="store_true",
                    help="remove this host's copy of the disks once the guest runs on HOST "
                         "(default: keep it as HOST's peer, kept nearly current, so that "

@@ -26,7 +26,7 @@ import signal
 import sys
 import time
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass, field, replace
+from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
@@ -74,7 +74,7 @@ log = logging.getLogger(__name__)
 #: Arguments: DOMAIN UNPAUSE(0|1) XENSTORE_DIR then KEY VALUE pairs.  Prints the domid.
 FINISH_SCRIPT = r"""
 set -eu
-dom=$1; unpause=$2; dir=$3; minors=$4; shift 4
+dom=$1; unpause=$2; dir=$3; minors=$4; raise_weight=$5; shift 5
 copies=$(xl list | awk -v d="$dom" '$1 == d || $1 == d "--incoming" {n++} END {print n+0}')
 [ "$copies" = 1 ] || { echo "expected one copy of $dom here, found $copies" >&2; exit 3; }
 xl list "$dom" | awk 'NR == 2 && $5 !~ /p/ {exit 1}' \
@@ -87,6 +87,18 @@ done
 id=$(xl domid "$dom")
 base=/local/domain/$id/$dir
 while [ $# -ge 2 ]; do xenstore-write "$base/$1" "$2"; shift 2; done
+if [ "$unpause" = 1 ] && [ "$raise_weight" = 1 ]; then
+    # Best effort, never a reason not to unpause: the guest gets dom0's scheduler weight
+    # until finalize gives its own back (credit2, else credit; other schedulers: no-op).
+    for sched in credit2 credit; do
+        own=$(xl sched-$sched -d "$dom" 2>/dev/null | awk 'NR == 2 {print $3}') || own=
+        top=$(xl sched-$sched -d Domain-0 2>/dev/null | awk 'NR == 2 {print $3}') || top=
+        case "$own.$top" in *[!0-9.]*|.*|*.) continue ;; esac
+        if [ "$top" -gt "$own" ] && xl sched-$sched -d "$dom" -w "$top" >/dev/null 2>&1
+        then echo "weight=$sched:$own:$top"; fi
+        break
+    done
+fi
 [ "$unpause" = 1 ] && xl unpause "$dom"
 echo "$id"
 """
@@ -198,6 +210,10 @@ class Options:
     transport_level: int = 1
     agent_timeout: float = 20.0      # seconds to wait for the guest agent's answer
     forget: bool = False             # --forget: remove this host's copy afterwards
+    #: From the unpause until finalize is done the guest has dom0's scheduler weight
+    #: (``--no-rebind-priority``: leave it), so that its agent and hipd re-bind its
+    #: network ahead of xenwam's own finalize work in dom0.
+    rebind_priority: bool = True
     #: How long an abort that could not reach the destination waits for it to answer
     #: again (a crashed host reboots, a cut link heals), to finish there what it could
     #: not: the copy there demoted and given back its definition, the pair reconnected.
@@ -256,7 +272,33 @@ class Report:
     #: the seconds from unpause until dom0 read it.
     agent_report: dict[str, Any] | None = None
     agent_seconds: float | None = None
+    #: The guest's scheduler weight raised for the rebind (:class:`RaisedWeight` as
+    #: JSON, and ``restored``: finalize gave it back); None if it was left alone.
+    rebind_weight: dict[str, Any] | None = None
     error: str | None = None
+
+
+@dataclass(frozen=True)
+class RaisedWeight:
+    """The guest's scheduler weight before the rebind, and what it was raised to."""
+
+    scheduler: str
+    weight: int
+    raised_to: int
+
+    @classmethod
+    def parse(cls, stdout: str) -> RaisedWeight | None:
+        """The ``weight=SCHED:OLD:NEW`` line of the finishing script's output, if any."""
+        for line in stdout.splitlines():
+            if line.startswith("weight="):
+                sched, old, new = [*line[len("weight="):].split(":"), "", ""][:3]
+                if sched in ("credit", "credit2") and old.isdigit() and new.isdigit():
+                    return cls(sched, int(old), int(new))
+        return None
+
+    def restore_argv(self, domain: str) -> list[str]:
+        """The ``xl`` command that gives the guest its own weight back."""
+        return ["xl", f"sched-{self.scheduler}", "-d", domain, "-w", str(self.weight)]
 
 
 def network_assignment(plan: Plan, generation: int) -> NetworkAssignment:
@@ -955,6 +997,7 @@ class Migration:
         argv = ["sh", "-c", FINISH_SCRIPT, "xenwam-finish", plan.domain,
                 "0" if self.options.paused else "1", layout.NETWORK_DIR,
                 ",".join(str(rp.minor) for rp in plan.resources),
+                "1" if self.options.rebind_priority else "0",
                 *(x for kv in assignment.to_values() for x in kv)]
         result = self.destination.run(argv, timeout=120, check=False)
         if result.exit_status == 4:
@@ -990,6 +1033,13 @@ class Migration:
         self._note("guest unpaused on the destination",
                    downtime_seconds=self.report.downtime_seconds,
                    suspend_seen_by=self.suspend_seen_by)
+        raised = RaisedWeight.parse(result.stdout)
+        if raised is not None:
+            self.report.rebind_weight = {**asdict(raised), "restored": False}
+            self._note(f"the guest has dom0's scheduler weight ({raised.raised_to}, its own "
+                       f"{raised.weight}) until finalize is done; should this migration "
+                       f"stop before, give it back on {plan.destination} with `"
+                       f"{' '.join(raised.restore_argv(plan.domain))}`", **asdict(raised))
         self._hold("after-unpause")
         if plan.guest_agent is None:
             self._note("the guest runs no xenwam guest agent: nothing applies its new "
@@ -1054,6 +1104,28 @@ class Migration:
             install(model, self.config_dir)
             self.destination.disk_installing("bulk", model)
             local.to_bulk()
+        self._restore_weight(plan)
+
+    def _restore_weight(self, plan: Plan) -> None:
+        """Give the guest back the scheduler weight the rebind raised (best effort: the
+        guest runs either way; a failure is a note saying what to run)."""
+        done = self.report.rebind_weight
+        if done is None or done.get("restored"):
+            return
+        raised = RaisedWeight(done["scheduler"], done["weight"], done["raised_to"])
+        argv = raised.restore_argv(plan.domain)
+        try:
+            result = self.destination.run(argv, timeout=60, check=False)
+            ok, why = result.ok, (result.stderr or result.stdout).strip()[-200:]
+        except XenwamError as exc:
+            ok, why = False, str(exc)
+        if ok:
+            done["restored"] = True
+            self._note(f"the guest's scheduler weight is its own again ({raised.weight})",
+                       **asdict(raised))
+        else:
+            self._note(f"could not give the guest its scheduler weight back ({why}); run "
+                       f"`{' '.join(argv)}` on {plan.destination}", **asdict(raised))
 
     def _demote_source(self, local: DrbdDevice, plan: Plan) -> None:
         """Demote this host's copy once the guest has left.  A copy still held open while
