@@ -1218,6 +1218,7 @@ class Lab:
                     events = self.xenwam_events(source, out)
                     finished = [e for e in events if e.get("event") == "finished"]
                     if finished:
+                        shown = self._show_events(events, shown)
                         break
                     running = "yes" if self.xenwam_migrate_running(source) else ""
                 except CommandError as exc:
@@ -1230,11 +1231,7 @@ class Lab:
                     raise LabError(f"xenwam migrate ended without a report: {err[-800:]!r}")
                 if time.monotonic() > deadline:
                     raise LabError(f"xenwam migrate of {name} did not finish in {timeout:g} s")
-                for e in events[shown:]:
-                    if e.get("event") in ("phase-started", "note", "failed"):
-                        said = e.get("what") or e.get("message") or e.get("error")
-                        self.progress(f"  [{e.get('phase')}] {said}")
-                shown = len(events)
+                shown = self._show_events(events, shown)
                 self.sleep(5.0)
             final = finished[-1]
             outcome = str(final["outcome"])
@@ -1293,6 +1290,15 @@ class Lab:
             agent_report=agent_report, unpaused_at=unpaused_at,
             clock_error_seconds=None if clock_error is None else round(clock_error, 3),
             update_acked_seconds=acked, first_record_seconds=first_record)
+
+    def _show_events(self, events: list[dict[str, Any]], shown: int) -> int:
+        """Print the phases, notes and failures of ``events`` after the first ``shown``
+        (the last look's too: finalize's notes come just before ``finished``)."""
+        for e in events[shown:]:
+            if e.get("event") in ("phase-started", "note", "failed"):
+                said = e.get("what") or e.get("message") or e.get("error")
+                self.progress(f"  [{e.get('phase')}] {said}")
+        return len(events)
 
     # ------------------------------------------------------------ guests moved by others
 
