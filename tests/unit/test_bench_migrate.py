@@ -363,13 +363,20 @@ def test_resuming_with_other_settings_or_garbage_is_refused(tmp_path: Path) -> N
 # ------------------------------------------------------------------ one guest per pair
 
 
-class WanLab:
-    """A lab handle whose wan layout is up (only its shaping is read)."""
+class LayoutsLab:
+    """A lab handle that notes each layout asked for; those in ``up`` are "up" (only
+    their shaping is read), any other fails the test."""
+
+    def __init__(self, asked: list[str] | None = None,
+                 up: tuple[str, ...] = ("wan", "lan")) -> None:
+        self.asked = [] if asked is None else asked
+        self.up = up
 
     def use(self, layout: Any) -> Any:
         from types import SimpleNamespace
 
-        assert layout.value == "wan", layout
+        assert layout.value in self.up, layout
+        self.asked.append(layout.value)
         config = SimpleNamespace(shaping=None)
         return SimpleNamespace(load_state=lambda: SimpleNamespace(config=lambda: config))
 
@@ -405,24 +412,10 @@ def test_freeze_and_copy_keeps_its_guest_for_the_xenwam_run_that_follows(
     profile = mb.Profile.parse("20ms/100mbit")
     settings = mb.Settings(sizes_mib=(64,), profiles=(profile,), methods=methods)
     earlier = [mb.Run(**_run(m, "20ms/100mbit", 64, 1.0)) for m in measured]
-    bench = PairBench(WanLab(), settings, tmp_path, lambda _m: None, earlier=earlier)
+    bench = PairBench(LayoutsLab(up=("wan",)), settings, tmp_path, lambda _m: None, earlier=earlier)
     bench.calls = []
     bench.run()
     assert bench.calls == expected
-
-
-class LayoutsLab:
-    """A lab handle that notes each layout asked for; either is "up"."""
-
-    def __init__(self, asked: list[str]) -> None:
-        self.asked = asked
-
-    def use(self, layout: Any) -> Any:
-        from types import SimpleNamespace
-
-        self.asked.append(layout.value)
-        config = SimpleNamespace(shaping=None)
-        return SimpleNamespace(load_state=lambda: SimpleNamespace(config=lambda: config))
 
 
 class OrderBench(PairBench):

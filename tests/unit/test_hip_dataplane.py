@@ -354,6 +354,17 @@ def _state_text(src: object, dst: object, spi: int, seq: int, oseq: int) -> str:
             f"\tsel src {HIT_C}/128 dst {HIT_M}/128 \n")
 
 
+def _installed(sa: SecurityAssociation, oseq_out: int, seq_in: int
+               ) -> tuple[RecordingRunner, KernelDataPlane]:
+    """A kernel plane with ``sa`` installed, whose ``ip xfrm state get`` says the
+    outbound state sent up to ``oseq_out`` and the inbound one saw up to ``seq_in``."""
+    runner = RecordingRunner(stdout=_state_text(LOC_M, LOC_C, sa.spi_out, 0, oseq_out)
+                             + _state_text(LOC_C, LOC_M, sa.spi_in, seq_in, 0))
+    plane = KernelDataPlane(HIT_M, runner=runner)
+    plane.install(sa)
+    return runner, plane
+
+
 def _replay_of(command: list[str]) -> tuple[int, int] | None:
     if "replay-oseq" not in command:
         return None
@@ -379,10 +390,7 @@ def test_kernel_move_never_resets_an_esp_sequence_counter(seq_out: int) -> None:
     number already used (the peer's anti-replay window is there), the inbound one
     must keep refusing what it has seen."""
     sa = _sa()
-    runner = RecordingRunner(stdout=_state_text(LOC_M, LOC_C, sa.spi_out, 0, seq_out)
-                             + _state_text(LOC_C, LOC_M, sa.spi_in, 0x1C2, 0))
-    plane = KernelDataPlane(HIT_M, runner=runner)
-    plane.install(sa)
+    runner, plane = _installed(sa, seq_out, 0x1C2)
     runner.commands.clear()
     plane.update_locators(HIT_C, IPv4Address("10.2.0.2"), LOC_C)
     adds = {int(c[c.index("spi") + 1], 16): c for c in runner.commands
@@ -412,10 +420,7 @@ def test_kernel_move_runs_ip_twice_read_then_one_batch() -> None:
     """A move is on the critical path of a migrated guest's UPDATE: one read, then the
     deletes, adds and policy updates in one ``ip -force -batch`` run, in that order."""
     sa = _sa()
-    runner = RecordingRunner(stdout=_state_text(LOC_M, LOC_C, sa.spi_out, 0, 7)
-                             + _state_text(LOC_C, LOC_M, sa.spi_in, 9, 0))
-    plane = KernelDataPlane(HIT_M, runner=runner)
-    plane.install(sa)
+    runner, plane = _installed(sa, 7, 9)
     runner.calls.clear()
     runner.commands.clear()
     plane.update_locators(HIT_C, IPv4Address("10.2.0.2"), LOC_C)
@@ -470,10 +475,7 @@ def test_failed_batch_lines_reads_what_ip_reports() -> None:
 
 def test_kernel_reinstall_with_same_spis_keeps_counters_new_spis_start_at_zero() -> None:
     sa = _sa()
-    runner = RecordingRunner(stdout=_state_text(LOC_M, LOC_C, sa.spi_out, 0, 0x500)
-                             + _state_text(LOC_C, LOC_M, sa.spi_in, 0x600, 0))
-    plane = KernelDataPlane(HIT_M, runner=runner)
-    plane.install(sa)
+    runner, plane = _installed(sa, 0x500, 0x600)
     runner.commands.clear()
     plane.install(replace(sa, encapsulation=Encapsulation.UDP))  # same SPIs, UDP now
     adds = [c for c in runner.commands if c[:4] == ["ip", "xfrm", "state", "add"]]

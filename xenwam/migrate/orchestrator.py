@@ -71,7 +71,9 @@ log = logging.getLogger(__name__)
 #: Where the guest finds its new network (read by the guest agent; docs/migrate.md).
 
 #: Runs on the destination while the guest is paused: one ssh round trip instead of five.
-#: Arguments: DOMAIN UNPAUSE(0|1) XENSTORE_DIR then KEY VALUE pairs.  Prints the domid.
+#: Arguments: DOMAIN UNPAUSE(0|1) XENSTORE_DIR DRBD_MINORS(a,b) RAISE_WEIGHT(0|1) then
+#: KEY VALUE pairs.  Prints ``weight=SCHED:OLD:NEW`` if it raised the guest's weight
+#: (:class:`RaisedWeight`), then the domid.
 FINISH_SCRIPT = r"""
 set -eu
 dom=$1; unpause=$2; dir=$3; minors=$4; raise_weight=$5; shift 5
