@@ -759,7 +759,8 @@ class Lab:
         PYTHONPATH); it needs more memory (default 192 MiB instead of 128) to unpack them.
         With ``hip`` (implies ``python``) it also gets a HIP identity peered with the
         correspondent's, and starts hipd (kernel ESP), the xenwam guest agent and the
-        records echo server at boot (default 224 MiB).
+        records echo server at boot (default 224 MiB); it is up once its agent runs and
+        the correspondent reaches it at its HIT.
         ``disk_mib`` sizes its disk (default :attr:`GuestSpec.data_disk_mib`);
         ``agent_options`` are added to a ``--hip`` guest's ``xenwam-guest-agent`` command
         line.
@@ -819,10 +820,21 @@ class Lab:
             try:
                 self._wait(lambda: self.guest_agent_running(record), 300,
                            f"guest {name}'s xenwam agent to start", config)
+                # The guest's hipd starts beside the agent and may be ready well after it
+                # (three Pythons starting on one emulated CPU). Until the correspondent
+                # reaches the guest by its HIT, a first connection races hipd's start:
+                # its base exchange gives up after 31 s of unanswered I1s, and a client
+                # with a 60 s connect timeout may fail (bench sweep, 2026-12-04).
+                self.start_correspondent_hipd()
+                reach = hit
+                self._wait(lambda: self.ping_from_correspondent(reach), 300,
+                           f"guest {name} to answer the correspondent at its HIT {hit} "
+                           "(a HIP base exchange)", config)
             except LabError as exc:
                 raise LabError(f"{exc}{self._guest_logs(name)}") from exc
         self.progress(f"guest {name} up {time.monotonic() - began:.0f} s after `xl create`"
-                      + (" (its agent running)" if hit is not None else ""))
+                      + (" (its agent running, reached at its HIT)" if hit is not None
+                         else ""))
         return record
 
     def _guest_logs(self, name: str) -> str:
