@@ -217,6 +217,31 @@ def test_render_section_says_command_commit_load_and_ratios() -> None:
     assert "Failed: xenwam 20ms/100mbit 256 MiB run 2: BenchError: boom" in text
 
 
+def test_render_section_names_every_session_of_a_resumed_sweep() -> None:
+    doc = results()
+    doc["load_average"] = {"start": [0.5, 0.25, 0.0], "end": [1.0, 1.0, 1.0]}
+    doc["sessions"] = [
+        {"started": "2026-12-03 10:00:00 UTC", "commit": "abc1234", "runs": 3,
+         "note": "two rows measured again"},
+        {"started": "2026-12-04 09:00:00 UTC", "commit": "def5678", "runs": 2,
+         "load_average": {"start": [0.1, 0.2, 0.3], "end": [1.4, 1.3, 1.2]}},
+        {"started": "2026-12-05 08:00:00 UTC", "commit": "0123abc", "runs": 4},
+    ]
+    header = mb.render_section(doc).splitlines()[1]
+    assert "in 3 sessions" in header
+    assert "started 2026-12-03 10:00:00 UTC at commit `abc1234`, 3 run(s) " \
+           "(two rows measured again)" in header
+    assert "started 2026-12-04 09:00:00 UTC at commit `def5678`, 2 run(s), load average " \
+           "0.10/0.20/0.30 at its start and 1.40/1.30/1.20 at its end" in header
+    # The top-level load average is the last save's, so it belongs to the last session.
+    assert "`0123abc`, 4 run(s), load average 0.50/0.25/0.00 at its start and " \
+           "1.00/1.00/1.00 at its end" in header
+    assert header.count("load average") == 2
+    # One session: the single-line form, as before.
+    doc["sessions"] = doc["sessions"][:1]
+    assert "at commit `abc1234`, started 2026-12-03" in mb.render_section(doc)
+
+
 def test_update_docs_replaces_only_its_section() -> None:
     base = "# Benchmarks\n\nintro\n"
     first = mb.update_docs(base, mb.DOCS_BEGIN + "\nold\n" + mb.DOCS_END)
@@ -346,6 +371,25 @@ def test_a_sweep_measured_whole_boots_no_lab_when_resumed(tmp_path: Path) -> Non
     labs = NoLab()
     runs = mb.Bench(labs, settings, tmp_path, lambda _m: None, earlier=done).run()
     assert labs.asked == [] and runs == done
+
+
+def test_a_resumed_session_is_added_with_its_own_load(tmp_path: Path,
+                                                     capsys: pytest.CaptureFixture[str]) -> None:
+    settings = mb.Settings(sizes_mib=(64,), profiles=(mb.Profile.parse("20ms/100mbit"),))
+    done = [_run(m, None if m == "stock-lan" else "20ms/100mbit", 64, 1.0)
+            for m in settings.methods]
+    first = {"started": "2026-12-03 10:00:00 UTC", "commit": "abc1234", "runs": len(done)}
+    (tmp_path / mb.RESULTS_NAME).write_text(json.dumps(
+        {"settings": settings.to_json(), "runs": done, "sessions": [first]}))
+    argv = ["--sizes-mib", "64", "--profiles", "20ms/100mbit", "--out-dir", str(tmp_path),
+            "--resume"]
+    assert mb.main(argv, labs=NoLab()) == 0
+    doc = json.loads((tmp_path / mb.RESULTS_NAME).read_text())
+    assert doc["sessions"][0] == first
+    last = doc["sessions"][1]
+    assert last["runs"] == 0 and last["load_average"] == doc["load_average"]
+    assert doc["started"] == first["started"] and doc["commit"] == "abc1234"
+    assert "in 2 sessions" in capsys.readouterr().out
 
 
 def test_resuming_with_other_settings_or_garbage_is_refused(tmp_path: Path) -> None:

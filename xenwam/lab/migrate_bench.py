@@ -372,13 +372,9 @@ def _spread(values: Sequence[float | None], digits: int = 1) -> str:
 def render_section(results: dict[str, Any]) -> str:
     """The docs/benchmarks.md section for a results document (between the markers)."""
     s = results["settings"]
-    load = results.get("load_average") or {}
     lines = [
         DOCS_BEGIN,
-        f"Run of `{results['command']}` at commit `{results['commit']}`, started "
-        f"{results['started']}, on {results.get('cpus', '?')} CPUs; load average "
-        f"(1/5/15 min) {_loads(load.get('start'))} at the start, {_loads(load.get('end'))} at "
-        "the end. Guest: a `--hip` lab guest of "
+        f"{_provenance(results)} Guest: a `--hip` lab guest of "
         f"{s['guest_memory_mib']} MiB; data disk (`xvdb`) {', '.join(map(str, s['sizes_mib']))} "
         f"MiB with {s['write_fraction']:g} of it written, rewritten at {s['write_kib_s']} KiB/s "
         f"during the move; records at {s['records_rate']:g}/s and a 50 ms ping from the "
@@ -423,6 +419,37 @@ def render_section(results: dict[str, Any]) -> str:
                      f"run {r['repeat']}: {r['error'][:200]}")
     lines.append(DOCS_END)
     return "\n".join(lines)
+
+
+def _provenance(results: dict[str, Any]) -> str:
+    """Which command, commit(s), start time(s) and load a results document comes from.
+
+    A sweep resumed over several sessions names each one: its start, commit, how many of
+    the runs it measured and the load around it. Older files keep one load average at the
+    top level, which is the last session's (every save rewrites it), so a session without
+    its own is given that one only if it is the last."""
+    sessions = list(results.get("sessions") or [])
+    top_load = results.get("load_average") or {}
+    cpus = results.get("cpus", "?")
+    if len(sessions) <= 1:
+        return (f"Run of `{results['command']}` at commit `{results['commit']}`, started "
+                f"{results['started']}, on {cpus} CPUs; load average (1/5/15 min) "
+                f"{_loads(top_load.get('start'))} at the start, "
+                f"{_loads(top_load.get('end'))} at the end.")
+    parts = []
+    for i, session in enumerate(sessions):
+        load = session.get("load_average") or (top_load if i == len(sessions) - 1 else {})
+        part = (f"started {session.get('started', '?')} at commit "
+                f"`{session.get('commit', '?')}`, {session.get('runs', '?')} run(s)")
+        if load:
+            part += (f", load average {_loads(load.get('start'))} at its start and "
+                     f"{_loads(load.get('end'))} at its end")
+        if session.get("note"):
+            part += f" ({session['note']})"
+        parts.append(part)
+    return (f"Run of `{results['command']}` on {cpus} CPUs in {len(sessions)} sessions, "
+            "the later ones going on from the results file (`--resume`, same settings): "
+            + "; ".join(parts) + ". Load averages are over 1/5/15 min.")
 
 
 def _loads(values: Sequence[float] | None) -> str:
@@ -1105,7 +1132,8 @@ def main(argv: Sequence[str] | None = None, labs: LabHandle | None = None) -> in
         first = sessions[0] if sessions else session
         doc = results_document(settings, argv, runs, first["started"], load_start,
                                os.getloadavg(), first["commit"], os.cpu_count())
-        doc["sessions"] = [*sessions, {**session, "runs": len(runs) - kept}]
+        doc["sessions"] = [*sessions, {**session, "runs": len(runs) - kept,
+                                       "load_average": doc["load_average"]}]
         return doc
 
     def save(runs: list[Run]) -> None:
