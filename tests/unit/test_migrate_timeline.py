@@ -125,6 +125,20 @@ def test_per_stream_rates() -> None:
     assert line.streams["memory"] == (RateSegment(30, 50, 31_000_000 / 20),)
 
 
+def test_two_resources_resyncing_at_once_add_up_on_one_line() -> None:
+    # The orchestrator waits for one pair, then the other, though both resync all along:
+    # the second pair's first segment spans the first pair's whole wait.
+    disk = [RateSegment(0, 2, 1e6), RateSegment(2, 4, 3e6)]
+    big = [RateSegment(0, 4, 5e6), RateSegment(4, 6, 8e6)]
+    line = timeline.summed(disk + big)
+    assert line == [RateSegment(0, 2, 6e6), RateSegment(2, 4, 8e6), RateSegment(4, 6, 8e6)]
+    assert sum(s.bytes for s in line) == sum(s.bytes for s in disk + big)
+    # Time runs one way along the line, and a gap between segments stays a gap.
+    assert timeline.summed([RateSegment(5, 6, 1.0), RateSegment(0, 1, 2.0),
+                            RateSegment(3, 3, 9.0)]) == [RateSegment(0, 1, 2.0),
+                                                         RateSegment(5, 6, 1.0)]
+
+
 def test_memory_progress_draws_the_stream_segment_by_segment() -> None:
     events = migration_events(finished=False)
     at = next(i for i, e in enumerate(events)

@@ -29,6 +29,7 @@ from __future__ import annotations
 import json
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
+from itertools import pairwise
 from pathlib import Path
 from typing import Any
 
@@ -182,6 +183,19 @@ def resync_rates(events: Sequence[ev.Event], origin: float,
     return out
 
 
+def summed(segments: Iterable[RateSegment]) -> list[RateSegment]:
+    """One stream's segments as a single step line: where segments overlap (two
+    resources resyncing at once) their rates add up.  Gaps stay gaps."""
+    segs = [s for s in segments if s.end > s.start]
+    edges = sorted({x for s in segs for x in (s.start, s.end)})
+    out: list[RateSegment] = []
+    for a, b in pairwise(edges):
+        covering = [s for s in segs if s.start <= a and s.end >= b]
+        if covering:
+            out.append(RateSegment(a, b, sum(s.bytes_per_s for s in covering)))
+    return out
+
+
 def memory_rates(report: dict[str, Any], memory: Span | None,
                  events: Sequence[ev.Event] = (), origin: float = 0.0) -> list[RateSegment]:
     """The memory stream: the transport's wire bytes, both directions, between its
@@ -299,6 +313,9 @@ PHASE_COLOURS = {
     "aborting": "#7f7f7f",
 }
 STREAM_COLOURS = {"seed": "#2ca02c", "resync": "#ff7f0e", "memory": "#d62728"}
+#: DRBD reports the resync's progress, not its bytes: with checksums, blocks both copies
+#: hold alike count at their size although only a digest crosses the link.
+STREAM_LABELS = {"resync": "resync (DRBD's sync rate)"}
 
 
 def plot(timeline: Timeline, output: Path) -> Path:
@@ -343,7 +360,7 @@ def plot(timeline: Timeline, output: Path) -> Path:
                       f" ({timeline.outcome}, {timeline.end:.1f} s)", fontsize=10)
         drawn = []
         for name in STREAMS:
-            segments = timeline.streams.get(name, ())
+            segments = summed(timeline.streams.get(name, ()))
             if not segments:
                 continue
             xs: list[float] = []
@@ -351,7 +368,7 @@ def plot(timeline: Timeline, output: Path) -> Path:
             for s in segments:
                 xs += [s.start, s.end]
                 ys += [s.bytes_per_s / 1e6] * 2
-            label = name + (" (average)" if name == "memory" else "")
+            label = STREAM_LABELS.get(name, name)
             rates.plot(xs, ys, color=STREAM_COLOURS[name], lw=1.5, label=label)
             drawn.append(name)
         rates.set_ylabel("MB/s on the wire")
