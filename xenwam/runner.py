@@ -67,6 +67,17 @@ def _tail(line: str, keep: int = 300) -> str:
     return line if len(line) <= keep else "..." + line[-keep:]
 
 
+def _excerpt(text: str, keep: int = 2000) -> str:
+    """The head and the tail of a long error output: the cause is often the first line
+    (a Ruby or Python exception's message above its backtrace) and the last lines say
+    where it ended."""
+    text = text.strip()
+    if len(text) <= keep:
+        return text
+    half = keep // 2
+    return f"{text[:half]} [... {len(text) - 2 * half} characters ...] {text[-half:]}"
+
+
 def _text(data: str | bytes | None) -> str:
     if data is None:
         return ""
@@ -129,7 +140,7 @@ class SubprocessRunner:
         except subprocess.TimeoutExpired as exc:
             raise CommandError(
                 f"{shlex.join(args)!r} did not finish within {timeout:g} s and was killed; "
-                f"stderr so far: {_text(exc.stderr).strip()[-2000:]!r}"
+                f"stderr so far: {_excerpt(_text(exc.stderr))!r}"
             ) from exc
         result = CommandResult(
             argv=args,
@@ -143,7 +154,7 @@ class SubprocessRunner:
         if check and not result.ok:
             raise CommandError(
                 f"{result.command_line!r} failed with exit status {result.exit_status}: "
-                f"{result.stderr.strip()[-2000:] or result.stdout.strip()[-2000:] or '(no output)'}"
+                f"{_excerpt(result.stderr) or _excerpt(result.stdout) or '(no output)'}"
             )
         return result
 

@@ -32,6 +32,17 @@ def test_failure_quotes_command_and_stderr() -> None:
     assert "sys.exit(3)" in str(info.value)
 
 
+def test_a_long_error_keeps_its_first_line_and_its_end() -> None:
+    # Ruby (vagrant) prints the exception's message, then hundreds of backtrace lines.
+    script = ("import sys; sys.stderr.write('Error: the box is missing\\n' + "
+              "'  from frame\\n' * 500 + 'last frame'); sys.exit(1)")
+    with pytest.raises(CommandError) as info:
+        SubprocessRunner().run([sys.executable, "-c", script])
+    message = str(info.value)
+    assert "Error: the box is missing" in message and message.endswith("last frame")
+    assert "characters ..." in message and len(message) < 2600
+
+
 def test_unchecked_failure_returns_status() -> None:
     res = SubprocessRunner().run([sys.executable, "-c", "raise SystemExit(4)"], check=False)
     assert res.exit_status == 4 and not res.ok
