@@ -4,8 +4,10 @@ settings for KVM and TCG, the image edits (no Vagrant, libvirt or QEMU needed)."
 from __future__ import annotations
 
 import dataclasses
+import io
 import json
 import re
+import tarfile
 from pathlib import Path
 
 import pytest
@@ -31,6 +33,7 @@ from xenwam.lab.vagrant_box import (
     initrd_modules,
     kvm_probe_argv,
     libvirt_settings,
+    packed_vagrantfile,
     parse_box_list,
     probe_accel,
 )
@@ -106,6 +109,9 @@ def test_probe_runs_qemu_only_when_dev_kvm_exists(tmp_path: Path) -> None:
     assert probe_accel(runner, {}, missing) is Accel.KVM
     assert runner.calls == [(kvm_probe_argv(), "quit\n")]
     assert probe_accel(FakeRunner(1), {}, missing) is Accel.TCG
+    as_qemu = FakeRunner(0)
+    assert probe_accel(as_qemu, {}, missing, qemu_user="libvirt-qemu") is Accel.KVM
+    assert as_qemu.calls == [(kvm_probe_argv(as_user="libvirt-qemu"), "quit\n")]
     quiet = FakeRunner(0)
     assert probe_accel(quiet, {ACCEL_ENV: "tcg"}, missing) is Accel.TCG
     assert quiet.calls == []
@@ -116,6 +122,13 @@ def test_kvm_probe_waits_for_quit_on_stdin() -> None:
     assert argv[argv.index("-accel") + 1] == "kvm"
     assert "-S" in argv
     assert argv[argv.index("-monitor") + 1] == "stdio"
+
+
+def test_kvm_probe_runs_as_the_user_libvirt_runs_qemu_as() -> None:
+    # Root's QEMU may open a /dev/kvm (0600 without udev) that libvirt-qemu's cannot.
+    argv = kvm_probe_argv(as_user="libvirt-qemu")
+    assert argv[:4] == ["runuser", "-u", "libvirt-qemu", "--"]
+    assert argv[4:] == kvm_probe_argv()
 
 
 def test_boot_settings_match_the_qemu_lab() -> None:
@@ -204,3 +217,20 @@ def test_parse_box_list() -> None:
     assert parse_box_list(text) == [("xenwam-dom0", "libvirt"),
                                     ("debian/bookworm64", "libvirt")]
     assert parse_box_list("There are no installed boxes! Use `vagrant box add`\n") == []
+
+
+def test_a_box_with_another_vagrantfile_is_not_up_to_date(tmp_path: Path) -> None:
+    """A box packed by an older xenwam (another Vagrantfile) is packed again: the check
+    reads the Vagrantfile from the box's tar."""
+    box = tmp_path / "x.box"
+    with tarfile.open(box, "w") as tar:
+        for name, text in (("metadata.json", "{}\n"), ("Vagrantfile", "# old\n")):
+            data = text.encode()
+            info = tarfile.TarInfo(name)
+            info.size = len(data)
+            tar.addfile(info, io.BytesIO(data))
+    assert packed_vagrantfile(box) == "# old\n"
+    assert packed_vagrantfile(box) != box_vagrantfile("k")
+    (tmp_path / "junk.box").write_bytes(b"not a tar")
+    assert packed_vagrantfile(tmp_path / "junk.box") is None
+    assert packed_vagrantfile(tmp_path / "missing.box") is None

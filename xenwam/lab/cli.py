@@ -19,7 +19,7 @@ from xenwam.lab.build import Artifacts, Builder, check_build_tools
 from xenwam.lab.config import HOSTS, LabConfig, Layout, Shaping
 from xenwam.lab.lab import Lab, MigrationReport, XenwamMigration
 from xenwam.lab.qemu import HostFiles
-from xenwam.lab.vagrant_box import BOX_NAME, BoxMaker
+from xenwam.lab.vagrant_box import ACCEL_ENV, BOX_NAME, BoxMaker, libvirt_qemu_user, probe_accel
 from xenwam.lab.xl import TRANSPORTS, valid_guest_name
 from xenwam.migrate.cli import format_mib as mib
 from xenwam.migrate.cli import format_seconds as secs
@@ -336,11 +336,17 @@ def cmd_vagrant_box(args: argparse.Namespace) -> int:
     box = maker.make(arts, out, force=args.force)
     if args.add:
         maker.add(box, args.name)
+    # What the box's Vagrantfile will choose on this host (the same probe, as the user
+    # libvirt runs QEMU as).
+    accel = probe_accel(qemu_user=libvirt_qemu_user())
     _emit(args, {"box": str(box.path), "build_key": box.build_key,
-                 "seconds": box.seconds, "added_as": args.name if args.add else None},
+                 "seconds": box.seconds, "added_as": args.name if args.add else None,
+                 "accel": accel.value},
           str(box.path) + (f" (added as {args.name})" if args.add else
                            f"\nadd it with `vagrant box add --force --name {args.name} "
-                           f"{box.path}`"))
+                           f"{box.path}`") +
+          f"\nmachines made from it on this host run under {accel.value.upper()} "
+          f"(set {ACCEL_ENV}=kvm or tcg to choose)")
     return 0
 
 

@@ -29,6 +29,7 @@ from __future__ import annotations
 import enum
 import json
 import os
+import pwd
 import shutil
 import tarfile
 import time
@@ -53,6 +54,10 @@ XEN_CMDLINE = (f"console=com1 com1=115200,8n1 dom0_mem={DOM0_MEM_MIB}M,"
 DOM0_CMDLINE = "console=hvc0 root=/dev/vda"
 #: Chooses the accelerator over the probe: ``kvm`` or ``tcg``.
 ACCEL_ENV = "XENWAM_VAGRANT_ACCEL"
+#: The user Debian's libvirt runs QEMU as (``user`` in qemu.conf); the KVM probe runs as
+#: it, since root can open a ``/dev/kvm`` left at mode 0600 by a host without udev, where
+#: libvirt's QEMU then fails with "Could not access KVM kernel module".
+QEMU_USER = "libvirt-qemu"
 
 Progress = Callable[[str], None]
 
@@ -95,14 +100,30 @@ def libvirt_settings(accel: Accel) -> LibvirtSettings:
                            cpu_features=(), nested=True)
 
 
-def kvm_probe_argv(qemu: str = "qemu-system-x86_64") -> list[str]:
+def kvm_probe_argv(qemu: str = "qemu-system-x86_64", *,
+                   as_user: str | None = None) -> list[str]:
     """A QEMU that starts a KVM vCPU and waits: it quits cleanly on ``quit`` on stdin.
 
-    Opening ``/dev/kvm`` is not enough: on the project's machine it opens, and QEMU then
-    fails setting the vCPU's MSRs.  That happens before the monitor reads anything.
+    Opening ``/dev/kvm`` is not enough: on some of the project's machines it opens, and
+    QEMU then fails setting the vCPU's MSRs (before the monitor reads anything); on others
+    root's QEMU runs KVM while libvirt's, running as ``as_user``, may not open the device.
+    With ``as_user`` (root only) the probe runs as that user, by ``runuser``.
     """
-    return [qemu, "-accel", "kvm", "-machine", "pc", "-cpu", "host", "-m", "64",
+    argv = [qemu, "-accel", "kvm", "-machine", "pc", "-cpu", "host", "-m", "64",
             "-nodefaults", "-display", "none", "-S", "-monitor", "stdio"]
+    return ["runuser", "-u", as_user, "--", *argv] if as_user else argv
+
+
+def libvirt_qemu_user() -> str | None:
+    """:data:`QEMU_USER` when this process is root and the user exists, else None (the
+    probe then runs as this process's user)."""
+    if os.geteuid() != 0:
+        return None
+    try:
+        pwd.getpwnam(QEMU_USER)
+    except KeyError:
+        return None
+    return QEMU_USER
 
 
 def choose_accel(*, override: str | None, kvm_device: bool, probe_ok: bool) -> Accel:
@@ -119,13 +140,16 @@ def choose_accel(*, override: str | None, kvm_device: bool, probe_ok: bool) -> A
 
 def probe_accel(runner: Runner = default_runner,
                 environ: Mapping[str, str] = os.environ,
-                kvm_device: Path = Path("/dev/kvm")) -> Accel:
-    """:func:`choose_accel` with the probe run (only when ``/dev/kvm`` exists)."""
+                kvm_device: Path = Path("/dev/kvm"),
+                qemu_user: str | None = None) -> Accel:
+    """:func:`choose_accel` with the probe run (only when ``/dev/kvm`` exists), as
+    ``qemu_user`` when given."""
     override = environ.get(ACCEL_ENV)
     present = kvm_device.exists()
     ok = False
     if present and not override:
-        ok = runner.run(kvm_probe_argv(), input="quit\n", check=False, timeout=60).ok
+        ok = runner.run(kvm_probe_argv(as_user=qemu_user), input="quit\n", check=False,
+                        timeout=60).ok
     return choose_accel(override=override, kvm_device=present, probe_ok=ok)
 
 
@@ -188,6 +212,7 @@ def box_vagrantfile(build_key: str, qemu: str = "qemu-system-x86_64") -> str:
 # -*- mode: ruby -*-
 # Made by `xenwam lab vagrant-box` from lab build {build_key}: a xenwam lab dom0 (Xen 4.17,
 # PV dom0, Debian's kernel) booted by libvirt's direct kernel boot as the QEMU lab boots it.
+require "etc"
 require "fileutils"
 
 xenwam_box = File.expand_path("boot", __dir__)
@@ -204,13 +229,18 @@ xenwam_boot = {_ruby(boot)}
 end
 
 # KVM when /dev/kvm works (a QEMU with a KVM vCPU starts and quits), else TCG;
-# {ACCEL_ENV}=kvm|tcg decides instead.
+# {ACCEL_ENV}=kvm|tcg decides instead.  As root the probe runs as {QEMU_USER}, the user
+# libvirt runs QEMU as: root may open a /dev/kvm that libvirt's QEMU cannot.
 xenwam_accel = ENV.fetch({_ruby(ACCEL_ENV)}, "").downcase
 if xenwam_accel.empty?
   xenwam_accel = "tcg"
   if File.exist?("/dev/kvm")
+    xenwam_probe = [{probe}]
+    if Process.uid.zero? && (Etc.getpwnam({_ruby(QEMU_USER)}) rescue nil)
+      xenwam_probe = ["runuser", "-u", {_ruby(QEMU_USER)}, "--"] + xenwam_probe
+    end
     begin
-      IO.popen([{probe}], "r+", err: File::NULL) do |io|
+      IO.popen(xenwam_probe, "r+", err: File::NULL) do |io|
         io.write("quit\\n")
         io.close_write
         io.read
@@ -359,6 +389,24 @@ class Box:
     seconds: float
 
 
+def packed_vagrantfile(box: Path) -> str | None:
+    """The Vagrantfile inside a box tar (its second member, so only the start of the
+    file is read), or None when it has none or is not a tar: a box packed by an older
+    xenwam is then packed again."""
+    try:
+        with tarfile.open(box, "r:") as tar:
+            for _ in range(4):
+                member = tar.next()
+                if member is None:
+                    return None
+                if member.name == "Vagrantfile":
+                    f = tar.extractfile(member)
+                    return f.read().decode("utf-8", errors="replace") if f else None
+    except (OSError, tarfile.TarError):
+        return None
+    return None
+
+
 @dataclass
 class BoxMaker:
     """Packs a lab build into a box; every command goes through ``runner``."""
@@ -375,7 +423,8 @@ class BoxMaker:
             raise LabError(f"the lab build in {arts.directory} is incomplete; run "
                            "`xenwam lab build --force`")
         if (out.exists() and not force
-                and out.stat().st_mtime >= arts.dom0_image.stat().st_mtime):
+                and out.stat().st_mtime >= arts.dom0_image.stat().st_mtime
+                and packed_vagrantfile(out) == box_vagrantfile(key)):
             self.progress(f"box {out} is up to date with lab build {key}")
             return Box(out, key, 0.0)
         out.parent.mkdir(parents=True, exist_ok=True)
