@@ -49,7 +49,8 @@ class Runner:
         return CommandResult(tuple(argv), status, "", err, 0.0)
 
 
-def device(states: list[str], runner: Runner | None = None) -> tuple[DrbdDevice, Runner]:
+def device(states: list[str], runner: Runner | None = None,
+           res: Resource = RES) -> tuple[DrbdDevice, Runner]:
     r = runner or Runner()
     seq = list(states)
 
@@ -61,7 +62,7 @@ def device(states: list[str], runner: Runner | None = None) -> tuple[DrbdDevice,
     def sleep(s: float) -> None:
         t[0] += s
 
-    return DrbdDevice(RES, runner=r, read_proc=read, clock=lambda: t[0], sleep=sleep), r
+    return DrbdDevice(res, runner=r, read_proc=read, clock=lambda: t[0], sleep=sleep), r
 
 
 def test_up_from_nothing_then_noop() -> None:
@@ -120,7 +121,7 @@ def test_verify_lifts_the_resync_ceilings_while_it_runs_and_puts_them_back() -> 
     assert dev.verify(interval=1.0) == 8
     lifted = ["drbdadm", "disk-options", f"--c-max-rate={wan.verify_max_rate_kib}k",
               f"--c-fill-target={wan.verify_fill_target_kib}k", "r0"]
-    back = ["drbdadm", "disk-options", f"--c-max-rate={wan.c_max_rate_kib}k",
+    back = ["drbdadm", "disk-options", f"--c-max-rate={wan.resync_max_rate_kib}k",
             f"--c-fill-target={wan.c_fill_target_kib}k", "r0"]
     assert r.calls == [lifted, ["drbdadm", "verify", "r0"], back]
     assert wan.verify_max_rate_kib == 64 * wan.c_max_rate_kib
@@ -130,12 +131,21 @@ def test_verify_lifts_the_resync_ceilings_while_it_runs_and_puts_them_back() -> 
     assert fast.verify_fill_target_kib == 512 * 1024
 
 
+def test_verify_puts_back_the_lifted_ceiling_of_a_checksum_resync() -> None:
+    res = replace(RES, wan=replace(RES.wan, csums_alg="md5"))
+    dev, r = device([proc("Connected"), proc("VerifyS"), proc("Connected")], res=res)
+    assert dev.verify(interval=1.0) == 0
+    assert r.calls[-1][:3] == ["drbdadm", "disk-options",
+                               f"--c-max-rate={res.wan.resync_max_rate_kib}k"]
+    assert res.wan.resync_max_rate_kib == 8 * res.wan.c_max_rate_kib
+
+
 def test_verify_puts_the_ceilings_back_when_it_fails() -> None:
     dev, r = device([proc("Connected"), proc("WFConnection")], Runner())
     with pytest.raises(DrbdError, match="connection dropped during online verify"):
         dev.verify(interval=1.0)
     assert r.calls[-1][:3] == ["drbdadm", "disk-options",
-                               f"--c-max-rate={RES.wan.c_max_rate_kib}k"]
+                               f"--c-max-rate={RES.wan.resync_max_rate_kib}k"]
 
 
 def test_down_detach_disconnect_are_idempotent() -> None:

@@ -65,6 +65,20 @@ def test_congestion_fill_below_send_buffer() -> None:
     assert wan.congestion_fill_kib * 1024 >= wan.bdp_bytes
 
 
+def test_a_checksum_resync_is_not_paced_at_the_link_rate() -> None:
+    # 50 mbit is 6103 KiB/s; one BDP at 80 ms is 488 KiB, under the 1 MiB floor.
+    plain = make()
+    assert "c-max-rate 6103k;" in plain.render() and "c-fill-target 1024k;" in plain.render()
+    csums = make(wan=dataclasses.replace(plain.wan, csums_alg="md5"))
+    text = csums.render()
+    # Digests of matching blocks are counted at the block's size: 8x the link, while
+    # the data in flight stays at the same fill target.
+    assert "c-max-rate 48824k;" in text and "c-fill-target 1024k;" in text
+    assert csums.wan.resync_max_rate_kib == 8 * csums.wan.c_max_rate_kib
+    fast = WanProfile(bandwidth_mbit=10_000_000.0, csums_alg="md5")
+    assert fast.resync_max_rate_kib == 4 * 1024 * 1024  # drbdsetup's ceiling
+
+
 @pytest.mark.parametrize(
     ("changes", "quoted"),
     [

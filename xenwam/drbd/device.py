@@ -389,7 +389,7 @@ class DrbdDevice:
             return self._verify(st, timeout, interval, on_progress)
         finally:
             try:
-                self._run(cmdgen.resync_ceiling(self.name, wan.c_max_rate_kib,
+                self._run(cmdgen.resync_ceiling(self.name, wan.resync_max_rate_kib,
                                                 wan.c_fill_target_kib, config=self.config))
             except DrbdError as exc:  # a device gone meanwhile has no ceilings left
                 log.warning("%s: could not put the resync ceilings back after the verify: "
