@@ -65,6 +65,16 @@ def test_congestion_fill_below_send_buffer() -> None:
     assert wan.congestion_fill_kib * 1024 >= wan.bdp_bytes
 
 
+def test_ping_timeout_leaves_room_for_a_loaded_links_queue() -> None:
+    # 80 ms: four RTTs are 0.32 s, under a 20 Mbit/s netem queue's 0.6 s; the floor is 2 s.
+    assert WanProfile(rtt_ms=80.0).ping_timeout_tenths == 20
+    assert WanProfile(rtt_ms=700.0).ping_timeout_tenths == 28  # four RTTs
+    for rtt in (1.0, 80.0, 700.0, 2000.0):
+        wan = WanProfile(rtt_ms=rtt)
+        assert wan.timeout_tenths > wan.ping_timeout_tenths  # drbd.conf's rule
+    assert "ping-timeout 20;" in make().render()
+
+
 def test_a_checksum_resync_is_not_paced_at_the_link_rate() -> None:
     # 50 mbit is 6103 KiB/s; one BDP at 80 ms is 488 KiB, under the 1 MiB floor.
     plain = make()

@@ -62,6 +62,9 @@ VERIFY_PACE_FACTOR = 64
 #: many times; the data in flight stays bounded by ``c-fill-target`` (one BDP, at least
 #: 1 MiB), which is what keeps a resync of differing blocks from flooding the link.
 CSUMS_PACE_FACTOR = 8
+#: The floor of ``ping-timeout`` (tenths of a second): a loaded WAN link's queue delays
+#: a ping's answer by far more than its RTT (see :attr:`WanProfile.ping_timeout_tenths`).
+PING_TIMEOUT_MIN_TENTHS = 20
 #: Replication modes a resource file can be written in (see :attr:`Resource.mode`).
 MODES = ("bulk", "handover")
 
@@ -205,8 +208,14 @@ class WanProfile:
 
     @property
     def ping_timeout_tenths(self) -> int:
-        """A ping answer may take several RTTs on a loaded WAN link."""
-        return max(5, math.ceil(4 * self.rtt_ms / 100.0))
+        """How long DRBD waits for a ping's answer before it drops the connection: four
+        RTTs, and never under :data:`PING_TIMEOUT_MIN_TENTHS`.  While a migration fills
+        the link (its memory stream, a resync) the answer waits behind the bottleneck's
+        queue, not only the RTT: in the lab at 80 ms / 20 Mbit/s, netem's 1000-packet
+        queue is 0.6 s, and DRBD's default 0.5 s dropped a pair mid-move
+        ("PingAck did not arrive in time").  A dead peer is still noticed within
+        ``ping-int`` (10 s) plus this."""
+        return max(PING_TIMEOUT_MIN_TENTHS, math.ceil(4 * self.rtt_ms / 100.0))
 
     @property
     def timeout_tenths(self) -> int:
