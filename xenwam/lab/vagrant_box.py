@@ -208,6 +208,7 @@ def box_vagrantfile(build_key: str, qemu: str = "qemu-system-x86_64") -> str:
     """The Vagrantfile inside the box: what every machine made from it gets."""
     boot = boot_directory(build_key)
     probe = ", ".join(_ruby(a) for a in kvm_probe_argv(qemu))
+    probe_as_qemu = ", ".join(_ruby(a) for a in kvm_probe_argv(qemu, as_user=QEMU_USER))
     return f"""\
 # -*- mode: ruby -*-
 # Made by `xenwam lab vagrant-box` from lab build {build_key}: a xenwam lab dom0 (Xen 4.17,
@@ -237,7 +238,7 @@ if xenwam_accel.empty?
   if File.exist?("/dev/kvm")
     xenwam_probe = [{probe}]
     if Process.uid.zero? && (Etc.getpwnam({_ruby(QEMU_USER)}) rescue nil)
-      xenwam_probe = ["runuser", "-u", {_ruby(QEMU_USER)}, "--"] + xenwam_probe
+      xenwam_probe = [{probe_as_qemu}]
     end
     begin
       IO.popen(xenwam_probe, "r+", err: File::NULL) do |io|
@@ -418,13 +419,14 @@ class BoxMaker:
         """Write ``out`` (a box tar) from the build in ``arts``, unless it is newer than
         the build already."""
         key = arts.directory.name
+        vagrantfile = box_vagrantfile(key)
         start = time.monotonic()
         if not arts.complete():
             raise LabError(f"the lab build in {arts.directory} is incomplete; run "
                            "`xenwam lab build --force`")
         if (out.exists() and not force
                 and out.stat().st_mtime >= arts.dom0_image.stat().st_mtime
-                and packed_vagrantfile(out) == box_vagrantfile(key)):
+                and packed_vagrantfile(out) == vagrantfile):
             self.progress(f"box {out} is up to date with lab build {key}")
             return Box(out, key, 0.0)
         out.parent.mkdir(parents=True, exist_ok=True)
@@ -459,7 +461,7 @@ class BoxMaker:
             raw.unlink()
             (work / "metadata.json").write_text(
                 json.dumps(box_metadata(image_size_gib()), indent=2) + "\n")
-            (work / "Vagrantfile").write_text(box_vagrantfile(key))
+            (work / "Vagrantfile").write_text(vagrantfile)
             for name, src in (("xen", arts.xen), ("vmlinuz", arts.kernel),
                               ("initrd.gz", arts.initrd), ("id_ed25519", arts.ssh_key)):
                 shutil.copy(src, work / "boot" / name)
